@@ -1,0 +1,156 @@
+"""Driver-side Tune callbacks: the record of every trial, live status and terminal progress.
+
+The driver sees every trial event, so recording happens here (one writer, no storage traffic
+from the trials for bookkeeping). The record is saved as JSON in the study's storage, from
+which `status`, `results` and resumed runs read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+from ray.tune import Callback
+from rich.console import Console
+
+from orchestrator.plan import StagePlan
+from orchestrator.results import STATE_DIR, final_metrics, save_stage_record
+from orchestrator.storage import Store
+from orchestrator.trial import trial_config
+
+TUNE_STATUS = {"TERMINATED": "done", "ERROR": "error", "RUNNING": "running", "PENDING": "pending",
+               "PAUSED": "paused"}
+
+
+class StudyStatus:
+    """Live state of the whole study, written (throttled) to `_orchestrator/status.json`."""
+
+    def __init__(self, store: Store, study: str, console: Console, min_interval_s: float = 2.0):
+        self.store, self.study, self.console = store, study, console
+        self.stages: dict[str, dict] = {}
+        self.min_interval_s = min_interval_s
+        self._last_write = 0.0
+
+    def stage(self, name: str, state: str, trials: dict | None = None, total: int | None = None) -> None:
+        entry = self.stages.setdefault(name, {"state": state, "trials": {}, "total": total})
+        entry["state"] = state
+        if trials is not None:
+            entry["trials"] = trials
+        if total is not None:
+            entry["total"] = total
+        self.write(force=True)
+
+    def write(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_write < self.min_interval_s:
+            return
+        self._last_write = now
+        summary = {"study": self.study, "updated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "stages": {}}
+        for name, entry in self.stages.items():
+            trials = entry["trials"]
+            counts: dict[str, int] = {}
+            for t in trials.values():
+                counts[t["status"]] = counts.get(t["status"], 0) + 1
+            summary["stages"][name] = {"state": entry["state"], "total": entry["total"], "counts": counts,
+                                       "trials": {k: {f: t.get(f) for f in ("name", "status", "iterations", "best")}
+                                                  for k, t in trials.items()}}
+        self.store.write_text(json.dumps(summary, indent=1, default=str), STATE_DIR, "status.json")
+
+
+def trial_uri(store: Store, path: str | None) -> str | None:
+    """A storage path as reported by Tune (no scheme) -> a URI the user can open."""
+    if path is None:
+        return None
+    return path if store.local else f"{store.uri.split('://')[0]}://{path}"
+
+
+class StageRecorder(Callback):
+    """Keeps one record per trial of a stage and reports progress to the terminal."""
+
+    def __init__(self, plan: StagePlan, store: Store, status: StudyStatus, console: Console,
+                 previous: dict | None = None):
+        self.plan, self.store, self.status, self.console = plan, store, status, console
+        select = plan.stage.select
+        self.record: dict[str, Any] = {
+            "stage": plan.name, "trainable": plan.stage.trainable, "state": "running",
+            "select": select.model_dump() if select else None,
+            "trials": dict((previous or {}).get("trials", {})),
+        }
+        self.status.stage(plan.name, "running", self.record["trials"], plan.num_trials)
+
+    # -- recording -------------------------------------------------------------------------
+    def _update(self, trial, status: str | None = None) -> dict:
+        spec = trial.config["trial"]
+        tid = os.path.basename(str(trial.path).rstrip("/")) if trial.path else trial.trial_id
+        last = trial.last_result or {}
+        metrics = final_metrics(last)
+        if status is None:
+            status = TUNE_STATUS.get(trial.status, trial.status.lower())
+            if status == "done" and metrics.get("diverged"):
+                status = "diverged"
+        select = self.plan.stage.select
+        best = None
+        if select is not None:
+            best = (trial.metric_analysis.get(select.metric) or {}).get(select.mode)
+        cfg = trial_config(trial.config)
+        cfg.pop("seed", None)
+        entry = self.record["trials"].get(tid, {})
+        entry.update({
+            "stage": self.plan.name, "trial_id": tid, "name": trial.trial_name if hasattr(trial, "trial_name")
+            else str(trial), "variant": spec["variant"], "seed": spec["seed"], "config": cfg,
+            "sampled": trial.config.get("search") or {}, "status": status,
+            "iterations": last.get("training_iteration"), "duration_s": last.get("time_total_s"),
+            "metrics": metrics, "best": best,
+            "checkpoint": trial_uri(self.store, trial.checkpoint.path) if trial.checkpoint else None,
+            "path": trial_uri(self.store, trial.path), "failures": trial.num_failures,
+        })
+        if status == "error":
+            error = trial.get_error()
+            entry["error"] = " ".join(str(error).split())[-400:] if error else "unknown error"
+        self.record["trials"][tid] = entry
+        return entry
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        entry = self._update(trial, "running")
+        self.console.print(f"[cyan]started[/]  {entry['name']}  [dim]{entry['trial_id']}[/]")
+        self.status.write()
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self._update(trial, "running")
+        self.status.write()
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        entry = self._update(trial)
+        entry["status"] = "diverged" if entry["metrics"].get("diverged") else "done"
+        colour = "yellow" if entry["status"] == "diverged" else "green"
+        self.console.print(f"[{colour}]{entry['status']:<8}[/] {entry['name']}  {self._summary(entry)}")
+        self.status.write(force=True)
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        entry = self._update(trial, "retrying")
+        self.console.print(f"[yellow]retrying[/] {entry['name']} from its last checkpoint "
+                           f"(failure {trial.num_failures})")
+        self.status.write(force=True)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        entry = self._update(trial, "error")
+        self.console.print(f"[red]error[/]    {entry['name']}: {entry.get('error', '')[-200:]}")
+        self.status.write(force=True)
+
+    def on_experiment_end(self, trials, **info):
+        for trial in trials:
+            self._update(trial)
+        statuses = [t["status"] for t in self.record["trials"].values()]
+        terminal = {"done", "diverged", "error"}
+        self.record["state"] = "complete" if statuses and all(s in terminal for s in statuses) else "interrupted"
+        save_stage_record(self.store, self.plan.name, self.record)
+        self.status.stage(self.plan.name, self.record["state"], self.record["trials"])
+
+    def _summary(self, entry: dict) -> str:
+        parts = [f"{entry.get('iterations') or 0} epochs", f"{entry.get('duration_s') or 0:.1f}s"]
+        select = self.plan.stage.select
+        if select and entry.get("best") is not None:
+            parts.append(f"best {select.metric}={entry['best']:.4g}")
+        return "  ".join(parts)

@@ -1,0 +1,175 @@
+"""Command line: `python -m orchestrator COMMAND` (validate, plan, run, resume, status, results, data)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from orchestrator.errors import Problem, UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Run matrices of PyTorch training experiments as Ray Tune trials, from one YAML file.")
+data_app = typer.Typer(no_args_is_help=True, help="Prepare data: OHLC CSV -> windows, synthetic windows.")
+app.add_typer(data_app, name="data")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def fail(exc: UserError) -> None:
+    for problem in exc.problems:
+        err_console.print(str(problem), markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def _load(file: Path):
+    from orchestrator.plan import load_plan
+
+    try:
+        return load_plan(file)
+    except UserError as exc:
+        fail(exc)
+
+
+@app.command()
+def validate(file: Path = typer.Argument(..., help="Study YAML file.")) -> None:
+    """Check a study file and every file it references, without starting Ray."""
+    plan = _load(file)
+    stages = ", ".join(f"{n} ({sp.num_trials})" for n, sp in plan.stages.items())
+    console.print(f"{file}: ok: study {plan.study.name!r}, {plan.num_trials} trials in {len(plan.stages)} "
+                  f"stage(s): {stages}", markup=False, highlight=False)
+
+
+@app.command()
+def plan(
+    file: Path = typer.Argument(..., help="Study YAML file."),
+    cpus: Optional[float] = typer.Option(None, help="Cluster CPUs (default: this machine's)."),
+    gpus: Optional[float] = typer.Option(None, help="Cluster GPUs (default: this machine's)."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Show the expanded trials, their resources, concurrency and time estimate."""
+    from orchestrator.plan import ClusterShape
+    from orchestrator.plan_view import plan_rows, render_plan
+
+    p = _load(file)
+    shape = ClusterShape.local()
+    shape = ClusterShape(cpus if cpus is not None else shape.cpus, gpus if gpus is not None else shape.gpus)
+    if as_json:
+        sys.stdout.write(json.dumps(plan_rows(p, shape), indent=1, default=str) + "\n")
+    else:
+        render_plan(p, shape, console)
+
+
+@app.command()
+def run(
+    file: Path = typer.Argument(..., help="Study YAML file."),
+    storage: Optional[str] = typer.Option(None, help="Override the study's storage (path or s3://bucket/prefix)."),
+    address: Optional[str] = typer.Option(None, help="Ray cluster address (default: RAY_ADDRESS, else local Ray)."),
+    max_concurrent: Optional[int] = typer.Option(None, min=1, help="Trials running at once per stage."),
+    retry_errored: bool = typer.Option(False, help="Run trials that ended in error again."),
+    dashboard: bool = typer.Option(False, help="Start the Ray dashboard with the local Ray (127.0.0.1:8265)."),
+    num_cpus: Optional[int] = typer.Option(None, min=1, help="CPUs for the local Ray (default: all)."),
+) -> None:
+    """Run a study (or continue it: finished trials are skipped)."""
+    from orchestrator.runner import RunOptions, run_study
+
+    p = _load(file)
+    options = RunOptions(storage=storage, address=address, max_concurrent=max_concurrent,
+                         retry_errored=retry_errored, dashboard=dashboard, num_cpus=num_cpus)
+    try:
+        code = run_study(p, Path(file).read_text(encoding="utf-8"), options, console)
+    except UserError as exc:
+        fail(exc)
+    raise typer.Exit(code)
+
+
+@app.command()
+def resume(
+    run_dir: str = typer.Argument(..., help="The study's folder in storage (path or s3:// URI)."),
+    address: Optional[str] = typer.Option(None, help="Ray cluster address."),
+    retry_errored: bool = typer.Option(False, help="Run trials that ended in error again."),
+    max_concurrent: Optional[int] = typer.Option(None, min=1),
+    num_cpus: Optional[int] = typer.Option(None, min=1, help="CPUs for the local Ray (default: all)."),
+) -> None:
+    """Continue an interrupted study from its storage (the study file is read from there)."""
+    from orchestrator.resume import resume_study
+
+    try:
+        code = resume_study(run_dir, address=address, retry_errored=retry_errored, max_concurrent=max_concurrent,
+                            num_cpus=num_cpus, console=console)
+    except UserError as exc:
+        fail(exc)
+    raise typer.Exit(code)
+
+
+@app.command()
+def status(run_dir: str = typer.Argument(..., help="The study's folder in storage (path or s3:// URI).")) -> None:
+    """Trials by state per stage, for a running or finished study."""
+    from orchestrator.inspect import show_status
+
+    try:
+        show_status(run_dir, console)
+    except UserError as exc:
+        fail(exc)
+
+
+@app.command()
+def results(
+    run_dir: str = typer.Argument(..., help="The study's folder in storage (path or s3:// URI)."),
+    fmt: str = typer.Option("md", "--format", help="md | csv | parquet | json"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
+) -> None:
+    """The results table of a study (one row per trial)."""
+    from orchestrator.inspect import export_results
+
+    try:
+        export_results(run_dir, fmt, output, console)
+    except UserError as exc:
+        fail(exc)
+
+
+@data_app.command("windows")
+def data_windows(
+    csv: Path = typer.Argument(..., help="OHLC CSV (columns open, high, low, close; optional timestamp)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output Parquet file of unlabeled windows."),
+    length: int = typer.Option(105, min=2, help="Bars per window."),
+    stride: int = typer.Option(5, min=1, help="Bars between window starts."),
+) -> None:
+    """Convert an OHLC CSV into unlabeled windows (Parquet)."""
+    from trainables.ohlc_data import csv_to_windows
+
+    try:
+        n = csv_to_windows(str(csv), str(out), length, stride)
+    except ValueError as exc:
+        fail(UserError(Problem(str(csv), str(exc).removeprefix(f"{csv}: "))))
+    console.print(f"wrote {n} windows of {length} bars to {out}")
+
+
+@data_app.command("synthetic")
+def data_synthetic(
+    out: Path = typer.Option(..., "--out", "-o", help="Output Parquet file."),
+    n: int = typer.Option(2000, min=1, help="Number of windows."),
+    length: int = typer.Option(105, min=20, help="Bars per window."),
+    seed: int = typer.Option(0, help="Random seed."),
+    labeled: bool = typer.Option(False, help="Include label and expansion_start/end columns."),
+) -> None:
+    """Write seeded synthetic OHLC windows with planted expansions (see trainables/synthetic.py)."""
+    import pyarrow.parquet as pq
+
+    from trainables import synthetic
+    from trainables.ohlc_data import windows_table
+
+    data = synthetic.generate(n, length, seed)
+    extra = {k: data[k] for k in ("label", "expansion_start", "expansion_end")} if labeled else {}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(windows_table(data["ohlc"], list(data["window_id"]), **extra), str(out))
+    console.print(f"wrote {n} synthetic windows to {out}")
+
+
+def main() -> None:
+    app()

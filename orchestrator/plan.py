@@ -1,0 +1,294 @@
+"""Expand a study into trials: variants x grid x seeds (x search samples), in stage DAG order.
+
+Trial identity is a content hash of (trainable, config as written, seed): re-running the same
+study finds the same trials, and two rows that resolve to the same trial are an error.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import math
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+import trainables
+from orchestrator.errors import Problem, UserError, join_path
+from orchestrator.search_space import describe, load_space
+from orchestrator.spec import Resources, Stage, Study, load_study, topological_order
+from orchestrator.yamlio import YamlDoc
+
+SYNTHETIC_PREFIX = "synthetic:"
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """A copy of `base` with `override` merged in (nested dicts merged, everything else replaced)."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def trial_id(trainable: str, config: dict, seed: int) -> str:
+    payload = json.dumps({"trainable": trainable, "config": config, "seed": seed}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+@dataclass
+class TrialSpec:
+    stage: str
+    trainable: str
+    variant: str | None
+    seed: int
+    config: dict            # as written (merged), hashed into the id
+    grid: dict              # the grid values of this trial
+    id: str
+    run_config: dict = field(default_factory=dict)  # config with input paths resolved: what the trial gets
+
+    @property
+    def name(self) -> str:
+        parts = [self.stage, self.variant or "base"]
+        parts += [f"{k}={v}" for k, v in self.grid.items()]
+        return "/".join(parts + [f"s{self.seed}"])
+
+    def to_dict(self) -> dict:
+        return {"stage": self.stage, "trainable": self.trainable, "variant": self.variant, "seed": self.seed,
+                "config": self.run_config, "grid": self.grid, "id": self.id, "name": self.name}
+
+
+@dataclass
+class StagePlan:
+    name: str
+    stage: Stage
+    trials: list[TrialSpec]
+    resources: Resources
+    search_space: dict | None = None
+    differing: list[str] = field(default_factory=list)   # config keys that differ between trials
+
+    @property
+    def num_trials(self) -> int:
+        return len(self.trials) * (self.stage.search.num_samples if self.stage.search else 1)
+
+
+@dataclass
+class ClusterShape:
+    cpus: float
+    gpus: float
+
+    @classmethod
+    def local(cls) -> "ClusterShape":
+        return cls(cpus=float(os.cpu_count() or 1), gpus=float(_local_gpu_count()))
+
+
+def _local_gpu_count() -> int:
+    # Without importing torch (slow): CUDA_VISIBLE_DEVICES if set, else nvidia-smi -L.
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return 0
+    try:
+        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=10, check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(1 for line in out.splitlines() if line.startswith("GPU "))
+
+
+def effective_resources(res: Resources, shape: ClusterShape) -> tuple[dict, str | None]:
+    """Per-trial Ray resources on this cluster; GPU requests are dropped (with a note) without GPUs."""
+    gpu = res.gpu
+    note = None
+    if gpu > 0 and shape.gpus <= 0:
+        note = f"cluster has no GPUs: dropping gpu={gpu} per trial, trials run on CPU"
+        gpu = 0.0
+    return {"cpu": res.cpu * res.workers if res.workers > 1 else res.cpu, "gpu": gpu * res.workers}, note
+
+
+def concurrency(res: dict, shape: ClusterShape, limit: int | None) -> int:
+    """How many trials of a stage fit on the cluster at once."""
+    fits = [math.floor(shape.cpus / res["cpu"] + 1e-9)] if res["cpu"] > 0 else []
+    if res["gpu"] > 0:
+        fits.append(math.floor(shape.gpus / res["gpu"] + 1e-9))
+    n = min(fits) if fits else 1
+    if limit:
+        n = min(n, limit)
+    return max(n, 0)
+
+
+@dataclass
+class Plan:
+    study: Study
+    doc: YamlDoc
+    study_dir: Path
+    stages: dict[str, StagePlan]
+    order: list[str]
+
+    @property
+    def num_trials(self) -> int:
+        return sum(s.num_trials for s in self.stages.values())
+
+
+def load_plan(path: str | Path) -> Plan:
+    """Load, validate and expand a study file. Raises `UserError` listing every problem."""
+    study, doc = load_study(path)
+    return build_plan(study, doc, Path(path).resolve().parent)
+
+
+def build_plan(study: Study, doc: YamlDoc, study_dir: Path) -> Plan:
+    problems: list[Problem] = []
+    stages: dict[str, StagePlan] = {}
+    for name in topological_order(study):
+        try:
+            stages[name] = _expand_stage(study, name, doc, study_dir)
+        except UserError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise UserError(_dedupe(problems))
+    return Plan(study, doc, study_dir, stages, list(stages))
+
+
+def _dedupe(problems: list[Problem]) -> list[Problem]:
+    seen, out = set(), []
+    for p in problems:
+        if str(p) not in seen:
+            seen.add(str(p))
+            out.append(p)
+    return out
+
+
+def _origin(stage_name: str, stage: Stage, variant: str | None, key: str) -> tuple:
+    """Where in the study file a top-level config key of a trial was set."""
+    if key in stage.grid:
+        return ("stages", stage_name, "grid", key)
+    if variant is not None and key in stage.variants[variant]:
+        return ("stages", stage_name, "variants", variant, key)
+    if key in stage.config:
+        return ("stages", stage_name, "config", key)
+    return ("stages", stage_name, "config")
+
+
+def _expand_stage(study: Study, name: str, doc: YamlDoc, study_dir: Path) -> StagePlan:
+    stage = study.stages[name]
+    where = ("stages", name, "trainable")
+    try:
+        module = trainables.get(stage.trainable)
+    except trainables.UnknownTrainable as exc:
+        raise UserError(Problem(doc.file, str(exc), join_path(*where), doc.line_of(where))) from None
+
+    space = None
+    if stage.search is not None:
+        space, _ = load_space(stage.search.space, study_dir, doc, ("stages", name, "search", "space"))
+
+    rows: list[tuple[str | None, dict]] = (
+        [(v, row) for v, row in stage.variants.items()] if stage.variants else [(None, {})]
+    )
+    grid_keys = list(stage.grid)
+    combos = list(itertools.product(*(stage.grid[k] for k in grid_keys))) if grid_keys else [()]
+    problems: list[Problem] = []
+    trials: list[TrialSpec] = []
+    seen: dict[str, str] = {}
+    input_fields = tuple(getattr(module, "INPUT_FIELDS", ()))
+    checked_inputs: set[tuple] = set()
+    for variant, row in rows:
+        for combo in combos:
+            grid = dict(zip(grid_keys, combo))
+            config = deep_merge(deep_merge(stage.config, row), grid)
+            for seed in study.seeds_of(stage):
+                tid = trial_id(stage.trainable, config, seed)
+                spec = TrialSpec(name, stage.trainable, variant, seed, config, grid, tid)
+                if tid in seen:
+                    problems.append(Problem(doc.file, f"trials {seen[tid]} and {spec.name} resolve to the same "
+                                            "config and seed; make the variants differ",
+                                            join_path("stages", name), doc.line_of(("stages", name))))
+                    continue
+                seen[tid] = spec.name
+                spec.run_config = _resolve_inputs(config, input_fields, study_dir)
+                probe = dict(spec.run_config, seed=seed)
+                if space:  # sampled keys are checked with a representative value
+                    for key, sampler in space.items():
+                        probe[key] = _representative(sampler)
+                problems.extend(_check_config(module, probe, name, stage, variant, doc, checked_inputs,
+                                              input_fields))
+                trials.append(spec)
+    if problems:
+        raise UserError(problems)
+    differing = sorted({k for t in trials for k in t.config if len({_key(u.config.get(k)) for u in trials}) > 1})
+    return StagePlan(name, stage, trials, study.resources_of(stage), space, differing)
+
+
+def _key(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _representative(sampler: dict) -> Any:
+    (kind, args), = sampler.items()
+    if kind in ("choice", "grid"):
+        return args[0]
+    if kind in ("randint", "lograndint"):
+        return int(args[0])
+    return float(args[0])
+
+
+def _resolve_inputs(config: dict, fields: tuple, study_dir: Path) -> dict:
+    out = copy.deepcopy(config)
+    for key in fields:
+        value = out.get(key)
+        if isinstance(value, str) and not _is_uri(value):
+            path = Path(value).expanduser()
+            out[key] = str(path if path.is_absolute() else (study_dir / path).resolve())
+    return out
+
+
+def _is_uri(value: str) -> bool:
+    return value.startswith(SYNTHETIC_PREFIX) or "://" in value or value.startswith("${")
+
+
+def _check_config(module, config: dict, stage_name: str, stage: Stage, variant: str | None, doc: YamlDoc,
+                  checked_inputs: set[tuple], input_fields: tuple) -> list[Problem]:
+    try:
+        parsed = module.Config.model_validate(config)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            origin = _origin(stage_name, stage, variant, str(loc[0])) if loc else ("stages", stage_name, "config")
+            path = origin + tuple(loc[1:]) if len(origin) > 2 and origin[-1] == loc[0] else origin + tuple(loc)
+            if err["type"] == "extra_forbidden":
+                msg = f"unknown key {loc[-1]!r} for trainable {stage.trainable}; expected one of: " + \
+                      ", ".join(k for k in module.Config.model_fields if k != "seed")
+            elif err["type"] == "missing":
+                msg = f"required key {loc[-1]!r} is missing"
+            else:
+                msg = err["msg"].removeprefix("Value error, ")
+                if not isinstance(err.get("input"), (dict, list)):
+                    msg += f" (got {err.get('input')!r})"
+            problems.append(Problem(doc.file, msg, join_path(*path), doc.line_of(path)))
+        return problems
+    check = getattr(module, "check_inputs", None)
+    key = tuple(config.get(f) for f in input_fields)
+    if check is None or key in checked_inputs:
+        return []
+    checked_inputs.add(key)
+    try:
+        check(parsed)
+    except ValueError as exc:
+        field_name = getattr(exc, "field", input_fields[0] if input_fields else "")
+        path = _origin(stage_name, stage, variant, field_name)
+        return [Problem(doc.file, str(exc), join_path(*path), doc.line_of(path))]
+    return []
+
+
+def describe_search(stage_plan: StagePlan) -> dict[str, str]:
+    return describe(stage_plan.search_space) if stage_plan.search_space else {}

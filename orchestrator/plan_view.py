@@ -1,0 +1,79 @@
+"""Rendering of `plan`: trials per stage, resources, packing, and a time estimate."""
+
+from __future__ import annotations
+
+import math
+
+from rich.console import Console
+from rich.table import Table
+
+from orchestrator.plan import ClusterShape, Plan, concurrency, describe_search, effective_resources
+
+
+def _fmt(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def plan_rows(plan: Plan, shape: ClusterShape) -> dict:
+    """Everything `plan` shows, as plain data (`plan --json`)."""
+    out = {"study": plan.study.name, "cluster": {"cpus": shape.cpus, "gpus": shape.gpus}, "stages": []}
+    for name in plan.order:
+        sp = plan.stages[name]
+        res, note = effective_resources(sp.resources, shape)
+        conc = concurrency(res, shape, sp.stage.max_concurrent)
+        waves = math.ceil(sp.num_trials / conc) if conc else None
+        minutes = sp.stage.expected_trial_minutes
+        stage = {
+            "stage": name, "trainable": sp.stage.trainable, "needs": sp.stage.needs, "trials": sp.num_trials,
+            "resources": res, "note": note, "concurrent": conc, "waves": waves,
+            "search": describe_search(sp), "num_samples": sp.stage.search.num_samples if sp.stage.search else 1,
+            "select": sp.stage.select.model_dump() if sp.stage.select else None,
+            "estimate": None,
+            "rows": [{"trial_id": t.id, "name": t.name, "variant": t.variant, "seed": t.seed,
+                      "differs": {k: t.config.get(k) for k in sp.differing}} for t in sp.trials],
+        }
+        if minutes and waves:
+            stage["estimate"] = {"wall_minutes": waves * minutes,
+                                 "gpu_hours": sp.num_trials * minutes / 60 * res["gpu"]}
+        out["stages"].append(stage)
+    est = [s["estimate"] for s in out["stages"]]
+    if est and all(est):
+        out["estimate"] = {"wall_minutes": sum(e["wall_minutes"] for e in est),
+                           "gpu_hours": sum(e["gpu_hours"] for e in est)}
+    return out
+
+
+def render_plan(plan: Plan, shape: ClusterShape, console: Console) -> None:
+    data = plan_rows(plan, shape)
+    console.print(f"[bold]study {data['study']}[/]: {plan.num_trials} trials on a cluster of "
+                  f"{shape.cpus:g} CPUs, {shape.gpus:g} GPUs")
+    for stage in data["stages"]:
+        res = stage["resources"]
+        head = (f"\n[bold]stage {stage['stage']}[/] ({stage['trainable']}"
+                + (f", needs {', '.join(stage['needs'])}" if stage["needs"] else "") + "): "
+                f"{stage['trials']} trials, {res['cpu']:g} CPU + {res['gpu']:g} GPU each, "
+                f"{stage['concurrent']} at once, {stage['waves']} wave(s)")
+        console.print(head)
+        if stage["note"]:
+            console.print(f"  [yellow]note[/]: {stage['note']}")
+        if stage["search"]:
+            console.print(f"  search x{stage['num_samples']}: " +
+                          ", ".join(f"{k}={v}" for k, v in stage["search"].items()))
+        if stage["select"]:
+            console.print(f"  best = {stage['select']['mode']} {stage['select']['metric']}")
+        table = Table(header_style="bold", box=None, pad_edge=False)
+        differs = list(stage["rows"][0]["differs"]) if stage["rows"] else []
+        for col in ["trial id", "variant", "seed", *differs]:
+            table.add_column(col)
+        for row in stage["rows"]:
+            table.add_row(row["trial_id"], row["variant"] or "-", str(row["seed"]),
+                          *[_fmt(row["differs"].get(k)) for k in differs])
+        console.print(table)
+        if stage["estimate"]:
+            e = stage["estimate"]
+            console.print(f"  estimate: {e['wall_minutes']:.0f} min wall, {e['gpu_hours']:.2f} GPU-hours")
+    if data.get("estimate"):
+        e = data["estimate"]
+        console.print(f"\n[bold]total estimate[/]: {e['wall_minutes']:.0f} min wall, {e['gpu_hours']:.2f} GPU-hours")
+    elif plan.num_trials:
+        console.print("\n[dim]time estimate: set `expected_trial_minutes` on a stage to get one[/]")

@@ -1,0 +1,131 @@
+"""Result tables: one row per trial, written as Parquet + CSV + Markdown, atomically.
+
+Rows come from the driver's record of every trial (see `callbacks.StageRecorder`), saved per
+stage as JSON in `<study>/_orchestrator/stages/<stage>.json`; the study tables are rebuilt from
+those, so `results RUN` works from any machine that can read the storage, without Ray.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from typing import Any
+
+import pandas as pd
+
+from orchestrator.storage import Store
+
+STATE_DIR = "_orchestrator"
+TABLE = "results"
+# Tune's bookkeeping keys: not metrics of the trial.
+TUNE_KEYS = {
+    "timestamp", "checkpoint_dir_name", "should_checkpoint", "done", "training_iteration", "trial_id", "date",
+    "time_this_iter_s", "time_total_s", "pid", "hostname", "node_ip", "config", "time_since_restore",
+    "iterations_since_restore", "experiment_tag",
+}
+
+
+def flatten(prefix: str, value: Any, out: dict) -> dict:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
+    else:
+        out[prefix] = value if isinstance(value, (int, float, str, bool)) or value is None else json.dumps(value)
+    return out
+
+
+def final_metrics(last_result: dict) -> dict:
+    return {k: v for k, v in last_result.items()
+            if k not in TUNE_KEYS and isinstance(v, (int, float, bool)) and not isinstance(v, dict)}
+
+
+def save_stage_record(store: Store, stage: str, record: dict) -> None:
+    store.write_text(json.dumps(record, indent=1, sort_keys=True, default=str), STATE_DIR, "stages", f"{stage}.json")
+
+
+def load_stage_record(store: Store, stage: str) -> dict | None:
+    if not store.exists(STATE_DIR, "stages", f"{stage}.json"):
+        return None
+    return json.loads(store.read_text(STATE_DIR, "stages", f"{stage}.json"))
+
+
+def rows_of(record: dict) -> list[dict]:
+    rows = []
+    for t in record["trials"].values():
+        row = {
+            "stage": t["stage"], "trial_id": t["trial_id"], "trial": t["name"], "variant": t["variant"],
+            "seed": t["seed"], "status": t["status"], "epochs": t.get("iterations"),
+            "duration_s": t.get("duration_s"), "checkpoint": t.get("checkpoint"), "path": t.get("path"),
+            "error": t.get("error"),
+        }
+        flatten("config", t.get("config", {}), row)
+        select = record.get("select")
+        if select and t.get("best") is not None:
+            row[f"best.{select['metric']}"] = t["best"]
+        for k, v in t.get("metrics", {}).items():
+            row[f"final.{k}"] = v
+        rows.append(row)
+    return rows
+
+
+def build_table(records: list[dict]) -> pd.DataFrame:
+    rows = [row for rec in records for row in rows_of(rec)]
+    df = pd.DataFrame(rows)
+    if not df.empty:
+        df = df.sort_values(["stage", "trial"], kind="stable").reset_index(drop=True)
+    return df
+
+
+def write_tables(store: Store, df: pd.DataFrame, name: str = TABLE) -> None:
+    """Parquet, CSV and Markdown, each written to a temporary name and renamed."""
+    buf = io.BytesIO()
+    _for_parquet(df).to_parquet(buf, index=False)
+    store.write_bytes(buf.getvalue(), f"{name}.parquet")
+    store.write_text(df.to_csv(index=False), f"{name}.csv")
+    store.write_text(to_markdown(df), f"{name}.md")
+
+
+def _for_parquet(df: pd.DataFrame) -> pd.DataFrame:
+    # Columns mixing types (a config key that is a number in one stage, a string in another)
+    # are stored as strings rather than failing the write.
+    out = df.copy()
+    for col in out.columns:
+        kinds = {type(v) for v in out[col].dropna()}
+        if len(kinds - {int, float}) > 0 and len(kinds) > 1:
+            out[col] = out[col].map(lambda v: None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
+    return out
+
+
+def read_table(store: Store, name: str = TABLE) -> pd.DataFrame:
+    return pd.read_parquet(io.BytesIO(store.read_bytes(f"{name}.parquet")))
+
+
+def summary_columns(df: pd.DataFrame) -> list[str]:
+    """The columns worth reading in a terminal / Markdown: ids, varied config, main metrics."""
+    cols = [c for c in ("stage", "trial", "status", "epochs") if c in df.columns]
+    varied = [c for c in df.columns if c.startswith("config.") and df[c].astype(str).nunique() > 1
+              and c != "config.seed"]
+    best = [c for c in df.columns if c.startswith("best.")]
+    finals = [c for c in df.columns if c.startswith("final.") and not c.startswith("final.best/")
+              and c not in ("final.epoch", "final.diverged", "final.stopped_early", "final.lr")
+              and ("loss" in c or c.startswith("final.val/"))]
+    return cols + varied[:6] + best + finals[:5] + [c for c in ("duration_s", "trial_id") if c in df.columns]
+
+
+def _fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value).replace("|", "\\|")
+
+
+def to_markdown(df: pd.DataFrame, columns: list[str] | None = None) -> str:
+    if df.empty:
+        return "_no trials_\n"
+    columns = columns or summary_columns(df)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for _, row in df[columns].iterrows():
+        lines.append("| " + " | ".join(_fmt(v) for v in row.tolist()) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,281 @@
+"""Run a study on Ray Tune: one Tuner per stage, stages in dependency order.
+
+Why one Tuner per stage (and not one for the whole study): each stage has its own trainable,
+metric, scheduler (ASHA / PBT act on one metric) and resources, and its own experiment folder
+that Tune can restore on its own. A stage's trials are the grid of its `TrialSpec`s (plus
+search samples); the trial folder is the trial id, so storage paths are stable across runs.
+
+Re-running a study: a stage whose record says `complete` is skipped without starting Ray; an
+interrupted stage is restored with `Tuner.restore` (finished trials kept, unfinished ones
+resumed from their last checkpoint, errored ones retried with `--retry-errored`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+
+from orchestrator import results
+from orchestrator.errors import Problem, UserError
+from orchestrator.plan import ClusterShape, Plan, StagePlan, concurrency, effective_resources, trial_id
+from orchestrator.storage import Store
+
+STUDY_FILE = "study.yaml"
+STUDY_META = "study.json"
+
+# Stage recorders of the current driver, looked up by the (picklable) proxies that Tune stores
+# in its experiment state; a restored experiment thus reports to this run's recorder.
+_LIVE_RECORDERS: dict[str, object] = {}
+
+
+@dataclass
+class RunOptions:
+    storage: str | None = None
+    address: str | None = None
+    max_concurrent: int | None = None
+    retry_errored: bool = False
+    dashboard: bool = False
+    num_cpus: int | None = None
+    num_gpus: int | None = None
+
+
+def spec_hash(plan: Plan) -> str:
+    """Identity of the study's content (storage location and description excluded)."""
+    data = plan.study.model_dump(exclude={"storage", "description"})
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def git_commit(folder: Path) -> dict | None:
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=5)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=folder, capture_output=True, text=True, timeout=5)
+        return {"commit": head.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def study_store(plan: Plan, storage: str | None) -> Store:
+    return Store(storage or plan.study.storage).child(plan.study.name)
+
+
+def prepare_storage(plan: Plan, store: Store, study_text: str) -> dict:
+    """Record the study in its storage, or check that the stored one is the same study."""
+    digest = spec_hash(plan)
+    if store.exists(STUDY_META):
+        meta = json.loads(store.read_text(STUDY_META))
+        if meta.get("spec_hash") != digest:
+            raise UserError(Problem(
+                plan.doc.file,
+                f"storage {store.uri} holds study {plan.study.name!r} run from a different study file "
+                f"(content hash {meta.get('spec_hash')} != {digest}); give the study a new name or use "
+                "--storage to run it elsewhere (nothing was changed)", "name"))
+        meta.setdefault("runs", []).append(time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    else:
+        meta = {"name": plan.study.name, "spec_hash": digest, "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "study_file": os.path.abspath(plan.doc.file), "git": git_commit(plan.study_dir),
+                "runs": [time.strftime("%Y-%m-%dT%H:%M:%S%z")],
+                "stages": {name: [t.id for t in sp.trials] for name, sp in plan.stages.items()}}
+        store.write_text(study_text, STUDY_FILE)
+    store.write_text(json.dumps(meta, indent=1, default=str), STUDY_META)
+    return meta
+
+
+def _stage_done(record: dict | None, retry_errored: bool) -> bool:
+    if not record or record.get("state") != "complete":
+        return False
+    return not (retry_errored and any(t["status"] == "error" for t in record["trials"].values()))
+
+
+def init_ray(options: RunOptions, console: Console) -> ClusterShape:
+    import ray
+
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    address = options.address or os.environ.get("RAY_ADDRESS")
+    if ray.is_initialized():
+        pass_through = "connected to the running Ray"
+    elif address:
+        ray.init(address=address, log_to_driver=False)
+        pass_through = f"connected to Ray at {address}"
+    else:
+        ray.init(num_cpus=options.num_cpus, num_gpus=options.num_gpus, include_dashboard=options.dashboard,
+                 dashboard_host="127.0.0.1", log_to_driver=False, configure_logging=True, logging_level="ERROR")
+        pass_through = "started a local Ray" + (" (dashboard http://127.0.0.1:8265)" if options.dashboard else "")
+    res = ray.cluster_resources()
+    shape = ClusterShape(cpus=float(res.get("CPU", 0)), gpus=float(res.get("GPU", 0)))
+    console.print(f"[dim]{pass_through}: {shape.cpus:g} CPUs, {shape.gpus:g} GPUs[/]")
+    return shape
+
+
+def run_study(plan: Plan, study_text: str, options: RunOptions, console: Console) -> int:
+    """Run (or continue) a study. Returns the process exit code."""
+    store = study_store(plan, options.storage)
+    prepare_storage(plan, store, study_text)
+    records = {name: results.load_stage_record(store, name) for name in plan.order}
+    todo = [name for name in plan.order if not _stage_done(records[name], options.retry_errored)]
+    for name in plan.order:
+        if name not in todo:
+            console.print(f"[dim]stage {name}: complete in storage, skipped[/]")
+    interrupted = False
+    if todo:
+        shape = init_ray(options, console)
+        from orchestrator.callbacks import StudyStatus
+
+        status = StudyStatus(store, plan.study.name, console)
+        for name in plan.order:
+            if name in todo:
+                records[name] = run_stage(plan, plan.stages[name], store, shape, options, status, console,
+                                          records[name])
+                if records[name]["state"] != "complete":
+                    interrupted = True
+                    break
+    table = results.build_table([r for r in records.values() if r])
+    results.write_tables(store, table)
+    print_table(table, console)
+    console.print(f"results: {store.child_uri(results.TABLE + '.parquet')} (also .csv, .md)")
+    if interrupted:
+        console.print("[yellow]interrupted[/]: run the same command again (or `orchestrator resume "
+                      f"{store.uri}`) to continue; finished trials are kept")
+        return 130
+    failed = [row for _, row in table.iterrows() if row["status"] == "error"] if not table.empty else []
+    if failed:
+        console.print(f"[red]{len(failed)} trial(s) failed[/]; their errors are in the table and in "
+                      "each trial's error.txt; `--retry-errored` runs them again")
+    return 0
+
+
+def _trial_name(trial) -> str:
+    t = trial.config["trial"]
+    sampled = trial.config.get("search")
+    return t["name"] + (f"/{trial.trial_id.split('_')[-1]}" if sampled else "")
+
+
+def _trial_dirname(trial) -> str:
+    t = trial.config["trial"]
+    sampled = trial.config.get("search")
+    if not sampled:
+        return t["id"]
+    # Search trials: content hash of the sampled config, plus Tune's index so that two samples
+    # that happen to coincide (choice-only spaces) still get their own folders.
+    return f"{trial_id(t['trainable'], dict(t['config'], **sampled), t['seed'])}-{trial.trial_id.split('_')[-1]}"
+
+
+class _RecorderProxy:
+    """Picklable stand-in that forwards Tune events to this driver's live recorder."""
+
+    def __init__(self, stage: str):
+        self.stage = stage
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(_LIVE_RECORDERS[self.stage], name)
+
+
+def _scheduler(sp: StagePlan):
+    from ray.tune.schedulers import ASHAScheduler, PopulationBasedTraining
+
+    search = sp.stage.search
+    if search is None or search.scheduler == "fifo":
+        return None
+    select = sp.stage.select
+    kwargs = dict(search.scheduler_config)
+    if search.scheduler == "asha":
+        return ASHAScheduler(metric=select.metric, mode=select.mode, time_attr="training_iteration", **kwargs)
+    from orchestrator.search_space import to_tune
+
+    return PopulationBasedTraining(metric=select.metric, mode=select.mode, time_attr="training_iteration",
+                                   hyperparam_mutations={"search": to_tune(sp.search_space)}, **kwargs)
+
+
+def run_stage(plan: Plan, sp: StagePlan, store: Store, shape: ClusterShape, options: RunOptions, status,
+              console: Console, previous: dict | None) -> dict:
+    from ray import tune
+
+    from orchestrator.callbacks import StageRecorder
+    from orchestrator.search_space import to_tune
+    from orchestrator.trial import run_trial
+
+    study = plan.study
+    res, note = effective_resources(sp.resources, shape)
+    if note:
+        console.print(f"[yellow]note[/]: stage {sp.name}: {note}")
+    limit = options.max_concurrent or sp.stage.max_concurrent
+    max_conc = max(1, concurrency(res, shape, limit))
+    policy = study.checkpoint_of(sp.stage)
+    git = git_commit(plan.study_dir)
+    trials = [dict(t.to_dict(), study=study.name, checkpoint_every=policy.every, git=git) for t in sp.trials]
+    param_space = {"trial": tune.grid_search(trials)}
+    if sp.search_space:
+        param_space["search"] = to_tune(sp.search_space)
+    trainable = tune.with_resources(run_trial, {"cpu": res["cpu"], "gpu": res["gpu"]})
+
+    recorder = StageRecorder(sp, store, status, console, previous)
+    _LIVE_RECORDERS[sp.name] = recorder
+    storage_path, storage_fs = store.ray_storage()
+    experiment = store.child_uri(sp.name)
+    console.print(f"[bold]stage {sp.name}[/]: {sp.num_trials} trials, {max_conc} at a time "
+                  f"({res['cpu']:g} CPU, {res['gpu']:g} GPU each)")
+    if tune.Tuner.can_restore(experiment if not storage_fs else store.path(sp.name), storage_filesystem=storage_fs):
+        console.print(f"[dim]stage {sp.name}: continuing the interrupted run in {experiment}[/]")
+        tuner = tune.Tuner.restore(experiment if not storage_fs else store.path(sp.name), trainable,
+                                   resume_errored=options.retry_errored, param_space=param_space,
+                                   storage_filesystem=storage_fs)
+    else:
+        select = sp.stage.select
+        scheduler = _scheduler(sp)
+        tuner = tune.Tuner(
+            trainable,
+            param_space=param_space,
+            tune_config=tune.TuneConfig(
+                num_samples=sp.stage.search.num_samples if sp.stage.search else 1,
+                max_concurrent_trials=max_conc,
+                scheduler=scheduler,
+                reuse_actors=True,
+                trial_name_creator=_trial_name,
+                trial_dirname_creator=_trial_dirname,
+                metric=select.metric if select and not scheduler else None,
+                mode=select.mode if select and not scheduler else None,
+            ),
+            run_config=tune.RunConfig(
+                name=sp.name,
+                storage_path=storage_path,
+                storage_filesystem=storage_fs,
+                stop=sp.stage.stop or None,
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=policy.keep),
+                failure_config=tune.FailureConfig(max_failures=study.max_failures_of(sp.stage)),
+                sync_config=tune.SyncConfig(sync_artifacts=True),
+                callbacks=[_RecorderProxy(sp.name)],
+                verbose=0,
+            ),
+        )
+    tuner.fit()
+    return recorder.record
+
+
+def print_table(df, console: Console) -> None:
+    """A compact table on a terminal; Markdown when the output is a pipe or a log."""
+    from rich.table import Table
+
+    if df.empty:
+        console.print("no trials")
+        return
+    cols = [c for c in results.summary_columns(df) if c not in ("stage", "trial_id")]
+    if not console.is_terminal:
+        console.print(results.to_markdown(df, cols), markup=False, highlight=False, soft_wrap=True)
+        return
+    table = Table(header_style="bold")
+    for c in cols:
+        table.add_column(c.removeprefix("config.").removeprefix("final."), overflow="fold")
+    for _, row in df[cols].iterrows():
+        table.add_row(*[results._fmt(v) for v in row.tolist()])
+    console.print(table)

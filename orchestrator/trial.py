@@ -1,0 +1,37 @@
+"""The Ray Tune function trainable that runs one trial of any registered trainable.
+
+Tune's `param_space` carries `{"trial": <TrialSpec dict>, "search": <sampled values>}`; this
+wrapper merges them, builds a `TuneSession` and calls the trainable's `train`. Running every
+stage through one wrapper keeps the Tune side (resources, names, storage) in the orchestrator
+and lets trainables stay plain functions.
+"""
+
+from __future__ import annotations
+
+import os
+
+import trainables
+from orchestrator.plan import deep_merge
+from trainables.session import TuneSession
+
+
+def trial_config(config: dict) -> dict:
+    """The trainable's config for a Tune trial config (sampled search values win)."""
+    trial = config["trial"]
+    return dict(deep_merge(trial["config"], config.get("search") or {}), seed=trial["seed"])
+
+
+def run_trial(config: dict) -> None:
+    from ray import tune
+
+    trial = config["trial"]
+    ctx = tune.get_context()
+    session = TuneSession(
+        checkpoint_every=trial["checkpoint_every"],
+        context={
+            "study": trial["study"], "stage": trial["stage"], "variant": trial["variant"], "seed": trial["seed"],
+            "trial_id": os.path.basename(ctx.get_trial_dir().rstrip("/")), "trial_name": ctx.get_trial_name(),
+            "sampled": config.get("search") or {}, "git": trial.get("git"),
+        },
+    )
+    trainables.get(trial["trainable"]).train(trial_config(config), session)

@@ -1,0 +1,35 @@
+"""Checkpoints are dicts with named keys, saved with torch.save and loaded with weights_only=True
+(a checkpoint can never run code). A truncated or corrupt file is reported clearly."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+STATE_FILE = "state.pt"
+
+
+def save(obj: dict, path: str | Path) -> None:
+    """Save atomically (temporary file, then rename)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load(path: str | Path, map_location="cpu") -> dict:
+    """Load a checkpoint dict; raise ValueError naming the file if it is missing or unreadable."""
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"{path}: checkpoint file not found")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise ValueError(f"{path}: not a readable checkpoint ({' '.join(str(exc).split())[:160]})") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: expected a checkpoint dict, got {type(obj).__name__}")
+    return obj

@@ -1,0 +1,284 @@
+"""BiLSTM masked-autoencoder pretraining on unlabeled OHLC windows.
+
+The encoder reads a window whose hidden values (a `random`, `block` or `patch` mask at ratio r)
+are filled by linear interpolation between the nearest visible bars of the same channel, and a
+linear head predicts a correction to that fill; the loss is the MSE over hidden values only.
+Why the fill instead of zeros: after per-window normalisation 0 is a common real value, so a
+zero gives the encoder no way to tell hidden from visible, and at fine-tuning time the encoder
+sees complete windows, which a plausible fill resembles more. The encoder keeps 4 input
+channels, so its forward direction transfers to the causal fine-tuning LSTM. The model starts
+at the interpolation baseline and has to learn what interpolation misses (cross-channel
+structure: the next open is close to the previous close, high and low bracket the bar). Each epoch sees every training window once
+as is and `aug_multiplier` more times augmented (time warp, scaling, jitter), all on the device.
+
+Metrics (one report per epoch):
+- `train/loss`: mean masked MSE over the epoch's batches;
+- `val/loss`: masked MSE on validation windows under this trial's own mask strategy (masks
+  drawn once with a fixed seed, so epochs compare);
+- `val/masked_mse`: masked MSE under one common random 15% mask shared by every trial, so
+  trials with different strategies compare (use it to `select` the best encoder);
+- `val/interp_mse`: the same common mask filled by linear interpolation between visible bars,
+  the naive baseline; `val/mse_vs_interp` = val/masked_mse / val/interp_mse.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import nn
+
+from trainables import augment, checkpoints, encoders, masking, ohlc_data
+from trainables.early_stopping import EarlyStopping
+from trainables.metadata import environment, parameter_counts
+from trainables.reproducibility import limit_threads, pick_device, rng_state, seed_everything, set_rng_state
+from trainables.session import Session, default_session, write_json, write_metrics_csv
+
+INPUT_FIELDS = ("data",)
+EVAL_MASK_SEED = 20_251_017   # fixed: every trial is scored on the same validation masks
+EVAL_MASK_RATIO = 0.15
+
+
+class Config(BaseModel):
+    """Settings of one pretraining trial."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: str = Field(description="Unlabeled windows: a Parquet file or `synthetic:ohlc?n=..&length=..&seed=..`.")
+    window_length: int = Field(105, ge=8, description="Bars per window (T); every window must have it.")
+    val_fraction: float = Field(0.2, gt=0, lt=1, description="Share of windows (the last ones) for validation.")
+    epochs: int = Field(75, ge=1, description="Maximum epochs.")
+    batch_size: int = Field(256, ge=1)
+    lr: float = Field(1e-3, gt=0, description="AdamW learning rate.")
+    weight_decay: float = Field(1e-4, ge=0)
+    schedule: Literal["cosine", "plateau", "constant"] = Field("cosine", description="Learning-rate schedule.")
+    grad_clip: float | None = Field(1.0, gt=0, description="Max gradient norm; None disables clipping.")
+    hidden_size: int = Field(128, ge=1, description="LSTM units per direction.")
+    num_layers: int = Field(1, ge=1)
+    dropout: float = Field(0.1, ge=0, lt=1, description="Between LSTM layers (num_layers > 1).")
+    mask_strategy: Literal["random", "block", "patch"] = "patch"
+    mask_ratio: float = Field(0.15, gt=0, lt=1)
+    patch_len: int = Field(12, ge=1, description="Bars per patch for the patch strategy.")
+    mean_block: float = Field(3.0, ge=1, description="Mean hidden run length for the block strategy.")
+    time_warp_sigma: float = Field(0.12, ge=0)
+    scaling_sigma: float = Field(0.1, ge=0)
+    jitter_sigma: float = Field(0.03, ge=0)
+    aug_multiplier: int = Field(4, ge=0, description="Augmented passes per epoch on top of the plain one.")
+    early_stopping_patience: int | None = Field(10, ge=1, description="Epochs without val/loss improvement.")
+    early_stopping_min_delta: float = Field(0.0, ge=0)
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    deterministic: bool = Field(False, description="Deterministic kernels (slower on GPU).")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "Config":
+        if self.patch_len > self.window_length:
+            raise ValueError(f"patch_len ({self.patch_len}) must not exceed window_length ({self.window_length})")
+        return self
+
+
+def check_inputs(cfg: Config) -> None:
+    """Validate the data before anything starts (raises ValueError with the file and rows)."""
+    windows = ohlc_data.load_windows(cfg.data, cfg.window_length)
+    n_val = math.ceil(len(windows) * cfg.val_fraction)
+    if len(windows) - n_val < 1 or n_val < 1:
+        raise ValueError(f"{cfg.data}: {len(windows)} windows are too few for val_fraction={cfg.val_fraction}")
+
+
+class MaskedAutoencoder(nn.Module):
+    def __init__(self, hidden_size: int, num_layers: int, dropout: float):
+        super().__init__()
+        self.encoder = encoders.BiLSTMEncoder(4, hidden_size, num_layers, dropout)
+        self.head = nn.Linear(self.encoder.output_size, 4)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        filled = masking.interpolate_masked(x, mask)
+        return filled + self.head(self.encoder(filled))
+
+
+def split_windows(windows: ohlc_data.Windows, val_fraction: float, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """Train/val indices by time block: the last windows (by `start` if known, else file order)
+    are validation; training windows that overlap any validation bar are purged, so overlapping
+    windows never straddle the split."""
+    n = len(windows)
+    order = np.argsort(windows.start, kind="stable") if windows.start is not None else np.arange(n)
+    n_val = math.ceil(n * val_fraction)
+    train, val = order[: n - n_val], order[n - n_val:]
+    if windows.start is not None:
+        first_val_bar = windows.start[val].min()
+        train = train[windows.start[train] + length <= first_val_bar]
+    if len(train) == 0:
+        raise ValueError("no training windows left after purging windows that overlap the validation block")
+    return train, val
+
+
+def build(cfg: Config, device: torch.device) -> tuple[MaskedAutoencoder, torch.optim.Optimizer, object]:
+    model = MaskedAutoencoder(cfg.hidden_size, cfg.num_layers, cfg.dropout).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.schedule == "cosine":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
+    elif cfg.schedule == "plateau":
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=3)
+    else:
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    return model, opt, sched
+
+
+def train_step(model, opt, x: torch.Tensor, cfg: Config, generator: torch.Generator | None,
+               augmented: bool) -> torch.Tensor:
+    """One optimisation step on a batch already on the device: augment, mask, forward, backward."""
+    if augmented:
+        x = augment.augment(x, cfg.time_warp_sigma, cfg.scaling_sigma, cfg.jitter_sigma, generator)
+    mask = masking.make_mask(cfg.mask_strategy, tuple(x.shape), cfg.mask_ratio, x.device,
+                             patch_len=cfg.patch_len, mean_block=cfg.mean_block, generator=generator)
+    loss = masking.masked_mse(model(x, mask), x, mask)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.grad_clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    opt.step()
+    return loss.detach()
+
+
+@torch.no_grad()
+def masked_error(model, x: torch.Tensor, mask: torch.Tensor, batch: int) -> float:
+    model.eval()
+    total, count = 0.0, 0.0
+    for i in range(0, len(x), batch):
+        xb, mb = x[i:i + batch], mask[i:i + batch]
+        total += float((((model(xb, mb) - xb) ** 2) * mb).sum())
+        count += float(mb.sum())
+    model.train()
+    return total / max(count, 1.0)
+
+
+def train(config: dict, session: Session | None = None) -> dict:
+    """Run one pretraining trial; returns the last reported metrics."""
+    cfg = Config.model_validate(config)
+    session = session or default_session()
+    limit_threads()
+    seed_everything(cfg.seed, cfg.deterministic)
+    device = pick_device(cfg.device)
+
+    windows = ohlc_data.load_windows(cfg.data, cfg.window_length)
+    train_idx, val_idx = split_windows(windows, cfg.val_fraction, cfg.window_length)
+    data = ohlc_data.normalise(torch.as_tensor(windows.ohlc, dtype=torch.float32, device=device))
+    x_train, x_val = data[torch.as_tensor(train_idx, device=device)], data[torch.as_tensor(val_idx, device=device)]
+
+    # Validation masks are drawn once with fixed seeds: same masks every epoch and every trial.
+    # Two separate generators: the common mask must not depend on the trial's strategy.
+    val_mask = masking.make_mask(cfg.mask_strategy, tuple(x_val.shape), cfg.mask_ratio, device,
+                                 patch_len=cfg.patch_len, mean_block=cfg.mean_block,
+                                 generator=torch.Generator(device=device).manual_seed(EVAL_MASK_SEED))
+    common_mask = masking.random_mask(tuple(x_val.shape), EVAL_MASK_RATIO, device,
+                                      torch.Generator(device=device).manual_seed(EVAL_MASK_SEED + 1))
+    interp = masking.interpolate_masked(x_val, common_mask)
+    interp_mse = float(masking.masked_mse(interp, x_val, common_mask))
+
+    model, opt, sched = build(cfg, device)
+    stopper = EarlyStopping(cfg.early_stopping_patience, cfg.early_stopping_min_delta)
+    start_epoch, history = 0, []
+    best_encoder = None
+    with session.restored() as ckpt_dir:
+        if ckpt_dir is not None:
+            state = checkpoints.load(Path(ckpt_dir) / checkpoints.STATE_FILE, map_location=device)
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            stopper = EarlyStopping.from_state(state["early_stopping"])
+            start_epoch, history = state["epoch"], state["history"]
+            best_encoder = state["best_encoder"]
+            set_rng_state(state["rng"])
+
+    _write_metadata(session, cfg, model, len(train_idx), len(val_idx), device)
+    generator = None  # the global RNG is seeded and checkpointed; one stream keeps resume exact
+    n_train = len(x_train)
+    metrics: dict = history[-1] if history else {}
+    for epoch in range(start_epoch, cfg.epochs):
+        t0 = time.perf_counter()
+        losses = []
+        for aug_pass in range(1 + cfg.aug_multiplier):
+            perm = torch.randperm(n_train, device=device)
+            for i in range(0, n_train, cfg.batch_size):
+                xb = x_train[perm[i:i + cfg.batch_size]]
+                losses.append(train_step(model, opt, xb, cfg, generator, augmented=aug_pass > 0))
+        train_loss = float(torch.stack(losses).mean())
+        train_time = time.perf_counter() - t0
+        val_loss = masked_error(model, x_val, val_mask, cfg.batch_size * 4)
+        val_common = masked_error(model, x_val, common_mask, cfg.batch_size * 4)
+        diverged = not (math.isfinite(train_loss) and math.isfinite(val_loss))
+        metrics = {
+            "epoch": epoch + 1,
+            "train/loss": train_loss,
+            "val/loss": val_loss,
+            "val/masked_mse": val_common,
+            "val/interp_mse": interp_mse,
+            "val/mse_vs_interp": val_common / interp_mse if interp_mse > 0 else float("nan"),
+            "lr": opt.param_groups[0]["lr"],
+            "epoch_time_s": time.perf_counter() - t0,
+            "samples_per_s": n_train * (1 + cfg.aug_multiplier) / train_time,
+            "diverged": diverged,
+        }
+        if diverged:
+            # No checkpoint of a NaN state: the last good one stays the trial's latest.
+            history.append(metrics)
+            session.report(metrics)
+            break
+        if cfg.schedule == "plateau":
+            sched.step(val_loss)
+        else:
+            sched.step()
+        if stopper.update(val_loss, epoch + 1):
+            best_encoder = {k: v.detach().cpu().clone() for k, v in model.encoder.lstm.state_dict().items()}
+        metrics["best/val_loss"] = stopper.best
+        metrics["best/epoch"] = stopper.best_epoch
+        last = epoch + 1 == cfg.epochs or stopper.should_stop
+        metrics["stopped_early"] = stopper.should_stop
+        history.append(metrics)
+        if last or (epoch + 1) % session.checkpoint_every == 0:
+            with tempfile.TemporaryDirectory() as tmp:
+                checkpoints.save({
+                    "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                    "epoch": epoch + 1, "history": history, "early_stopping": stopper.state_dict(),
+                    "best_encoder": best_encoder, "rng": rng_state(), "config": cfg.model_dump(),
+                }, Path(tmp) / checkpoints.STATE_FILE)
+                _export_best_encoder(model, best_encoder, Path(tmp) / encoders.ENCODER_FILE, cfg, stopper)
+                write_metrics_csv(history, session.artifact_dir / "metrics.csv")
+                session.report(metrics, checkpoint_dir=tmp)
+        else:
+            session.report(metrics)
+        if stopper.should_stop:
+            break
+    write_metrics_csv(history, session.artifact_dir / "metrics.csv")
+    if best_encoder is not None:
+        _export_best_encoder(model, best_encoder, session.artifact_dir / encoders.ENCODER_FILE, cfg, stopper)
+    return metrics
+
+
+def _export_best_encoder(model: MaskedAutoencoder, best: dict | None, path: Path, cfg: Config,
+                         stopper: EarlyStopping) -> None:
+    """The encoder of the best validation epoch, alone, for fine-tuning stages."""
+    encoder = encoders.BiLSTMEncoder(4, cfg.hidden_size, cfg.num_layers, cfg.dropout)
+    encoder.lstm.load_state_dict(best if best is not None else model.encoder.lstm.state_dict())
+    encoders.export(encoder, path, {"trainable": "lstm_mae_pretrain", "best_epoch": stopper.best_epoch,
+                                    "val_loss": stopper.best, "seed": cfg.seed})
+
+
+def _write_metadata(session: Session, cfg: Config, model: nn.Module, n_train: int, n_val: int,
+                    device: torch.device) -> None:
+    write_json({
+        **session.context,
+        "trainable": "lstm_mae_pretrain",
+        "config": cfg.model_dump(),
+        "data": {"source": cfg.data, "train_windows": n_train, "val_windows": n_val,
+                 "window_length": cfg.window_length, "normalisation": "per-window z-score over all OHLC values"},
+        "parameters": parameter_counts(model),
+        "device": str(device),
+        "environment": environment(),
+    }, session.artifact_dir / "metadata.json")
