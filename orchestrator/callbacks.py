@@ -88,7 +88,11 @@ class StageRecorder(Callback):
         metrics = final_metrics(last)
         if status is None:
             status = TUNE_STATUS.get(trial.status, trial.status.lower())
-            if status == "done" and metrics.get("diverged"):
+            # An interrupted run also leaves its running trials TERMINATED; only a trial whose
+            # function returned (or was stopped by a scheduler/stopper) has done=True.
+            if status == "done" and last.get("done") is not True:
+                status = "interrupted"
+            elif status == "done" and metrics.get("diverged"):
                 status = "diverged"
         select = self.plan.stage.select
         best = None
@@ -142,9 +146,10 @@ class StageRecorder(Callback):
     def on_experiment_end(self, trials, **info):
         for trial in trials:
             self._update(trial)
-        statuses = [t["status"] for t in self.record["trials"].values()]
-        terminal = {"done", "diverged", "error"}
-        self.record["state"] = "complete" if statuses and all(s in terminal for s in statuses) else "interrupted"
+        # Tune creates trials lazily, so an interrupted run may not know all of them yet:
+        # the stage is complete only when every planned trial has ended.
+        ended = sum(t["status"] in ("done", "diverged", "error") for t in self.record["trials"].values())
+        self.record["state"] = "complete" if ended >= self.plan.num_trials else "interrupted"
         save_stage_record(self.store, self.plan.name, self.record)
         self.status.stage(self.plan.name, self.record["state"], self.record["trials"])
 

@@ -63,7 +63,7 @@ def rows_of(record: dict) -> list[dict]:
         select = record.get("select")
         if select and t.get("best") is not None:
             row[f"best.{select['metric']}"] = t["best"]
-        for k, v in t.get("metrics", {}).items():
+        for k, v in sorted(t.get("metrics", {}).items()):
             row[f"final.{k}"] = v
         rows.append(row)
     return rows
