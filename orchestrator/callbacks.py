@@ -66,6 +66,11 @@ def trial_uri(store: Store, path: str | None) -> str | None:
     return path if store.local else f"{store.uri.split('://')[0]}://{path}"
 
 
+def _trial_id(trial) -> str:
+    """Our trial id: the trial's folder name (see runner._trial_dirname)."""
+    return os.path.basename(str(trial.path).rstrip("/")) if trial.path else trial.trial_id
+
+
 class StageRecorder(Callback):
     """Keeps one record per trial of a stage and reports progress to the terminal."""
 
@@ -79,18 +84,22 @@ class StageRecorder(Callback):
             "trials": dict((previous or {}).get("trials", {})),
         }
         self.status.stage(plan.name, "running", self.record["trials"], plan.num_trials)
+        self._started: set[str] = set()
+        self._completed: set[str] = set()
 
     # -- recording -------------------------------------------------------------------------
     def _update(self, trial, status: str | None = None) -> dict:
         spec = trial.config["trial"]
-        tid = os.path.basename(str(trial.path).rstrip("/")) if trial.path else trial.trial_id
+        tid = _trial_id(trial)
         last = trial.last_result or {}
         metrics = final_metrics(last)
         if status is None:
             status = TUNE_STATUS.get(trial.status, trial.status.lower())
-            # An interrupted run also leaves its running trials TERMINATED; only a trial whose
-            # function returned (or was stopped by a scheduler/stopper) has done=True.
-            if status == "done" and last.get("done") is not True:
+            # An interrupted run leaves its running trials TERMINATED too. A TERMINATED trial
+            # finished if it completed in this run (done=True, or the complete event fired), or
+            # if it did not even start in this run (restored as finished from an earlier run).
+            finished = last.get("done") is True or tid in self._completed or tid not in self._started
+            if status == "done" and not finished:
                 status = "interrupted"
             elif status == "done" and metrics.get("diverged"):
                 status = "diverged"
@@ -118,6 +127,7 @@ class StageRecorder(Callback):
 
     def on_trial_start(self, iteration, trials, trial, **info):
         entry = self._update(trial, "running")
+        self._started.add(entry["trial_id"])
         self.console.print(f"[cyan]started[/]  {entry['name']}  [dim]{entry['trial_id']}[/]")
         self.status.write()
 
@@ -126,6 +136,7 @@ class StageRecorder(Callback):
         self.status.write()
 
     def on_trial_complete(self, iteration, trials, trial, **info):
+        self._completed.add(_trial_id(trial))
         entry = self._update(trial)
         entry["status"] = "diverged" if entry["metrics"].get("diverged") else "done"
         colour = "yellow" if entry["status"] == "diverged" else "green"

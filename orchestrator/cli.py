@@ -17,8 +17,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 data_app = typer.Typer(no_args_is_help=True, help="Prepare data: OHLC CSV -> windows, synthetic windows.")
 app.add_typer(data_app, name="data")
 
-console = Console()
-err_console = Console(stderr=True)
+# Wide when piped (logs, CI), so that tables and one-line errors are not folded at 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 200)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 400)
 
 
 def fail(exc: UserError) -> None:
@@ -27,11 +28,11 @@ def fail(exc: UserError) -> None:
     raise typer.Exit(2)
 
 
-def _load(file: Path):
+def _load(file: Path, check_inputs: bool = True):
     from orchestrator.plan import load_plan
 
     try:
-        return load_plan(file)
+        return load_plan(file, check_inputs)
     except UserError as exc:
         fail(exc)
 
@@ -56,7 +57,7 @@ def plan(
     from orchestrator.plan import ClusterShape
     from orchestrator.plan_view import plan_rows, render_plan
 
-    p = _load(file)
+    p = _load(file, check_inputs=False)  # data may live on the cluster; `validate` reads it
     shape = ClusterShape.local()
     shape = ClusterShape(cpus if cpus is not None else shape.cpus, gpus if gpus is not None else shape.gpus)
     if as_json:

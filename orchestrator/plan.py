@@ -140,18 +140,21 @@ class Plan:
         return sum(s.num_trials for s in self.stages.values())
 
 
-def load_plan(path: str | Path) -> Plan:
-    """Load, validate and expand a study file. Raises `UserError` listing every problem."""
+def load_plan(path: str | Path, check_inputs: bool = True) -> Plan:
+    """Load, validate and expand a study file. Raises `UserError` listing every problem.
+
+    `check_inputs=False` skips reading data files (for `plan`, whose data may live elsewhere).
+    """
     study, doc = load_study(path)
-    return build_plan(study, doc, Path(path).resolve().parent)
+    return build_plan(study, doc, Path(path).resolve().parent, check_inputs)
 
 
-def build_plan(study: Study, doc: YamlDoc, study_dir: Path) -> Plan:
+def build_plan(study: Study, doc: YamlDoc, study_dir: Path, check_inputs: bool = True) -> Plan:
     problems: list[Problem] = []
     stages: dict[str, StagePlan] = {}
     for name in topological_order(study):
         try:
-            stages[name] = _expand_stage(study, name, doc, study_dir)
+            stages[name] = _expand_stage(study, name, doc, study_dir, check_inputs)
         except UserError as exc:
             problems.extend(exc.problems)
     if problems:
@@ -179,7 +182,7 @@ def _origin(stage_name: str, stage: Stage, variant: str | None, key: str) -> tup
     return ("stages", stage_name, "config")
 
 
-def _expand_stage(study: Study, name: str, doc: YamlDoc, study_dir: Path) -> StagePlan:
+def _expand_stage(study: Study, name: str, doc: YamlDoc, study_dir: Path, check_inputs: bool) -> StagePlan:
     stage = study.stages[name]
     where = ("stages", name, "trainable")
     try:
@@ -200,7 +203,8 @@ def _expand_stage(study: Study, name: str, doc: YamlDoc, study_dir: Path) -> Sta
     trials: list[TrialSpec] = []
     seen: dict[str, str] = {}
     input_fields = tuple(getattr(module, "INPUT_FIELDS", ()))
-    checked_inputs: set[tuple] = set()
+    # inputs already checked (or not to be checked): each distinct data file is read once
+    checked_inputs: set[tuple] | None = set() if check_inputs else None
     for variant, row in rows:
         for combo in combos:
             grid = dict(zip(grid_keys, combo))
@@ -256,15 +260,18 @@ def _is_uri(value: str) -> bool:
 
 
 def _check_config(module, config: dict, stage_name: str, stage: Stage, variant: str | None, doc: YamlDoc,
-                  checked_inputs: set[tuple], input_fields: tuple) -> list[Problem]:
+                  checked_inputs: set[tuple] | None, input_fields: tuple) -> list[Problem]:
     try:
         parsed = module.Config.model_validate(config)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
             loc = tuple(err["loc"])
-            origin = _origin(stage_name, stage, variant, str(loc[0])) if loc else ("stages", stage_name, "config")
-            path = origin + tuple(loc[1:]) if len(origin) > 2 and origin[-1] == loc[0] else origin + tuple(loc)
+            if not loc:  # a cross-field check of the whole config
+                path = ("stages", stage_name, "config")
+            else:
+                origin = _origin(stage_name, stage, variant, str(loc[0]))
+                path = origin + loc[1:] if origin[-1] == loc[0] else origin + loc
             if err["type"] == "extra_forbidden":
                 msg = f"unknown key {loc[-1]!r} for trainable {stage.trainable}; expected one of: " + \
                       ", ".join(k for k in module.Config.model_fields if k != "seed")
@@ -278,7 +285,7 @@ def _check_config(module, config: dict, stage_name: str, stage: Stage, variant: 
         return problems
     check = getattr(module, "check_inputs", None)
     key = tuple(config.get(f) for f in input_fields)
-    if check is None or key in checked_inputs:
+    if check is None or checked_inputs is None or key in checked_inputs:
         return []
     checked_inputs.add(key)
     try:

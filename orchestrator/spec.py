@@ -33,6 +33,12 @@ def _check_name(value: str, what: str) -> str:
     return value
 
 
+def _unique(cls, v: list[int] | None) -> list[int] | None:
+    if v is not None and len(set(v)) != len(v):
+        raise ValueError("seeds must be unique")
+    return v
+
+
 class Resources(_Strict):
     """What one trial asks of the cluster."""
 
@@ -77,6 +83,8 @@ class Defaults(_Strict):
     max_failures: int = Field(1, ge=0, description="Retries of a trial whose worker dies.")
     checkpoint: CheckpointPolicy = Field(default_factory=CheckpointPolicy)
 
+    _unique_seeds = field_validator("seeds")(_unique)
+
 
 class Stage(_Strict):
     trainable: str
@@ -118,12 +126,7 @@ class Stage(_Strict):
                 raise ValueError(f"grid key {key!r} has no values (an empty grid runs nothing)")
         return v
 
-    @field_validator("seeds")
-    @classmethod
-    def _unique_seeds(cls, v: list[int] | None) -> list[int] | None:
-        if v is not None and len(set(v)) != len(v):
-            raise ValueError("seeds must be unique")
-        return v
+    _unique_seeds = field_validator("seeds")(_unique)
 
 
 class Study(_Strict):

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import tempfile
 from pathlib import Path
 
@@ -28,7 +29,7 @@ def load(path: str | Path, map_location="cpu") -> dict:
         raise ValueError(f"{path}: checkpoint file not found")
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as exc:
         raise ValueError(f"{path}: not a readable checkpoint ({' '.join(str(exc).split())[:160]})") from None
     if not isinstance(obj, dict):
         raise ValueError(f"{path}: expected a checkpoint dict, got {type(obj).__name__}")

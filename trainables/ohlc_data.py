@@ -32,10 +32,10 @@ class Windows:
         return len(self.ohlc)
 
 
-def _rows(idx: np.ndarray, limit: int = 5) -> str:
+def _rows(idx: np.ndarray, limit: int = 5, noun: str = "row") -> str:
     idx = np.asarray(idx).ravel()
     shown = ", ".join(str(int(i)) for i in idx[:limit])
-    return f"row{'s' if len(idx) > 1 else ''} {shown}" + (f" (and {len(idx) - limit} more)" if len(idx) > limit else "")
+    return f"{noun}{'s' if len(idx) > 1 else ''} {shown}" + (f" (and {len(idx) - limit} more)" if len(idx) > limit else "")
 
 
 def check_invariants(ohlc: np.ndarray, name: str) -> None:
@@ -165,11 +165,11 @@ def csv_to_windows(csv_path: str, out_path: str, length: int = 105, stride: int 
         raise ValueError(f"{csv_path}: open/high/low/close must be numbers") from None
     bad = ~np.isfinite(prices).all(axis=1)
     if bad.any():
-        raise ValueError(f"{csv_path}: {_rows(np.flatnonzero(bad) + 2)} (CSV line numbers): missing or non-numeric price")
+        raise ValueError(f"{csv_path}: {_rows(np.flatnonzero(bad) + 2, noun='line')}: missing or non-numeric price")
     o, h, lo, c = prices.T
     broken = (h < np.maximum(o, c)) | (lo > np.minimum(o, c))
     if broken.any():
-        raise ValueError(f"{csv_path}: {_rows(np.flatnonzero(broken) + 2)} (CSV line numbers): OHLC invariant broken "
+        raise ValueError(f"{csv_path}: {_rows(np.flatnonzero(broken) + 2, noun='line')}: OHLC invariant broken "
                          "(expected high >= max(open, close) >= min(open, close) >= low)")
     if length < 2 or stride < 1:
         raise ValueError(f"length must be >= 2 and stride >= 1, got {length}, {stride}")

@@ -1,0 +1,98 @@
+"""Malformed study files: exit 2, one line per problem naming file, line and key path; nothing started."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import TINY_STAGE
+
+GOOD = """\
+name: tiny
+storage: {storage}
+stages:
+  pretrain:
+""" + TINY_STAGE
+
+
+def _study(tmp_path, body: str) -> str:
+    return body.replace("{storage}", str(tmp_path / "runs"))
+
+
+CASES = {
+    "unknown top-level key": ("name: x\nstages: {}\nfoo: 1\n", ["foo", "unknown key 'foo'"]),
+    "unknown stage key": (GOOD + "    epochz: 3\n", ["stages.pretrain.epochz", "unknown key 'epochz'", "expected one of"]),
+    "unknown trainable": (GOOD.replace("lstm_mae_pretrain", "lstm_mae_pretrian"),
+                          ["stages.pretrain.trainable", "valid names: lstm_mae_pretrain"]),
+    "unknown trainable config key": (GOOD.replace("epochs: 2", "epochs: 2, hidden: 3"),
+                                     ["stages.pretrain.config.hidden", "unknown key 'hidden'"]),
+    "wrong type": (GOOD.replace("epochs: 2", "epochs: many"), ["stages.pretrain.config.epochs", "integer"]),
+    "negative learning rate": (GOOD.replace("epochs: 2", "epochs: 2, lr: -0.1"),
+                               ["stages.pretrain.config.lr", "greater than 0"]),
+    "bad mask strategy in variant": (GOOD + "    variants:\n      v1: {mask_strategy: stripes}\n",
+                                     ["stages.pretrain.variants.v1.mask_strategy"]),
+    "empty grid": (GOOD + "    grid: {lr: []}\n", ["stages.pretrain.grid", "no values"]),
+    "missing data file": (GOOD.replace('"synthetic:ohlc?n=120&length=40&seed=0"', "nothere.parquet"),
+                          ["stages.pretrain.config.data", "data file not found"]),
+    "bad synthetic uri": (GOOD.replace("seed=0", "sed=0"), ["unknown parameter 'sed'"]),
+    "path traversal name": (GOOD.replace("name: tiny", "name: ../escape"), ["name", "no '..'"]),
+    "absolute name": (GOOD.replace("name: tiny", "name: /etc/x"), ["name", "invalid study name"]),
+    "cycle": ("name: c\nstages:\n  a:\n    needs: [b]\n" + TINY_STAGE + "  b:\n    needs: [a]\n" + TINY_STAGE,
+              ["cycle", "a -> b -> a"]),
+    "unknown needs": (GOOD + "    needs: [nope]\n", ["stages.pretrain.needs[0]", "unknown stage 'nope'"]),
+    "broken yaml": ("name: x\nstages:\n  a: [1, 2\n", ["invalid YAML"]),
+    "not a mapping": ("- 1\n- 2\n", ["expected a mapping"]),
+    "empty file": ("", ["empty file"]),
+    "duplicate trials": (GOOD + "    variants:\n      a: {epochs: 3}\n      b: {epochs: 3}\n", ["resolve to the same"]),
+    "bad sampler": (GOOD + "    search: {space: {lr: {logarithmic: [1, 2]}}}\n", ["unknown sampler 'logarithmic'"]),
+    "sampler bounds": (GOOD + "    search: {space: {lr: {loguniform: [0, 1]}}}\n", ["must be > 0"]),
+    "asha without select": (GOOD + "    search: {space: {lr: {uniform: [0.1, 0.2]}}, scheduler: asha}\n",
+                            ["needs `select"]),
+    "negative cpu": (GOOD.replace("stages:", "defaults: {resources: {cpu: -1}}\nstages:"),
+                     ["defaults.resources.cpu", "greater than 0"]),
+    "duplicate seeds": (GOOD.replace("stages:", "defaults: {seeds: [1, 1]}\nstages:"), ["seeds must be unique"]),
+    "patch longer than window": (GOOD.replace("patch_len: 8", "patch_len: 80"), ["patch_len (80)"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_malformed_study_exits_2_with_one_line_per_problem(case, tmp_path, write_study, cli):
+    body, expected = CASES[case]
+    path = write_study(_study(tmp_path, body))
+    for command in ("validate", "run"):
+        code, out, err = cli(command, path)
+        assert code == 2, (command, out, err)
+        assert "Traceback" not in err + out
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert lines and all(line.startswith(str(path)) for line in lines), err
+        for fragment in expected:
+            assert fragment in err, (fragment, err)
+    assert not (tmp_path / "runs").exists()  # nothing started, nothing written
+
+
+def test_errors_carry_yaml_line_numbers(tmp_path, write_study, cli):
+    path = write_study(_study(tmp_path, GOOD + "    epochz: 3\n"))
+    code, _, err = cli("validate", path)
+    assert code == 2
+    assert f"{path}:8: stages.pretrain.epochz" in err
+
+
+def test_every_problem_is_listed_at_once(tmp_path, write_study, cli):
+    body = GOOD.replace("epochs: 2", "epochs: -1, lr: -1") + "    bogus: 1\n"
+    code, _, err = cli("validate", write_study(_study(tmp_path, body)))
+    assert code == 2
+    assert "bogus" in err  # schema problems are reported together
+
+
+def test_search_space_file_errors_name_that_file(tmp_path, write_study, cli):
+    space = tmp_path / "space.yaml"
+    space.write_text("space:\n  lr: {uniform: [1, 0.5]}\n")
+    path = write_study(_study(tmp_path, GOOD + "    search: {space: space.yaml, num_samples: 2}\n"))
+    code, _, err = cli("validate", path)
+    assert code == 2
+    assert err.startswith(f"{space}:2: space.lr: uniform needs lower < upper")
+
+
+def test_valid_study_validates(tmp_path, write_study, cli):
+    code, out, err = cli("validate", write_study(_study(tmp_path, GOOD)))
+    assert code == 0, err
+    assert "ok: study 'tiny', 1 trials" in out
