@@ -14,6 +14,7 @@ from typing import Any
 
 from ray.tune import Callback
 from rich.console import Console
+from rich.markup import escape
 
 from orchestrator.plan import StagePlan
 from orchestrator.results import STATE_DIR, final_metrics, save_stage_record
@@ -128,7 +129,7 @@ class StageRecorder(Callback):
     def on_trial_start(self, iteration, trials, trial, **info):
         entry = self._update(trial, "running")
         self._started.add(entry["trial_id"])
-        self.console.print(f"[cyan]started[/]  {entry['name']}  [dim]{entry['trial_id']}[/]")
+        self.console.print(f"[cyan]started[/]  {escape(entry['name'])}  [dim]{entry['trial_id']}[/]")
         self.status.write()
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -140,18 +141,20 @@ class StageRecorder(Callback):
         entry = self._update(trial)
         entry["status"] = "diverged" if entry["metrics"].get("diverged") else "done"
         colour = "yellow" if entry["status"] == "diverged" else "green"
-        self.console.print(f"[{colour}]{entry['status']:<8}[/] {entry['name']}  {self._summary(entry)}")
+        self.console.print(f"[{colour}]{entry['status']:<8}[/] {escape(entry['name'])}  {self._summary(entry)}  "
+                           f"[dim]{escape(self._progress())}[/]")
         self.status.write(force=True)
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         entry = self._update(trial, "retrying")
-        self.console.print(f"[yellow]retrying[/] {entry['name']} from its last checkpoint "
+        self.console.print(f"[yellow]retrying[/] {escape(entry['name'])} from its last checkpoint "
                            f"(failure {trial.num_failures})")
         self.status.write(force=True)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         entry = self._update(trial, "error")
-        self.console.print(f"[red]error[/]    {entry['name']}: {entry.get('error', '')[-200:]}")
+        self.console.print(f"[red]error[/]    {escape(entry['name'])}: {escape(entry.get('error', '')[-200:])}  "
+                           f"[dim]{escape(self._progress())}[/]")
         self.status.write(force=True)
 
     def on_experiment_end(self, trials, **info):
@@ -163,6 +166,21 @@ class StageRecorder(Callback):
         self.record["state"] = "complete" if ended >= self.plan.num_trials else "interrupted"
         save_stage_record(self.store, self.plan.name, self.record)
         self.status.stage(self.plan.name, self.record["state"], self.record["trials"])
+
+    def _progress(self) -> str:
+        """`[3/6 ended: 2 running, 1 failed; best val/loss=0.01 pretrain/a/s1]`"""
+        trials = self.record["trials"].values()
+        ended = sum(t["status"] in ("done", "diverged", "error") for t in trials)
+        running = sum(t["status"] in ("running", "retrying") for t in trials)
+        failed = sum(t["status"] in ("error", "diverged") for t in trials)
+        text = f"[{ended}/{self.plan.num_trials} ended, {running} running, {failed} failed"
+        select = self.plan.stage.select
+        scored = [t for t in trials if t.get("best") is not None and t["status"] == "done"]
+        if select and scored:
+            pick = min if select.mode == "min" else max
+            best = pick(scored, key=lambda t: t["best"])
+            text += f"; best {select.metric}={best['best']:.4g} {best['name']}"
+        return text + "]"
 
     def _summary(self, entry: dict) -> str:
         parts = [f"{entry.get('iterations') or 0} epochs", f"{entry.get('duration_s') or 0:.1f}s"]

@@ -212,6 +212,11 @@ def run_stage(plan: Plan, sp: StagePlan, store: Store, shape: ClusterShape, opti
     limit = options.max_concurrent or sp.stage.max_concurrent
     max_conc = max(1, concurrency(res, shape, limit))
     policy = study.checkpoint_of(sp.stage)
+    keep = policy.keep
+    if sp.stage.search and sp.stage.search.scheduler == "pbt" and keep is not None and keep < 4:
+        # PBT clones other trials' checkpoints; deleting them too early breaks exploitation.
+        console.print(f"[yellow]note[/]: stage {sp.name}: PBT keeps 4 checkpoints per trial (checkpoint.keep={keep})")
+        keep = 4
     git = git_commit(plan.study_dir)
     trials = [dict(t.to_dict(), study=study.name, checkpoint_every=policy.every, git=git) for t in sp.trials]
     param_space = {"trial": tune.grid_search(trials)}
@@ -251,7 +256,7 @@ def run_stage(plan: Plan, sp: StagePlan, store: Store, shape: ClusterShape, opti
                 storage_path=storage_path,
                 storage_filesystem=storage_fs,
                 stop=sp.stage.stop or None,
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=policy.keep),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=keep),
                 failure_config=tune.FailureConfig(max_failures=study.max_failures_of(sp.stage)),
                 sync_config=tune.SyncConfig(sync_artifacts=True),
                 callbacks=[_RecorderProxy(sp.name)],

@@ -1,0 +1,55 @@
+"""Every study file in the repo loads and expands; the seed's matrix plans as five experiments."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import trainables
+from orchestrator.plan import load_plan
+from tests.conftest import REPO
+
+STUDIES = sorted([REPO / "matrix.yaml", *(REPO / "search_spaces").glob("*.yaml")])
+
+
+@pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.name)
+def test_every_study_file_validates(path: Path):
+    text = path.read_text()
+    assert text.startswith("#"), "every study file starts with a comment header saying how to run it"
+    plan = load_plan(path, check_inputs="synthetic:" in text)
+    assert plan.num_trials > 0
+    for sp in plan.stages.values():
+        assert sp.stage.trainable in trainables.TRAINABLES
+
+
+def test_seed_matrix_plans_five_named_experiments(cli):
+    code, out, err = cli("plan", REPO / "search_spaces" / "lstm_pretrain.yaml", "--json", "--gpus", "1", "--cpus", "16")
+    assert code == 0, err
+    data = json.loads(out)
+    rows = {r["variant"]: r["differs"] for r in data["stages"][0]["rows"]}
+    assert rows == {
+        "exp1_baseline": {"aug_multiplier": 4, "epochs": 75, "mask_strategy": "patch", "time_warp_sigma": 0.12},
+        "exp2_conservative": {"aug_multiplier": 3, "epochs": 50, "mask_strategy": "patch", "time_warp_sigma": 0.10},
+        "exp3_aggressive": {"aug_multiplier": 5, "epochs": 100, "mask_strategy": "patch", "time_warp_sigma": 0.15},
+        "exp4_block_mask": {"aug_multiplier": 4, "epochs": 75, "mask_strategy": "block", "time_warp_sigma": 0.12},
+        "exp5_random_mask": {"aug_multiplier": 4, "epochs": 75, "mask_strategy": "random", "time_warp_sigma": 0.12},
+    }
+    stage = data["stages"][0]
+    assert stage["concurrent"] == 5 and stage["waves"] == 1  # 0.2 GPU each: five share one GPU
+    assert stage["estimate"] == {"wall_minutes": 40.0, "gpu_hours": pytest.approx(5 * 40 / 60 * 0.2)}
+
+
+def test_plan_drops_gpus_on_a_cpu_cluster_and_counts_waves(cli):
+    code, out, _ = cli("plan", REPO / "matrix.yaml", "--json", "--gpus", "0", "--cpus", "2")
+    stage = json.loads(out)["stages"][0]
+    assert stage["resources"] == {"cpu": 1.0, "gpu": 0.0} and "no GPUs" in stage["note"]
+    assert stage["concurrent"] == 2 and stage["waves"] == 3
+
+
+def test_trial_ids_are_stable_content_hashes():
+    a = load_plan(REPO / "matrix.yaml")
+    b = load_plan(REPO / "matrix.yaml")
+    ids = [t.id for t in a.stages["pretrain"].trials]
+    assert ids == [t.id for t in b.stages["pretrain"].trials] and len(set(ids)) == len(ids)
