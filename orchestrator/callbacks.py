@@ -114,7 +114,7 @@ class StageRecorder(Callback):
         entry.update({
             "stage": self.plan.name, "trial_id": tid, "name": trial.trial_name if hasattr(trial, "trial_name")
             else str(trial), "variant": spec["variant"], "seed": spec["seed"], "config": cfg,
-            "sampled": trial.config.get("search") or {}, "status": status,
+            "sampled": trial.config.get("search") or {}, "upstream": spec.get("upstream") or {}, "status": status,
             "iterations": last.get("training_iteration"), "duration_s": last.get("time_total_s"),
             "metrics": metrics, "best": best,
             "checkpoint": trial_uri(self.store, trial.checkpoint.path) if trial.checkpoint else None,

@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import ValidationError
 
 import trainables
+from orchestrator import refs
 from orchestrator.errors import Problem, UserError, join_path
 from orchestrator.search_space import describe, load_space
 from orchestrator.spec import Resources, Stage, Study, load_study, topological_order
@@ -55,16 +56,24 @@ class TrialSpec:
     grid: dict              # the grid values of this trial
     id: str
     run_config: dict = field(default_factory=dict)  # config with input paths resolved: what the trial gets
+    upstream: dict = field(default_factory=dict)    # lineage: which upstream trials its references used
 
     @property
     def name(self) -> str:
         parts = [self.stage, self.variant or "base"]
         parts += [f"{k}={v}" for k, v in self.grid.items()]
-        return "/".join(parts + [f"s{self.seed}"])
+        name = "/".join(parts + [f"s{self.seed}"])
+        fan = [v["trial"].split("/", 1)[-1] for k, v in sorted(self.upstream.items()) if "." in k]
+        return name + "".join(f"@{f}" for f in fan)
+
+    @property
+    def has_refs(self) -> bool:
+        return any(True for _ in refs.walk(self.config))
 
     def to_dict(self) -> dict:
         return {"stage": self.stage, "trainable": self.trainable, "variant": self.variant, "seed": self.seed,
-                "config": self.run_config, "grid": self.grid, "id": self.id, "name": self.name}
+                "config": self.run_config, "grid": self.grid, "id": self.id, "name": self.name,
+                "upstream": self.upstream}
 
 
 @dataclass
@@ -75,10 +84,17 @@ class StagePlan:
     resources: Resources
     search_space: dict | None = None
     differing: list[str] = field(default_factory=list)   # config keys that differ between trials
+    fan_out: int = 1        # downstream trials per planned row, from `top[K]` / `all` references
+    resolved: bool = False  # references replaced by upstream results (at run time)
 
     @property
     def num_trials(self) -> int:
-        return len(self.trials) * (self.stage.search.num_samples if self.stage.search else 1)
+        per_row = 1 if self.resolved else self.fan_out
+        return len(self.trials) * per_row * (self.stage.search.num_samples if self.stage.search else 1)
+
+    @property
+    def has_refs(self) -> bool:
+        return not self.resolved and any(t.has_refs for t in self.trials)
 
 
 @dataclass
@@ -154,7 +170,7 @@ def build_plan(study: Study, doc: YamlDoc, study_dir: Path, check_inputs: bool =
     stages: dict[str, StagePlan] = {}
     for name in topological_order(study):
         try:
-            stages[name] = _expand_stage(study, name, doc, study_dir, check_inputs)
+            stages[name] = _expand_stage(study, name, doc, study_dir, check_inputs, stages)
         except UserError as exc:
             problems.extend(exc.problems)
     if problems:
@@ -182,7 +198,8 @@ def _origin(stage_name: str, stage: Stage, variant: str | None, key: str) -> tup
     return ("stages", stage_name, "config")
 
 
-def _expand_stage(study: Study, name: str, doc: YamlDoc, study_dir: Path, check_inputs: bool) -> StagePlan:
+def _expand_stage(study: Study, name: str, doc: YamlDoc, study_dir: Path, check_inputs: bool,
+                  built: dict[str, StagePlan]) -> StagePlan:
     stage = study.stages[name]
     where = ("stages", name, "trainable")
     try:
@@ -202,6 +219,7 @@ def _expand_stage(study: Study, name: str, doc: YamlDoc, study_dir: Path, check_
     problems: list[Problem] = []
     trials: list[TrialSpec] = []
     seen: dict[str, str] = {}
+    fan_out: dict[tuple, int] = {}
     input_fields = tuple(getattr(module, "INPUT_FIELDS", ()))
     # inputs already checked (or not to be checked): each distinct data file is read once
     checked_inputs: set[tuple] | None = set() if check_inputs else None
@@ -219,17 +237,88 @@ def _expand_stage(study: Study, name: str, doc: YamlDoc, study_dir: Path, check_
                     continue
                 seen[tid] = spec.name
                 spec.run_config = _resolve_inputs(config, input_fields, study_dir)
-                probe = dict(spec.run_config, seed=seed)
+                probe = copy.deepcopy(dict(spec.run_config, seed=seed))
+                ref_problems = _check_refs(study, name, stage, variant, config, doc, built, probe, fan_out)
+                if ref_problems:
+                    problems.extend(ref_problems)
+                    continue
                 if space:  # sampled keys are checked with a representative value
                     for key, sampler in space.items():
                         probe[key] = _representative(sampler)
                 problems.extend(_check_config(module, probe, name, stage, variant, doc, checked_inputs,
-                                              input_fields))
+                                              input_fields, config))
                 trials.append(spec)
     if problems:
         raise UserError(problems)
     differing = sorted({k for t in trials for k in t.config if len({_key(u.config.get(k)) for u in trials}) > 1})
-    return StagePlan(name, stage, trials, study.resources_of(stage), space, differing)
+    differing += sorted({k for t in trials for k, v in t.config.items() if refs.looks_like_ref(v)} - set(differing))
+    return StagePlan(name, stage, trials, study.resources_of(stage), space, differing,
+                     fan_out=math.prod(fan_out.values()) if fan_out else 1)
+
+
+def _check_refs(study: Study, name: str, stage: Stage, variant: str | None, config: dict, doc: YamlDoc,
+                built: dict[str, StagePlan], probe: dict, fan_out: dict[tuple, int]) -> list[Problem]:
+    """Check the references in a trial's config; put representative values into `probe`."""
+    problems = []
+    for path, text in refs.walk(config):
+        origin = _origin(name, stage, variant, str(path[0])) + tuple(path[1:])
+        where = dict(file=doc.file, path=join_path(*origin), line=doc.line_of(origin))
+        try:
+            ref = refs.parse(text)
+        except refs.RefError as exc:
+            problems.append(Problem(message=str(exc), **where))
+            continue
+        if ref.stage not in study.stages:
+            problems.append(Problem(message=f"{text}: unknown stage {ref.stage!r}; stages are: "
+                                    f"{', '.join(study.stages)}", **where))
+            continue
+        if ref.stage not in stage.needs:
+            problems.append(Problem(message=f"{text}: stage {name!r} must list {ref.stage!r} in `needs` "
+                                    "to use its results", **where))
+            continue
+        upstream = built.get(ref.stage)
+        if upstream is None:  # the upstream stage itself had problems, reported there
+            continue
+        per_variant = len(upstream.trials) // max(1, len({t.variant for t in upstream.trials}))
+        needs_select = ref.selector in ("best", "top") or (ref.selector == "trials" and (
+            per_variant > 1 or upstream.stage.search is not None))
+        if needs_select and upstream.stage.select is None:
+            problems.append(Problem(message=f"{text}: stage {ref.stage!r} has no `select` (metric and mode), so "
+                                    "its best trial is undefined", **where))
+            continue
+        if ref.selector == "trials" and ref.variant not in upstream.stage.variants:
+            problems.append(Problem(message=f"{text}: stage {ref.stage!r} has no variant {ref.variant!r}; "
+                                    f"variants: {', '.join(upstream.stage.variants) or '(none)'}", **where))
+            continue
+        up_module = trainables.get(upstream.stage.trainable)
+        if ref.field.startswith("config."):
+            key = ref.field.split(".")[1]
+            if key not in up_module.Config.model_fields:
+                problems.append(Problem(message=f"{text}: trainable {upstream.stage.trainable} has no config key "
+                                        f"{key!r}", **where))
+                continue
+            first = upstream.trials[0].run_config if upstream.trials else {}
+            value = first.get(key, up_module.Config.model_fields[key].default)
+        else:
+            value = {"checkpoint": "/reference/checkpoint", "trial_id": "reference", "metric": 0.0}[ref.field]
+        refs.set_path(probe, path, value)
+        if ref.fan_out:
+            fan_out[ref.group] = ref.k if ref.selector == "top" else upstream.num_trials
+    return problems
+
+
+def resolve_stage(sp: StagePlan, records: dict[str, dict], study_dir: Path) -> StagePlan:
+    """The stage with its references replaced by upstream results (raises refs.RefError)."""
+    module = trainables.get(sp.stage.trainable)
+    input_fields = tuple(getattr(module, "INPUT_FIELDS", ()))
+    trials = []
+    for spec in sp.trials:
+        for resolved, lineage, id_config in refs.expand(spec.config, records):
+            tid = trial_id(spec.trainable, id_config, spec.seed)
+            new = TrialSpec(spec.stage, spec.trainable, spec.variant, spec.seed, resolved, spec.grid, tid,
+                            _resolve_inputs(resolved, input_fields, study_dir), lineage)
+            trials.append(new)
+    return StagePlan(sp.name, sp.stage, trials, sp.resources, sp.search_space, sp.differing, resolved=True)
 
 
 def _key(value: Any) -> str:
@@ -260,7 +349,7 @@ def _is_uri(value: str) -> bool:
 
 
 def _check_config(module, config: dict, stage_name: str, stage: Stage, variant: str | None, doc: YamlDoc,
-                  checked_inputs: set[tuple] | None, input_fields: tuple) -> list[Problem]:
+                  checked_inputs: set[tuple] | None, input_fields: tuple, raw_config: dict) -> list[Problem]:
     try:
         parsed = module.Config.model_validate(config)
     except ValidationError as exc:
@@ -288,6 +377,12 @@ def _check_config(module, config: dict, stage_name: str, stage: Stage, variant: 
     if check is None or checked_inputs is None or key in checked_inputs:
         return []
     checked_inputs.add(key)
+    # Inputs given as references exist only at run time: check the others, with those unset.
+    by_ref = {f for f in input_fields if refs.looks_like_ref(raw_config.get(f))}
+    if by_ref:
+        if any(module.Config.model_fields[f].is_required() for f in by_ref):
+            return []
+        parsed = parsed.model_copy(update={f: None for f in by_ref})
     try:
         check(parsed)
     except ValueError as exc:

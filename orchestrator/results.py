@@ -55,11 +55,15 @@ def rows_of(record: dict) -> list[dict]:
     for t in record["trials"].values():
         row = {
             "stage": t["stage"], "trial_id": t["trial_id"], "trial": t["name"], "variant": t["variant"],
-            "seed": t["seed"], "status": t["status"], "epochs": t.get("iterations"),
+            "seed": t["seed"], "status": t["status"], "iterations": t.get("iterations"),
             "duration_s": t.get("duration_s"), "checkpoint": t.get("checkpoint"), "path": t.get("path"),
             "error": t.get("error"),
         }
         flatten("config", t.get("config", {}), row)
+        for label, up in sorted((t.get("upstream") or {}).items()):  # lineage of referenced stages
+            row[f"upstream.{label}.trial"] = up.get("trial")
+            row[f"upstream.{label}.trial_id"] = up.get("trial_id")
+            row[f"upstream.{label}.checkpoint"] = up.get("checkpoint")
         select = record.get("select")
         if select and t.get("best") is not None:
             row[f"best.{select['metric']}"] = t["best"]
@@ -103,14 +107,19 @@ def read_table(store: Store, name: str = TABLE) -> pd.DataFrame:
 
 def summary_columns(df: pd.DataFrame) -> list[str]:
     """The columns worth reading in a terminal / Markdown: ids, varied config, main metrics."""
-    cols = [c for c in ("stage", "trial", "status", "epochs") if c in df.columns]
-    varied = [c for c in df.columns if c.startswith("config.") and df[c].astype(str).nunique() > 1
-              and c != "config.seed"]
+    cols = [c for c in ("stage", "trial", "status", "iterations") if c in df.columns]
+    def varies(col: str) -> bool:  # within a stage: columns of other stages are not "varied"
+        values = df[col].astype(object).fillna("<unset>").astype(str)
+        groups = values.groupby(df["stage"]) if "stage" in df.columns else [(None, values)]
+        return any(g.nunique() > 1 for _, g in groups)
+
+    varied = [c for c in df.columns if c.startswith("config.") and c != "config.seed" and varies(c)]
+    lineage = [c for c in df.columns if c.startswith("upstream.") and c.endswith(".trial")]
     best = [c for c in df.columns if c.startswith("best.")]
     finals = [c for c in df.columns if c.startswith("final.") and not c.startswith("final.best/")
               and c not in ("final.epoch", "final.diverged", "final.stopped_early", "final.lr")
               and ("loss" in c or c.startswith("final.val/"))]
-    return cols + varied[:6] + best + finals[:5] + [c for c in ("duration_s", "trial_id") if c in df.columns]
+    return cols + varied[:6] + lineage + best + finals[:5] + [c for c in ("duration_s", "trial_id") if c in df.columns]
 
 
 def _fmt(value: Any) -> str:

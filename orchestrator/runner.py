@@ -132,25 +132,68 @@ def run_study(plan: Plan, study_text: str, options: RunOptions, console: Console
 
         status = StudyStatus(store, plan.study.name, console)
         for name in plan.order:
-            if name in todo:
-                records[name] = run_stage(plan, plan.stages[name], store, shape, options, status, console,
-                                          records[name])
-                if records[name]["state"] != "complete":
-                    interrupted = True
-                    break
-    table = results.build_table([r for r in records.values() if r])
+            if name not in todo:
+                continue
+            sp, reason = ready_stage(plan, name, records)
+            if reason:
+                records[name] = skipped_record(plan.stages[name], reason)
+                results.save_stage_record(store, name, records[name])
+                status.stage(name, "skipped")
+                console.print(f"[yellow]stage {name} skipped[/]: {reason}")
+                continue
+            records[name] = run_stage(plan, sp, store, shape, options, status, console, records[name])
+            if records[name]["state"] != "complete":
+                interrupted = True
+                break
+    done = [r for r in records.values() if r]
+    table = results.build_table(done)
     results.write_tables(store, table)
-    print_table(table, console)
-    console.print(f"results: {store.child_uri(results.TABLE + '.parquet')} (also .csv, .md)")
+    for record in done:
+        if record.get("trials"):
+            results.write_tables(store, results.build_table([record]), f"tables/{record['stage']}")
+    for record in done:  # one table per stage: their columns differ
+        if record.get("trials"):
+            console.print(f"\n[bold]{record['stage']}[/]")
+            print_table(results.build_table([record]), console)
+    console.print(f"\nresults: {store.child_uri(results.TABLE + '.parquet')} (also .csv, .md; per stage in tables/)")
     if interrupted:
         console.print("[yellow]interrupted[/]: run the same command again (or `orchestrator resume "
                       f"{store.uri}`) to continue; finished trials are kept")
         return 130
-    failed = [row for _, row in table.iterrows() if row["status"] == "error"] if not table.empty else []
+    failed = int((table["status"] == "error").sum()) if not table.empty else 0
+    skipped = [r["stage"] for r in done if r.get("state") == "skipped"]
     if failed:
-        console.print(f"[red]{len(failed)} trial(s) failed[/]; their errors are in the table and in "
-                      "each trial's error.txt; `--retry-errored` runs them again")
-    return 0
+        console.print(f"[red]{failed} trial(s) failed[/]; their errors are in the table; "
+                      "`--retry-errored` runs them again")
+    if skipped:
+        console.print(f"[red]stage(s) skipped[/]: {', '.join(skipped)} (see above)")
+    return 1 if failed or skipped else 0
+
+
+def ready_stage(plan: Plan, name: str, records: dict[str, dict | None]) -> tuple[StagePlan | None, str | None]:
+    """The stage to run (references resolved), or the reason it cannot run."""
+    from orchestrator import refs
+    from orchestrator.plan import resolve_stage
+
+    sp = plan.stages[name]
+    for dep in sp.stage.needs:
+        record = records.get(dep)
+        if not record or record.get("state") != "complete":
+            state = record.get("state") if record else "not run"
+            return None, f"it needs stage {dep!r}, which is {state}"
+        if not refs.successful(record):
+            return None, f"it needs stage {dep!r}, which has no successful trial"
+    if not sp.has_refs:
+        return sp, None
+    try:
+        return resolve_stage(sp, records, plan.study_dir), None
+    except refs.RefError as exc:
+        return None, str(exc)
+
+
+def skipped_record(sp: StagePlan, reason: str) -> dict:
+    return {"stage": sp.name, "trainable": sp.stage.trainable, "state": "skipped", "reason": reason,
+            "select": sp.stage.select.model_dump() if sp.stage.select else None, "trials": {}}
 
 
 def _trial_name(trial) -> str:

@@ -32,6 +32,7 @@ def run_trial(config: dict) -> None:
             "study": trial["study"], "stage": trial["stage"], "variant": trial["variant"], "seed": trial["seed"],
             "trial_id": os.path.basename(ctx.get_trial_dir().rstrip("/")), "trial_name": ctx.get_trial_name(),
             "sampled": config.get("search") or {}, "git": trial.get("git"),
+            "upstream": trial.get("upstream") or {},
         },
     )
     trainables.get(trial["trainable"]).train(trial_config(config), session)

@@ -22,7 +22,7 @@ CASES = {
     "unknown top-level key": ("name: x\nstages: {}\nfoo: 1\n", ["foo", "unknown key 'foo'"]),
     "unknown stage key": (GOOD + "    epochz: 3\n", ["stages.pretrain.epochz", "unknown key 'epochz'", "expected one of"]),
     "unknown trainable": (GOOD.replace("lstm_mae_pretrain", "lstm_mae_pretrian"),
-                          ["stages.pretrain.trainable", "valid names: lstm_mae_pretrain"]),
+                          ["stages.pretrain.trainable", "valid names: lstm_classifier_finetune, lstm_mae_pretrain"]),
     "unknown trainable config key": (GOOD.replace("epochs: 2", "epochs: 2, hidden: 3"),
                                      ["stages.pretrain.config.hidden", "unknown key 'hidden'"]),
     "wrong type": (GOOD.replace("epochs: 2", "epochs: many"), ["stages.pretrain.config.epochs", "integer"]),
@@ -96,3 +96,53 @@ def test_valid_study_validates(tmp_path, write_study, cli):
     code, out, err = cli("validate", write_study(_study(tmp_path, GOOD)))
     assert code == 0, err
     assert "ok: study 'tiny', 1 trials" in out
+
+
+CHAIN = """\
+name: chain
+storage: {storage}
+stages:
+  pre:
+""" + TINY_STAGE + """\
+    variants: {a: {mask_strategy: patch}, b: {mask_strategy: block}}
+    select: {metric: val/loss, mode: min}
+  fine:
+    needs: [pre]
+    trainable: lstm_classifier_finetune
+    config: {data: "synthetic:ohlc?n=60&length=40&seed=1&labeled=1", window_length: 40, hidden_size: 8,
+             num_heads: 2, folds: 2, epochs: 2, encoder: "${pre.best.checkpoint}"}
+"""
+
+CHAIN_CASES = {
+    "reference to a missing stage": (CHAIN.replace("${pre.best.checkpoint}", "${nope.best.checkpoint}"),
+                                     ["stages.fine.config.encoder", "unknown stage 'nope'"]),
+    "best without select": (CHAIN.replace("    select: {metric: val/loss, mode: min}\n", ""),
+                            ["stages.fine.config.encoder", "has no `select`"]),
+    "reference without needs": (CHAIN.replace("    needs: [pre]\n", ""), ["must list 'pre' in `needs`"]),
+    "unknown variant": (CHAIN.replace("${pre.best.checkpoint}", "${pre.trials[c]}"), ["has no variant 'c'"]),
+    "unknown config key": (CHAIN.replace("hidden_size: 8,\n             num_heads",
+                                                'hidden_size: "${pre.best.config.hiden}",\n             num_heads'),
+                           ["has no config key 'hiden'"]),
+    "malformed reference": (CHAIN.replace("${pre.best.checkpoint}", "${pre.bestest}"), ["bad reference"]),
+    "encoder file missing": (CHAIN.replace("${pre.best.checkpoint}", "missing/encoder.pt"),
+                             ["stages.fine.config.encoder", "no exported encoder here"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CHAIN_CASES))
+def test_bad_references_exit_2_at_validate(case, tmp_path, write_study, cli):
+    body, expected = CHAIN_CASES[case]
+    path = write_study(_study(tmp_path, body))
+    code, out, err = cli("validate", path)
+    assert code == 2, out + err
+    assert "Traceback" not in err
+    for fragment in expected:
+        assert fragment in err, (fragment, err)
+
+
+def test_valid_chain_validates_and_plans_symbolically(tmp_path, write_study, cli):
+    path = write_study(_study(tmp_path, CHAIN))
+    code, out, err = cli("validate", path)
+    assert code == 0, err
+    code, out, err = cli("plan", path)
+    assert code == 0 and "${pre.best.checkpoint}" in out and "needs pre" in out

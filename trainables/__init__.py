@@ -16,6 +16,7 @@ from types import ModuleType
 
 TRAINABLES: dict[str, str] = {
     "lstm_mae_pretrain": "trainables.lstm_mae_pretrain",
+    "lstm_classifier_finetune": "trainables.lstm_classifier_finetune",
 }
 
 

@@ -8,9 +8,24 @@ import pickle
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 
 STATE_FILE = "state.pt"
+
+
+def plain(obj):
+    """Numpy scalars and arrays -> Python numbers and tensors, so that `weights_only` loading
+    (which allows tensors and Python containers only) can read the checkpoint back."""
+    if isinstance(obj, dict):
+        return {k: plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(plain(v) for v in obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(obj)
+    return obj
 
 
 def save(obj: dict, path: str | Path) -> None:
@@ -18,7 +33,7 @@ def save(obj: dict, path: str | Path) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     os.close(fd)
-    torch.save(obj, tmp)
+    torch.save(plain(obj), tmp)
     os.replace(tmp, path)
 
 

@@ -47,3 +47,55 @@ def load_export(path: str | Path) -> dict:
     if obj.get("format") != FORMAT or "state_dict" not in obj or "hparams" not in obj:
         raise ValueError(f"{path}: not an exported encoder (expected format {FORMAT!r} with state_dict and hparams)")
     return obj
+
+
+FORWARD_LAYER0 = ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
+
+
+def locate(source: str) -> str:
+    """An exported encoder given as a file, or a checkpoint folder holding `encoder.pt`;
+    `s3://` URIs are downloaded to a temporary file first."""
+    if "://" in source:
+        import tempfile
+
+        import pyarrow.fs as pafs
+
+        fs, path = pafs.FileSystem.from_uri(source)
+        info = fs.get_file_info(path)
+        if info.type == pafs.FileType.Directory:
+            path = f"{path.rstrip('/')}/{ENCODER_FILE}"
+        with fs.open_input_stream(path) as src, tempfile.NamedTemporaryFile(suffix=".pt", delete=False) as dst:
+            dst.write(src.read())
+            return dst.name
+    p = Path(source)
+    if p.is_dir():
+        p = p / ENCODER_FILE
+    if not p.exists():
+        raise ValueError(f"{source}: no exported encoder here (expected a file or a folder with {ENCODER_FILE})")
+    return str(p)
+
+
+def transfer_forward_direction(source: str, lstm: nn.LSTM) -> dict:
+    """Copy the forward direction of layer 0 of an exported bidirectional encoder into `lstm`.
+
+    Only layer 0 transfers: deeper layers of a bidirectional LSTM read 2 x hidden inputs, a
+    unidirectional one reads hidden. Raises ValueError naming both shapes on any mismatch.
+    Returns the export's hyper-parameters and source, for metadata.
+    """
+    exported = load_export(locate(source))
+    src = exported["state_dict"]
+    dst = lstm.state_dict()
+    for name in FORWARD_LAYER0:
+        if name not in src:
+            raise ValueError(f"{source}: encoder has no {name!r}")
+        if src[name].shape != dst[name].shape:
+            raise ValueError(
+                f"{source}: encoder {name} has shape {tuple(src[name].shape)} but this model's LSTM expects "
+                f"{tuple(dst[name].shape)} (encoder hidden_size={exported['hparams'].get('hidden_size')}, "
+                f"input_size={exported['hparams'].get('input_size')}; model hidden_size={lstm.hidden_size}, "
+                f"input_size={lstm.input_size})"
+            )
+    with torch.no_grad():
+        for name in FORWARD_LAYER0:
+            getattr(lstm, name).copy_(src[name])
+    return {"hparams": exported["hparams"], "source": exported.get("source", {})}

@@ -1,0 +1,85 @@
+"""A pretrain -> fine-tune chain through the CLI: references, lineage, fan-out, failure isolation."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from tests.conftest import TINY_STAGE, run_cli
+
+pytestmark = pytest.mark.e2e
+
+FINE = """\
+    trainable: lstm_classifier_finetune
+    config: {data: "synthetic:ohlc?n=60&length=40&seed=1&labeled=1", window_length: 40, num_heads: 2,
+             folds: 2, epochs: 2, hidden_size: "${pre.best.config.hidden_size}"}
+"""
+
+STUDY = """\
+name: chain
+storage: {storage}
+defaults: {seeds: [1], max_failures: 0}
+stages:
+  pre:
+""" + TINY_STAGE + """\
+    variants: {a: {mask_strategy: patch}, b: {mask_strategy: random}, c: {mask_strategy: block}}
+    select: {metric: val/loss, mode: min}
+  broken:
+""" + TINY_STAGE.replace("patch_len: 8}", "patch_len: 8, device: cuda}") + """\
+  fine:
+    needs: [pre]
+""" + FINE + """\
+    variants:
+      pretrained: {encoder: "${pre.best.checkpoint}", freeze_encoder_epochs: 1}
+      scratch: {}
+  fan:
+    needs: [pre]
+""" + FINE + """\
+    variants:
+      top2: {encoder: "${pre.top[2]}"}
+  after_broken:
+    needs: [broken]
+""" + FINE.replace('"${pre.best.config.hidden_size}"', "8")
+
+
+def test_chain_resolves_references_records_lineage_and_isolates_failures(tmp_path):
+    study = tmp_path / "study.yaml"
+    study.write_text(STUDY.replace("{storage}", str(tmp_path / "runs")))
+    assert run_cli("validate", study, cwd=tmp_path).returncode == 0
+    proc = run_cli("run", study, cwd=tmp_path)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out  # a failed stage and a skipped one: the run says so
+    assert "stage after_broken skipped" in out and "'broken', which has no successful trial" in out
+
+    root = tmp_path / "runs" / "chain"
+    df = pd.read_parquet(root / "results.parquet")
+    pre = df[df.stage == "pre"]
+    best = pre.sort_values("best.val/loss").iloc[0]
+    assert set(df[df.stage == "broken"]["status"]) == {"error"}
+    assert "CUDA" in df[df.stage == "broken"]["error"].iloc[0]
+
+    fine = df[df.stage == "fine"].set_index("trial")
+    assert set(fine["status"]) == {"done"}
+    pretrained = fine.loc["fine/pretrained/s1"]
+    assert pretrained["upstream.pre.trial"] == best["trial"]
+    assert pretrained["upstream.pre.trial_id"] == best["trial_id"]
+    assert pretrained["config.encoder"] == best["checkpoint"] == pretrained["upstream.pre.checkpoint"]
+    meta = json.loads((root / "fine" / pretrained["trial_id"] / "metadata.json").read_text())
+    assert meta["encoder"]["hparams"]["hidden_size"] == 8 and meta["upstream"]["pre"]["trial_id"] == best["trial_id"]
+
+    fan = df[df.stage == "fan"]
+    top2 = pre.sort_values("best.val/loss")["trial"].head(2).tolist()
+    assert sorted(fan["upstream.pre.top[2].trial"]) == sorted(top2) and fan["trial_id"].is_unique
+    assert "after_broken" not in set(df.stage)
+
+    for stage in ("pre", "fine", "fan", "broken"):
+        assert (root / "tables" / f"{stage}.parquet").exists()
+    status = run_cli("status", root, cwd=tmp_path).stdout
+    assert "skipped" in status
+
+    # a re-run keeps every finished stage; the skipped one is re-evaluated (still skipped)
+    again = run_cli("run", study, cwd=tmp_path)
+    assert again.returncode == 1 and "stage fine: complete in storage, skipped" in again.stdout
+    assert pd.read_parquet(root / "results.parquet")["trial_id"].tolist() == df["trial_id"].tolist()
