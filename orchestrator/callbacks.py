@@ -18,7 +18,8 @@ from rich.markup import escape
 
 from orchestrator.plan import StagePlan
 from orchestrator.results import STATE_DIR, final_metrics, save_stage_record
-from orchestrator.storage import Store
+from orchestrator.storage import Store, with_retries
+from pyarrow import ArrowException
 from orchestrator.trial import trial_config
 
 TUNE_STATUS = {"TERMINATED": "done", "ERROR": "error", "RUNNING": "running", "PENDING": "pending",
@@ -57,7 +58,13 @@ class StudyStatus:
             summary["stages"][name] = {"state": entry["state"], "total": entry["total"], "counts": counts,
                                        "trials": {k: {f: t.get(f) for f in ("name", "status", "iterations", "best")}
                                                   for k, t in trials.items()}}
-        self.store.write_text(json.dumps(summary, indent=1, default=str), STATE_DIR, "status.json")
+        try:
+            # Live status is advisory: a storage outage must not stop the study (records and
+            # tables are written with retries at the end of each stage).
+            with_retries("writing status.json", lambda: self.store._write(
+                json.dumps(summary, indent=1, default=str).encode(), (STATE_DIR, "status.json")), delays=())
+        except (OSError, ArrowException) as exc:
+            self.console.print(f"[yellow]warning[/]: live status not written ({' '.join(str(exc).split())[:120]})")
 
 
 def trial_uri(store: Store, path: str | None) -> str | None:

@@ -134,6 +134,20 @@ def results(
         fail(exc)
 
 
+@app.command(name="sync")
+def sync_cmd(
+    src: str = typer.Argument(..., help="Study folder to copy from (path or s3:// URI)."),
+    dst: str = typer.Argument(..., help="Folder to copy to (path or s3:// URI)."),
+) -> None:
+    """Copy a study between storages (e.g. S3 -> local disk), verifying every file by SHA-256."""
+    from orchestrator.sync import sync
+
+    try:
+        sync(src, dst, console)
+    except UserError as exc:
+        fail(exc)
+
+
 @data_app.command("windows")
 def data_windows(
     csv: Path = typer.Argument(..., help="OHLC CSV (columns open, high, low, close; optional timestamp)."),

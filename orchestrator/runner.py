@@ -95,8 +95,26 @@ def _stage_done(record: dict | None, retry_errored: bool) -> bool:
     return not (retry_errored and any(t["status"] == "error" for t in record["trials"].values()))
 
 
+def _keep_credentials_out_of_ray() -> None:
+    """Stop Ray Tune from copying AWS credentials into every trial's runtime_env.
+
+    Tune propagates AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY from the driver's environment
+    as runtime_env variables, and Ray's runtime-env agent writes runtime_envs to its log in
+    plain text. Trials do not need it: on a local Ray they inherit the driver's environment
+    through the raylet, and cluster nodes should use their instance role or their own
+    environment. (Checked by tests/test_s3_storage.py, which greps Ray's logs for the secret.)
+    """
+    from ray.tune.execution import class_cache
+
+    class_cache.ENV_VARS_TO_PROPAGATE = {
+        name for name in class_cache.ENV_VARS_TO_PROPAGATE if not name.startswith("AWS_")
+    }
+
+
 def init_ray(options: RunOptions, console: Console) -> ClusterShape:
     import ray
+
+    _keep_credentials_out_of_ray()
 
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")

@@ -7,13 +7,40 @@ MinIO-style stores and tests.
 
 from __future__ import annotations
 
+import logging
 import os
 import posixpath
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, TypeVar
 
+import pyarrow as pa
 import pyarrow.fs as pafs
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+# A storage outage (S3 unreachable, throttling) is waited out with exponential backoff for
+# about two minutes before an operation gives up: long enough for a restarted endpoint or a
+# network blip, short enough that a dead bucket is reported while someone is watching.
+RETRY_DELAYS_S = (0.5, 1, 2, 4, 8, 15, 30, 30, 30)
+
+
+def with_retries(what: str, fn: Callable[[], T], delays: tuple = RETRY_DELAYS_S) -> T:
+    """Call `fn`, retrying transient storage errors (I/O, network) with backoff."""
+    for attempt, delay in enumerate((*delays, None)):
+        try:
+            return fn()
+        except FileNotFoundError:
+            raise
+        except (OSError, pa.ArrowException) as exc:
+            if delay is None:
+                raise
+            log.warning("storage: %s failed (%s); retry %d in %.1fs", what, " ".join(str(exc).split())[:200],
+                        attempt + 1, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
 
 
 def is_remote(uri: str) -> bool:
@@ -71,11 +98,15 @@ class Store:
         return Store(self.child_uri(*parts))
 
     def exists(self, *parts: str) -> bool:
-        return self.fs.get_file_info(self.path(*parts)).type != pafs.FileType.NotFound
+        info = with_retries(f"checking {self.child_uri(*parts)}", lambda: self.fs.get_file_info(self.path(*parts)))
+        return info.type != pafs.FileType.NotFound
 
     def read_bytes(self, *parts: str) -> bytes:
-        with self.fs.open_input_stream(self.path(*parts)) as f:
-            return f.read()
+        def read() -> bytes:
+            with self.fs.open_input_stream(self.path(*parts)) as f:
+                return f.read()
+
+        return with_retries(f"reading {self.child_uri(*parts)}", read)
 
     def read_text(self, *parts: str) -> str:
         return self.read_bytes(*parts).decode("utf-8")
@@ -83,8 +114,12 @@ class Store:
     def write_bytes(self, data: bytes, *parts: str) -> None:
         """Write atomically: a reader sees the old content or the new one, never a truncated file.
 
-        Locally through a temporary file and rename; on S3 a PUT is atomic already.
+        Locally through a temporary file and rename; on S3 a PUT is atomic already. Transient
+        errors are retried (see `with_retries`).
         """
+        with_retries(f"writing {self.child_uri(*parts)}", lambda: self._write(data, parts))
+
+    def _write(self, data: bytes, parts: tuple) -> None:
         target = self.path(*parts)
         if self.local:
             os.makedirs(os.path.dirname(target), exist_ok=True)

@@ -96,3 +96,22 @@ def test_split_purges_windows_overlapping_validation():
     assert len(val) == 4
     assert (starts[train] + 50 <= starts[val].min()).all()
     assert math.isclose(len(train), 12)
+
+
+def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys):
+    session = LocalSession(tmp_path, checkpoint_every=1, keep=3)
+    mae.train(dict(SMALL, epochs=3), session)
+    latest = session.checkpoints()[-1] / "state.pt"
+    latest.write_bytes(latest.read_bytes()[:100])  # truncated, as by a crash mid-write
+    resumed = LocalSession(tmp_path, checkpoint_every=1, keep=3)
+    mae.train(dict(SMALL, epochs=4), resumed)
+    assert [m["epoch"] for m in resumed.metrics] == [3, 4]  # epoch 3 redone from epoch 2's checkpoint
+    assert "skipping unreadable checkpoint" in capsys.readouterr().out
+
+
+def test_finished_trial_restored_returns_without_retraining(tmp_path):
+    session = LocalSession(tmp_path)
+    mae.train(dict(SMALL, epochs=2), session)
+    again = LocalSession(tmp_path)
+    final = mae.train(dict(SMALL, epochs=2), again)
+    assert again.metrics == [] and final["epoch"] == 2

@@ -201,12 +201,13 @@ def train(config: dict, session: Session | None = None) -> dict:
     oof_prob = np.full((n, c), np.nan)
     oof_fold = np.full(n, -1)
     start_fold, history = 0, []
-    with session.restored() as ckpt_dir:
-        if ckpt_dir is not None:
-            state = checkpoints.load(Path(ckpt_dir) / checkpoints.STATE_FILE)
-            start_fold, history = state["fold"], state["history"]
-            oof_prob, oof_fold = state["oof_prob"].numpy(), state["oof_fold"].numpy()
-            set_rng_state(state["rng"])
+    state = session.restore_state()
+    if state is not None:
+        start_fold, history = state["fold"], state["history"]
+        oof_prob, oof_fold = state["oof_prob"].numpy(), state["oof_fold"].numpy()
+        set_rng_state(state["rng"])
+        if start_fold >= cfg.folds:
+            return history[-1]  # finished before the interruption: nothing to redo
 
     probe, transfer_info = build_model(cfg, c, device)
     write_json({**session.context, "trainable": "lstm_classifier_finetune", "config": cfg.model_dump(),

@@ -185,16 +185,17 @@ def train(config: dict, session: Session | None = None) -> dict:
     stopper = EarlyStopping(cfg.early_stopping_patience, cfg.early_stopping_min_delta)
     start_epoch, history = 0, []
     best_encoder = None
-    with session.restored() as ckpt_dir:
-        if ckpt_dir is not None:
-            state = checkpoints.load(Path(ckpt_dir) / checkpoints.STATE_FILE, map_location=device)
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            sched.load_state_dict(state["scheduler"])
-            stopper = EarlyStopping.from_state(state["early_stopping"])
-            start_epoch, history = state["epoch"], state["history"]
-            best_encoder = state["best_encoder"]
-            set_rng_state(state["rng"])
+    state = session.restore_state(map_location=device)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        stopper = EarlyStopping.from_state(state["early_stopping"])
+        start_epoch, history = state["epoch"], state["history"]
+        best_encoder = state["best_encoder"]
+        set_rng_state(state["rng"])
+        if start_epoch >= cfg.epochs or stopper.should_stop:
+            return history[-1]  # finished before the interruption: nothing to redo
 
     _write_metadata(session, cfg, model, len(train_idx), len(val_idx), device)
     generator = None  # the global RNG is seeded and checkpointed; one stream keeps resume exact

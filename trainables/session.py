@@ -11,11 +11,17 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import logging
 import os
+import posixpath
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator, Protocol
+
+import pyarrow.fs as pafs
+
+log = logging.getLogger(__name__)
 
 
 class Session(Protocol):
@@ -26,8 +32,29 @@ class Session(Protocol):
     def report(self, metrics: dict, checkpoint_dir: str | None = None) -> None:
         """Record one epoch's metrics, optionally with a checkpoint folder to persist."""
 
-    def restored(self) -> contextlib.AbstractContextManager[str | None]:
-        """Context manager yielding the folder of the checkpoint to resume from, or None."""
+    def restore_state(self, map_location="cpu") -> dict | None:
+        """The newest readable checkpoint state (`state.pt`), or None to start fresh."""
+
+
+def first_readable(candidates: Iterator[contextlib.AbstractContextManager[str]], map_location) -> dict | None:
+    """Load `state.pt` from the newest candidate folder that holds a readable one.
+
+    A truncated or corrupt checkpoint (a crash while writing, a bad disk) is skipped with a
+    warning and the previous one is used: losing a few epochs beats losing the trial.
+    """
+    from trainables import checkpoints
+
+    for candidate in candidates:
+        with candidate as folder:
+            try:
+                state = checkpoints.load(Path(folder) / checkpoints.STATE_FILE, map_location=map_location)
+            except ValueError as exc:
+                log.warning("skipping unreadable checkpoint: %s", exc)
+                print(f"warning: skipping unreadable checkpoint: {exc}", flush=True)
+                continue
+            state["_restored_from"] = str(folder)
+            return state
+    return None
 
 
 def write_metrics_csv(rows: list[dict], path: Path) -> None:
@@ -75,10 +102,8 @@ class LocalSession:
             return []
         return sorted(p for p in self._ckpt_root.iterdir() if p.name.startswith("checkpoint_"))
 
-    @contextlib.contextmanager
-    def restored(self) -> Iterator[str | None]:
-        found = self.checkpoints()
-        yield str(found[-1]) if found else None
+    def restore_state(self, map_location="cpu") -> dict | None:
+        return first_readable((contextlib.nullcontext(str(p)) for p in reversed(self.checkpoints())), map_location)
 
 
 class TuneSession:
@@ -92,19 +117,31 @@ class TuneSession:
     def report(self, metrics: dict, checkpoint_dir: str | None = None) -> None:
         from ray import tune
 
-        checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
-        tune.report(metrics, checkpoint=checkpoint)
+        from orchestrator.storage import with_retries
 
-    @contextlib.contextmanager
-    def restored(self) -> Iterator[str | None]:
+        checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        # Ray persists the checkpoint to storage before it queues the result, so a report that
+        # failed on a storage outage can be repeated without reporting twice.
+        with_retries("reporting a checkpoint", lambda: tune.report(metrics, checkpoint=checkpoint))
+
+    def restore_state(self, map_location="cpu") -> dict | None:
         from ray import tune
 
-        checkpoint = tune.get_checkpoint()
-        if checkpoint is None:
-            yield None
-            return
-        with checkpoint.as_directory() as path:
-            yield path
+        latest = tune.get_checkpoint()
+        if latest is None:
+            return None
+
+        def candidates():
+            yield latest.as_directory()
+            # older checkpoints of this trial, newest first, in case the latest is unreadable
+            fs, trial_dir = latest.filesystem, posixpath.dirname(latest.path.rstrip("/"))
+            infos = fs.get_file_info(pafs.FileSelector(trial_dir, allow_not_found=True))
+            older = sorted((i.path for i in infos if posixpath.basename(i.path).startswith("checkpoint_")
+                            and i.path.rstrip("/") != latest.path.rstrip("/")), reverse=True)
+            for path in older:
+                yield tune.Checkpoint(path, filesystem=fs).as_directory()
+
+        return first_readable(candidates(), map_location)
 
 
 def default_session() -> Session:
