@@ -17,6 +17,7 @@ import json
 import os
 import subprocess
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -160,7 +161,7 @@ def run_study(plan: Plan, study_text: str, options: RunOptions, console: Console
                 console.print(f"[yellow]stage {name} skipped[/]: {reason}")
                 continue
             records[name] = run_stage(plan, sp, store, shape, options, status, console, records[name])
-            if records[name]["state"] != "complete":
+            if records[name]["state"] == "interrupted":
                 interrupted = True
                 break
     done = [r for r in records.values() if r]
@@ -179,12 +180,12 @@ def run_study(plan: Plan, study_text: str, options: RunOptions, console: Console
                       f"{store.uri}`) to continue; finished trials are kept")
         return 130
     failed = int((table["status"] == "error").sum()) if not table.empty else 0
-    skipped = [r["stage"] for r in done if r.get("state") == "skipped"]
+    skipped = [r["stage"] for r in done if r.get("state") in ("skipped", "failed")]
     if failed:
         console.print(f"[red]{failed} trial(s) failed[/]; their errors are in the table; "
                       "`--retry-errored` runs them again")
     if skipped:
-        console.print(f"[red]stage(s) skipped[/]: {', '.join(skipped)} (see above)")
+        console.print(f"[red]stage(s) failed or skipped[/]: {', '.join(skipped)} (see above)")
     return 1 if failed or skipped else 0
 
 
@@ -261,6 +262,7 @@ def _scheduler(sp: StagePlan):
 def run_stage(plan: Plan, sp: StagePlan, store: Store, shape: ClusterShape, options: RunOptions, status,
               console: Console, previous: dict | None) -> dict:
     from ray import tune
+    from ray.tune import TuneError
 
     from orchestrator.callbacks import StageRecorder
     from orchestrator.search_space import to_tune
@@ -297,7 +299,9 @@ def run_stage(plan: Plan, sp: StagePlan, store: Store, shape: ClusterShape, opti
                                    resume_errored=options.retry_errored, param_space=param_space,
                                    storage_filesystem=storage_fs)
     else:
-        select = sp.stage.select
+        # No metric/mode here: Tune would then demand the metric in every report, and some
+        # metrics (final out-of-fold scores) exist only in the last one. The recorder ranks
+        # trials by their best value of `select.metric` instead.
         scheduler = _scheduler(sp)
         tuner = tune.Tuner(
             trainable,
@@ -309,8 +313,6 @@ def run_stage(plan: Plan, sp: StagePlan, store: Store, shape: ClusterShape, opti
                 reuse_actors=True,
                 trial_name_creator=_trial_name,
                 trial_dirname_creator=_trial_dirname,
-                metric=select.metric if select and not scheduler else None,
-                mode=select.mode if select and not scheduler else None,
             ),
             run_config=tune.RunConfig(
                 name=sp.name,
@@ -324,7 +326,19 @@ def run_stage(plan: Plan, sp: StagePlan, store: Store, shape: ClusterShape, opti
                 verbose=0,
             ),
         )
-    tuner.fit()
+    try:
+        tuner.fit()
+    except TuneError as exc:
+        # Tune itself stopped (not a trial failing: those are recorded and retried). Keep what
+        # is known, save the traceback with the study, and report it in one line.
+        detail = traceback.format_exc()
+        store.write_text(detail, results.STATE_DIR, "errors", f"{sp.name}.txt")
+        last = [line for line in str(exc).strip().splitlines() if line.strip()][-1:] or ["unknown error"]
+        console.print(f"[red]stage {sp.name}: Ray Tune stopped[/]: {last[0][:300]} (traceback in "
+                      f"{store.child_uri(results.STATE_DIR, 'errors', sp.name + '.txt')})")
+        recorder.record["state"] = "failed"
+        recorder.record["reason"] = last[0][:300]
+        results.save_stage_record(store, sp.name, recorder.record)
     return recorder.record
 
 

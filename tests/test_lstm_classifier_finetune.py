@@ -116,6 +116,7 @@ def test_resume_continues_at_the_next_fold(tmp_path):
     first = LocalSession(tmp_path, keep=None)
     ft.train(dict(SMALL, folds=3), first)
     assert [m["fold"] for m in first.metrics] == [1, 2, 3]
+    assert "oof/balanced_accuracy" not in first.metrics[1] and "oof_so_far/balanced_accuracy" in first.metrics[1]
     for ckpt in first.checkpoints()[1:]:  # as if the trial died right after fold 1
         shutil.rmtree(ckpt)
     again = LocalSession(tmp_path)

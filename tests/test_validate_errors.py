@@ -146,3 +146,109 @@ def test_valid_chain_validates_and_plans_symbolically(tmp_path, write_study, cli
     assert code == 0, err
     code, out, err = cli("plan", path)
     assert code == 0 and "${pre.best.checkpoint}" in out and "needs pre" in out
+
+
+def _bad_parquet(tmp_path, kind: str) -> str:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from trainables import ohlc_data, synthetic
+
+    data = synthetic.generate(12, 40, 0)
+    ohlc, extra = data["ohlc"], {}
+    if kind == "nan":
+        ohlc[3, 5, 0] = np.nan
+    elif kind == "invariant":
+        ohlc[6, 2, 1] = ohlc[6, 2, 2] - 1
+    elif kind == "inf":
+        ohlc[1, 0, 3] = np.inf
+    path = tmp_path / f"{kind}.parquet"
+    if kind == "short":
+        table = pa.table({"window_id": ["a", "b"], "ohlc": [ohlc[0].tolist(), ohlc[1][:39].tolist()]})
+    elif kind == "nocol":
+        table = pa.table({"window_id": ["a"], "prices": [ohlc[0].tolist()]})
+    elif kind == "notparquet":
+        path.write_text("window_id,ohlc\n")
+        return str(path)
+    elif kind == "empty":
+        table = ohlc_data.windows_table(ohlc[:0], [])
+    elif kind == "nolabel":
+        table = ohlc_data.windows_table(ohlc, [f"w{i}" for i in range(12)])
+    elif kind == "onelabel":
+        table = ohlc_data.windows_table(ohlc, [f"w{i}" for i in range(12)], label=["x"] * 12,
+                                        expansion_start=data["expansion_start"], expansion_end=data["expansion_end"])
+    else:
+        table = ohlc_data.windows_table(ohlc, [f"w{i}" for i in range(12)], **extra)
+    pq.write_table(table, path)
+    return str(path)
+
+
+DATA_CASES = {
+    "nan prices": ("pretrain", "nan", ["row 3: NaN or infinite prices"]),
+    "infinite price": ("pretrain", "inf", ["row 1: NaN or infinite prices"]),
+    "broken OHLC invariant": ("pretrain", "invariant", ["row 6: OHLC invariant broken"]),
+    "wrong window length": ("pretrain", "short", ["row 1: window has 39 bars; expected 40"]),
+    "missing ohlc column": ("pretrain", "nocol", ["missing column(s) ohlc"]),
+    "not parquet": ("pretrain", "notparquet", ["not a readable Parquet file"]),
+    "no rows": ("pretrain", "empty", ["no rows"]),
+    "labels missing": ("fine", "nolabel", ["missing column(s) label, expansion_start, expansion_end"]),
+    "single class": ("fine", "onelabel", ["needs at least 2 classes"]),
+}
+
+FINE_ONLY = """\
+name: data
+storage: {storage}
+stages:
+  fine:
+    trainable: lstm_classifier_finetune
+    config: {data: "DATA", window_length: 40, hidden_size: 8, num_heads: 2, folds: 2, epochs: 1}
+"""
+
+
+@pytest.mark.parametrize("case", sorted(DATA_CASES))
+def test_bad_data_files_exit_2_naming_file_and_rows(case, tmp_path, write_study, cli):
+    stage, kind, expected = DATA_CASES[case]
+    data = _bad_parquet(tmp_path, kind)
+    if stage == "pretrain":
+        body = GOOD.replace('"synthetic:ohlc?n=120&length=40&seed=0"', f'"{data}"')
+    else:
+        body = FINE_ONLY.replace("DATA", data)
+    path = write_study(_study(tmp_path, body))
+    for command in ("validate", "run"):
+        code, out, err = cli(command, path)
+        assert code == 2, (command, out, err)
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert len(lines) == 1 and "Traceback" not in err
+        assert data in lines[0] and "config.data" in lines[0]
+        for fragment in expected:
+            assert fragment in lines[0], (fragment, lines[0])
+    assert not (tmp_path / "runs").exists()
+
+
+def test_truncated_encoder_checkpoint_exits_2(tmp_path, write_study, cli):
+    from trainables import encoders
+
+    enc = tmp_path / "encoder.pt"
+    encoders.export(encoders.BiLSTMEncoder(4, 8, 1), enc)
+    enc.write_bytes(enc.read_bytes()[:200])
+    body = FINE_ONLY.replace("DATA", "synthetic:ohlc?n=40&length=40&seed=1&labeled=1").replace(
+        "epochs: 1}", f'epochs: 1, encoder: "{enc}"}}')
+    code, _, err = cli("validate", write_study(_study(tmp_path, body)))
+    assert code == 2 and "stages.fine.config.encoder" in err and "not a readable checkpoint" in err
+
+
+def test_pickled_code_in_a_checkpoint_is_refused(tmp_path):
+    """weights_only loading: a checkpoint that would run code on load is rejected, not executed."""
+    import pickle
+
+    from trainables import checkpoints
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("owned",))
+
+    path = tmp_path / "state.pt"
+    path.write_bytes(pickle.dumps({"model": Evil()}))
+    with pytest.raises(ValueError, match="not a readable checkpoint"):
+        checkpoints.load(path)

@@ -239,12 +239,16 @@ def train(config: dict, session: Session | None = None) -> dict:
         fold_report = classification_report(y_np[val_idx], prob.argmax(1), classes)
         done = oof_fold >= 0
         oof = classification_report(y_np[done], oof_prob[done].argmax(1), classes)
+        # `oof/*` appears only in the last report, when every window has its out-of-fold
+        # prediction: a partial OOF score is not comparable, and Tune's "best over iterations"
+        # of a metric reported once is its final value.
+        prefix = "oof" if fold + 1 == cfg.folds else "oof_so_far"
         metrics = {
             "fold": fold + 1, "fold/accuracy": fold_report["accuracy"],
             "fold/balanced_accuracy": fold_report["balanced_accuracy"], "fold/epochs": len(fold_history),
             "train/loss": fold_history[-1]["train_loss"], "val/loss": fold_history[-1]["stop_loss"],
-            **{f"oof/{k}": v for k, v in oof.items() if k != "class_collapse"},
-            "class_collapse": oof["class_collapse"], "oof/windows": int(done.sum()),
+            **{f"{prefix}/{k}": v for k, v in oof.items() if k != "class_collapse"},
+            "class_collapse": oof["class_collapse"], f"{prefix}/windows": int(done.sum()),
             "fold_time_s": time.perf_counter() - t0, "diverged": False,
         }
         history.append(metrics)

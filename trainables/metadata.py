@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import socket
 import sys
@@ -16,6 +17,7 @@ def environment() -> dict:
         "torch": torch.__version__,
         "platform": platform.platform(),
         "hostname": socket.gethostname(),
+        "pid": os.getpid(),
         "cuda_available": torch.cuda.is_available(),
         "cuda_devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
         "threads": torch.get_num_threads(),

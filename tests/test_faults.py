@@ -1,0 +1,139 @@
+"""Faults injected mid-run: the driver killed, a trial's worker killed, a node lost."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from rich.console import Console
+
+from tests.conftest import REPO, TINY_STAGE, run_cli
+
+pytestmark = pytest.mark.e2e
+
+
+def _study(name: str, epochs: int, seeds: str, variants: str = "") -> str:
+    stage = TINY_STAGE.replace("epochs: 2", f"epochs: {epochs}").replace(
+        "patch_len: 8}", "patch_len: 8, early_stopping_patience: null}")
+    return (f"name: {name}\nstorage: ./runs\ndefaults: {{seeds: {seeds}, max_failures: 2}}\nstages:\n  pretrain:\n"
+            + stage + variants + "    checkpoint: {every: 1, keep: 2}\n")
+
+
+def _popen(args, cwd):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.Popen([sys.executable, "-m", "orchestrator", *map(str, args)], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def _epochs(trial_dir: Path) -> list[int]:
+    return pd.read_csv(trial_dir / "metrics.csv")["epoch"].tolist()
+
+
+def test_driver_killed_then_resume_completes_every_trial_once(tmp_path):
+    (tmp_path / "study.yaml").write_text(_study("killed", 25, "[1, 2, 3]",
+                                                "    variants: {a: {mask_strategy: patch}, b: {mask_strategy: random}}\n"))
+    proc = _popen(["run", "study.yaml"], tmp_path)
+    lines: list[str] = []
+    for line in proc.stdout:
+        lines.append(line)
+        if sum(ln.startswith("done") for ln in lines) >= 2:
+            break
+    time.sleep(3)  # let Tune snapshot its experiment state (it does every few seconds)
+    os.kill(proc.pid, signal.SIGKILL)  # the driver only: no chance to save anything
+    proc.wait(timeout=60)
+    root = tmp_path / "runs" / "killed" / "pretrain"
+    finished_before = {}
+    for trial_dir in root.iterdir():
+        meta = trial_dir / "metadata.json"
+        if trial_dir.is_dir() and meta.exists() and (trial_dir / "metrics.csv").exists() \
+                and _epochs(trial_dir)[-1:] == [25]:
+            finished_before[trial_dir.name] = json.loads(meta.read_text())["environment"]["started_at"]
+    assert len(finished_before) >= 2, "".join(lines)
+    time.sleep(2)  # the killed driver's local Ray shuts down
+
+    resumed = run_cli("resume", tmp_path / "runs" / "killed", cwd=tmp_path, timeout=400)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    df = pd.read_parquet(tmp_path / "runs" / "killed" / "results.parquet")
+    assert len(df) == 6 and df["trial_id"].is_unique and set(df["status"]) == {"done"}
+    for tid in df["trial_id"]:
+        assert _epochs(root / tid) == list(range(1, 26))  # every epoch exactly once
+    for tid, started in finished_before.items():  # finished trials were not re-run
+        assert json.loads((root / tid / "metadata.json").read_text())["environment"]["started_at"] == started
+
+
+def test_killed_worker_resumes_its_trial_from_the_checkpoint(tmp_path):
+    (tmp_path / "study.yaml").write_text(_study("worker", 60, "[1, 2]"))
+    proc = _popen(["run", "study.yaml"], tmp_path)
+    root = tmp_path / "runs" / "worker" / "pretrain"
+    victim, deadline = None, time.time() + 180
+    while victim is None and time.time() < deadline:
+        time.sleep(0.5)
+        for trial_dir in (root.iterdir() if root.exists() else []):
+            meta = trial_dir / "metadata.json"
+            if meta.exists() and (trial_dir / "metrics.csv").exists() and 5 <= _epochs(trial_dir)[-1] < 40:
+                victim = (trial_dir.name, json.loads(meta.read_text())["environment"]["pid"], _epochs(trial_dir)[-1])
+                break
+    assert victim is not None, "no trial reached epoch 5"
+    os.kill(victim[1], signal.SIGKILL)
+    out = proc.communicate(timeout=400)[0]
+    assert proc.returncode == 0, out
+    assert "retrying" in out
+    df = pd.read_parquet(tmp_path / "runs" / "worker" / "results.parquet").set_index("trial_id")
+    assert set(df["status"]) == {"done"} and (df["iterations"] == 60).all()
+    assert _epochs(root / victim[0]) == list(range(1, 61))
+    progress = pd.read_csv(root / victim[0] / "progress.csv")["epoch"].tolist()
+    # every reported epoch, across the failure: the counter continued from the checkpoint
+    # (at most the epochs after the last checkpoint are reported twice), it never restarted at 1
+    assert progress.count(1) == 1 and sorted(set(progress)) == list(range(1, 61))
+    record = json.loads((tmp_path / "runs" / "worker" / "_orchestrator" / "stages" / "pretrain.json").read_text())
+    assert record["trials"][victim[0]]["failures"] == 1
+
+
+def test_node_lost_mid_study_trials_retried_elsewhere(tmp_path):
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from orchestrator.plan import load_plan
+    from orchestrator.runner import RunOptions, run_study
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    nodes = [cluster.add_node(num_cpus=1) for _ in range(2)]
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, log_to_driver=False)
+    try:
+        path = tmp_path / "study.yaml"
+        path.write_text(_study("nodeloss", 40, "[1, 2, 3, 4]"))
+        killer_done = threading.Event()
+
+        def remove_a_node():
+            status = tmp_path / "runs" / "nodeloss" / "_orchestrator" / "status.json"
+            deadline = time.time() + 120
+            while time.time() < deadline:
+                time.sleep(0.5)
+                if status.exists():
+                    trials = json.loads(status.read_text())["stages"].get("pretrain", {}).get("trials", {})
+                    if sum((t.get("iterations") or 0) >= 3 for t in trials.values()) >= 2:
+                        cluster.remove_node(nodes[0])
+                        break
+            killer_done.set()
+
+        threading.Thread(target=remove_a_node, daemon=True).start()
+        code = run_study(load_plan(path), path.read_text(), RunOptions(storage=str(tmp_path / "runs")),
+                         Console(width=200))
+        assert killer_done.wait(5)
+        assert code == 0
+        df = pd.read_parquet(tmp_path / "runs" / "nodeloss" / "results.parquet")
+        assert len(df) == 4 and set(df["status"]) == {"done"} and (df["iterations"] == 40).all()
+        record = json.loads((tmp_path / "runs" / "nodeloss" / "_orchestrator" / "stages" / "pretrain.json").read_text())
+        assert sum(t["failures"] for t in record["trials"].values()) >= 1  # something did run on the lost node
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
