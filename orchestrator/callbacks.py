@@ -83,12 +83,14 @@ class StageRecorder(Callback):
     """Keeps one record per trial of a stage and reports progress to the terminal."""
 
     def __init__(self, plan: StagePlan, store: Store, status: StudyStatus, console: Console,
-                 previous: dict | None = None):
+                 previous: dict | None = None, resources: dict | None = None):
         self.plan, self.store, self.status, self.console = plan, store, status, console
         select = plan.stage.select
+        self.resources = resources or {"cpu": plan.resources.cpu, "gpu": plan.resources.gpu}
         self.record: dict[str, Any] = {
             "stage": plan.name, "trainable": plan.stage.trainable, "state": "running",
-            "select": select.model_dump() if select else None,
+            "select": select.model_dump() if select else None, "resources": self.resources,
+            "compare": plan.stage.compare.model_dump() if plan.stage.compare else None,
             "trials": dict((previous or {}).get("trials", {})),
         }
         self.status.stage(plan.name, "running", self.record["trials"], plan.num_trials)
@@ -123,6 +125,8 @@ class StageRecorder(Callback):
             else str(trial), "variant": spec["variant"], "seed": spec["seed"], "config": cfg,
             "sampled": trial.config.get("search") or {}, "upstream": spec.get("upstream") or {}, "status": status,
             "iterations": last.get("training_iteration"), "duration_s": last.get("time_total_s"),
+            "gpu_s": (last.get("time_total_s") or 0.0) * self.resources["gpu"],
+            "cpu_s": (last.get("time_total_s") or 0.0) * self.resources["cpu"], "grid": spec.get("grid") or {},
             "metrics": metrics, "best": best,
             "checkpoint": trial_uri(self.store, trial.checkpoint.path) if trial.checkpoint else None,
             "path": trial_uri(self.store, trial.path), "failures": trial.num_failures,

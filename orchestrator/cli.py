@@ -122,14 +122,20 @@ def status(run_dir: str = typer.Argument(..., help="The study's folder in storag
 @app.command()
 def results(
     run_dir: str = typer.Argument(..., help="The study's folder in storage (path or s3:// URI)."),
-    fmt: str = typer.Option("md", "--format", help="md | csv | parquet | json"),
+    fmt: str = typer.Option("md", "--format", help="md | csv | parquet | json | latex"),
+    view: Optional[str] = typer.Option(None, help="all (md: every table) | trials | aggregate | paired"),
+    metric: Optional[list[str]] = typer.Option(None, help="Metric column(s) to aggregate, e.g. best.val/loss."),
+    group_by: Optional[list[str]] = typer.Option(None, help="Columns to group seeds by (default: stage, "
+                                                 "variant, grid values)."),
+    baseline: Optional[str] = typer.Option(None, help="Variant to compare every other against, paired by seed."),
+    stage: Optional[str] = typer.Option(None, help="Only this stage."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
 ) -> None:
-    """The results table of a study (one row per trial)."""
+    """A study's tables: one row per trial, aggregates over seeds (mean, std, 95% CI), paired deltas."""
     from orchestrator.inspect import export_results
 
     try:
-        export_results(run_dir, fmt, output, console)
+        export_results(run_dir, fmt, output, console, view, metric or None, group_by or None, baseline, stage)
     except UserError as exc:
         fail(exc)
 

@@ -58,29 +58,72 @@ def show_status(run_dir: str, console: Console) -> None:
         console.print(f"[dim]last update {status['updated_at']}[/]")
 
 
-def export_results(run_dir: str, fmt: str, output: Path | None, console: Console) -> None:
+def render_markdown(t) -> str:
+    """Per stage: the trial table, the seed aggregate and the paired comparison (if any)."""
+    from orchestrator.tables import aggregate_markdown, paired_markdown
+
+    parts = []
+    for name, record in t.records.items():
+        parts.append(f"## {name}\n")
+        if record.get("state") in ("skipped", "failed"):
+            parts.append(f"**{record['state']}**: {record.get('reason', '')}\n")
+            continue
+        rows = t.trials[t.trials["stage"] == name].dropna(axis=1, how="all") if not t.trials.empty else t.trials
+        parts.append(results.to_markdown(rows, [c for c in results.summary_columns(rows) if c != "stage"]))
+        agg = t.aggregated.get(name)
+        if agg is not None and not agg.empty and (agg["n"] > 1).any():
+            parts.append(f"\n### {name}: over seeds\n\n" + aggregate_markdown(agg.drop(columns=["stage"])))
+        pairs = t.paired.get(name)
+        if pairs is not None:
+            parts.append(f"\n### {name}: against the baseline\n\n" + paired_markdown(pairs.drop(columns=["stage"])))
+        parts.append("")
+    return "\n".join(parts)
+
+
+def export_results(run_dir: str, fmt: str, output: Path | None, console: Console, view: str | None = None,
+                   metrics: list[str] | None = None, group_by: list[str] | None = None,
+                   baseline: str | None = None, stage: str | None = None) -> None:
+    import pandas as pd
+
+    from orchestrator import study_tables
+    from orchestrator.tables import aggregate_latex
+
     store = open_study(run_dir)
-    if not store.exists(f"{results.TABLE}.parquet"):
-        raise UserError(Problem(run_dir, "no results table yet (the study has not finished a stage)"))
-    df = results.read_table(store)
+    records = study_tables.load_records(store)
+    if not records:
+        raise UserError(Problem(run_dir, "no results yet (no stage of this study has ended)"))
+    if stage and stage not in records:
+        raise UserError(Problem("--stage", f"no results for stage {stage!r}; stages with results: {', '.join(records)}"))
+    t = study_tables.build(records, metrics, group_by, baseline, stage)
+    views = {"trials": t.trials,
+             "aggregate": pd.concat(t.aggregated.values(), ignore_index=True) if t.aggregated else pd.DataFrame(),
+             "paired": pd.concat(t.paired.values(), ignore_index=True) if t.paired else pd.DataFrame()}
+    if view not in (None, "all", *views):
+        raise UserError(Problem("--view", f"unknown view {view!r}; expected all, trials, aggregate or paired"))
+    if view == "paired" and not t.paired:
+        raise UserError(Problem("--baseline", "no paired comparison: give --baseline VARIANT (or compare: in the study)"))
     if fmt == "md":
-        text = results.to_markdown(df)
-    elif fmt == "csv":
-        text = df.to_csv(index=False)
-    elif fmt == "json":
-        text = df.to_json(orient="records", indent=1)
-    elif fmt == "parquet":
-        if output is None:
-            raise UserError(Problem("--format", "parquet needs --output FILE"))
-        df.to_parquet(output, index=False)
-        console.print(f"wrote {len(df)} rows to {output}")
-        return
+        text = render_markdown(t) if view in (None, "all") else results.to_markdown(views[view], list(views[view].columns))
+    elif fmt == "latex":
+        if view not in (None, "aggregate", "all"):
+            raise UserError(Problem("--format", "latex renders the aggregate view"))
+        text = aggregate_latex(views["aggregate"], t.selects, caption=f"{run_dir}: mean ± 95% CI over seeds")
     else:
-        raise UserError(Problem("--format", f"unknown format {fmt!r}; expected md, csv, parquet or json"))
+        df = views["trials" if view in (None, "all") else view]
+        if fmt == "csv":
+            text = df.to_csv(index=False)
+        elif fmt == "json":
+            text = df.to_json(orient="records", indent=1)
+        elif fmt == "parquet":
+            if output is None:
+                raise UserError(Problem("--format", "parquet needs --output FILE"))
+            results._for_parquet(df).to_parquet(output, index=False)
+            console.print(f"wrote {len(df)} rows to {output}")
+            return
+        else:
+            raise UserError(Problem("--format", f"unknown format {fmt!r}; expected md, csv, parquet, json or latex"))
     if output is not None:
         output.write_text(text)
-        console.print(f"wrote {len(df)} rows to {output}")
-    elif fmt == "md" and sys.stdout.isatty():
-        print_table(df, console)
+        console.print(f"wrote {output}")
     else:
         sys.stdout.write(text)

@@ -46,6 +46,15 @@ def trial_id(trainable: str, config: dict, seed: int) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
+def grid_label(value: Any) -> str:
+    """A grid value as it appears in trial names: itself if short, else a 6-character digest
+    (the full value is in the trial's config and in `plan`)."""
+    text = json.dumps(value, default=str) if not isinstance(value, str) else value
+    if len(text) <= 20 and "/" not in text:
+        return text
+    return "~" + hashlib.sha256(text.encode()).hexdigest()[:6]
+
+
 @dataclass
 class TrialSpec:
     stage: str
@@ -61,7 +70,7 @@ class TrialSpec:
     @property
     def name(self) -> str:
         parts = [self.stage, self.variant or "base"]
-        parts += [f"{k}={v}" for k, v in self.grid.items()]
+        parts += [f"{k}={grid_label(v)}" for k, v in self.grid.items()]
         name = "/".join(parts + [f"s{self.seed}"])
         fan = [v["trial"].split("/", 1)[-1] for k, v in sorted(self.upstream.items()) if "." in k]
         return name + "".join(f"@{f}" for f in fan)

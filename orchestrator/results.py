@@ -56,9 +56,11 @@ def rows_of(record: dict) -> list[dict]:
         row = {
             "stage": t["stage"], "trial_id": t["trial_id"], "trial": t["name"], "variant": t["variant"],
             "seed": t["seed"], "status": t["status"], "iterations": t.get("iterations"),
-            "duration_s": t.get("duration_s"), "checkpoint": t.get("checkpoint"), "path": t.get("path"),
+            "duration_s": t.get("duration_s"), "gpu_hours": (t.get("gpu_s") or 0.0) / 3600,
+            "cpu_hours": (t.get("cpu_s") or 0.0) / 3600, "checkpoint": t.get("checkpoint"), "path": t.get("path"),
             "error": t.get("error"),
         }
+        flatten("grid", t.get("grid") or {}, row)
         flatten("config", t.get("config", {}), row)
         for label, up in sorted((t.get("upstream") or {}).items()):  # lineage of referenced stages
             row[f"upstream.{label}.trial"] = up.get("trial")

@@ -23,7 +23,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from orchestrator import results
+from orchestrator import results, study_tables
+from orchestrator.tables import aggregate_markdown, paired_markdown
 from orchestrator.errors import Problem, UserError
 from orchestrator.plan import ClusterShape, Plan, StagePlan, concurrency, effective_resources, trial_id
 from orchestrator.storage import Store
@@ -165,15 +166,25 @@ def run_study(plan: Plan, study_text: str, options: RunOptions, console: Console
                 interrupted = True
                 break
     done = [r for r in records.values() if r]
-    table = results.build_table(done)
+    tables = study_tables.build({r["stage"]: r for r in done})
+    table = tables.trials
     results.write_tables(store, table)
     for record in done:
         if record.get("trials"):
             results.write_tables(store, results.build_table([record]), f"tables/{record['stage']}")
+    write_summary_tables(store, tables)
     for record in done:  # one table per stage: their columns differ
         if record.get("trials"):
             console.print(f"\n[bold]{record['stage']}[/]")
             print_table(results.build_table([record]), console)
+            agg = tables.aggregated.get(record["stage"])
+            if agg is not None and (agg["n"] > 1).any():
+                console.print(f"[bold]{record['stage']}: over seeds[/] (mean ± 95% CI)")
+                console.print(aggregate_markdown(agg.drop(columns=["stage"])), markup=False, highlight=False,
+                              soft_wrap=True)
+            if record["stage"] in tables.paired:
+                console.print(paired_markdown(tables.paired[record["stage"]].drop(columns=["stage"])),
+                              markup=False, highlight=False, soft_wrap=True)
     console.print(f"\nresults: {store.child_uri(results.TABLE + '.parquet')} (also .csv, .md; per stage in tables/)")
     if interrupted:
         console.print("[yellow]interrupted[/]: run the same command again (or `orchestrator resume "
@@ -187,6 +198,19 @@ def run_study(plan: Plan, study_text: str, options: RunOptions, console: Console
     if skipped:
         console.print(f"[red]stage(s) failed or skipped[/]: {', '.join(skipped)} (see above)")
     return 1 if failed or skipped else 0
+
+
+def write_summary_tables(store: Store, tables) -> None:
+    """aggregate.* and paired.* next to results.*, and results.md with every table."""
+    import pandas as pd
+
+    from orchestrator.inspect import render_markdown
+
+    if tables.aggregated:
+        results.write_tables(store, pd.concat(tables.aggregated.values(), ignore_index=True), "aggregate")
+    if tables.paired:
+        results.write_tables(store, pd.concat(tables.paired.values(), ignore_index=True), "paired")
+    store.write_text(render_markdown(tables), "results.md")
 
 
 def ready_stage(plan: Plan, name: str, records: dict[str, dict | None]) -> tuple[StagePlan | None, str | None]:
@@ -287,7 +311,7 @@ def run_stage(plan: Plan, sp: StagePlan, store: Store, shape: ClusterShape, opti
         param_space["search"] = to_tune(sp.search_space)
     trainable = tune.with_resources(run_trial, {"cpu": res["cpu"], "gpu": res["gpu"]})
 
-    recorder = StageRecorder(sp, store, status, console, previous)
+    recorder = StageRecorder(sp, store, status, console, previous, res)
     _LIVE_RECORDERS[sp.name] = recorder
     storage_path, storage_fs = store.ray_storage()
     experiment = store.child_uri(sp.name)

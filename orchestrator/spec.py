@@ -68,6 +68,12 @@ class Select(_Strict):
     mode: Literal["min", "max"]
 
 
+class Compare(_Strict):
+    """A paired comparison of every variant against one of them, seed by seed."""
+
+    baseline: str
+
+
 class Search(_Strict):
     """Optional Tune search over a space of hyper-parameters, on top of variants x grid x seeds."""
 
@@ -96,6 +102,7 @@ class Stage(_Strict):
     resources: Resources | None = None
     search: Search | None = None
     select: Select | None = None
+    compare: Compare | None = None
     stop: dict[str, float] = Field(default_factory=dict, description="Tune stopping criteria.")
     checkpoint: CheckpointPolicy | None = None
     max_failures: int | None = Field(None, ge=0)
@@ -107,6 +114,13 @@ class Stage(_Strict):
         if self.search and self.search.scheduler != "fifo" and self.select is None:
             raise ValueError(f"scheduler {self.search.scheduler!r} needs `select: {{metric: ..., mode: ...}}` "
                              "on the stage (the metric it schedules on)")
+        return self
+
+    @model_validator(mode="after")
+    def _baseline_is_a_variant(self) -> "Stage":
+        if self.compare and self.compare.baseline not in self.variants:
+            raise ValueError(f"compare.baseline {self.compare.baseline!r} is not a variant of this stage; "
+                             f"variants: {', '.join(self.variants) or '(none)'}")
         return self
 
     @field_validator("variants")

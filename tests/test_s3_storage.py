@@ -76,6 +76,8 @@ def test_study_on_s3_lands_in_the_bucket_and_reads_back_without_secrets(s3, tmp_
     assert res.returncode == 0 and res.stdout.count("\n") == 3, res.stderr
     assert "s3://studies/team/s3study/pretrain/" in res.stdout  # checkpoints are S3 URIs
     assert run_cli("status", "s3://studies/team/s3study", cwd=elsewhere).returncode == 0
+    resumed = run_cli("resume", "s3://studies/team/s3study", cwd=elsewhere)
+    assert resumed.returncode == 0 and "complete in storage, skipped" in resumed.stdout, resumed.stderr
     sync = run_cli("sync", "s3://studies/team/s3study", elsewhere / "copy", cwd=elsewhere)
     assert sync.returncode == 0 and "verified by SHA-256" in sync.stdout
     assert len(pd.read_parquet(elsewhere / "copy" / "results.parquet")) == 2

@@ -1,0 +1,55 @@
+"""All tables of a study from its stored records: trials, seed aggregates, paired comparisons."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from orchestrator import aggregate, results
+from orchestrator.storage import Store
+
+
+@dataclass
+class StudyTables:
+    trials: pd.DataFrame
+    records: dict[str, dict]
+    aggregated: dict[str, pd.DataFrame] = field(default_factory=dict)
+    paired: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+    @property
+    def selects(self) -> dict[str, dict]:
+        return {name: r.get("select") for name, r in self.records.items() if r.get("select")}
+
+
+def build(records: dict[str, dict], metrics: list[str] | None = None, group_by: list[str] | None = None,
+          baseline: str | None = None, stage: str | None = None) -> StudyTables:
+    chosen = {n: r for n, r in records.items() if r and (stage is None or n == stage)}
+    trials = results.build_table(list(chosen.values()))
+    out = StudyTables(trials, chosen)
+    for name, record in chosen.items():
+        rows = trials[trials["stage"] == name] if not trials.empty else trials
+        if rows.empty:
+            continue
+        rows = rows.dropna(axis=1, how="all")
+        stage_metrics = [m for m in (metrics or aggregate.default_metrics(rows)) if m in rows.columns]
+        if metrics and not stage_metrics:
+            continue
+        out.aggregated[name] = aggregate.aggregate(rows, stage_metrics, group_by)
+        base = baseline or (record.get("compare") or {}).get("baseline")
+        if base and base in set(rows["variant"].dropna()):
+            out.paired[name] = aggregate.paired(rows, base, stage_metrics, group_by)
+    return out
+
+
+def load_records(store: Store) -> dict[str, dict]:
+    from orchestrator.runner import STUDY_META
+    import json
+
+    meta = json.loads(store.read_text(STUDY_META))
+    records = {}
+    for name in meta.get("stages", {}):
+        record = results.load_stage_record(store, name)
+        if record:
+            records[name] = record
+    return records

@@ -1,0 +1,110 @@
+"""Rendering of aggregated and paired tables: Markdown, LaTeX (booktabs), CSV, JSON."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pandas as pd
+
+LOWER_IS_BETTER = re.compile(r"loss|mse|mae|error|perplexity|time|hours", re.I)
+HIGHER_IS_BETTER = re.compile(r"acc|f1|ndcg|recall|mrr|precision|separation|isotropy|auc|map", re.I)
+
+
+def better(metric: str, select: dict | None = None) -> str | None:
+    """'min' / 'max' for a metric column (the stage's select mode wins), None when unknown."""
+    name = metric.split(":")[0].removeprefix("best.").removeprefix("final.")
+    if select and select.get("metric") == name:
+        return select["mode"]
+    if LOWER_IS_BETTER.search(name):
+        return "min"
+    if HIGHER_IS_BETTER.search(name):
+        return "max"
+    return None
+
+
+def metric_names(agg: pd.DataFrame, suffix: str = ":mean") -> list[str]:
+    return [c[: -len(suffix)] for c in agg.columns if c.endswith(suffix)]
+
+
+def _num(v: float, digits: int = 4) -> str:
+    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}g}"
+
+
+def _cell(row: pd.Series, m: str) -> str:
+    mean, lo, hi = row.get(f"{m}:mean"), row.get(f"{m}:ci_low"), row.get(f"{m}:ci_high")
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return ""
+    if lo is None or (isinstance(lo, float) and math.isnan(lo)):
+        return _num(mean)
+    return f"{_num(mean)} ± {_num((hi - lo) / 2, 2)}"
+
+
+def aggregate_markdown(agg: pd.DataFrame) -> str:
+    """`mean ± CI half-width` per metric, n per group."""
+    if agg.empty:
+        return "_no successful trials to aggregate_\n"
+    keys = [c for c in agg.columns if ":" not in c and c not in ("seeds",)]
+    metrics = metric_names(agg)
+    head = keys + [m for m in metrics]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for _, row in agg.iterrows():
+        lines.append("| " + " | ".join([str(row[k]) for k in keys] + [_cell(row, m) for m in metrics]) + " |")
+    return "\n".join(lines) + "\n\nmean ± half-width of the 95% t-interval over seeds (n per row)\n"
+
+
+def paired_markdown(pairs: pd.DataFrame) -> str:
+    if pairs.empty:
+        return "_no pairs: no variant shares seeds with the baseline_\n"
+    keys = [c for c in pairs.columns if ":" not in c and c != "seeds"]
+    metrics = [c[: -len(":delta")] for c in pairs.columns if c.endswith(":delta")]
+    lines = ["| " + " | ".join(keys + [f"Δ {m}" for m in metrics]) + " |", "|" + "---|" * (len(keys) + len(metrics))]
+    for _, row in pairs.iterrows():
+        cells = []
+        for m in metrics:
+            d, lo, hi = row.get(f"{m}:delta"), row.get(f"{m}:delta_ci_low"), row.get(f"{m}:delta_ci_high")
+            if d is None or (isinstance(d, float) and math.isnan(d)):
+                cells.append("")
+            elif isinstance(lo, float) and math.isnan(lo):
+                cells.append(f"{d:+.4g}")
+            else:
+                cells.append(f"{d:+.4g} [{lo:+.3g}, {hi:+.3g}]")
+        lines.append("| " + " | ".join([str(row[k]) for k in keys] + cells) + " |")
+    return "\n".join(lines) + "\n\nΔ = variant - baseline, paired by seed; [95% t-interval]\n"
+
+
+LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(LATEX_SPECIAL.get(ch, ch) for ch in str(text))
+
+
+def aggregate_latex(agg: pd.DataFrame, selects: dict[str, dict] | None = None, caption: str = "") -> str:
+    """A booktabs table: mean ± CI per metric; the best mean of each metric per stage in bold."""
+    keys = [c for c in agg.columns if ":" not in c and c not in ("seeds",)]
+    metrics = metric_names(agg)
+    bold: set[tuple[int, str]] = set()
+    for m in metrics:
+        for stage, group in (agg.groupby("stage") if "stage" in agg else [("", agg)]):
+            mode = better(m, (selects or {}).get(stage))
+            values = group[f"{m}:mean"].dropna()
+            if mode and len(values) > 1:
+                bold.add(((values.idxmin() if mode == "min" else values.idxmax()), m))
+    lines = [r"\begin{table}[t]", r"\centering", r"\begin{tabular}{" + "l" * len(keys) + "r" * len(metrics) + "}",
+             r"\toprule",
+             " & ".join(latex_escape(c) for c in keys + [m.removeprefix("best.").removeprefix("final.")
+                                                         for m in metrics]) + r" \\",
+             r"\midrule"]
+    for idx, row in agg.iterrows():
+        cells = [latex_escape(row[k]) for k in keys]
+        for m in metrics:
+            text = latex_escape(_cell(row, m)).replace("±", r"$\pm$")
+            cells.append(r"\textbf{" + text + "}" if (idx, m) in bold and text else text)
+        lines.append(" & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    if caption:
+        lines.append(r"\caption{" + latex_escape(caption) + "}")
+    lines.append(r"\end{table}")
+    return "\n".join(lines) + "\n"
