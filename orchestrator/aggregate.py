@@ -29,7 +29,8 @@ def default_metrics(df: pd.DataFrame) -> list[str]:
     best = [c for c in df.columns if c.startswith("best.")]
     finals = [c for c in df.columns if c.startswith("final.") and df[c].dtype.kind in "fi"
               and any(k in c for k in ("val/", "oof/", "train/loss", "test/", "eval/"))
-              and not c.startswith(("final.best/", "final.oof/acc/", "final.oof_so_far/"))]
+              and not c.startswith(("final.best/", "final.oof/acc/", "final.oof_so_far/"))
+              and not c.endswith("/windows")]
     return best + finals
 
 

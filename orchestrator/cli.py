@@ -140,6 +140,35 @@ def results(
         fail(exc)
 
 
+@app.command()
+def report(
+    run_dir: str = typer.Argument(..., help="The study's folder in storage (path or s3:// URI)."),
+    gpu_price: Optional[str] = typer.Option(None, help="Price key from cluster/prices.yaml for the cost section."),
+) -> None:
+    """Write report.md with tables, learning curves, failures and cost into the study's storage."""
+    from orchestrator.report import write_report
+
+    try:
+        write_report(run_dir, console, gpu_price)
+    except UserError as exc:
+        fail(exc)
+
+
+@app.command()
+def compare(
+    run_a: str = typer.Argument(..., help="First study folder (path or s3:// URI)."),
+    run_b: str = typer.Argument(..., help="Second study folder."),
+    metric: Optional[list[str]] = typer.Option(None, help="Metric column(s) to compare."),
+) -> None:
+    """Line up two studies' aggregated tables (mean ± 95% CI over seeds) and their difference."""
+    from orchestrator.inspect import compare_studies
+
+    try:
+        sys.stdout.write(compare_studies(run_a, run_b, metric or None))
+    except UserError as exc:
+        fail(exc)
+
+
 @app.command(name="sync")
 def sync_cmd(
     src: str = typer.Argument(..., help="Study folder to copy from (path or s3:// URI)."),

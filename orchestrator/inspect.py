@@ -127,3 +127,36 @@ def export_results(run_dir: str, fmt: str, output: Path | None, console: Console
         console.print(f"wrote {output}")
     else:
         sys.stdout.write(text)
+
+
+def compare_studies(run_a: str, run_b: str, metrics: list[str] | None) -> str:
+    """Markdown: per (stage, variant, grid) group, A and B as mean ± CI, and B - A (unpaired)."""
+    import pandas as pd
+
+    from orchestrator import study_tables
+    from orchestrator.tables import _cell, metric_names
+
+    aggs = []
+    for run in (run_a, run_b):
+        t = study_tables.build(study_tables.load_records(open_study(run)), metrics)
+        aggs.append(pd.concat(t.aggregated.values(), ignore_index=True) if t.aggregated else pd.DataFrame())
+    a, b = aggs
+    if a.empty or b.empty:
+        raise UserError(Problem(run_a if a.empty else run_b, "no aggregated results to compare"))
+    keys = [c for c in a.columns if ":" not in c and c not in ("n", "seeds") and c in b.columns]
+    both = a.merge(b, on=keys, how="outer", suffixes=("@a", "@b"))
+    shared = [m for m in metric_names(a) if m in metric_names(b)]
+    if not shared:
+        raise UserError(Problem(run_b, "the two studies share no metric columns"))
+    head = keys + [f"{m} ({tag})" for m in shared for tag in ("A", "B", "B-A")]
+    lines = [f"A = {run_a}", f"B = {run_b}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for _, row in both.iterrows():
+        cells = [str(row[k]) for k in keys]
+        for m in shared:
+            ra = {k.replace("@a", ""): v for k, v in row.items() if k.endswith("@a")}
+            rb = {k.replace("@b", ""): v for k, v in row.items() if k.endswith("@b")}
+            da, db = ra.get(f"{m}:mean"), rb.get(f"{m}:mean")
+            diff = "" if da is None or db is None or pd.isna(da) or pd.isna(db) else f"{db - da:+.4g}"
+            cells += [_cell(pd.Series(ra), m), _cell(pd.Series(rb), m), diff]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -39,7 +39,7 @@ def test_run_writes_tables_checkpoints_artifacts_and_rerun_skips(tmp_path):
     assert len(df) == 4 and set(df["status"]) == {"done"}
     assert set(df["config.mask_strategy"]) == {"patch", "block"}
     assert df["best.val/masked_mse"].notna().all()
-    assert (root / "results.csv").exists() and (root / "results.md").read_text().startswith("| stage |")
+    assert (root / "results.csv").exists() and (root / "results.md").read_text().startswith("## pretrain")
     for _, row in df.iterrows():
         trial_dir = root / "pretrain" / row["trial_id"]
         assert (trial_dir / "metadata.json").exists() and (trial_dir / "metrics.csv").exists()
@@ -59,6 +59,25 @@ def test_run_writes_tables_checkpoints_artifacts_and_rerun_skips(tmp_path):
     assert code.returncode == 0 and len(code.stdout.strip().splitlines()) == 5
     status = run_cli("status", root, cwd=tmp_path)
     assert status.returncode == 0 and "complete" in status.stdout
+
+    # the aggregate over seeds: 2 variants x 2 seeds
+    agg = pd.read_parquet(root / "aggregate.parquet")
+    assert sorted(agg["variant"]) == ["block", "patch"] and (agg["n"] == 2).all()
+    latex = run_cli("results", root, "--format", "latex", cwd=tmp_path).stdout
+    assert latex.count("{") == latex.count("}") and r"\toprule" in latex and r"\textbf{" in latex
+    rep = run_cli("report", root, "--gpu-price", "runpod-rtx4090", cwd=tmp_path)
+    assert rep.returncode == 0, rep.stderr
+    text = (root / "report" / "report.md").read_text()
+    for section in ("## Plan", "## Results", "over seeds", "## Learning curves", "## Time and cost", "## Study file"):
+        assert section in text
+    pngs = sorted((root / "report").glob("*.png"))
+    assert len(pngs) >= 3
+    for png in pngs:
+        head = png.read_bytes()[:24]
+        assert head[:8] == b"\x89PNG\r\n\x1a\n"
+        width, height = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+        assert (width, height) == (640, 400) and png.stat().st_size > 10_000
+        assert png.name in text
 
 
 def test_changed_study_in_same_storage_is_refused(tmp_path):
