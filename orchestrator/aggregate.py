@@ -35,7 +35,8 @@ def default_metrics(df: pd.DataFrame) -> list[str]:
 
 
 def default_group_by(df: pd.DataFrame) -> list[str]:
-    return ["stage", "variant"] + sorted(c for c in df.columns if c.startswith("grid."))
+    keys = [c for c in ("stage", "variant") if c in df.columns]
+    return keys + sorted(c for c in df.columns if c.startswith("grid."))
 
 
 def _ci(values: np.ndarray) -> tuple[float, float, float, float]:

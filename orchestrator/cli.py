@@ -51,19 +51,32 @@ def plan(
     file: Path = typer.Argument(..., help="Study YAML file."),
     cpus: Optional[float] = typer.Option(None, help="Cluster CPUs (default: this machine's)."),
     gpus: Optional[float] = typer.Option(None, help="Cluster GPUs (default: this machine's)."),
+    history: Optional[list[str]] = typer.Option(None, help="Earlier study folder(s): measured trial times "
+                                                "of the same trainables feed the estimate."),
+    gpu_price: Optional[str] = typer.Option(None, help="Price key from cluster/prices.yaml for a cost estimate."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
-    """Show the expanded trials, their resources, concurrency and time estimate."""
+    """Show the expanded trials, their resources, concurrency and time (and cost) estimate."""
     from orchestrator.plan import ClusterShape
-    from orchestrator.plan_view import plan_rows, render_plan
+    from orchestrator.plan_view import measured_minutes, plan_rows, render_plan
+    from orchestrator.report import load_prices
 
     p = _load(file, check_inputs=False)  # data may live on the cluster; `validate` reads it
     shape = ClusterShape.local()
     shape = ClusterShape(cpus if cpus is not None else shape.cpus, gpus if gpus is not None else shape.gpus)
+    try:
+        measured = measured_minutes(history or [])
+        prices = load_prices()
+        if gpu_price is not None and gpu_price not in prices:
+            raise UserError(Problem("--gpu-price", f"unknown price {gpu_price!r}; cluster/prices.yaml has: "
+                                    f"{', '.join(prices)}"))
+    except UserError as exc:
+        fail(exc)
+    price = prices.get(gpu_price) if gpu_price else None
     if as_json:
-        sys.stdout.write(json.dumps(plan_rows(p, shape), indent=1, default=str) + "\n")
+        sys.stdout.write(json.dumps(plan_rows(p, shape, measured, price), indent=1, default=str) + "\n")
     else:
-        render_plan(p, shape, console)
+        render_plan(p, shape, console, measured, price)
 
 
 @app.command()

@@ -212,7 +212,7 @@ def _expand_stage(study: Study, name: str, doc: YamlDoc, study_dir: Path, check_
     stage = study.stages[name]
     where = ("stages", name, "trainable")
     try:
-        module = trainables.get(stage.trainable)
+        module = trainables.settings(stage.trainable)
     except trainables.UnknownTrainable as exc:
         raise UserError(Problem(doc.file, str(exc), join_path(*where), doc.line_of(where))) from None
 
@@ -259,7 +259,8 @@ def _expand_stage(study: Study, name: str, doc: YamlDoc, study_dir: Path, check_
                 trials.append(spec)
     if problems:
         raise UserError(problems)
-    differing = sorted({k for t in trials for k in t.config if len({_key(u.config.get(k)) for u in trials}) > 1})
+    keys = {k for t in trials for k in t.config}
+    differing = sorted(k for k in keys if len({_key(t.config.get(k)) for t in trials}) > 1)
     differing += sorted({k for t in trials for k, v in t.config.items() if refs.looks_like_ref(v)} - set(differing))
     return StagePlan(name, stage, trials, study.resources_of(stage), space, differing,
                      fan_out=math.prod(fan_out.values()) if fan_out else 1)
@@ -299,7 +300,7 @@ def _check_refs(study: Study, name: str, stage: Stage, variant: str | None, conf
             problems.append(Problem(message=f"{text}: stage {ref.stage!r} has no variant {ref.variant!r}; "
                                     f"variants: {', '.join(upstream.stage.variants) or '(none)'}", **where))
             continue
-        up_module = trainables.get(upstream.stage.trainable)
+        up_module = trainables.settings(upstream.stage.trainable)
         if ref.field.startswith("config."):
             key = ref.field.split(".")[1]
             if key not in up_module.Config.model_fields:
@@ -318,7 +319,7 @@ def _check_refs(study: Study, name: str, stage: Stage, variant: str | None, conf
 
 def resolve_stage(sp: StagePlan, records: dict[str, dict], study_dir: Path) -> StagePlan:
     """The stage with its references replaced by upstream results (raises refs.RefError)."""
-    module = trainables.get(sp.stage.trainable)
+    module = trainables.settings(sp.stage.trainable)
     input_fields = tuple(getattr(module, "INPUT_FIELDS", ()))
     trials = []
     for spec in sp.trials:
@@ -381,11 +382,13 @@ def _check_config(module, config: dict, stage_name: str, stage: Stage, variant: 
                     msg += f" (got {err.get('input')!r})"
             problems.append(Problem(doc.file, msg, join_path(*path), doc.line_of(path)))
         return problems
-    check = getattr(module, "check_inputs", None)
     key = tuple(config.get(f) for f in input_fields)
-    if check is None or checked_inputs is None or key in checked_inputs:
+    if checked_inputs is None or key in checked_inputs:
         return []
     checked_inputs.add(key)
+    check = getattr(trainables.get(stage.trainable), "check_inputs", None)  # imports torch: only here
+    if check is None:
+        return []
     # Inputs given as references exist only at run time: check the others, with those unset.
     by_ref = {f for f in input_fields if refs.looks_like_ref(raw_config.get(f))}
     if by_ref:

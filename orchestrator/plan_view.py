@@ -14,15 +14,36 @@ def _fmt(value) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def plan_rows(plan: Plan, shape: ClusterShape) -> dict:
-    """Everything `plan` shows, as plain data (`plan --json`)."""
+def measured_minutes(history: list[str]) -> dict[str, float]:
+    """Median wall time of successful trials per trainable, in minutes, from earlier studies."""
+    import statistics
+
+    from orchestrator import study_tables
+    from orchestrator.inspect import open_study
+
+    durations: dict[str, list[float]] = {}
+    for run in history:
+        for record in study_tables.load_records(open_study(run)).values():
+            for t in record.get("trials", {}).values():
+                if t.get("status") == "done" and t.get("duration_s"):
+                    durations.setdefault(record["trainable"], []).append(t["duration_s"] / 60)
+    return {k: statistics.median(v) for k, v in durations.items()}
+
+
+def plan_rows(plan: Plan, shape: ClusterShape, measured: dict[str, float] | None = None,
+              gpu_price: float | None = None) -> dict:
+    """Everything `plan` shows, as plain data (`plan --json`).
+
+    Time per trial: the stage's `expected_trial_minutes`, else the median measured in earlier
+    studies of the same trainable (`--history`)."""
     out = {"study": plan.study.name, "cluster": {"cpus": shape.cpus, "gpus": shape.gpus}, "stages": []}
     for name in plan.order:
         sp = plan.stages[name]
         res, note = effective_resources(sp.resources, shape)
         conc = concurrency(res, shape, sp.stage.max_concurrent)
         waves = math.ceil(sp.num_trials / conc) if conc else None
-        minutes = sp.stage.expected_trial_minutes
+        minutes = sp.stage.expected_trial_minutes or (measured or {}).get(sp.stage.trainable)
+        source = "declared" if sp.stage.expected_trial_minutes else "measured" if minutes else None
         stage = {
             "stage": name, "trainable": sp.stage.trainable, "needs": sp.stage.needs, "trials": sp.num_trials,
             "resources": res, "note": note, "concurrent": conc, "waves": waves,
@@ -33,18 +54,21 @@ def plan_rows(plan: Plan, shape: ClusterShape) -> dict:
                       "differs": {k: t.config.get(k) for k in sp.differing}} for t in sp.trials],
         }
         if minutes and waves:
-            stage["estimate"] = {"wall_minutes": waves * minutes,
-                                 "gpu_hours": sp.num_trials * minutes / 60 * res["gpu"]}
+            gpu_hours = sp.num_trials * minutes / 60 * res["gpu"]
+            stage["estimate"] = {"wall_minutes": waves * minutes, "gpu_hours": gpu_hours, "trial_minutes": minutes,
+                                 "source": source, "cost_usd": gpu_hours * gpu_price if gpu_price is not None else None}
         out["stages"].append(stage)
     est = [s["estimate"] for s in out["stages"]]
     if est and all(est):
         out["estimate"] = {"wall_minutes": sum(e["wall_minutes"] for e in est),
-                           "gpu_hours": sum(e["gpu_hours"] for e in est)}
+                           "gpu_hours": sum(e["gpu_hours"] for e in est),
+                           "cost_usd": sum(e["cost_usd"] for e in est) if gpu_price is not None else None}
     return out
 
 
-def render_plan(plan: Plan, shape: ClusterShape, console: Console) -> None:
-    data = plan_rows(plan, shape)
+def render_plan(plan: Plan, shape: ClusterShape, console: Console, measured: dict[str, float] | None = None,
+                gpu_price: float | None = None) -> None:
+    data = plan_rows(plan, shape, measured, gpu_price)
     console.print(f"[bold]study {data['study']}[/]: {plan.num_trials} trials on a cluster of "
                   f"{shape.cpus:g} CPUs, {shape.gpus:g} GPUs")
     for stage in data["stages"]:
@@ -71,9 +95,13 @@ def render_plan(plan: Plan, shape: ClusterShape, console: Console) -> None:
         console.print(table)
         if stage["estimate"]:
             e = stage["estimate"]
-            console.print(f"  estimate: {e['wall_minutes']:.0f} min wall, {e['gpu_hours']:.2f} GPU-hours")
+            cost = f", ${e['cost_usd']:.2f}" if e.get("cost_usd") is not None else ""
+            console.print(f"  estimate: {e['wall_minutes']:.1f} min wall, {e['gpu_hours']:.2f} GPU-hours{cost} "
+                          f"({e['trial_minutes']:.2f} min per trial, {e['source']})")
     if data.get("estimate"):
         e = data["estimate"]
-        console.print(f"\n[bold]total estimate[/]: {e['wall_minutes']:.0f} min wall, {e['gpu_hours']:.2f} GPU-hours")
+        cost = f", ${e['cost_usd']:.2f}" if e.get("cost_usd") is not None else ""
+        console.print(f"\n[bold]total estimate[/]: {e['wall_minutes']:.1f} min wall, {e['gpu_hours']:.2f} GPU-hours{cost}")
     elif plan.num_trials:
-        console.print("\n[dim]time estimate: set `expected_trial_minutes` on a stage to get one[/]")
+        console.print("\n[dim]time estimate: set `expected_trial_minutes` on a stage, or pass `--history RUN_DIR` "
+                      "of an earlier study of the same trainable[/]")

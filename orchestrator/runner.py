@@ -279,8 +279,13 @@ def _scheduler(sp: StagePlan):
         return ASHAScheduler(metric=select.metric, mode=select.mode, time_attr="training_iteration", **kwargs)
     from orchestrator.search_space import to_tune
 
+    # PBT perturbs a Domain by multiplying it: categorical keys must be given as plain lists
+    # (which it resamples or shifts instead).
+    domains = to_tune(sp.search_space)
+    mutations = {k: (list(spec["choice"]) if "choice" in spec else domains[k])
+                 for k, spec in sp.search_space.items() if "grid" not in spec}
     return PopulationBasedTraining(metric=select.metric, mode=select.mode, time_attr="training_iteration",
-                                   hyperparam_mutations={"search": to_tune(sp.search_space)}, **kwargs)
+                                   hyperparam_mutations={"search": mutations}, **kwargs)
 
 
 def run_stage(plan: Plan, sp: StagePlan, store: Store, shape: ClusterShape, options: RunOptions, status,

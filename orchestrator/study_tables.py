@@ -31,7 +31,8 @@ def build(records: dict[str, dict], metrics: list[str] | None = None, group_by: 
         rows = trials[trials["stage"] == name] if not trials.empty else trials
         if rows.empty:
             continue
-        rows = rows.dropna(axis=1, how="all")
+        keep = {"stage", "variant", "seed", "status"}  # keys stay even when empty (no variants)
+        rows = rows[[c for c in rows.columns if c in keep or rows[c].notna().any()]]
         stage_metrics = [m for m in (metrics or aggregate.default_metrics(rows)) if m in rows.columns]
         if metrics and not stage_metrics:
             continue

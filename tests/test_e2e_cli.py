@@ -60,6 +60,14 @@ def test_run_writes_tables_checkpoints_artifacts_and_rerun_skips(tmp_path):
     status = run_cli("status", root, cwd=tmp_path)
     assert status.returncode == 0 and "complete" in status.stdout
 
+    # plan with measured durations of this run of the same trainable
+    planned = json.loads(run_cli("plan", study, "--history", root, "--json", "--gpus", "1",
+                                 "--gpu-price", "runpod-rtx4090", cwd=tmp_path).stdout)
+    estimate = planned["stages"][0]["estimate"]
+    assert estimate["source"] == "measured"
+    assert estimate["trial_minutes"] == pytest.approx(df["duration_s"].median() / 60)
+    assert planned["estimate"]["cost_usd"] == pytest.approx(estimate["gpu_hours"] * 0.69)
+
     # the aggregate over seeds: 2 variants x 2 seeds
     agg = pd.read_parquet(root / "aggregate.parquet")
     assert sorted(agg["variant"]) == ["block", "patch"] and (agg["n"] == 2).all()

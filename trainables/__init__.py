@@ -1,12 +1,16 @@
 """Registry of trainables: name -> module, imported lazily (torch is heavy).
 
-Every trainable module exposes:
-- `Config`: a pydantic model of its settings (unknown keys rejected), one docstring per field;
+Every trainable has a settings module `trainables/configs/<name>.py` (no torch import, so
+`plan` and `validate` stay fast) with:
+- `Config`: a pydantic model of its settings (unknown keys rejected), one description per field;
+- optionally `INPUT_FIELDS`: config keys that name input files, resolved against the study
+  file's folder;
+
+and a trainable module `trainables/<name>.py` with:
 - `train(config: dict, session: Session | None = None) -> dict`: runs one trial and returns
   its final metrics; usable under Ray Tune or standalone (`trainables.session.LocalSession`);
-- optionally `INPUT_FIELDS` (config keys that name input files, resolved against the study
-  file's folder) and `check_inputs(config: Config) -> None`, which raises `ValueError` with a
-  one-line message (and row numbers) for bad data before any Ray starts.
+- optionally `check_inputs(config: Config) -> None`, which raises `ValueError` with a one-line
+  message (and row numbers) for bad data before any Ray starts.
 """
 
 from __future__ import annotations
@@ -30,7 +34,14 @@ class UnknownTrainable(KeyError):
 
 
 def get(name: str) -> ModuleType:
-    """Import and return the trainable module registered as `name`."""
+    """Import and return the trainable module registered as `name` (imports torch)."""
     if name not in TRAINABLES:
         raise UnknownTrainable(name)
     return importlib.import_module(TRAINABLES[name])
+
+
+def settings(name: str) -> ModuleType:
+    """The settings module of trainable `name`: `Config` and `INPUT_FIELDS`, without torch."""
+    if name not in TRAINABLES:
+        raise UnknownTrainable(name)
+    return importlib.import_module(TRAINABLES[name].replace("trainables.", "trainables.configs.", 1))

@@ -1,0 +1,1 @@
+"""Typed settings of each trainable, importable without torch (one module per trainable)."""
