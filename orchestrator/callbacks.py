@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from orchestrator.plan import StagePlan
-from orchestrator.results import STATE_DIR, final_metrics, save_stage_record
+from orchestrator.results import STATE_DIR, final_metrics
 from orchestrator.storage import Store, with_retries
 from pyarrow import ArrowException
 from orchestrator.trial import trial_config
@@ -175,7 +175,6 @@ class StageRecorder(Callback):
         # the stage is complete only when every planned trial has ended.
         ended = sum(t["status"] in ("done", "diverged", "error") for t in self.record["trials"].values())
         self.record["state"] = "complete" if ended >= self.plan.num_trials else "interrupted"
-        save_stage_record(self.store, self.plan.name, self.record)
         self.status.stage(self.plan.name, self.record["state"], self.record["trials"])
 
     def _progress(self) -> str:

@@ -117,6 +117,7 @@ def init_ray(options: RunOptions, console: Console) -> ClusterShape:
     import ray
 
     _keep_credentials_out_of_ray()
+    started = time.perf_counter()
 
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -132,7 +133,8 @@ def init_ray(options: RunOptions, console: Console) -> ClusterShape:
         pass_through = "started a local Ray" + (" (dashboard http://127.0.0.1:8265)" if options.dashboard else "")
     res = ray.cluster_resources()
     shape = ClusterShape(cpus=float(res.get("CPU", 0)), gpus=float(res.get("GPU", 0)))
-    console.print(f"[dim]{pass_through}: {shape.cpus:g} CPUs, {shape.gpus:g} GPUs[/]")
+    console.print(f"[dim]{pass_through}: {shape.cpus:g} CPUs, {shape.gpus:g} GPUs "
+                  f"({time.perf_counter() - started:.1f} s)[/]")
     return shape
 
 
@@ -355,8 +357,11 @@ def run_stage(plan: Plan, sp: StagePlan, store: Store, shape: ClusterShape, opti
                 verbose=0,
             ),
         )
+    started = time.perf_counter()
     try:
         tuner.fit()
+        recorder.record["wall_s"] = time.perf_counter() - started
+        results.save_stage_record(store, sp.name, recorder.record)
     except TuneError as exc:
         # Tune itself stopped (not a trial failing: those are recorded and retried). Keep what
         # is known, save the traceback with the study, and report it in one line.

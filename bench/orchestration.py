@@ -1,0 +1,168 @@
+"""Orchestration overhead: how close a study gets to the ideal makespan on 2 CPU slots.
+
+    python bench/orchestration.py [--trials 16] [--work-s 3] [--json bench/results/orchestration_16x3.json]
+
+The same real trainable (`lstm_mae_pretrain`, a fixed number of epochs on synthetic windows,
+no early stopping, one thread per trial) runs N times three ways, one after another:
+- `sequential`: a plain Python loop in one process (LocalSession), no Ray;
+- `orchestrator`: `python -m orchestrator run` on a local Ray with 2 CPUs (a real CLI process);
+- `tune-defaults`: plain Ray Tune with its defaults (no actor reuse, a checkpoint every epoch),
+  the same trainable through the same session, in its own process.
+Work is measured inside the trials (the sum of their epoch times); the ideal makespan is
+sum(work) / 2 slots; efficiency = ideal / makespan, where makespan is the Tuner's wall time
+(Ray's start-up is excluded and reported separately); per-trial overhead =
+(makespan x slots - sum(work)) / N.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+SLOTS = 2
+CONFIG = {"data": "synthetic:ohlc?n=300&length=105&seed=0", "hidden_size": 32, "batch_size": 64,
+          "aug_multiplier": 1, "early_stopping_patience": None}
+
+
+def calibrate(work_s: float) -> int:
+    """Epochs for about `work_s` seconds of training on one thread."""
+    import torch
+
+    from trainables import lstm_mae_pretrain as mae
+    from trainables.session import LocalSession
+
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        session = LocalSession(tmp)
+        mae.train(dict(CONFIG, epochs=4), session)
+    per_epoch = sorted(m["epoch_time_s"] for m in session.metrics)[1]  # skip the warm-up epoch
+    return max(1, round(work_s / per_epoch))
+
+
+def run_sequential(trials: int, epochs: int) -> dict:
+    import torch
+
+    from trainables import lstm_mae_pretrain as mae
+    from trainables.session import LocalSession
+
+    torch.set_num_threads(1)
+    work = 0.0
+    t0 = time.perf_counter()
+    for seed in range(trials):
+        with tempfile.TemporaryDirectory() as tmp:
+            session = LocalSession(tmp, checkpoint_every=epochs)
+            mae.train(dict(CONFIG, epochs=epochs, seed=seed), session)
+            work += sum(m["epoch_time_s"] for m in session.metrics)
+    return {"makespan_s": time.perf_counter() - t0, "work_s": work}
+
+
+def run_orchestrator(trials: int, epochs: int, folder: Path) -> dict:
+    study = folder / "study.yaml"
+    config = ", ".join(f"{k}: {json.dumps(v) if v is not None else 'null'}" for k, v in CONFIG.items())
+    study.write_text(textwrap.dedent(f"""\
+        name: bench
+        storage: {folder / 'runs'}
+        defaults: {{seeds: [{', '.join(str(s) for s in range(trials))}], resources: {{cpu: 1}}}}
+        stages:
+          work:
+            trainable: lstm_mae_pretrain
+            config: {{{config}, epochs: {epochs}}}
+        """))
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "orchestrator", "run", str(study), "--num-cpus", str(SLOTS)],
+                          capture_output=True, text=True, env=env, cwd=folder)
+    total = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stdout[-3000:] + proc.stderr[-3000:])
+    ray_start = float(re.search(r"started a local Ray: .*\(([\d.]+) s\)", proc.stdout).group(1))
+    root = folder / "runs" / "bench"
+    record = json.loads((root / "_orchestrator" / "stages" / "work.json").read_text())
+    work = sum(pd.read_csv(root / "work" / tid / "metrics.csv")["epoch_time_s"].sum() for tid in record["trials"])
+    return {"makespan_s": record["wall_s"], "work_s": float(work), "ray_start_s": ray_start, "cli_total_s": total}
+
+
+TUNE_DEFAULTS = """
+import json, sys, time
+import ray
+from ray import tune
+from trainables import lstm_mae_pretrain as mae
+from trainables.session import TuneSession
+config, epochs, trials, storage = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+
+def fn(cfg):
+    mae.train(dict(config, epochs=epochs, seed=cfg["seed"]), TuneSession(checkpoint_every=1))
+
+t0 = time.perf_counter()
+ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+ray_start = time.perf_counter() - t0
+tuner = tune.Tuner(tune.with_resources(fn, {"cpu": 1}), param_space={"seed": tune.grid_search(list(range(trials)))},
+                   run_config=tune.RunConfig(storage_path=storage, name="plain", verbose=0))
+t1 = time.perf_counter()
+grid = tuner.fit()
+wall = time.perf_counter() - t1
+work = sum(r.metrics_dataframe["epoch_time_s"].sum() for r in grid)
+print("RESULT", json.dumps({"makespan_s": wall, "work_s": float(work), "ray_start_s": ray_start}))
+"""
+
+
+def run_tune_defaults(trials: int, epochs: int, folder: Path) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.run([sys.executable, "-c", TUNE_DEFAULTS, json.dumps(CONFIG), str(epochs), str(trials),
+                           str(folder / "plain")], capture_output=True, text=True, env=env, cwd=folder)
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode != 0 or not line:
+        raise RuntimeError(proc.stdout[-3000:] + proc.stderr[-3000:])
+    return json.loads(line[0][len("RESULT "):])
+
+
+def summarise(name: str, r: dict, trials: int, slots: int) -> dict:
+    ideal = r["work_s"] / slots
+    r = dict(r, ideal_s=ideal, efficiency=ideal / r["makespan_s"],
+             overhead_per_trial_s=(r["makespan_s"] * slots - r["work_s"]) / trials)
+    ray = f"  (+ Ray start {r['ray_start_s']:.1f} s)" if "ray_start_s" in r else ""
+    print(f"{name:<14}{r['makespan_s']:9.1f} s {ideal:8.1f} s {r['efficiency']:8.3f} "
+          f"{r['overhead_per_trial_s']:10.2f} s{ray}")
+    return r
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=16)
+    parser.add_argument("--work-s", type=float, default=3.0)
+    parser.add_argument("--skip", nargs="*", default=[], choices=["sequential", "orchestrator", "tune-defaults"])
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    epochs = calibrate(args.work_s)
+    print(f"{args.trials} trials x ~{args.work_s:g} s ({epochs} epochs each) on {SLOTS} CPU slots")
+    print(f"{'':<14}{'makespan':>11}{'ideal':>10}{'effic.':>9}{'overhead/trial':>16}")
+    out = {"trials": args.trials, "work_s_target": args.work_s, "epochs": epochs}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        if "sequential" not in args.skip:
+            out["sequential"] = summarise("sequential", run_sequential(args.trials, epochs), args.trials, 1)
+        if "orchestrator" not in args.skip:
+            out["orchestrator"] = summarise("orchestrator", run_orchestrator(args.trials, epochs, folder),
+                                            args.trials, SLOTS)
+        if "tune-defaults" not in args.skip:
+            out["tune_defaults"] = summarise("tune-defaults", run_tune_defaults(args.trials, epochs, folder),
+                                             args.trials, SLOTS)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
