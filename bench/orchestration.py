@@ -91,7 +91,19 @@ def run_orchestrator(trials: int, epochs: int, folder: Path) -> dict:
     root = folder / "runs" / "bench"
     record = json.loads((root / "_orchestrator" / "stages" / "work.json").read_text())
     work = sum(pd.read_csv(root / "work" / tid / "metrics.csv")["epoch_time_s"].sum() for tid in record["trials"])
-    return {"makespan_s": record["wall_s"], "work_s": float(work), "ray_start_s": ray_start, "cli_total_s": total}
+    in_trials = sum(t["duration_s"] for t in record["trials"].values())
+    # Start-up of each trial worker (Ray actor): from the Tuner's start until its first trial
+    # has imported the trainable (process spawn, Tune's actor set-up, `import torch`...).
+    first_start: dict[int, tuple[float, float]] = {}
+    for tid in record["trials"]:
+        meta = json.loads((root / "work" / tid / "metadata.json").read_text())
+        pid, timing = meta["environment"]["pid"], meta["timing"]
+        ready = (timing["function_started_at"], timing["function_started_at"] + timing["import_s"])
+        first_start[pid] = min(first_start.get(pid, ready), ready)
+    worker_start = sorted(ready - record["fit_started_at"] for _, ready in first_start.values())[:SLOTS]
+    return {"makespan_s": record["wall_s"], "work_s": float(work), "ray_start_s": ray_start, "cli_total_s": total,
+            "trial_functions_s": in_trials, "worker_start_s": sum(worker_start) / len(worker_start),
+            "workers": len(first_start)}
 
 
 TUNE_DEFAULTS = """
@@ -133,6 +145,12 @@ def summarise(name: str, r: dict, trials: int, slots: int) -> dict:
     r = dict(r, ideal_s=ideal, efficiency=ideal / r["makespan_s"],
              overhead_per_trial_s=(r["makespan_s"] * slots - r["work_s"]) / trials)
     ray = f"  (+ Ray start {r['ray_start_s']:.1f} s)" if "ray_start_s" in r else ""
+    if "trial_functions_s" in r:  # where the overhead is: inside trial functions, or between them
+        r["efficiency_excl_worker_start"] = ideal / (r["makespan_s"] - r["worker_start_s"])
+        ray += (f"\n{'':<14}inside trials {(r['trial_functions_s'] - r['work_s']) / trials:.2f} s/trial, "
+                f"between {(r['makespan_s'] * slots - r['trial_functions_s']) / trials:.2f} s/trial; "
+                f"trial workers start in {r['worker_start_s']:.1f} s ({r['workers']} workers): efficiency "
+                f"without that start-up {r['efficiency_excl_worker_start']:.3f}")
     print(f"{name:<14}{r['makespan_s']:9.1f} s {ideal:8.1f} s {r['efficiency']:8.3f} "
           f"{r['overhead_per_trial_s']:10.2f} s{ray}")
     return r

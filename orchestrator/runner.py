@@ -312,7 +312,9 @@ def run_stage(plan: Plan, sp: StagePlan, store: Store, shape: ClusterShape, opti
         console.print(f"[yellow]note[/]: stage {sp.name}: PBT keeps 4 checkpoints per trial (checkpoint.keep={keep})")
         keep = 4
     git = git_commit(plan.study_dir)
-    trials = [dict(t.to_dict(), study=study.name, checkpoint_every=policy.every, git=git) for t in sp.trials]
+    trials = [dict(t.to_dict(), study=study.name, checkpoint_every=policy.every,
+                   checkpoint_interval_s=policy.interval_s, report_interval_s=study.report_interval_of(sp.stage),
+                   git=git) for t in sp.trials]
     param_space = {"trial": tune.grid_search(trials)}
     if sp.search_space:
         param_space["search"] = to_tune(sp.search_space)
@@ -358,6 +360,7 @@ def run_stage(plan: Plan, sp: StagePlan, store: Store, shape: ClusterShape, opti
             ),
         )
     started = time.perf_counter()
+    recorder.record["fit_started_at"] = time.time()
     try:
         tuner.fit()
         recorder.record["wall_s"] = time.perf_counter() - started

@@ -57,7 +57,16 @@ class Resources(_Strict):
 
 
 class CheckpointPolicy(_Strict):
-    every: int = Field(1, ge=1, description="Checkpoint every N epochs (and always at the last one).")
+    """When trials checkpoint (always at their last epoch too).
+
+    By default by time: at the end of the first epoch that finishes `interval_s` seconds after
+    the last checkpoint, so a killed trial loses at most about that much work while short
+    epochs do not pay for a checkpoint each (writing, uploading, and Tune's experiment-state
+    snapshots). `every: N` checkpoints every N epochs instead.
+    """
+
+    every: int | None = Field(None, ge=1, description="Checkpoint every N epochs (overrides interval_s).")
+    interval_s: float = Field(30.0, ge=0, description="Checkpoint when this many seconds passed since the last.")
     keep: int | None = Field(2, ge=1, description="Checkpoints kept per trial (None keeps all).")
 
 
@@ -88,6 +97,9 @@ class Defaults(_Strict):
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     max_failures: int = Field(1, ge=0, description="Retries of a trial whose worker dies.")
     checkpoint: CheckpointPolicy = Field(default_factory=CheckpointPolicy)
+    report_interval_s: float = Field(1.0, ge=0, description="Trials report to Tune at most this often "
+                                     "(the last report and reports with checkpoints always go out; every "
+                                     "epoch is in the trial's metrics.csv). 0 reports every epoch.")
 
     _unique_seeds = field_validator("seeds")(_unique)
 
@@ -107,6 +119,7 @@ class Stage(_Strict):
     checkpoint: CheckpointPolicy | None = None
     max_failures: int | None = Field(None, ge=0)
     max_concurrent: int | None = Field(None, ge=1)
+    report_interval_s: float | None = Field(None, ge=0, description="Overrides defaults.report_interval_s.")
     expected_trial_minutes: float | None = Field(None, gt=0, description="For plan's time estimate.")
 
     @model_validator(mode="after")
@@ -171,6 +184,9 @@ class Study(_Strict):
 
     def checkpoint_of(self, stage: Stage) -> CheckpointPolicy:
         return stage.checkpoint or self.defaults.checkpoint
+
+    def report_interval_of(self, stage: Stage) -> float:
+        return stage.report_interval_s if stage.report_interval_s is not None else self.defaults.report_interval_s
 
     def max_failures_of(self, stage: Stage) -> int:
         return stage.max_failures if stage.max_failures is not None else self.defaults.max_failures

@@ -22,17 +22,30 @@ def trial_config(config: dict) -> dict:
 
 
 def run_trial(config: dict) -> None:
+    import time
+
+    import psutil
     from ray import tune
 
+    function_started_at = time.time()
     trial = config["trial"]
+    module = trainables.get(trial["trainable"])  # the first trial of a worker pays the imports (torch)
+    import_s = time.time() - function_started_at
     ctx = tune.get_context()
     session = TuneSession(
         checkpoint_every=trial["checkpoint_every"],
+        checkpoint_interval_s=trial.get("checkpoint_interval_s", 30.0),
+        report_interval_s=trial.get("report_interval_s", 0.0),
         context={
             "study": trial["study"], "stage": trial["stage"], "variant": trial["variant"], "seed": trial["seed"],
             "trial_id": os.path.basename(ctx.get_trial_dir().rstrip("/")), "trial_name": ctx.get_trial_name(),
             "sampled": config.get("search") or {}, "git": trial.get("git"),
             "upstream": trial.get("upstream") or {},
+            # when this worker process started and when this trial began in it: the first trial
+            # of a worker pays the process start and imports (see bench/orchestration.py)
+            "timing": {"process_started_at": psutil.Process().create_time(),
+                       "function_started_at": function_started_at, "import_s": import_s},
         },
     )
-    trainables.get(trial["trainable"]).train(trial_config(config), session)
+    module.train(trial_config(config), session)
+    session.flush()  # a held last report (e.g. a diverged epoch) must reach Tune

@@ -202,7 +202,7 @@ def train(config: dict, session: Session | None = None) -> dict:
         last = epoch + 1 == cfg.epochs or stopper.should_stop
         metrics["stopped_early"] = stopper.should_stop
         history.append(metrics)
-        if last or (epoch + 1) % session.checkpoint_every == 0:
+        if session.checkpoint_due(epoch + 1) or last:
             with tempfile.TemporaryDirectory() as tmp:
                 checkpoints.save({
                     "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),

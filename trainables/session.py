@@ -16,6 +16,7 @@ import os
 import posixpath
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Iterator, Protocol
 
@@ -26,14 +27,33 @@ log = logging.getLogger(__name__)
 
 class Session(Protocol):
     artifact_dir: Path
-    checkpoint_every: int
     context: dict  # who runs the trial (study, stage, trial id, git commit): goes into metadata.json
+
+    def checkpoint_due(self, epoch: int) -> bool:
+        """Whether the trainable should checkpoint after `epoch` (it always does after its last)."""
 
     def report(self, metrics: dict, checkpoint_dir: str | None = None) -> None:
         """Record one epoch's metrics, optionally with a checkpoint folder to persist."""
 
     def restore_state(self, map_location="cpu") -> dict | None:
         """The newest readable checkpoint state (`state.pt`), or None to start fresh."""
+
+
+class CheckpointClock:
+    """Checkpoint every N epochs, or (N = None) once `interval_s` passed since the last one."""
+
+    def __init__(self, every: int | None, interval_s: float):
+        self.checkpoint_every, self.checkpoint_interval_s = every, interval_s
+        self._last = time.monotonic()
+
+    def checkpoint_due(self, epoch: int) -> bool:
+        if self.checkpoint_every is not None:
+            due = epoch % self.checkpoint_every == 0
+        else:
+            due = time.monotonic() - self._last >= self.checkpoint_interval_s
+        if due:
+            self._last = time.monotonic()
+        return due
 
 
 def first_readable(candidates: Iterator[contextlib.AbstractContextManager[str]], map_location) -> dict | None:
@@ -70,13 +90,14 @@ def write_metrics_csv(rows: list[dict], path: Path) -> None:
     os.replace(tmp, path)
 
 
-class LocalSession:
+class LocalSession(CheckpointClock):
     """Runs a trainable without Ray: checkpoints under `root/checkpoints/`, metrics in memory."""
 
-    def __init__(self, root: str | Path, checkpoint_every: int = 1, keep: int | None = 2):
+    def __init__(self, root: str | Path, checkpoint_every: int | None = 1, keep: int | None = 2,
+                 checkpoint_interval_s: float = 30.0):
+        super().__init__(checkpoint_every, checkpoint_interval_s)
         self.artifact_dir = Path(root)
         self.artifact_dir.mkdir(parents=True, exist_ok=True)
-        self.checkpoint_every = checkpoint_every
         self.keep = keep
         self.context: dict = {}
         self.metrics: list[dict] = []
@@ -106,19 +127,44 @@ class LocalSession:
         return first_readable((contextlib.nullcontext(str(p)) for p in reversed(self.checkpoints())), map_location)
 
 
-class TuneSession:
+class TuneSession(CheckpointClock):
     """Reports to Ray Tune; artifacts go to the trial's working folder, which Tune syncs to storage."""
 
-    def __init__(self, checkpoint_every: int = 1, context: dict | None = None):
+    def __init__(self, checkpoint_every: int | None = 1, context: dict | None = None,
+                 checkpoint_interval_s: float = 30.0, report_interval_s: float = 0.0):
+        super().__init__(checkpoint_every, checkpoint_interval_s)
         self.artifact_dir = Path.cwd()
-        self.checkpoint_every = checkpoint_every
         self.context = context or {}
+        self.report_interval_s = report_interval_s
+        self._held: dict | None = None
+        self._last_sent = -float("inf")
 
     def report(self, metrics: dict, checkpoint_dir: str | None = None) -> None:
+        """Send to Tune; reports closer than `report_interval_s` to the previous one are held.
+
+        A function trainable's `tune.report` waits for a round trip to the driver (Tune hands
+        control back only when it asks for the next result): tens of milliseconds that add up
+        over many short epochs. A held report is replaced by the next one; a report with a
+        checkpoint, and the last one (`flush`), always go out. Every epoch is still in the
+        trial's metrics.csv.
+        """
+        now = time.monotonic()
+        if checkpoint_dir is None and now - self._last_sent < self.report_interval_s:
+            self._held = metrics
+            return
+        self._send(metrics, checkpoint_dir)
+
+    def flush(self) -> None:
+        if self._held is not None:
+            self._send(self._held, None)
+
+    def _send(self, metrics: dict, checkpoint_dir: str | None) -> None:
         from ray import tune
 
         from orchestrator.storage import with_retries
 
+        self._held = None
+        self._last_sent = time.monotonic()
         checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
         # Ray persists the checkpoint to storage before it queues the result, so a report that
         # failed on a storage outage can be repeated without reporting twice.
