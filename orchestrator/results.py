@@ -109,7 +109,8 @@ def read_table(store: Store, name: str = TABLE) -> pd.DataFrame:
 
 def summary_columns(df: pd.DataFrame) -> list[str]:
     """The columns worth reading in a terminal / Markdown: ids, varied config, main metrics."""
-    cols = [c for c in ("stage", "trial", "status", "iterations") if c in df.columns]
+    # progress in the trainable's own unit (epochs, folds), not Tune's report count
+    cols = [c for c in ("stage", "trial", "status", "final.epoch", "final.fold") if c in df.columns]
     def varies(col: str) -> bool:  # within a stage: columns of other stages are not "varied"
         values = df[col].astype(object).fillna("<unset>").astype(str)
         groups = values.groupby(df["stage"]) if "stage" in df.columns else [(None, values)]
@@ -119,7 +120,7 @@ def summary_columns(df: pd.DataFrame) -> list[str]:
     lineage = [c for c in df.columns if c.startswith("upstream.") and c.endswith(".trial")]
     best = [c for c in df.columns if c.startswith("best.")]
     finals = [c for c in df.columns if c.startswith("final.") and not c.startswith("final.best/")
-              and c not in ("final.epoch", "final.diverged", "final.stopped_early", "final.lr")
+              and c not in ("final.epoch", "final.fold", "final.diverged", "final.stopped_early", "final.lr")
               and ("loss" in c or c.startswith("final.val/"))]
     return cols + varied[:6] + lineage + best + finals[:5] + [c for c in ("duration_s", "trial_id") if c in df.columns]
 

@@ -186,7 +186,11 @@ class Study(_Strict):
         return stage.checkpoint or self.defaults.checkpoint
 
     def report_interval_of(self, stage: Stage) -> float:
-        return stage.report_interval_s if stage.report_interval_s is not None else self.defaults.report_interval_s
+        if stage.report_interval_s is not None:
+            return stage.report_interval_s
+        if stage.search and stage.search.scheduler != "fifo":
+            return 0.0  # ASHA / PBT count reports as time: one per epoch keeps their units epochs
+        return self.defaults.report_interval_s
 
     def max_failures_of(self, stage: Stage) -> int:
         return stage.max_failures if stage.max_failures is not None else self.defaults.max_failures

@@ -95,7 +95,7 @@ def test_changed_study_in_same_storage_is_refused(tmp_path):
     study.write_text(STUDY.replace("{storage}", str(tmp_path / "runs")).replace("epochs: 2", "epochs: 3"))
     proc = run_cli("run", study, cwd=tmp_path)
     assert proc.returncode == 2 and "different study file" in proc.stderr
-    assert pd.read_parquet(tmp_path / "runs" / "e2e" / "results.parquet")["iterations"].max() == 2
+    assert pd.read_parquet(tmp_path / "runs" / "e2e" / "results.parquet")["final.epoch"].max() == 2
 
 
 def test_interrupted_run_continues_without_rerunning_finished_trials(tmp_path):

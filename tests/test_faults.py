@@ -87,7 +87,7 @@ def test_killed_worker_resumes_its_trial_from_the_checkpoint(tmp_path):
     assert proc.returncode == 0, out
     assert "retrying" in out
     df = pd.read_parquet(tmp_path / "runs" / "worker" / "results.parquet").set_index("trial_id")
-    assert set(df["status"]) == {"done"} and (df["iterations"] == 60).all()
+    assert set(df["status"]) == {"done"} and (df["final.epoch"] == 60).all()
     assert _epochs(root / victim[0]) == list(range(1, 61))
     progress = pd.read_csv(root / victim[0] / "progress.csv")["epoch"].tolist()
     # every reported epoch, across the failure: the counter continued from the checkpoint
@@ -131,7 +131,7 @@ def test_node_lost_mid_study_trials_retried_elsewhere(tmp_path):
         assert killer_done.wait(5)
         assert code == 0
         df = pd.read_parquet(tmp_path / "runs" / "nodeloss" / "results.parquet")
-        assert len(df) == 4 and set(df["status"]) == {"done"} and (df["iterations"] == 40).all()
+        assert len(df) == 4 and set(df["status"]) == {"done"} and (df["final.epoch"] == 40).all()
         record = json.loads((tmp_path / "runs" / "nodeloss" / "_orchestrator" / "stages" / "pretrain.json").read_text())
         assert sum(t["failures"] for t in record["trials"].values()) >= 1  # something did run on the lost node
     finally:

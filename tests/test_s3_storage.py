@@ -117,7 +117,7 @@ def test_s3_outage_mid_study_is_survived(s3, tmp_path):
     assert proc.wait(timeout=300) == 0, out
     objects = _objects(s3["client"], "team/outage/")
     df = pd.read_parquet(__import__("io").BytesIO(objects["team/outage/results.parquet"]))
-    assert len(df) == 3 and set(df["status"]) == {"done"} and (df["iterations"] == 30).all(), df
+    assert len(df) == 3 and set(df["status"]) == {"done"} and (df["final.epoch"] == 30).all(), df
     for tid in df["trial_id"]:
         assert f"team/outage/pretrain/{tid}/metadata.json" in objects
         assert f"team/outage/pretrain/{tid}/metrics.csv" in objects
