@@ -65,9 +65,13 @@ def render_markdown(t) -> str:
     parts = []
     for name, record in t.records.items():
         parts.append(f"## {name}\n")
-        if record.get("state") in ("skipped", "failed"):
+        if record.get("state") in ("skipped", "failed", "gated"):
             parts.append(f"**{record['state']}**: {record.get('reason', '')}\n")
             continue
+        for g in record.get("gates", []):
+            parts.append(f"- gate {'✅' if g['passed'] else '❌'} {g['text']}")
+        if record.get("gates"):
+            parts.append("")
         rows = t.trials[t.trials["stage"] == name].dropna(axis=1, how="all") if not t.trials.empty else t.trials
         parts.append(results.to_markdown(rows, [c for c in results.summary_columns(rows) if c != "stage"]))
         agg = t.aggregated.get(name)

@@ -49,6 +49,7 @@ def plan_rows(plan: Plan, shape: ClusterShape, measured: dict[str, float] | None
             "resources": res, "note": note, "concurrent": conc, "waves": waves,
             "search": describe_search(sp), "num_samples": sp.stage.search.num_samples if sp.stage.search else 1,
             "select": sp.stage.select.model_dump() if sp.stage.select else None,
+            "gates": [g.describe() for g in sp.stage.gates],
             "estimate": None,
             "rows": [{"trial_id": t.id, "name": t.name, "variant": t.variant, "seed": t.seed,
                       "differs": {k: t.config.get(k) for k in sp.differing}} for t in sp.trials],
@@ -85,6 +86,8 @@ def render_plan(plan: Plan, shape: ClusterShape, console: Console, measured: dic
                           ", ".join(f"{k}={v}" for k, v in stage["search"].items()))
         if stage["select"]:
             console.print(f"  best = {stage['select']['mode']} {stage['select']['metric']}")
+        for gate in stage["gates"]:
+            console.print(f"  gate: {gate} (stages that need {stage['stage']} run only if it holds)")
         table = Table(header_style="bold", box=None, pad_edge=False)
         differs = list(stage["rows"][0]["differs"]) if stage["rows"] else []
         for col in ["trial id", "variant", "seed", *differs]:

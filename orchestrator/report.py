@@ -142,7 +142,7 @@ def write_report(run_dir: str, console: Console, gpu_price: str | None = None) -
     else:
         md += [f"- `{r['trial']}` ({r['status']}): {r.get('error') or 'non-finite loss'}" for _, r in failed.iterrows()]
         md.append("")
-    skipped = [(n, r) for n, r in records.items() if r.get("state") in ("skipped", "failed")]
+    skipped = [(n, r) for n, r in records.items() if r.get("state") in ("skipped", "failed", "gated")]
     md += [f"- stage `{n}` {r['state']}: {r.get('reason', '')}" for n, r in skipped] + ([""] if skipped else [])
     costs = cost_rows(t, price)
     md += ["## Time and cost", "", "| stage | trials | trial-hours | GPU-hours | CPU-hours | cost (USD) |",

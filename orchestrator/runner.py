@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
-from orchestrator import results, study_tables
+from orchestrator import gates, results, study_tables
 from orchestrator.tables import aggregate_markdown, paired_markdown
 from orchestrator.errors import Problem, UserError
 from orchestrator.plan import ClusterShape, Plan, StagePlan, concurrency, effective_resources, trial_id
@@ -158,15 +159,22 @@ def run_study(plan: Plan, study_text: str, options: RunOptions, console: Console
                 continue
             sp, reason = ready_stage(plan, name, records)
             if reason:
-                records[name] = skipped_record(plan.stages[name], reason)
+                state = "gated" if reason.startswith("gated") else "skipped"
+                records[name] = skipped_record(plan.stages[name], reason, state)
                 results.save_stage_record(store, name, records[name])
-                status.stage(name, "skipped")
-                console.print(f"[yellow]stage {name} skipped[/]: {reason}")
+                status.stage(name, state)
+                console.print(f"[yellow]stage {name} {state}[/]: {escape(reason)}")
                 continue
             records[name] = run_stage(plan, sp, store, shape, options, status, console, records[name])
             if records[name]["state"] == "interrupted":
                 interrupted = True
                 break
+            if sp.stage.gates and records[name]["state"] == "complete":
+                records[name]["gates"] = gates.evaluate(records[name], sp.stage.gates)
+                results.save_stage_record(store, name, records[name])
+                for g in records[name]["gates"]:
+                    colour = "green" if g["passed"] else "yellow"
+                    console.print(f"[{colour}]gate[/] {name}: {escape(g['text'])}")
     done = [r for r in records.values() if r]
     tables = study_tables.build({r["stage"]: r for r in done})
     table = tables.trials
@@ -199,6 +207,9 @@ def run_study(plan: Plan, study_text: str, options: RunOptions, console: Console
                       "`--retry-errored` runs them again")
     if skipped:
         console.print(f"[red]stage(s) failed or skipped[/]: {', '.join(skipped)} (see above)")
+    gated = [r["stage"] for r in done if r.get("state") == "gated"]
+    if gated:  # a decision the study made, not a failure: exit 0
+        console.print(f"[yellow]stage(s) gated[/]: {', '.join(gated)}: a gate upstream did not pass (see above)")
     return 1 if failed or skipped else 0
 
 
@@ -223,6 +234,10 @@ def ready_stage(plan: Plan, name: str, records: dict[str, dict | None]) -> tuple
     sp = plan.stages[name]
     for dep in sp.stage.needs:
         record = records.get(dep)
+        if record and record.get("state") == "gated":
+            return None, f"gated: it needs stage {dep!r}, which was not run ({record.get('reason')})"
+        if gates.failed(record):
+            return None, f"gated: stage {dep!r} did not pass its gate " + "; ".join(g["text"] for g in gates.failed(record))
         if not record or record.get("state") != "complete":
             state = record.get("state") if record else "not run"
             return None, f"it needs stage {dep!r}, which is {state}"
@@ -236,8 +251,8 @@ def ready_stage(plan: Plan, name: str, records: dict[str, dict | None]) -> tuple
         return None, str(exc)
 
 
-def skipped_record(sp: StagePlan, reason: str) -> dict:
-    return {"stage": sp.name, "trainable": sp.stage.trainable, "state": "skipped", "reason": reason,
+def skipped_record(sp: StagePlan, reason: str, state: str = "skipped") -> dict:
+    return {"stage": sp.name, "trainable": sp.stage.trainable, "state": state, "reason": reason,
             "select": sp.stage.select.model_dump() if sp.stage.select else None, "trials": {}}
 
 

@@ -77,6 +77,19 @@ class Select(_Strict):
     mode: Literal["min", "max"]
 
 
+class Gate(_Strict):
+    """A decision point: stages that need this one run only if the condition holds."""
+
+    metric: str
+    op: Literal[">=", ">", "<=", "<"]
+    value: float
+    over: Literal["best", "mean"] = Field("best", description="The best trial's value, or the mean over "
+                                          "successful trials.")
+
+    def describe(self) -> str:
+        return f"{self.metric} {self.op} {self.value:g} ({self.over})"
+
+
 class Compare(_Strict):
     """A paired comparison of every variant against one of them, seed by seed."""
 
@@ -115,6 +128,7 @@ class Stage(_Strict):
     search: Search | None = None
     select: Select | None = None
     compare: Compare | None = None
+    gate: Gate | list[Gate] | None = None
     stop: dict[str, float] = Field(default_factory=dict, description="Tune stopping criteria.")
     checkpoint: CheckpointPolicy | None = None
     max_failures: int | None = Field(None, ge=0)
@@ -128,6 +142,12 @@ class Stage(_Strict):
             raise ValueError(f"scheduler {self.search.scheduler!r} needs `select: {{metric: ..., mode: ...}}` "
                              "on the stage (the metric it schedules on)")
         return self
+
+    @property
+    def gates(self) -> list[Gate]:
+        if self.gate is None:
+            return []
+        return self.gate if isinstance(self.gate, list) else [self.gate]
 
     @model_validator(mode="after")
     def _baseline_is_a_variant(self) -> "Stage":
