@@ -157,12 +157,13 @@ def results(
 def report(
     run_dir: str = typer.Argument(..., help="The study's folder in storage (path or s3:// URI)."),
     gpu_price: Optional[str] = typer.Option(None, help="Price key from cluster/prices.yaml for the cost section."),
+    gpu_util_threshold: float = typer.Option(60.0, help="Flag trials whose mean GPU utilisation is below (%)."),
 ) -> None:
     """Write report.md with tables, learning curves, failures and cost into the study's storage."""
     from orchestrator.report import write_report
 
     try:
-        write_report(run_dir, console, gpu_price)
+        write_report(run_dir, console, gpu_price, gpu_util_threshold)
     except UserError as exc:
         fail(exc)
 

@@ -100,7 +100,8 @@ def cost_rows(t: study_tables.StudyTables, price: float | None) -> list[dict]:
     return rows
 
 
-def write_report(run_dir: str, console: Console, gpu_price: str | None = None) -> str:
+def write_report(run_dir: str, console: Console, gpu_price: str | None = None,
+                 gpu_util_threshold: float = 60.0) -> str:
     store = open_study(run_dir)
     meta = json.loads(store.read_text(STUDY_META))
     records = study_tables.load_records(store)
@@ -144,6 +145,15 @@ def write_report(run_dir: str, console: Console, gpu_price: str | None = None) -
         md.append("")
     skipped = [(n, r) for n, r in records.items() if r.get("state") in ("skipped", "failed", "gated")]
     md += [f"- stage `{n}` {r['state']}: {r.get('reason', '')}" for n, r in skipped] + ([""] if skipped else [])
+    if "final.gpu/util_mean" in t.trials.columns:
+        from trainables.telemetry import low_utilisation
+
+        md += ["## GPU utilisation", "", f"Trials below {gpu_util_threshold:.0f}% mean utilisation of their GPUs:", ""]
+        flagged = [(r["trial"], low_utilisation(r["final.gpu/util_mean"], gpu_util_threshold))
+                   for _, r in t.trials.iterrows() if pd.notna(r.get("final.gpu/util_mean"))]
+        flagged = [(name, why) for name, why in flagged if why]
+        md += [f"- `{name}`: {why}" for name, why in flagged] or ["None."]
+        md.append("")
     costs = cost_rows(t, price)
     md += ["## Time and cost", "", "| stage | trials | trial-hours | GPU-hours | CPU-hours | cost (USD) |",
            "|---|---|---|---|---|---|"]

@@ -24,7 +24,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from orchestrator import gates, results, study_tables
+from orchestrator import gates, results, study_tables, trackers
 from orchestrator.tables import aggregate_markdown, paired_markdown
 from orchestrator.errors import Problem, UserError
 from orchestrator.plan import ClusterShape, Plan, StagePlan, concurrency, effective_resources, trial_id
@@ -370,7 +370,8 @@ def run_stage(plan: Plan, sp: StagePlan, store: Store, shape: ClusterShape, opti
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=keep),
                 failure_config=tune.FailureConfig(max_failures=study.max_failures_of(sp.stage)),
                 sync_config=tune.SyncConfig(sync_artifacts=True),
-                callbacks=[_RecorderProxy(sp.name)],
+                callbacks=[_RecorderProxy(sp.name), *trackers.build(study.callbacks, study.name, sp.name,
+                                                                    store.uri, store.local)],
                 verbose=0,
             ),
         )

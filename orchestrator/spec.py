@@ -181,6 +181,8 @@ class Study(_Strict):
     description: str = ""
     storage: str = "./runs"
     defaults: Defaults = Field(default_factory=Defaults)
+    callbacks: list[str | dict[str, Any]] = Field(default_factory=list, description="Experiment trackers: "
+                                                   "tensorboard, mlflow, wandb (see orchestrator/trackers.py).")
     stages: dict[str, Stage] = Field(min_length=1)
 
     @field_validator("name")
@@ -283,7 +285,9 @@ def load_study(path: str | Path) -> tuple[Study, YamlDoc]:
         study = Study.model_validate(doc.data)
     except ValidationError as exc:
         raise UserError(pydantic_problems(exc, doc, Study)) from None
-    problems = _check_graph(study, doc)
+    from orchestrator import trackers
+
+    problems = _check_graph(study, doc) + trackers.check(study.callbacks, doc)
     if problems:
         raise UserError(problems)
     return study, doc

@@ -47,5 +47,12 @@ def run_trial(config: dict) -> None:
                        "function_started_at": function_started_at, "import_s": import_s},
         },
     )
-    module.train(trial_config(config), session)
-    session.flush()  # a held last report (e.g. a diverged epoch) must reach Tune
+    from trainables import telemetry
+
+    session.telemetry = telemetry.for_this_trial()
+    try:
+        module.train(trial_config(config), session)
+        session.flush()  # a held last report (e.g. a diverged epoch) must reach Tune
+    finally:
+        if session.telemetry is not None:
+            session.telemetry.stop()

@@ -138,6 +138,7 @@ class TuneSession(CheckpointClock):
         self.report_interval_s = report_interval_s
         self._held: dict | None = None
         self._last_sent = -float("inf")
+        self.telemetry = None  # a trainables.telemetry.GpuSampler on CUDA machines
 
     def report(self, metrics: dict, checkpoint_dir: str | None = None) -> None:
         """Send to Tune; reports closer than `report_interval_s` to the previous one are held.
@@ -165,6 +166,8 @@ class TuneSession(CheckpointClock):
 
         self._held = None
         self._last_sent = time.monotonic()
+        if self.telemetry is not None:
+            metrics = {**metrics, **self.telemetry.stats()}
         checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
         # Ray persists the checkpoint to storage before it queues the result, so a report that
         # failed on a storage outage can be repeated without reporting twice.
