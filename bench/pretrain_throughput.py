@@ -101,12 +101,7 @@ def run_reference(windows_np, cfg, device, batches):
         except StopIteration:
             it = iter(loader)
             x, mask = next(it)
-        x, mask = x.to(device), mask.to(device)
-        loss = masking.masked_mse(model(x, mask), x, mask)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
+        _step(model, opt, x.to(device), mask.to(device), cfg)
     _sync(device)
     return batches * BATCH / (time.perf_counter() - t0)
 
@@ -119,13 +114,18 @@ def run_bare(data, cfg, device, batches):
         if b == 1:
             _sync(device)
             t0 = time.perf_counter()
-        loss = masking.masked_mse(model(x, mask), x, mask)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
+        _step(model, opt, x, mask, cfg)
     _sync(device)
     return batches * BATCH / (time.perf_counter() - t0)
+
+
+def _step(model, opt, x, mask, cfg) -> None:
+    """Forward, masked loss, backward, clip, AdamW: the step shared by reference and bare."""
+    loss = masking.masked_mse(model(x, mask), x, mask)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    opt.step()
 
 
 def main() -> None:

@@ -52,7 +52,12 @@ class Resources(_Strict):
     @model_validator(mode="after")
     def _gpu_fraction(self) -> "Resources":
         if self.gpu > 1 and self.gpu != int(self.gpu):
-            raise ValueError("gpu above 1 must be a whole number (use workers: N for multi-GPU trials)")
+            raise ValueError("gpu above 1 must be a whole number")
+        if self.workers > 1:
+            # Reserved for data-parallel trials through Ray Train; refusing it beats silently
+            # running one process on resources reserved for N.
+            raise ValueError("workers > 1 (data-parallel trials through Ray Train) is not supported yet by "
+                             "the orchestrator's trainables; use gpu: N for one process with N GPUs")
         return self
 
 

@@ -49,6 +49,8 @@ CASES = {
                             ["needs `select"]),
     "negative cpu": (GOOD.replace("stages:", "defaults: {resources: {cpu: -1}}\nstages:"),
                      ["defaults.resources.cpu", "greater than 0"]),
+    "data-parallel workers": (GOOD.replace("stages:", "defaults: {resources: {workers: 2}}\nstages:"),
+                              ["defaults.resources", "workers > 1"]),
     "duplicate seeds": (GOOD.replace("stages:", "defaults: {seeds: [1, 1]}\nstages:"), ["seeds must be unique"]),
     "patch longer than window": (GOOD.replace("patch_len: 8", "patch_len: 80"), ["patch_len (80)"]),
 }

@@ -33,8 +33,8 @@ from trainables.classification_metrics import classification_report
 from trainables.early_stopping import EarlyStopping
 from trainables.folds import make_folds
 from trainables.metadata import environment, parameter_counts
-from trainables.reproducibility import limit_threads, pick_device, rng_state, seed_everything, set_rng_state
-from trainables.session import Session, default_session, write_json, write_metrics_csv
+from trainables.reproducibility import rng_state, set_rng_state, start_trial
+from trainables.session import Session, write_json, write_metrics_csv
 
 
 
@@ -150,10 +150,7 @@ def fit_fold(model: CausalLSTMClassifier, x: torch.Tensor, y: torch.Tensor, x_st
 def train(config: dict, session: Session | None = None) -> dict:
     """Run one out-of-fold fine-tuning trial; returns the last reported metrics."""
     cfg = Config.model_validate(config)
-    session = session or default_session()
-    limit_threads()
-    seed_everything(cfg.seed, cfg.deterministic)
-    device = pick_device(cfg.device)
+    session, device = start_trial(cfg, session)
     windows, y_np, classes = load_labeled(cfg)
     n, c = len(y_np), len(classes)
     x = ohlc_data.normalise(torch.as_tensor(windows.ohlc, dtype=torch.float32, device=device))

@@ -36,8 +36,8 @@ from trainables import augment, checkpoints, encoders, masking, ohlc_data
 from trainables.configs.lstm_mae_pretrain import INPUT_FIELDS, Config  # noqa: F401 (re-exported)
 from trainables.early_stopping import EarlyStopping
 from trainables.metadata import environment, parameter_counts
-from trainables.reproducibility import limit_threads, pick_device, rng_state, seed_everything, set_rng_state
-from trainables.session import Session, default_session, write_json, write_metrics_csv
+from trainables.reproducibility import rng_state, set_rng_state, start_trial
+from trainables.session import Session, write_json, write_metrics_csv
 
 EVAL_MASK_SEED = 20_251_017   # fixed: every trial is scored on the same validation masks
 EVAL_MASK_RATIO = 0.15
@@ -121,10 +121,7 @@ def masked_error(model, x: torch.Tensor, mask: torch.Tensor, batch: int) -> floa
 def train(config: dict, session: Session | None = None) -> dict:
     """Run one pretraining trial; returns the last reported metrics."""
     cfg = Config.model_validate(config)
-    session = session or default_session()
-    limit_threads()
-    seed_everything(cfg.seed, cfg.deterministic)
-    device = pick_device(cfg.device)
+    session, device = start_trial(cfg, session)
 
     windows = ohlc_data.load_windows(cfg.data, cfg.window_length)
     train_idx, val_idx = split_windows(windows, cfg.val_fraction, cfg.window_length)

@@ -52,3 +52,16 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def start_trial(cfg, session):
+    """What every trainable does first: a session, threads, seeds, and the device.
+
+    `cfg` needs `seed`, `deterministic` and `device`. Returns (session, device).
+    """
+    from trainables.session import default_session
+
+    session = session or default_session()
+    limit_threads()
+    seed_everything(cfg.seed, cfg.deterministic)
+    return session, pick_device(cfg.device)
