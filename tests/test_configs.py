@@ -54,3 +54,11 @@ def test_trial_ids_are_stable_content_hashes():
     b = load_plan(REPO / "matrix.yaml")
     ids = [t.id for t in a.stages["pretrain"].trials]
     assert ids == [t.id for t in b.stages["pretrain"].trials] and len(set(ids)) == len(ids)
+
+
+def test_quick_start_is_a_chain_with_selection_and_comparison():
+    plan = load_plan(REPO / "matrix.yaml")
+    pre, fine = plan.stages["pretrain"].stage, plan.stages["finetune"].stage
+    assert fine.needs == ["pretrain"] and pre.select is not None
+    assert fine.select is not None and fine.select.metric == "oof/balanced_accuracy"
+    assert fine.compare is not None and fine.compare.baseline == "scratch"
