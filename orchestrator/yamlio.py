@@ -73,9 +73,11 @@ def load_yaml(path: str | Path, *, expect_mapping: bool = True) -> YamlDoc:
 
 def parse_yaml(text: str, file: str, *, expect_mapping: bool = True) -> YamlDoc:
     """Parse YAML text; see `load_yaml`."""
+    loader = _Loader(text)  # a SafeLoader: plain data only, never objects
     try:
-        node = yaml.compose(text, Loader=_Loader)
-        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader subclasses SafeLoader
+        # one parse: compose the node tree (for line numbers), then construct the data from it
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         line = mark.line + 1 if mark else None
@@ -83,6 +85,8 @@ def parse_yaml(text: str, file: str, *, expect_mapping: bool = True) -> YamlDoc:
         raise UserError(Problem(file, f"invalid YAML: {msg}", line=line)) from None
     except yaml.YAMLError as exc:
         raise UserError(Problem(file, f"invalid YAML: {' '.join(str(exc).split())}")) from None
+    finally:
+        loader.dispose()
     if expect_mapping and not isinstance(data, dict):
         kind = "empty file" if data is None else f"a {type(data).__name__}"
         raise UserError(Problem(file, f"expected a mapping of keys at the top level, got {kind}", line=1))

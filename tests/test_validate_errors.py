@@ -40,6 +40,8 @@ CASES = {
               ["cycle", "a -> b -> a"]),
     "unknown needs": (GOOD + "    needs: [nope]\n", ["stages.pretrain.needs[0]", "unknown stage 'nope'"]),
     "broken yaml": ("name: x\nstages:\n  a: [1, 2\n", ["invalid YAML"]),
+    "python object tag": ("name: x\nstages: !!python/object/apply:os.system [echo owned]\n",
+                          ["could not determine a constructor"]),
     "not a mapping": ("- 1\n- 2\n", ["expected a mapping"]),
     "empty file": ("", ["empty file"]),
     "duplicate trials": (GOOD + "    variants:\n      a: {epochs: 3}\n      b: {epochs: 3}\n", ["resolve to the same"]),
