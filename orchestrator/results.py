@@ -83,13 +83,14 @@ def build_table(records: list[dict]) -> pd.DataFrame:
     return df
 
 
-def write_tables(store: Store, df: pd.DataFrame, name: str = TABLE) -> None:
-    """Parquet, CSV and Markdown, each written to a temporary name and renamed."""
+def write_tables(store: Store, df: pd.DataFrame, name: str = TABLE, markdown: bool = True) -> None:
+    """Parquet, CSV and (unless the caller writes its own) Markdown, each written atomically."""
     buf = io.BytesIO()
     _for_parquet(df).to_parquet(buf, index=False)
     store.write_bytes(buf.getvalue(), f"{name}.parquet")
     store.write_text(df.to_csv(index=False), f"{name}.csv")
-    store.write_text(to_markdown(df), f"{name}.md")
+    if markdown:
+        store.write_text(to_markdown(df), f"{name}.md")
 
 
 def _for_parquet(df: pd.DataFrame) -> pd.DataFrame:

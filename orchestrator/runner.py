@@ -176,26 +176,7 @@ def run_study(plan: Plan, study_text: str, options: RunOptions, console: Console
                     colour = "green" if g["passed"] else "yellow"
                     console.print(f"[{colour}]gate[/] {name}: {escape(g['text'])}")
     done = [r for r in records.values() if r]
-    tables = study_tables.build({r["stage"]: r for r in done})
-    table = tables.trials
-    results.write_tables(store, table)
-    for record in done:
-        if record.get("trials"):
-            results.write_tables(store, results.build_table([record]), f"tables/{record['stage']}")
-    write_summary_tables(store, tables)
-    for record in done:  # one table per stage: their columns differ
-        if record.get("trials"):
-            console.print(f"\n[bold]{record['stage']}[/]")
-            print_table(results.build_table([record]), console)
-            agg = tables.aggregated.get(record["stage"])
-            if agg is not None and (agg["n"] > 1).any():
-                console.print(f"[bold]{record['stage']}: over seeds[/] (mean ± 95% CI)")
-                console.print(aggregate_markdown(agg.drop(columns=["stage"])), markup=False, highlight=False,
-                              soft_wrap=True)
-            if record["stage"] in tables.paired:
-                console.print(paired_markdown(tables.paired[record["stage"]].drop(columns=["stage"])),
-                              markup=False, highlight=False, soft_wrap=True)
-    console.print(f"\nresults: {store.child_uri(results.TABLE + '.parquet')} (also .csv, .md; per stage in tables/)")
+    table = write_and_show_tables(store, done, console)
     if interrupted:
         console.print("[yellow]interrupted[/]: run the same command again (or `orchestrator resume "
                       f"{store.uri}`) to continue; finished trials are kept")
@@ -211,6 +192,30 @@ def run_study(plan: Plan, study_text: str, options: RunOptions, console: Console
     if gated:  # a decision the study made, not a failure: exit 0
         console.print(f"[yellow]stage(s) gated[/]: {', '.join(gated)}: a gate upstream did not pass (see above)")
     return 1 if failed or skipped else 0
+
+
+def write_and_show_tables(store: Store, done: list[dict], console: Console):
+    """Write every table of the study to storage and print one per stage; returns the trial table."""
+    tables = study_tables.build({r["stage"]: r for r in done})
+    results.write_tables(store, tables.trials, markdown=False)  # results.md: every table, below
+    write_summary_tables(store, tables)
+    for record in done:  # one table per stage: their columns differ
+        if not record.get("trials"):
+            continue
+        stage_table = results.build_table([record])
+        results.write_tables(store, stage_table, f"tables/{record['stage']}")
+        console.print(f"\n[bold]{record['stage']}[/]")
+        print_table(stage_table, console)
+        agg = tables.aggregated.get(record["stage"])
+        if agg is not None and (agg["n"] > 1).any():
+            console.print(f"[bold]{record['stage']}: over seeds[/] (mean ± 95% CI)")
+            console.print(aggregate_markdown(agg.drop(columns=["stage"])), markup=False, highlight=False,
+                          soft_wrap=True)
+        if record["stage"] in tables.paired:
+            console.print(paired_markdown(tables.paired[record["stage"]].drop(columns=["stage"])),
+                          markup=False, highlight=False, soft_wrap=True)
+    console.print(f"\nresults: {store.child_uri(results.TABLE + '.parquet')} (also .csv, .md; per stage in tables/)")
+    return tables.trials
 
 
 def write_summary_tables(store: Store, tables) -> None:
