@@ -11,7 +11,7 @@ from rich.table import Table
 
 from orchestrator import results
 from orchestrator.errors import Problem, UserError
-from orchestrator.runner import STUDY_META, print_table
+from orchestrator.runner import STUDY_META
 from orchestrator.storage import Store
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 from rich.console import Console
 
-from orchestrator import results, study_tables
+from orchestrator import study_tables
 from orchestrator.errors import Problem, UserError
 from orchestrator.inspect import open_study, render_markdown
 from orchestrator.runner import STUDY_FILE, STUDY_META

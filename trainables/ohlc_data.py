@@ -38,14 +38,20 @@ def _rows(idx: np.ndarray, limit: int = 5, noun: str = "row") -> str:
     return f"{noun}{'s' if len(idx) > 1 else ''} {shown}" + (f" (and {len(idx) - limit} more)" if len(idx) > limit else "")
 
 
+def broken_bars(ohlc: np.ndarray) -> np.ndarray:
+    """Bars (last axis: open, high, low, close) breaking high >= max(open, close) >= min(...) >= low,
+    with a relative tolerance of 1e-9 so that float rounding in real price feeds is not an error."""
+    o, h, lo, c = (ohlc[..., i] for i in range(4))
+    tol = 1e-9 * np.abs(ohlc).max(axis=-1)
+    return (h + tol < np.maximum(o, c)) | (lo - tol > np.minimum(o, c)) | (h + tol < lo)
+
+
 def check_invariants(ohlc: np.ndarray, name: str) -> None:
     """Raise ValueError naming the rows with NaN/inf or high < max(open, close) or low > min(open, close)."""
     bad = ~np.isfinite(ohlc).all(axis=(1, 2))
     if bad.any():
         raise ValueError(f"{name}: {_rows(np.flatnonzero(bad))}: NaN or infinite prices")
-    o, h, lo, c = (ohlc[..., i] for i in range(4))
-    tol = 1e-9 * np.abs(ohlc).max(axis=-1)
-    broken = ((h + tol < np.maximum(o, c)) | (lo - tol > np.minimum(o, c)) | (h + tol < lo)).any(axis=1)
+    broken = broken_bars(ohlc).any(axis=1)
     if broken.any():
         raise ValueError(f"{name}: {_rows(np.flatnonzero(broken))}: OHLC invariant broken "
                          "(expected high >= max(open, close) >= min(open, close) >= low)")
@@ -166,8 +172,7 @@ def csv_to_windows(csv_path: str, out_path: str, length: int = 105, stride: int 
     bad = ~np.isfinite(prices).all(axis=1)
     if bad.any():
         raise ValueError(f"{csv_path}: {_rows(np.flatnonzero(bad) + 2, noun='line')}: missing or non-numeric price")
-    o, h, lo, c = prices.T
-    broken = (h < np.maximum(o, c)) | (lo > np.minimum(o, c))
+    broken = broken_bars(prices)
     if broken.any():
         raise ValueError(f"{csv_path}: {_rows(np.flatnonzero(broken) + 2, noun='line')}: OHLC invariant broken "
                          "(expected high >= max(open, close) >= min(open, close) >= low)")
