@@ -21,6 +21,7 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
+from pyarrow import ArrowException
 from rich.console import Console
 from rich.markup import escape
 
@@ -142,7 +143,10 @@ def init_ray(options: RunOptions, console: Console) -> ClusterShape:
 def run_study(plan: Plan, study_text: str, options: RunOptions, console: Console) -> int:
     """Run (or continue) a study. Returns the process exit code."""
     store = study_store(plan, options.storage)
-    prepare_storage(plan, store, study_text)
+    try:
+        prepare_storage(plan, store, study_text)
+    except (OSError, ArrowException) as exc:
+        raise UserError(Problem(store.uri, f"cannot use this storage: {' '.join(str(exc).split())[:300]}")) from None
     records = {name: results.load_stage_record(store, name) for name in plan.order}
     todo = [name for name in plan.order if not _stage_done(records[name], options.retry_errored)]
     for name in plan.order:

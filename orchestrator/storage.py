@@ -87,6 +87,11 @@ class Store:
     def local(self) -> bool:
         return isinstance(self.fs, pafs.LocalFileSystem)
 
+    @property
+    def _delays(self) -> tuple:
+        # A local disk error (permissions, full disk) does not go away by waiting.
+        return () if self.local else RETRY_DELAYS_S
+
     def path(self, *parts: str) -> str:
         return posixpath.join(self.root, *parts) if parts else self.root
 
@@ -98,7 +103,8 @@ class Store:
         return Store(self.child_uri(*parts))
 
     def exists(self, *parts: str) -> bool:
-        info = with_retries(f"checking {self.child_uri(*parts)}", lambda: self.fs.get_file_info(self.path(*parts)))
+        info = with_retries(f"checking {self.child_uri(*parts)}", lambda: self.fs.get_file_info(self.path(*parts)),
+                            self._delays)
         return info.type != pafs.FileType.NotFound
 
     def read_bytes(self, *parts: str) -> bytes:
@@ -106,7 +112,7 @@ class Store:
             with self.fs.open_input_stream(self.path(*parts)) as f:
                 return f.read()
 
-        return with_retries(f"reading {self.child_uri(*parts)}", read)
+        return with_retries(f"reading {self.child_uri(*parts)}", read, self._delays)
 
     def read_text(self, *parts: str) -> str:
         return self.read_bytes(*parts).decode("utf-8")
@@ -117,7 +123,7 @@ class Store:
         Locally through a temporary file and rename; on S3 a PUT is atomic already. Transient
         errors are retried (see `with_retries`).
         """
-        with_retries(f"writing {self.child_uri(*parts)}", lambda: self._write(data, parts))
+        with_retries(f"writing {self.child_uri(*parts)}", lambda: self._write(data, parts), self._delays)
 
     def _write(self, data: bytes, parts: tuple) -> None:
         target = self.path(*parts)

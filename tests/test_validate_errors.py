@@ -256,3 +256,11 @@ def test_pickled_code_in_a_checkpoint_is_refused(tmp_path):
     path.write_bytes(pickle.dumps({"model": Evil()}))
     with pytest.raises(ValueError, match="not a readable checkpoint"):
         checkpoints.load(path)
+
+
+def test_unusable_storage_is_one_line_exit_2(tmp_path, write_study, cli):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    path = write_study(_study(tmp_path, GOOD))
+    code, out, err = cli("run", path, "--storage", blocker / "runs")
+    assert code == 2 and "cannot use this storage" in err and "Traceback" not in err + out
