@@ -36,7 +36,10 @@ def build(records: dict[str, dict], metrics: list[str] | None = None, group_by: 
         stage_metrics = [m for m in (metrics or aggregate.default_metrics(rows)) if m in rows.columns]
         if metrics and not stage_metrics:
             continue
-        out.aggregated[name] = aggregate.aggregate(rows, stage_metrics, group_by)
+        agg = aggregate.aggregate(rows, stage_metrics, group_by)
+        if agg.empty:  # no successful trial in this stage: nothing to aggregate or compare
+            continue
+        out.aggregated[name] = agg
         base = baseline or (record.get("compare") or {}).get("baseline")
         if base and base in set(rows["variant"].dropna()):
             out.paired[name] = aggregate.paired(rows, base, stage_metrics, group_by)

@@ -95,3 +95,11 @@ def test_study_tables_use_the_declared_baseline():
     t = study_tables.build({"train": record})
     assert set(t.aggregated["train"]["variant"]) == {"base_line", "iso"}
     assert t.paired["train"].iloc[0]["n"] == 3
+
+
+def test_stage_without_successful_trials_has_no_aggregate():
+    record = {"stage": "broken", "select": None, "trials": {"t": {
+        "stage": "broken", "trial_id": "t", "name": "broken/base/s1", "variant": None, "seed": 1,
+        "status": "error", "metrics": {}, "error": "CUDA not available"}}}
+    t = study_tables.build({"broken": record})
+    assert "broken" not in t.aggregated and len(t.trials) == 1
