@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import subprocess
 import time
@@ -121,6 +122,9 @@ def init_ray(options: RunOptions, console: Console) -> ClusterShape:
     _keep_credentials_out_of_ray()
     started = time.perf_counter()
 
+    # Tune logs every failed trial's traceback at ERROR; the terminal gets our one line per
+    # trial instead, and the traceback stays in the trial's folder (error.txt) and the table.
+    logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     address = options.address or os.environ.get("RAY_ADDRESS")
