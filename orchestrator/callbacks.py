@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from orchestrator.plan import StagePlan
-from orchestrator.results import STATE_DIR, final_metrics
+from orchestrator.results import STATE_DIR, final_metrics, status_counts
 from orchestrator.storage import Store, with_retries
 from pyarrow import ArrowException
 from orchestrator.trial import trial_config
@@ -52,9 +52,7 @@ class StudyStatus:
         summary = {"study": self.study, "updated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "stages": {}}
         for name, entry in self.stages.items():
             trials = entry["trials"]
-            counts: dict[str, int] = {}
-            for t in trials.values():
-                counts[t["status"]] = counts.get(t["status"], 0) + 1
+            counts = status_counts(trials)
             summary["stages"][name] = {"state": entry["state"], "total": entry["total"], "counts": counts,
                                        "trials": {k: {f: t.get(f) for f in ("name", "status", "iterations", "best")}
                                                   for k, t in trials.items()}}

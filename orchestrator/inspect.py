@@ -40,10 +40,7 @@ def show_status(run_dir: str, console: Console) -> None:
         entry = status["stages"].get(stage)
         record = results.load_stage_record(store, stage)
         if record:  # the saved record is final for its stage; status.json may be newer while running
-            counts: dict[str, int] = {}
-            for t in record["trials"].values():
-                counts[t["status"]] = counts.get(t["status"], 0) + 1
-            state = record["state"]
+            counts, state = results.status_counts(record["trials"]), record["state"]
         elif entry:
             counts, state = entry["counts"], entry["state"]
         else:

@@ -50,6 +50,14 @@ def load_stage_record(store: Store, stage: str) -> dict | None:
     return json.loads(store.read_text(STATE_DIR, "stages", f"{stage}.json"))
 
 
+def status_counts(trials: dict) -> dict[str, int]:
+    """How many trials are in each status ({"done": 4, "error": 1, ...})."""
+    counts: dict[str, int] = {}
+    for t in trials.values():
+        counts[t["status"]] = counts.get(t["status"], 0) + 1
+    return counts
+
+
 def rows_of(record: dict) -> list[dict]:
     rows = []
     for t in record["trials"].values():
