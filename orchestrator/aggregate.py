@@ -27,6 +27,11 @@ OK = ("done",)
 def default_metrics(df: pd.DataFrame) -> list[str]:
     """The select metric (best.*) and the main final metrics of the table."""
     best = [c for c in df.columns if c.startswith("best.")]
+    # A trainable's own end-of-training evaluation (metrics named final/...) is what the study
+    # compares; its per-epoch val/* metrics are then the training record, not the result.
+    evaluated = [c for c in df.columns if c.startswith("final.final/") and df[c].dtype.kind in "fi"]
+    if evaluated:
+        return best + evaluated
     finals = [c for c in df.columns if c.startswith("final.") and df[c].dtype.kind in "fi"
               and any(k in c for k in ("val/", "oof/", "train/loss", "test/", "eval/"))
               and not c.startswith(("final.best/", "final.oof/acc/", "final.oof_so_far/"))

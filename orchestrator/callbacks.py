@@ -191,7 +191,12 @@ class StageRecorder(Callback):
         return text + "]"
 
     def _summary(self, entry: dict) -> str:
-        parts = [f"{entry.get('iterations') or 0} epochs", f"{entry.get('duration_s') or 0:.1f}s"]
+        # progress in the trainable's own unit (epochs, folds) when it reports one: Tune's
+        # report count is smaller when reports are batched (report_interval_s)
+        metrics = entry.get("metrics") or {}
+        unit = next((u for u in ("epoch", "fold") if isinstance(metrics.get(u), (int, float))), None)
+        count = f"{int(metrics[unit])} {unit}s" if unit else f"{entry.get('iterations') or 0} reports"
+        parts = [count, f"{entry.get('duration_s') or 0:.1f}s"]
         select = self.plan.stage.select
         if select and entry.get("best") is not None:
             parts.append(f"best {select.metric}={entry['best']:.4g}")

@@ -1,7 +1,8 @@
 """`report RUN`: a Markdown report with plots, written into the study's storage (`report/`).
 
 Sections: the study file, the plan as run, per stage the trial table, the aggregate over seeds
-and the paired comparison, learning curves per variant (mean ± std band over seeds), failed and
+and the paired comparison, learning curves per variant (mean ± std band over seeds), per-trial
+diagnostics (success criteria and plots of trials that write `diagnostics.json`), failed and
 diverged trials with their reason, and time and cost (GPU-hours x a price from
 `cluster/prices.yaml`).
 """
@@ -16,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 from rich.console import Console
 
-from orchestrator import study_tables
+from orchestrator import study_tables, trial_report
 from orchestrator.errors import Problem, UserError
 from orchestrator.inspect import open_study, render_markdown
 from orchestrator.runner import STUDY_FILE, STUDY_META
@@ -102,6 +103,8 @@ def cost_rows(t: study_tables.StudyTables, price: float | None) -> list[dict]:
 
 def write_report(run_dir: str, console: Console, gpu_price: str | None = None,
                  gpu_util_threshold: float = 60.0) -> str:
+    if trial_report.is_trial_folder(run_dir) and not Store(run_dir).exists(STUDY_META):
+        return trial_report.write_trial_report(run_dir, console)
     store = open_study(run_dir)
     meta = json.loads(store.read_text(STUDY_META))
     records = study_tables.load_records(store)
@@ -125,7 +128,6 @@ def write_report(run_dir: str, console: Console, gpu_price: str | None = None,
         md.append(f"| {name} | {record.get('trainable')} | {len(record.get('trials', {}))} | {record.get('state')} | "
                   f"{', '.join(record.get('needs', []) or [])} |")
     md += ["", "## Results", "", render_markdown(t)]
-    figures = []
     if not curves.empty:
         md += ["## Learning curves", ""]
         for name, record in records.items():
@@ -134,8 +136,14 @@ def write_report(run_dir: str, console: Console, gpu_price: str | None = None,
                 if plot_curves(curves, name, metric, buf):
                     fname = f"{name}_{metric.replace('/', '_')}.png"
                     out.write_bytes(buf.getvalue(), fname)
-                    figures.append(fname)
                     md += [f"![{name} {metric}]({fname})", ""]
+    diagnosed = [r for _, r in t.trials.iterrows()
+                 if store.exists(r["stage"], r["trial_id"], trial_report.DIAGNOSTICS)] if not t.trials.empty else []
+    if diagnosed:
+        md += ["## Trial diagnostics", ""]
+        for r in diagnosed:
+            md += trial_report.section(store.child(r["stage"], r["trial_id"]), r["trial"], out,
+                                       f"trials/{r['stage']}/{r['trial_id']}/")
     failed = t.trials[t.trials["status"].isin(["error", "diverged"])] if not t.trials.empty else t.trials
     md += ["## Failed and diverged trials", ""]
     if failed.empty:
@@ -168,5 +176,6 @@ def write_report(run_dir: str, console: Console, gpu_price: str | None = None,
         md += ["", "## Study file", "", "```yaml", store.read_text(STUDY_FILE).rstrip(), "```"]
     text = "\n".join(md) + "\n"
     out.write_text(text, "report.md")
-    console.print(f"report: {out.child_uri('report.md')} ({len(figures)} figure(s))")
+    n_figures = sum(line.startswith("![") for line in md)
+    console.print(f"report: {out.child_uri('report.md')} ({n_figures} figure(s))")
     return text

@@ -128,9 +128,12 @@ def summary_columns(df: pd.DataFrame) -> list[str]:
     varied = [c for c in df.columns if c.startswith("config.") and c != "config.seed" and varies(c)]
     lineage = [c for c in df.columns if c.startswith("upstream.") and c.endswith(".trial")]
     best = [c for c in df.columns if c.startswith("best.")]
-    finals = [c for c in df.columns if c.startswith("final.") and not c.startswith("final.best/")
-              and c not in ("final.epoch", "final.fold", "final.diverged", "final.stopped_early", "final.lr")
-              and ("loss" in c or c.startswith("final.val/"))]
+    # a trainable's own end-of-training evaluation (metrics named final/...) first
+    evaluated = [c for c in df.columns if c.startswith("final.final/")]
+    finals = evaluated + [c for c in df.columns if c.startswith("final.") and not c.startswith("final.best/")
+                          and c not in evaluated
+                          and c not in ("final.epoch", "final.fold", "final.diverged", "final.stopped_early", "final.lr")
+                          and ("loss" in c or c.startswith("final.val/"))]
     return cols + varied[:6] + lineage + best + finals[:5] + [c for c in ("duration_s", "trial_id") if c in df.columns]
 
 

@@ -21,6 +21,7 @@ from types import ModuleType
 TRAINABLES: dict[str, str] = {
     "lstm_mae_pretrain": "trainables.lstm_mae_pretrain",
     "lstm_classifier_finetune": "trainables.lstm_classifier_finetune",
+    "multitask_span": "trainables.multitask_span",
 }
 
 

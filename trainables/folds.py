@@ -38,3 +38,27 @@ def make_folds(labels: np.ndarray, k: int, seed: int, starts: np.ndarray | None 
         fold_of[idx] = (np.arange(len(idx)) + offset) % k
         offset += len(idx)  # continue dealing where the last class stopped: folds stay even in size
     return [(np.flatnonzero(fold_of != f), np.flatnonzero(fold_of == f)) for f in range(k)]
+
+
+def time_split(n: int, fractions: tuple[float, ...], starts: np.ndarray | None = None,
+               length: int | None = None) -> list[np.ndarray]:
+    """Split n windows into consecutive blocks: train first, then one block per fraction (e.g.
+    validation, test), each the last windows by `start` (file order without `start`). A window
+    that shares a bar with any later block is purged, so overlapping windows never straddle
+    two blocks. Returns [train, *blocks] as sorted index arrays."""
+    order = np.argsort(starts, kind="stable") if starts is not None else np.arange(n)
+    sizes = [int(np.ceil(n * f)) if f > 0 else 0 for f in fractions]
+    if n - sum(sizes) < 1 or any(f > 0 and s < 1 for f, s in zip(fractions, sizes)):
+        raise ValueError(f"{n} windows are too few for the split fractions {fractions}")
+    bounds = np.cumsum([0, n - sum(sizes), *sizes])
+    blocks = [order[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    if starts is not None:
+        if length is None:
+            raise ValueError("purging overlapping windows needs the window length")
+        for i in range(len(blocks) - 1):
+            later = np.concatenate(blocks[i + 1:])
+            if len(later):
+                blocks[i] = blocks[i][starts[blocks[i]] + length <= starts[later].min()]
+    if len(blocks[0]) == 0:
+        raise ValueError("no training windows left after purging windows that overlap the later blocks")
+    return [np.sort(b) for b in blocks]

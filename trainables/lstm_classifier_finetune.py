@@ -61,7 +61,7 @@ class Diverged(RuntimeError):
 def load_labeled(cfg: Config) -> tuple[ohlc_data.Windows, np.ndarray, list[str]]:
     windows = ohlc_data.load_windows(cfg.data, cfg.window_length, labeled=True)
     labels = np.asarray(windows.extra["label"]).astype(str)
-    classes = sorted(set(labels))
+    classes = sorted(set(labels.tolist()))
     if len(classes) < 2:
         raise ValueError(f"{cfg.data}: needs at least 2 classes in 'label', found {classes}")
     if cfg.folds > len(labels):

@@ -1,0 +1,179 @@
+"""The diagnostic files of a `multitask_span` trial (names and columns of the seed's baseline
+protocol), its training log, plots and success criteria.
+
+Tables grow by appending one epoch's rows, so they can be read while the trial runs (the seed
+rsynced partial CSVs); the rows are also kept in memory and in the trial's checkpoint, and a
+resumed trial rewrites the files from there, so a file never holds epochs the model forgot.
+
+| file | columns |
+|---|---|
+| epoch_metrics.csv | epoch, train_loss, val_loss, span_f1, span_precision, span_recall, epoch_time |
+| loss_components.csv | epoch, phase, loss_type, loss_ptr, loss_span, loss_countdown, total_loss |
+| uncertainty_params.csv | epoch, sigma_<task>..., weight_<task>... (weight = effective share, sums to 1) |
+| probability_stats.csv | epoch, phase, in_span_mean, in_span_std, out_span_mean, out_span_std, separation |
+| feature_stats.csv | epoch, phase, feature_name, mean, std, min, max, median |
+| gradient_stats.csv | epoch, total_grad_norm, then one column per parameter (its gradient's L2 norm) |
+| threshold_sweep.csv | threshold, span_precision, span_recall, span_f1 (validation, best model) |
+
+`train_loss` / `val_loss` and `total_loss` are the optimised objective (uncertainty-weighted,
+or fixed-weighted); the `loss_*` columns are the unweighted task losses.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+
+from trainables.configs.multitask_span import TASKS
+
+TABLES = {
+    "epoch_metrics.csv": ["epoch", "train_loss", "val_loss", "span_f1", "span_precision", "span_recall", "epoch_time"],
+    "loss_components.csv": ["epoch", "phase", "loss_type", "loss_ptr", "loss_span", "loss_countdown", "total_loss"],
+    "uncertainty_params.csv": ["epoch"] + [f"sigma_{t}" for t in TASKS] + [f"weight_{t}" for t in TASKS],
+    "probability_stats.csv": ["epoch", "phase", "in_span_mean", "in_span_std", "out_span_mean", "out_span_std",
+                              "separation"],
+    "feature_stats.csv": ["epoch", "phase", "feature_name", "mean", "std", "min", "max", "median"],
+    "gradient_stats.csv": None,  # epoch, total_grad_norm, <parameter names>: known when the model exists
+}
+LOG_FILE = "training.log"
+DIAGNOSTICS_FILE = "diagnostics.json"
+
+
+class DiagnosticLog:
+    """Appends rows to the trial's CSV tables and lines to its training log."""
+
+    def __init__(self, folder: Path, gradient_columns: list[str]):
+        self.folder = folder
+        self.columns = dict(TABLES, **{"gradient_stats.csv": ["epoch", "total_grad_norm", *gradient_columns]})
+        self.rows: dict[str, list[dict]] = {name: [] for name in self.columns}
+        self.lines: list[str] = []
+        self.seconds = 0.0  # time spent writing diagnostics (the bench reports its share)
+
+    def add(self, table: str, rows: list[dict]) -> None:
+        t0 = time.perf_counter()
+        path = self.folder / table
+        new = not self.rows[table] or not path.exists()
+        with open(path, "w" if new else "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.columns[table], extrasaction="raise")
+            if new:
+                writer.writeheader()
+                writer.writerows(self.rows[table])
+            writer.writerows(rows)
+        self.rows[table].extend(rows)
+        self.seconds += time.perf_counter() - t0
+
+    def log(self, line: str) -> None:
+        stamped = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}"
+        with open(self.folder / LOG_FILE, "a") as f:
+            f.write(stamped + "\n")
+        self.lines.append(stamped)
+
+    def state_dict(self) -> dict:
+        return {"rows": self.rows, "lines": self.lines}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Rewrite every file from a checkpoint's rows (drops epochs after that checkpoint)."""
+        self.rows = {name: list(state["rows"].get(name, [])) for name in self.columns}
+        self.lines = list(state["lines"])
+        for table, rows in self.rows.items():
+            with open(self.folder / table, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=self.columns[table])
+                writer.writeheader()
+                writer.writerows(rows)
+        (self.folder / LOG_FILE).write_text("".join(line + "\n" for line in self.lines))
+
+
+def write_table(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+# Success criteria of the seed's baseline protocol: (level, metric, comparison, target).
+CRITERIA = [
+    ("minimum", "val_loss_reduction", ">=", 0.20),
+    ("minimum", "span_f1", ">", 0.0),
+    ("strong", "val_loss_reduction", ">=", 0.30),
+    ("strong", "span_f1", ">", 0.30),
+    ("strong", "separation", ">", 0.10),
+    ("exceptional", "val_loss_reduction", ">=", 0.40),
+    ("exceptional", "span_f1", ">", 0.45),
+    ("exceptional", "separation", ">", 0.15),
+]
+
+
+def criteria(values: dict[str, float]) -> list[dict]:
+    """Pass/fail lines of the seed's criteria for the measured `values`."""
+    out = []
+    for level, metric, op, target in CRITERIA:
+        value = values.get(metric)
+        passed = value is not None and (value >= target if op == ">=" else value > target)
+        out.append({"level": level, "metric": metric, "condition": f"{op} {target:g}", "value": value,
+                    "passed": bool(passed)})
+    return out
+
+
+def plot_all(folder: Path, log: DiagnosticLog, val_probs, val_truth) -> list[str]:
+    """Loss curves, loss components, span F1, sigma/weights, span-probability histogram (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    made = []
+
+    def save(fig, name):
+        fig.tight_layout()
+        fig.savefig(folder / name, dpi=90)
+        plt.close(fig)
+        made.append(name)
+
+    em = pd.DataFrame(log.rows["epoch_metrics.csv"])
+    if em.empty:
+        return made
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(em["epoch"], em["train_loss"], label="train")
+    ax.plot(em["epoch"], em["val_loss"], label="val")
+    ax.set(xlabel="epoch", ylabel="objective", title="Loss")
+    ax.legend()
+    save(fig, "loss_curves.png")
+
+    lc = pd.DataFrame(log.rows["loss_components.csv"])
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for ax, phase in zip(axes, ("train", "val")):
+        part = lc[lc["phase"] == phase]
+        for col in ("loss_type", "loss_ptr", "loss_span", "loss_countdown"):
+            ax.plot(part["epoch"], part[col], label=col[5:])
+        ax.set(xlabel="epoch", title=f"Task losses ({phase})", yscale="log")
+    axes[0].legend()
+    save(fig, "loss_components.png")
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for col in ("span_f1", "span_precision", "span_recall"):
+        ax.plot(em["epoch"], em[col], label=col)
+    ax.set(xlabel="epoch", ylim=(0, 1), title="Span metrics (val, threshold of the config)")
+    ax.legend()
+    save(fig, "span_f1.png")
+
+    up = pd.DataFrame(log.rows["uncertainty_params.csv"])
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for task in TASKS:
+        axes[0].plot(up["epoch"], up[f"sigma_{task}"], label=task)
+        axes[1].plot(up["epoch"], up[f"weight_{task}"], label=task)
+    axes[0].set(xlabel="epoch", title="sigma per task")
+    axes[1].set(xlabel="epoch", title="effective weight share", ylim=(0, 1))
+    axes[0].legend()
+    save(fig, "uncertainty.png")
+
+    inside = val_truth.bool()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    bins = [i / 40 for i in range(41)]
+    ax.hist(val_probs[~inside].cpu().numpy(), bins=bins, alpha=0.6, density=True, label="out of span")
+    ax.hist(val_probs[inside].cpu().numpy(), bins=bins, alpha=0.6, density=True, label="in span")
+    ax.set(xlabel="span probability", title="Span probabilities (val, best model)")
+    ax.legend()
+    save(fig, "span_probabilities.png")
+    return made
