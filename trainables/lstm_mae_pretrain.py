@@ -35,6 +35,7 @@ from torch import nn
 from trainables import augment, checkpoints, encoders, masking, ohlc_data
 from trainables.configs.lstm_mae_pretrain import INPUT_FIELDS, Config  # noqa: F401 (re-exported)
 from trainables.early_stopping import EarlyStopping
+from trainables.folds import time_split
 from trainables.metadata import environment, parameter_counts
 from trainables.reproducibility import rng_state, set_rng_state, start_trial
 from trainables.session import Session, write_json, write_metrics_csv
@@ -64,17 +65,9 @@ class MaskedAutoencoder(nn.Module):
 
 def split_windows(windows: ohlc_data.Windows, val_fraction: float, length: int) -> tuple[np.ndarray, np.ndarray]:
     """Train/val indices by time block: the last windows (by `start` if known, else file order)
-    are validation; training windows that overlap any validation bar are purged, so overlapping
-    windows never straddle the split."""
-    n = len(windows)
-    order = np.argsort(windows.start, kind="stable") if windows.start is not None else np.arange(n)
-    n_val = math.ceil(n * val_fraction)
-    train, val = order[: n - n_val], order[n - n_val:]
-    if windows.start is not None:
-        first_val_bar = windows.start[val].min()
-        train = train[windows.start[train] + length <= first_val_bar]
-    if len(train) == 0:
-        raise ValueError("no training windows left after purging windows that overlap the validation block")
+    are validation; training windows that overlap any validation bar are purged
+    (`trainables.folds.time_split`)."""
+    train, val = time_split(len(windows), (val_fraction,), windows.start, length)
     return train, val
 
 
