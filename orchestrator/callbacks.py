@@ -34,14 +34,20 @@ class StudyStatus:
         self.stages: dict[str, dict] = {}
         self.min_interval_s = min_interval_s
         self._last_write = 0.0
+        from orchestrator.metrics import study_metrics
 
-    def stage(self, name: str, state: str, trials: dict | None = None, total: int | None = None) -> None:
-        entry = self.stages.setdefault(name, {"state": state, "trials": {}, "total": total})
+        self.metrics = study_metrics(study)  # ray.util.metrics gauges (dashboard / Prometheus)
+
+    def stage(self, name: str, state: str, trials: dict | None = None, total: int | None = None,
+              select: dict | None = None) -> None:
+        entry = self.stages.setdefault(name, {"state": state, "trials": {}, "total": total, "select": select})
         entry["state"] = state
         if trials is not None:
             entry["trials"] = trials
         if total is not None:
             entry["total"] = total
+        if select is not None:
+            entry["select"] = select
         self.write(force=True)
 
     def write(self, force: bool = False) -> None:
@@ -53,6 +59,8 @@ class StudyStatus:
         for name, entry in self.stages.items():
             trials = entry["trials"]
             counts = status_counts(trials)
+            if self.metrics is not None:
+                self.metrics.update(name, trials, entry["total"], entry.get("select"))
             summary["stages"][name] = {"state": entry["state"], "total": entry["total"], "counts": counts,
                                        "trials": {k: {f: t.get(f) for f in ("name", "status", "iterations", "best")}
                                                   for k, t in trials.items()}}
@@ -91,7 +99,7 @@ class StageRecorder(Callback):
             "compare": plan.stage.compare.model_dump() if plan.stage.compare else None,
             "trials": dict((previous or {}).get("trials", {})),
         }
-        self.status.stage(plan.name, "running", self.record["trials"], plan.num_trials)
+        self.status.stage(plan.name, "running", self.record["trials"], plan.num_trials, self.record["select"])
         self._started: set[str] = set()
         self._completed: set[str] = set()
 

@@ -122,14 +122,20 @@ def resume(
 
 
 @app.command()
-def status(run_dir: str = typer.Argument(..., help="The study's folder in storage (path or s3:// URI).")) -> None:
+def status(
+    run_dir: str = typer.Argument(..., help="The study's folder in storage (path or s3:// URI)."),
+    watch: bool = typer.Option(False, "--watch", "-w", help="Refresh until every stage has ended (Ctrl-C stops)."),
+    interval: float = typer.Option(2.0, min=0.2, help="Seconds between refreshes with --watch."),
+) -> None:
     """Trials by state per stage, for a running or finished study."""
     from orchestrator.inspect import show_status
 
     try:
-        show_status(run_dir, console)
+        show_status(run_dir, console, watch, interval)
     except UserError as exc:
         fail(exc)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
 
 
 @app.command()

@@ -27,15 +27,17 @@ def open_study(run_dir: str) -> Store:
     return store
 
 
-def show_status(run_dir: str, console: Console) -> None:
-    store = open_study(run_dir)
-    meta = json.loads(store.read_text(STUDY_META))
-    console.print(f"[bold]study {meta['name']}[/] ({store.uri}), created {meta.get('created_at')}")
+def status_view(store: Store, meta: dict):
+    """(renderable, ended): trials by state per stage, running trials, and whether every stage ended."""
+    from rich.console import Group
+    from rich.text import Text
+
     status = json.loads(store.read_text(results.STATE_DIR, "status.json")) \
         if store.exists(results.STATE_DIR, "status.json") else {"stages": {}}
     table = Table(header_style="bold")
     for col in ("stage", "state", "trials", "done", "running", "pending", "error", "diverged"):
         table.add_column(col)
+    ended, running = True, []
     for stage in meta.get("stages", {}):
         entry = status["stages"].get(stage)
         record = results.load_stage_record(store, stage)
@@ -47,12 +49,40 @@ def show_status(run_dir: str, console: Console) -> None:
             counts, state = {}, "not started"
         if entry and entry["state"] == "running":
             counts, state = entry["counts"], "running"
+            running += [(stage, t) for t in entry.get("trials", {}).values() if t.get("status") == "running"]
+        ended &= record is not None and state != "running"
         total = entry["total"] if entry and entry.get("total") else len(meta["stages"][stage])
         table.add_row(stage, state, str(total), *[str(counts.get(k, 0)) for k in
                                                   ("done", "running", "pending", "error", "diverged")])
-    console.print(table)
+    parts = [Text.from_markup(f"[bold]study {meta['name']}[/] ({store.uri}), created {meta.get('created_at')}"),
+             table]
+    for stage, t in running:
+        best = f"  best {t['best']:.4g}" if isinstance(t.get("best"), (int, float)) else ""
+        parts.append(Text(f"  running {t.get('name')}: {t.get('iterations') or 0} reports{best}"))
     if status.get("updated_at"):
-        console.print(f"[dim]last update {status['updated_at']}[/]")
+        parts.append(Text.from_markup(f"[dim]last update {status['updated_at']}[/]"))
+    return Group(*parts), ended
+
+
+def show_status(run_dir: str, console: Console, watch: bool = False, interval_s: float = 2.0) -> None:
+    """Print the study's status; with `watch`, refresh it until every stage has ended (or Ctrl-C)."""
+    store = open_study(run_dir)
+    meta = json.loads(store.read_text(STUDY_META))
+    view, ended = status_view(store, meta)
+    if not watch:
+        console.print(view)
+        return
+    import time
+
+    from rich.live import Live
+
+    with Live(view, console=console, refresh_per_second=4, transient=False) as live:
+        while not ended:
+            time.sleep(interval_s)
+            meta = json.loads(store.read_text(STUDY_META))  # a resumed run may add stages' records
+            view, ended = status_view(store, meta)
+            live.update(view)
+    console.print("[green]every stage has ended[/]")
 
 
 def render_markdown(t) -> str:

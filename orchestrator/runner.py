@@ -141,6 +141,9 @@ def init_ray(options: RunOptions, console: Console) -> ClusterShape:
     shape = ClusterShape(cpus=float(res.get("CPU", 0)), gpus=float(res.get("GPU", 0)))
     console.print(f"[dim]{pass_through}: {shape.cpus:g} CPUs, {shape.gpus:g} GPUs "
                   f"({time.perf_counter() - started:.1f} s)[/]")
+    node = getattr(ray._private.worker, "_global_node", None)
+    if not address and node is not None and getattr(node, "metrics_export_port", None):
+        console.print(f"[dim]study metrics (Prometheus format): http://127.0.0.1:{node.metrics_export_port}/metrics[/]")
     return shape
 
 
