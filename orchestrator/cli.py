@@ -47,6 +47,18 @@ def validate(file: Path = typer.Argument(..., help="Study YAML file.")) -> None:
 
 
 @app.command()
+def preflight(
+    file: Path = typer.Argument(..., help="Study YAML file."),
+    workdir: Optional[str] = typer.Option(None, help="Keep the pre-flight outputs here (default: a temp folder)."),
+) -> None:
+    """Run every trial for a few steps on tiny data (CPU, no Ray) and report what would fail."""
+    from orchestrator.preflight import preflight as run_preflight
+
+    p = _load(file, check_inputs=False)  # data not on this machine gets a synthetic stand-in
+    raise typer.Exit(run_preflight(p, console, workdir))
+
+
+@app.command()
 def plan(
     file: Path = typer.Argument(..., help="Study YAML file."),
     cpus: Optional[float] = typer.Option(None, help="Cluster CPUs (default: this machine's)."),

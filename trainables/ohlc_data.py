@@ -189,3 +189,19 @@ def csv_to_windows(csv_path: str, out_path: str, length: int = 105, stride: int 
     pq.write_table(table, tmp)
     Path(tmp).replace(out_path)
     return len(starts)
+
+
+def head(source: str, n: int, out_dir: str | Path, length: int = 105, labeled: bool = False) -> str:
+    """A source with at most the first `n` windows (for pre-flight runs): a smaller synthetic URI,
+    or a Parquet file with the first rows written into `out_dir`. A file that is not on this
+    machine (it may live on the cluster) is stood in for by synthetic windows of `length` bars."""
+    if not source.startswith("synthetic:") and not Path(source).exists():
+        return f"synthetic:ohlc?n={n}&length={length}&seed=0&labeled={int(labeled)}"
+    if source.startswith("synthetic:"):
+        args = synthetic.parse_uri(source)
+        args["n"] = min(args["n"], n)
+        return "synthetic:ohlc?" + "&".join(f"{k}={v}" for k, v in args.items())
+    table = pq.read_table(source)
+    out = Path(out_dir) / f"head{n}_{Path(source).name}"
+    pq.write_table(table.slice(0, n), out)
+    return str(out)

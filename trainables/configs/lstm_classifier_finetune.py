@@ -43,3 +43,10 @@ class Config(BaseModel):
         if self.hidden_size % self.num_heads:
             raise ValueError(f"num_heads ({self.num_heads}) must divide hidden_size ({self.hidden_size})")
         return self
+
+
+def preflight(config: dict, workdir) -> dict:
+    """Overrides for `orchestrator preflight`: two folds of one epoch on the first windows."""
+    from trainables.ohlc_data import head
+
+    return {"data": head(config["data"], 60, workdir, config.get("window_length", 105), labeled=True), "epochs": 1, "folds": 2}

@@ -45,3 +45,10 @@ class Config(BaseModel):
         if self.patch_len > self.window_length:
             raise ValueError(f"patch_len ({self.patch_len}) must not exceed window_length ({self.window_length})")
         return self
+
+
+def preflight(config: dict, workdir) -> dict:
+    """Overrides for `orchestrator preflight`: one short epoch on the first windows."""
+    from trainables.ohlc_data import head
+
+    return {"data": head(config["data"], 64, workdir, config.get("window_length", 105), labeled=False), "epochs": 1, "aug_multiplier": min(config.get("aug_multiplier", 4), 1)}

@@ -62,3 +62,11 @@ class Config(BaseModel):
         if self.ensemble_last_k and self.checkpoint_epoch_interval is None:
             raise ValueError("ensemble_last_k needs checkpoint_epoch_interval (the ensemble reads those checkpoints)")
         return self
+
+
+def preflight(config: dict, workdir) -> dict:
+    """Overrides for `orchestrator preflight`: two epochs on the first windows, every diagnostic on."""
+    from trainables.ohlc_data import head
+
+    return {"data": head(config["data"], 40, workdir, config.get("window_length", 105), labeled=True), "epochs": 2, "checkpoint_epoch_interval": 1,
+            "feature_stats_interval": 1, "gradient_stats_interval": 1}
