@@ -216,6 +216,12 @@ def _expand_stage(study: Study, name: str, doc: YamlDoc, study_dir: Path, check_
     except trainables.UnknownTrainable as exc:
         raise UserError(Problem(doc.file, str(exc), join_path(*where), doc.line_of(where))) from None
 
+    if study.resources_of(stage).workers > 1 and not getattr(module, "DATA_PARALLEL", False):
+        where = ("stages", name, "resources", "workers") if stage.resources else ("defaults", "resources", "workers")
+        parallel = sorted(n for n in trainables.TRAINABLES if getattr(trainables.settings(n), "DATA_PARALLEL", False))
+        raise UserError(Problem(doc.file, f"trainable {stage.trainable!r} does not run data-parallel; workers > 1 "
+                                f"needs one that does ({', '.join(parallel)}); use gpu: N for one process with "
+                                "N GPUs", join_path(*where), doc.line_of(where)))
     space = None
     if stage.search is not None:
         space, _ = load_space(stage.search.space, study_dir, doc, ("stages", name, "search", "space"))

@@ -343,20 +343,26 @@ def run_stage(plan: Plan, sp: StagePlan, store: Store, shape: ClusterShape, opti
         console.print(f"[yellow]note[/]: stage {sp.name}: PBT keeps 4 checkpoints per trial (checkpoint.keep={keep})")
         keep = 4
     git = git_commit(plan.study_dir)
+    workers = sp.resources.workers
     trials = [dict(t.to_dict(), study=study.name, checkpoint_every=policy.every,
                    checkpoint_interval_s=policy.interval_s, report_interval_s=study.report_interval_of(sp.stage),
-                   git=git) for t in sp.trials]
+                   git=git, workers=workers, storage=store.uri,
+                   worker_resources={"cpu": sp.resources.cpu, "gpu": res["gpu"] / workers}) for t in sp.trials]
     param_space = {"trial": tune.grid_search(trials)}
     if sp.search_space:
         param_space["search"] = to_tune(sp.search_space)
-    trainable = tune.with_resources(run_trial, {"cpu": res["cpu"], "gpu": res["gpu"]})
+    # A data-parallel trial's own process only waits for its Ray Train workers, which reserve
+    # the CPUs and GPUs themselves; max_concurrent_trials keeps such trials from piling up.
+    trainable = tune.with_resources(run_trial, {"cpu": res["cpu"], "gpu": res["gpu"]} if workers == 1
+                                    else {"cpu": 0.01, "gpu": 0})
 
     recorder = StageRecorder(sp, store, status, console, previous, res)
     _LIVE_RECORDERS[sp.name] = recorder
     storage_path, storage_fs = store.ray_storage()
     experiment = store.child_uri(sp.name)
-    console.print(f"[bold]stage {sp.name}[/]: {sp.num_trials} trials, {max_conc} at a time "
-                  f"({res['cpu']:g} CPU, {res['gpu']:g} GPU each)")
+    each = f"{res['cpu']:g} CPU, {res['gpu']:g} GPU each" if workers == 1 else \
+        f"{workers} data-parallel workers of {sp.resources.cpu:g} CPU, {res['gpu'] / workers:g} GPU each"
+    console.print(f"[bold]stage {sp.name}[/]: {sp.num_trials} trials, {max_conc} at a time ({each})")
     if tune.Tuner.can_restore(experiment if not storage_fs else store.path(sp.name), storage_filesystem=storage_fs):
         console.print(f"[dim]stage {sp.name}: continuing the interrupted run in {experiment}[/]")
         tuner = tune.Tuner.restore(experiment if not storage_fs else store.path(sp.name), trainable,

@@ -47,17 +47,13 @@ class Resources(_Strict):
         0.0, ge=0, description="GPUs per trial; fractions pack several trials on one GPU. "
         "Dropped (with a note) on a cluster without GPUs."
     )
-    workers: int = Field(1, ge=1, description="Data-parallel Ray Train workers per trial.")
+    workers: int = Field(1, ge=1, description="Data-parallel Ray Train workers per trial, each with `cpu` "
+                         "and `gpu`; only for trainables that declare DATA_PARALLEL.")
 
     @model_validator(mode="after")
     def _gpu_fraction(self) -> "Resources":
         if self.gpu > 1 and self.gpu != int(self.gpu):
             raise ValueError("gpu above 1 must be a whole number")
-        if self.workers > 1:
-            # Reserved for data-parallel trials through Ray Train; refusing it beats silently
-            # running one process on resources reserved for N.
-            raise ValueError("workers > 1 (data-parallel trials through Ray Train) is not supported yet by "
-                             "the orchestrator's trainables; use gpu: N for one process with N GPUs")
         return self
 
 

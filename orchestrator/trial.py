@@ -21,6 +21,12 @@ def trial_config(config: dict) -> dict:
     return dict(deep_merge(trial["config"], config.get("search") or {}), seed=trial["seed"])
 
 
+def _placement() -> dict:
+    from trainables.distributed import placement
+
+    return placement()
+
+
 def run_trial(config: dict) -> None:
     import time
 
@@ -41,12 +47,18 @@ def run_trial(config: dict) -> None:
             "trial_id": os.path.basename(ctx.get_trial_dir().rstrip("/")), "trial_name": ctx.get_trial_name(),
             "sampled": config.get("search") or {}, "git": trial.get("git"),
             "upstream": trial.get("upstream") or {},
+            "placement": _placement(),
             # when this worker process started and when this trial began in it: the first trial
             # of a worker pays the process start and imports (see bench/orchestration.py)
             "timing": {"process_started_at": psutil.Process().create_time(),
                        "function_started_at": function_started_at, "import_s": import_s},
         },
     )
+    if trial.get("workers", 1) > 1:
+        from orchestrator import data_parallel
+
+        data_parallel.run(trial, trial_config(config), session.context)
+        return
     from trainables import telemetry
 
     session.telemetry = telemetry.for_this_trial()

@@ -51,8 +51,10 @@ CASES = {
                             ["needs `select"]),
     "negative cpu": (GOOD.replace("stages:", "defaults: {resources: {cpu: -1}}\nstages:"),
                      ["defaults.resources.cpu", "greater than 0"]),
-    "data-parallel workers": (GOOD.replace("stages:", "defaults: {resources: {workers: 2}}\nstages:"),
-                              ["defaults.resources", "workers > 1"]),
+    "data-parallel workers on a trainable without DDP": (
+        "name: x\nstages:\n  f:\n    trainable: lstm_classifier_finetune\n    resources: {workers: 2}\n"
+        "    config: {data: 'synthetic:ohlc?n=60&labeled=1'}\n",
+        ["stages.f.resources.workers", "does not run data-parallel", "lstm_mae_pretrain"]),
     "duplicate seeds": (GOOD.replace("stages:", "defaults: {seeds: [1, 1]}\nstages:"), ["seeds must be unique"]),
     "patch longer than window": (GOOD.replace("patch_len: 8", "patch_len: 80"), ["patch_len (80)"]),
 }

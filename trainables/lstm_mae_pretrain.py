@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from trainables import augment, checkpoints, encoders, masking, ohlc_data
+from trainables import augment, checkpoints, distributed, encoders, masking, ohlc_data
 from trainables.configs.lstm_mae_pretrain import INPUT_FIELDS, Config  # noqa: F401 (re-exported)
 from trainables.early_stopping import EarlyStopping
 from trainables.folds import time_split
@@ -148,6 +148,10 @@ def train(config: dict, session: Session | None = None) -> dict:
             return history[-1]  # finished before the interruption: nothing to redo
 
     _write_metadata(session, cfg, model, len(train_idx), len(val_idx), device)
+    # `workers: N`: DDP over Ray Train's process group, each rank on its share of every epoch's
+    # shuffled windows (same seed on every rank, so the shuffles agree).
+    net = distributed.wrap(model, device)
+    world = distributed.world()[1]
     generator = None  # the global RNG is seeded and checkpointed; one stream keeps resume exact
     n_train = len(x_train)
     metrics: dict = history[-1] if history else {}
@@ -155,11 +159,11 @@ def train(config: dict, session: Session | None = None) -> dict:
         t0 = time.perf_counter()
         losses = []
         for aug_pass in range(1 + cfg.aug_multiplier):
-            perm = torch.randperm(n_train, device=device)
-            for i in range(0, n_train, cfg.batch_size):
+            perm = distributed.shard(torch.randperm(n_train, device=device))
+            for i in range(0, len(perm), cfg.batch_size):
                 xb = x_train[perm[i:i + cfg.batch_size]]
-                losses.append(train_step(model, opt, xb, cfg, generator, augmented=aug_pass > 0))
-        train_loss = float(torch.stack(losses).mean())
+                losses.append(train_step(net, opt, xb, cfg, generator, augmented=aug_pass > 0))
+        train_loss = distributed.mean(float(torch.stack(losses).mean()))
         train_time = time.perf_counter() - t0
         val_loss = masked_error(model, x_val, val_mask, cfg.batch_size * 4)
         val_common = masked_error(model, x_val, common_mask, cfg.batch_size * 4)
@@ -173,7 +177,7 @@ def train(config: dict, session: Session | None = None) -> dict:
             "val/mse_vs_interp": val_common / interp_mse if interp_mse > 0 else float("nan"),
             "lr": opt.param_groups[0]["lr"],
             "epoch_time_s": time.perf_counter() - t0,
-            "samples_per_s": n_train * (1 + cfg.aug_multiplier) / train_time,
+            "samples_per_s": len(perm) * world * (1 + cfg.aug_multiplier) / train_time,
             "diverged": diverged,
         }
         if diverged:
@@ -231,5 +235,6 @@ def _write_metadata(session: Session, cfg: Config, model: nn.Module, n_train: in
                  "window_length": cfg.window_length, "normalisation": "per-window z-score over all OHLC values"},
         "parameters": parameter_counts(model),
         "device": str(device),
+        "workers": distributed.gather(distributed.placement()),
         "environment": environment(),
     }, session.artifact_dir / "metadata.json")

@@ -193,6 +193,45 @@ class TuneSession(CheckpointClock):
         return first_readable(candidates(), map_location)
 
 
+class TrainSession(CheckpointClock):
+    """One data-parallel worker of a Ray Train run (a trial with `workers: N`).
+
+    Every rank calls `report` once per epoch (Ray Train's report is collective); only rank 0's
+    checkpoint is kept. Rank 0's artifacts (metrics.csv, metadata.json, ...) are written to a
+    local folder and copied into each checkpoint under `artifacts/`, because the worker may run
+    on another node than the Tune trial: the trial copies them into its own folder after the run.
+    Checkpoints are due every N epochs only (a time-based clock would differ between ranks).
+    """
+
+    ARTIFACTS = "artifacts"
+
+    def __init__(self, checkpoint_every: int | None = 1, context: dict | None = None):
+        super().__init__(checkpoint_every or 1, 0.0)
+        from ray import train
+
+        ctx = train.get_context()
+        self.rank, self.world_size = ctx.get_world_rank(), ctx.get_world_size()
+        self.artifact_dir = Path(tempfile.mkdtemp(prefix=f"rank{self.rank}-"))
+        self.context = context or {}
+
+    def report(self, metrics: dict, checkpoint_dir: str | None = None) -> None:
+        from ray import train
+
+        checkpoint = None
+        if checkpoint_dir is not None and self.rank == 0:
+            shutil.copytree(self.artifact_dir, Path(checkpoint_dir) / self.ARTIFACTS, dirs_exist_ok=True)
+            checkpoint = train.Checkpoint.from_directory(checkpoint_dir)
+        train.report(metrics, checkpoint=checkpoint)
+
+    def restore_state(self, map_location="cpu") -> dict | None:
+        from ray import train
+
+        latest = train.get_checkpoint()
+        if latest is None:
+            return None
+        return first_readable(iter([latest.as_directory()]), map_location)
+
+
 def default_session() -> Session:
     """TuneSession inside a Tune trial, else a LocalSession in a temporary folder."""
     try:

@@ -7,6 +7,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 INPUT_FIELDS = ("data",)
+# `workers: N` runs N data-parallel Ray Train workers (DDP; see trainables/distributed.py)
+DATA_PARALLEL = True
 
 
 class Config(BaseModel):

@@ -1,0 +1,74 @@
+"""Data parallelism inside a trainable (a trial with `workers: N` runs N Ray Train workers,
+whose process group Ray Train has initialised: gloo on CPU, NCCL on GPU)."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size); (0, 1) outside a process group."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def wrap(model: nn.Module, device: torch.device) -> nn.Module:
+    """DistributedDataParallel over the process group, or the model itself on one worker."""
+    if world()[1] == 1:
+        return model
+    return nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def shard(index: torch.Tensor) -> torch.Tensor:
+    """This rank's share of a (shuffled, identical on every rank) index: every rank gets the same
+    number of items (the remainder is dropped), so all ranks run the same number of steps, as
+    DDP's gradient all-reduce requires."""
+    rank, size = world()
+    if size == 1:
+        return index
+    per_rank = len(index) // size
+    return index[rank * per_rank:(rank + 1) * per_rank]
+
+
+def gather(obj) -> list:
+    """Every rank's `obj`, on every rank (for small records such as placements)."""
+    rank, size = world()
+    if size == 1:
+        return [obj]
+    out = [None] * size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def mean(value: float) -> float:
+    """The mean of a per-rank scalar over all ranks."""
+    rank, size = world()
+    if size == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(t)
+    return float(t) / size
+
+
+def placement() -> dict:
+    """Where this process runs: Ray node, the GPU ids Ray assigned it, CUDA_VISIBLE_DEVICES."""
+    import os
+    import socket
+
+    out = {"rank": world()[0], "hostname": socket.gethostname(),
+           "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+    try:
+        import ray
+
+        if ray.is_initialized():
+            out.update(node_id=ray.get_runtime_context().get_node_id(), gpu_ids=[str(g) for g in ray.get_gpu_ids()])
+    except ImportError:
+        pass
+    return out
