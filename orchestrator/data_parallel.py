@@ -45,7 +45,7 @@ def run(trial: dict, config: dict, context: dict) -> None:
     """Run the trial's Train workers and relay their reports to Tune (called in the Tune trial)."""
     from ray import tune
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+    from ray.train.torch import TorchConfig, TorchTrainer
     from ray.util.queue import Empty, Queue
 
     from orchestrator.storage import Store
@@ -53,10 +53,14 @@ def run(trial: dict, config: dict, context: dict) -> None:
     storage_path, storage_fs = Store(trial["storage"]).ray_storage()
     queue = Queue(maxsize=1, actor_options={"num_cpus": 0})
     per_worker = trial["worker_resources"]
+    # NCCL between GPU workers, gloo on CPU. ORCHESTRATOR_DIST_BACKEND=gloo overrides it for
+    # clusters whose "GPUs" are logical only (tests on ray.cluster_utils, a CPU machine).
+    backend = os.environ.get("ORCHESTRATOR_DIST_BACKEND") or ("nccl" if per_worker["gpu"] > 0 else "gloo")
     trainer = TorchTrainer(
         _worker_loop,
         train_loop_config={"trainable": trial["trainable"], "config": config, "context": context,
                            "checkpoint_every": trial["checkpoint_every"]},
+        torch_config=TorchConfig(backend=backend),
         scaling_config=ScalingConfig(num_workers=trial["workers"], use_gpu=per_worker["gpu"] > 0,
                                      resources_per_worker={"CPU": per_worker["cpu"], "GPU": per_worker["gpu"]}),
         run_config=RunConfig(name=context["trial_id"],
