@@ -62,7 +62,10 @@ def preflight(
 def plan(
     file: Path = typer.Argument(..., help="Study YAML file."),
     cpus: Optional[float] = typer.Option(None, help="Cluster CPUs (default: this machine's)."),
-    gpus: Optional[float] = typer.Option(None, help="Cluster GPUs (default: this machine's)."),
+    gpus: Optional[float] = typer.Option(None, help="Cluster GPUs (default: this machine's; per node with a "
+                                         "local-provider --cluster)."),
+    cluster: Optional[str] = typer.Option(None, help="A cluster launcher file or its name in cluster/ (e.g. p4d): "
+                                          "plan on its nodes, fully scaled up."),
     history: Optional[list[str]] = typer.Option(None, help="Earlier study folder(s): measured trial times "
                                                 "of the same trainables feed the estimate."),
     gpu_price: Optional[str] = typer.Option(None, help="Price key from cluster/prices.yaml for a cost estimate."),
@@ -74,9 +77,14 @@ def plan(
     from orchestrator.report import load_prices
 
     p = _load(file, check_inputs=False)  # data may live on the cluster; `validate` reads it
-    shape = ClusterShape.local()
-    shape = ClusterShape(cpus if cpus is not None else shape.cpus, gpus if gpus is not None else shape.gpus)
     try:
+        if cluster is not None:
+            from orchestrator.cluster_shape import shape_of
+
+            shape = shape_of(cluster, cpus, gpus)
+        else:
+            shape = ClusterShape.local()
+            shape = ClusterShape(cpus if cpus is not None else shape.cpus, gpus if gpus is not None else shape.gpus)
         measured = measured_minutes(history or [])
         prices = load_prices()
         if gpu_price is not None and gpu_price not in prices:

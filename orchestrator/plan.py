@@ -108,8 +108,15 @@ class StagePlan:
 
 @dataclass
 class ClusterShape:
+    """What the cluster offers: totals, and per node when known (`plan --cluster`)."""
     cpus: float
     gpus: float
+    nodes: tuple = ()          # ((cpus, gpus), ...) per node; empty = one node with the totals
+    name: str | None = None
+
+    @property
+    def node_list(self) -> tuple:
+        return self.nodes or ((self.cpus, self.gpus),)
 
     @classmethod
     def local(cls) -> "ClusterShape":
@@ -138,15 +145,24 @@ def effective_resources(res: Resources, shape: ClusterShape) -> tuple[dict, str 
     if gpu > 0 and shape.gpus <= 0:
         note = f"cluster has no GPUs: dropping gpu={gpu} per trial, trials run on CPU"
         gpu = 0.0
-    return {"cpu": res.cpu * res.workers if res.workers > 1 else res.cpu, "gpu": gpu * res.workers}, note
+    return {"cpu": res.cpu * res.workers, "gpu": gpu * res.workers, "workers": res.workers}, note
 
 
 def concurrency(res: dict, shape: ClusterShape, limit: int | None) -> int:
-    """How many trials of a stage fit on the cluster at once."""
-    fits = [math.floor(shape.cpus / res["cpu"] + 1e-9)] if res["cpu"] > 0 else []
-    if res["gpu"] > 0:
-        fits.append(math.floor(shape.gpus / res["gpu"] + 1e-9))
-    n = min(fits) if fits else 1
+    """How many trials of a stage fit on the cluster at once, node by node: a trial's resources
+    (one bundle per data-parallel worker) cannot be split across nodes below one worker, so
+    4 x 0.3 GPU fit 3 per GPU, not 3.33, and 8-GPU nodes hold 2 trials of gpu: 4 each."""
+    workers = res.get("workers", 1)
+    cpu, gpu = res["cpu"] / workers, res["gpu"] / workers
+    bundles = 0
+    for node_cpus, node_gpus in shape.node_list:
+        fits = [math.floor(node_cpus / cpu + 1e-9)] if cpu > 0 else []
+        if gpu > 0:
+            # fractional GPUs pack within one GPU: floor(1 / gpu) trials per GPU
+            per_gpu = math.floor(1 / gpu + 1e-9) if gpu < 1 else 1 / gpu
+            fits.append(math.floor(math.floor(node_gpus + 1e-9) * per_gpu + 1e-9))
+        bundles += min(fits) if fits else 1
+    n = bundles // workers if workers > 1 else bundles
     if limit:
         n = min(n, limit)
     return max(n, 0)

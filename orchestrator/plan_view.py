@@ -36,11 +36,12 @@ def plan_rows(plan: Plan, shape: ClusterShape, measured: dict[str, float] | None
 
     Time per trial: the stage's `expected_trial_minutes`, else the median measured in earlier
     studies of the same trainable (`--history`)."""
-    out = {"study": plan.study.name, "cluster": {"cpus": shape.cpus, "gpus": shape.gpus}, "stages": []}
+    out = {"study": plan.study.name, "cluster": {"cpus": shape.cpus, "gpus": shape.gpus, "name": shape.name,
+                                                 "nodes": [list(n) for n in shape.node_list]}, "stages": []}
     for name in plan.order:
         sp = plan.stages[name]
         res, note = effective_resources(sp.resources, shape)
-        conc = concurrency(res, shape, sp.stage.max_concurrent)
+        conc = min(concurrency(res, shape, sp.stage.max_concurrent), sp.num_trials)
         waves = math.ceil(sp.num_trials / conc) if conc else None
         minutes = sp.stage.expected_trial_minutes or (measured or {}).get(sp.stage.trainable)
         source = "declared" if sp.stage.expected_trial_minutes else "measured" if minutes else None
@@ -70,13 +71,15 @@ def plan_rows(plan: Plan, shape: ClusterShape, measured: dict[str, float] | None
 def render_plan(plan: Plan, shape: ClusterShape, console: Console, measured: dict[str, float] | None = None,
                 gpu_price: float | None = None) -> None:
     data = plan_rows(plan, shape, measured, gpu_price)
-    console.print(f"[bold]study {data['study']}[/]: {plan.num_trials} trials on a cluster of "
+    where = f"cluster {shape.name} ({len(shape.node_list)} node(s), fully scaled): " if shape.name else "a cluster of "
+    console.print(f"[bold]study {data['study']}[/]: {plan.num_trials} trials on {where}"
                   f"{shape.cpus:g} CPUs, {shape.gpus:g} GPUs")
     for stage in data["stages"]:
         res = stage["resources"]
         head = (f"\n[bold]stage {stage['stage']}[/] ({stage['trainable']}"
                 + (f", needs {', '.join(stage['needs'])}" if stage["needs"] else "") + "): "
-                f"{stage['trials']} trials, {res['cpu']:g} CPU + {res['gpu']:g} GPU each, "
+                f"{stage['trials']} trials, {res['cpu']:g} CPU + {res['gpu']:g} GPU each"
+                + (f" ({res['workers']} data-parallel workers)" if res.get("workers", 1) > 1 else "") + ", "
                 f"{stage['concurrent']} at once, {stage['waves']} wave(s)")
         console.print(head)
         if stage["note"]:

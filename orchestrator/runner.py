@@ -138,7 +138,9 @@ def init_ray(options: RunOptions, console: Console) -> ClusterShape:
                  dashboard_host="127.0.0.1", log_to_driver=False, configure_logging=True, logging_level="ERROR")
         pass_through = "started a local Ray" + (" (dashboard http://127.0.0.1:8265)" if options.dashboard else "")
     res = ray.cluster_resources()
-    shape = ClusterShape(cpus=float(res.get("CPU", 0)), gpus=float(res.get("GPU", 0)))
+    nodes = tuple((float(n["Resources"].get("CPU", 0)), float(n["Resources"].get("GPU", 0)))
+                  for n in ray.nodes() if n.get("Alive"))
+    shape = ClusterShape(cpus=float(res.get("CPU", 0)), gpus=float(res.get("GPU", 0)), nodes=nodes)
     console.print(f"[dim]{pass_through}: {shape.cpus:g} CPUs, {shape.gpus:g} GPUs "
                   f"({time.perf_counter() - started:.1f} s)[/]")
     node = getattr(ray._private.worker, "_global_node", None)

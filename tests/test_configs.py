@@ -45,7 +45,7 @@ def test_seed_matrix_plans_five_named_experiments(cli):
 def test_plan_drops_gpus_on_a_cpu_cluster_and_counts_waves(cli):
     code, out, _ = cli("plan", REPO / "matrix.yaml", "--json", "--gpus", "0", "--cpus", "2")
     stage = json.loads(out)["stages"][0]
-    assert stage["resources"] == {"cpu": 1.0, "gpu": 0.0} and "no GPUs" in stage["note"]
+    assert stage["resources"] == {"cpu": 1.0, "gpu": 0.0, "workers": 1} and "no GPUs" in stage["note"]
     assert stage["concurrent"] == 2 and stage["waves"] == 3
 
 
@@ -62,3 +62,35 @@ def test_quick_start_is_a_chain_with_selection_and_comparison():
     assert fine.needs == ["pretrain"] and pre.select is not None
     assert fine.select is not None and fine.select.metric == "oof/balanced_accuracy"
     assert fine.compare is not None and fine.compare.baseline == "scratch"
+
+
+def test_plan_packs_trials_node_by_node_on_a_cluster_file(cli, write_study):
+    from orchestrator.plan import ClusterShape, concurrency
+
+    two_nodes = ClusterShape(cpus=16, gpus=8, nodes=((8, 4), (8, 4)))
+    assert concurrency({"cpu": 0.5, "gpu": 0.3, "workers": 1}, two_nodes, None) == 24   # 3 per GPU, not 3.33
+    assert concurrency({"cpu": 2, "gpu": 6, "workers": 2}, two_nodes, None) == 1      # 3-GPU workers: 1 per node, 2 per trial
+    assert concurrency({"cpu": 2, "gpu": 8, "workers": 1}, two_nodes, None) == 0      # 8 GPUs exist, not on one node
+    study = write_study("""\
+        # packing
+        name: pack
+        defaults: {seeds: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]}
+        stages:
+          small:
+            trainable: lstm_mae_pretrain
+            resources: {cpu: 2, gpu: 0.25}
+            config: {data: "synthetic:ohlc?n=60", epochs: 1}
+          wide:
+            trainable: lstm_mae_pretrain
+            resources: {cpu: 4, gpu: 1, workers: 8}
+            config: {data: "synthetic:ohlc?n=60", epochs: 1}
+    """)
+    code, out, err = cli("plan", study, "--cluster", "p4d", "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["cluster"]["gpus"] == 32 and len(data["cluster"]["nodes"]) == 4 and data["cluster"]["name"] == "p4d"
+    small, wide = data["stages"]
+    assert small["concurrent"] == 10 and small["waves"] == 1
+    assert wide["resources"] == {"cpu": 32, "gpu": 8, "workers": 8} and wide["concurrent"] == 4 and wide["waves"] == 3
+    code, out, err = cli("plan", study, "--cluster", "no-such-cluster")
+    assert code == 2 and "known: p4d" in err

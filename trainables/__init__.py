@@ -5,6 +5,10 @@ Every trainable has a settings module `trainables/configs/<name>.py` (no torch i
 - `Config`: a pydantic model of its settings (unknown keys rejected), one description per field;
 - optionally `INPUT_FIELDS`: config keys that name input files, resolved against the study
   file's folder;
+- optionally `DATA_PARALLEL = True`: `train` runs under N Ray Train workers (`workers: N`),
+  wrapping its model with `trainables.distributed` (DDP) and sharding its data by rank;
+- optionally `preflight(config, workdir) -> dict`: config overrides for `orchestrator
+  preflight` (a few steps on tiny data);
 
 and a trainable module `trainables/<name>.py` with:
 - `train(config: dict, session: Session | None = None) -> dict`: runs one trial and returns
