@@ -1,0 +1,48 @@
+"""SIGReg (LeJEPA, Balestriero & LeCun 2025): a sketched test that embeddings are an isotropic
+Gaussian N(0, I), differentiable, used as a regulariser.
+
+For embeddings Z (N x d, *before* normalisation), draw K random unit directions a_k, project
+x = Z a_k, and compute the Epps-Pulley statistic of each projection against N(0, 1):
+
+    EP = N * integral |phi_hat(t) - exp(-t^2 / 2)|^2 * exp(-t^2 / 2) dt,
+    phi_hat(t) = mean_n exp(i t x_n)   (the empirical characteristic function),
+
+by the trapezoid rule on t in linspace(-5, 5, 17); SIGReg = mean over the K directions. With
+|phi_hat - phi|^2 = (mean cos(t x) - exp(-t^2/2))^2 + (mean sin(t x))^2 it needs no complex
+numbers. EP is O(1) for Gaussian samples (its expectation does not grow with N) and grows like
+N when the projections are not N(0, 1) (collapsed, anisotropic, shifted).
+
+Directions are drawn from a generator seeded by (seed, step): every data-parallel rank uses
+the same directions at the same step. Computed in float32 even under autocast.
+"""
+
+from __future__ import annotations
+
+import torch
+
+KNOTS = 17
+T_MAX = 5.0
+
+
+def directions(dim: int, k: int, step: int, seed: int = 0, device: torch.device | str = "cpu") -> torch.Tensor:
+    """(dim, k) random unit directions, the same on every rank for the same (seed, step)."""
+    gen = torch.Generator(device="cpu").manual_seed(seed * 1_000_003 + step)
+    a = torch.randn(dim, k, generator=gen)
+    return (a / a.norm(dim=0, keepdim=True)).to(device)
+
+
+def epps_pulley(x: torch.Tensor, knots: int = KNOTS, t_max: float = T_MAX) -> torch.Tensor:
+    """Per column of x (N x K): the Epps-Pulley statistic against N(0, 1)."""
+    n = x.shape[0]
+    t = torch.linspace(-t_max, t_max, knots, device=x.device, dtype=torch.float32)
+    tx = x.float()[..., None] * t                                   # (N, K, T)
+    gauss = torch.exp(-0.5 * t * t)
+    err = (torch.cos(tx).mean(0) - gauss) ** 2 + torch.sin(tx).mean(0) ** 2   # (K, T)
+    return n * torch.trapezoid(err * gauss, t, dim=-1)
+
+
+def sigreg(z: torch.Tensor, k: int = 256, step: int = 0, seed: int = 0) -> torch.Tensor:
+    """Mean Epps-Pulley statistic of z (N x d) over k random directions (float32)."""
+    with torch.autocast(device_type=z.device.type, enabled=False):
+        z = z.float()
+        return epps_pulley(z @ directions(z.shape[1], k, step, seed, z.device)).mean()
