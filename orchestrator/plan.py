@@ -368,11 +368,16 @@ def _representative(sampler: dict) -> Any:
 
 def _resolve_inputs(config: dict, fields: tuple, study_dir: Path) -> dict:
     out = copy.deepcopy(config)
-    for key in fields:
-        value = out.get(key)
+    def resolve(value):
         if isinstance(value, str) and not _is_uri(value):
             path = Path(value).expanduser()
-            out[key] = str(path if path.is_absolute() else (study_dir / path).resolve())
+            return str(path if path.is_absolute() else (study_dir / path).resolve())
+        return value
+
+    for key in fields:
+        if key in out:
+            value = out[key]
+            out[key] = [resolve(v) for v in value] if isinstance(value, list) else resolve(value)
     return out
 
 

@@ -26,6 +26,7 @@ TRAINABLES: dict[str, str] = {
     "lstm_mae_pretrain": "trainables.lstm_mae_pretrain",
     "lstm_classifier_finetune": "trainables.lstm_classifier_finetune",
     "multitask_span": "trainables.multitask_span",
+    "contrastive_isotropy": "trainables.contrastive_isotropy",
 }
 
 

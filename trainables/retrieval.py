@@ -87,11 +87,23 @@ def _jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
 
 
 def load_triples(path: str | Path) -> list[tuple[str, str, str]]:
-    """JSONL of {"query", "positive", "negative"}; errors name the file and line."""
+    """JSONL of {"query", "positive", "negative"} (or `synthetic:triples?...`); errors name the
+    file and line."""
+    if str(path).startswith("synthetic:"):
+        from trainables.text_synthetic import triples_from_uri
+
+        return triples_from_uri(str(path))
     return [(r["query"], r["positive"], r["negative"]) for r in _jsonl(Path(path), ("query", "positive", "negative"))]
 
 
 def load_beir(folder: str | Path, split: str = "test") -> BeirDataset:
+    """A BEIR folder (or `synthetic:beir?...`); errors name the file and line."""
+    if str(folder).startswith("synthetic:"):
+        from trainables.text_synthetic import beir_folder
+
+        name = str(folder)
+        data = load_beir(beir_folder(name), split)
+        return BeirDataset(name, data.corpus, data.queries, data.qrels)
     folder = Path(folder)
     corpus = {r["_id"]: (r.get("title") or "") + (" " if r.get("title") else "") + r["text"]
               for r in _jsonl(folder / "corpus.jsonl", ("_id", "text"))}
