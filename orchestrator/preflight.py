@@ -9,7 +9,8 @@ pre-flight results of upstream stages, so a chain is exercised end to end (an en
 by pretraining is loaded by fine-tuning). Sampled search keys take a representative value.
 
 Data files that are not on this machine (they may live on the cluster or in S3) are stood in
-for by synthetic windows of the same length, and the outcome says so; `validate` on the
+for by synthetic data of the same shape (OHLC windows of the same length, text triples, BEIR
+folders), and hub models by the offline MiniLM, and the outcome says so; `validate` on the
 cluster checks the real files.
 
 A failing trial is reported by name with its error in one line; the traceback goes to
@@ -54,6 +55,16 @@ def shrink(trainable: str, config: dict, workdir: Path) -> dict:
     return dict(config)
 
 
+def _is_stand_in(before, after) -> bool:
+    """A file input replaced by synthetic data (files not on this machine)."""
+    if isinstance(before, list) and isinstance(after, list):
+        return any(_is_stand_in(b, a) for b, a in zip(before, after))
+    from trainables.configs.contrastive_isotropy import OFFLINE_MINILM
+
+    return (isinstance(before, str) and isinstance(after, str) and before != after
+            and (after.startswith("synthetic:") or after == OFFLINE_MINILM) and not before.startswith("synthetic:"))
+
+
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return f"{type(exc).__name__}: {text}"[:300]
@@ -69,10 +80,9 @@ def run_trial(sp: StagePlan, spec, workdir: Path) -> tuple[Outcome, dict | None]
         config = deep_merge(config, {k: _representative(v) for k, v in sp.search_space.items()})
     started = time.perf_counter()
     try:
-        before = config.get("data")
+        before = dict(config)
         config = shrink(spec.trainable, config, folder)
-        stand_in = isinstance(before, str) and before != config.get("data") and config.get("data", "").startswith(
-            "synthetic:") and not before.startswith("synthetic:")
+        stand_in = sorted(k for k, v in config.items() if _is_stand_in(before.get(k), v))
         session = LocalSession(folder, checkpoint_every=1, keep=1)
         trainables.get(spec.trainable).train(config, session)
     except Exception as exc:  # noqa: BLE001 - every failure of a trial is the finding to report
@@ -92,7 +102,7 @@ def run_trial(sp: StagePlan, spec, workdir: Path) -> tuple[Outcome, dict | None]
     ckpts = session.checkpoints()
     record = {"trial_id": spec.id, "name": spec.name, "variant": spec.variant, "seed": spec.seed, "status": "done",
               "config": spec.config, "metrics": metrics, "best": best, "checkpoint": str(ckpts[-1]) if ckpts else None}
-    note = f"; data {before} is not on this machine: synthetic windows stood in" if stand_in else ""
+    note = f"; {', '.join(stand_in)}: not on this machine, synthetic data stood in" if stand_in else ""
     return Outcome(sp.name, spec.name, spec.id, True, seconds, f"{len(session.metrics)} report(s){note}"), record
 
 

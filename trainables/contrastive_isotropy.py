@@ -91,7 +91,7 @@ def build_model(cfg: Config, device: torch.device):
     base = load_base(cfg.base_model, device)
     transformer, pooling = base[0], base[1]
     transformer.max_seq_length = cfg.max_seq_length
-    dim = base.get_sentence_embedding_dimension()
+    dim = base.get_embedding_dimension()
     modules = [transformer, pooling, models.Dense(dim, cfg.output_dim, activation_function=nn.Identity())]
     if cfg.normalize:
         modules.append(models.Normalize())
@@ -153,7 +153,7 @@ def step_losses(enc, model, batch: list[tuple[str, str, str]], cfg: Config, step
 
 
 def _features(model, texts: list[str], device) -> dict:
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in model.tokenize(texts).items()}
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in model.preprocess(texts).items()}
 
 
 @torch.no_grad()
@@ -183,11 +183,15 @@ def validate(enc, model, triples, cfg: Config, device, step: int) -> dict:
 
 
 def check_inputs(cfg: Config) -> None:
-    retrieval.load_triples(cfg.train_data)
-    if cfg.val_data:
-        retrieval.load_triples(cfg.val_data)
-    for folder in cfg.beir:
-        retrieval.load_beir(folder, cfg.beir_split)
+    checks = [("train_data", retrieval.load_triples, cfg.train_data)]
+    checks += [("val_data", retrieval.load_triples, cfg.val_data)] if cfg.val_data else []
+    checks += [("beir", lambda f: retrieval.load_beir(f, cfg.beir_split), f) for f in cfg.beir]
+    for field, load, source in checks:
+        try:
+            load(source)
+        except ValueError as exc:
+            exc.field = field  # type: ignore[attr-defined]
+            raise
 
 
 def _dataset_name(source: str) -> str:
@@ -302,6 +306,9 @@ def train(config: dict, session: Session | None = None) -> dict:
                 session.report(m, checkpoint_dir=tmp)
         sums, n_sums, t0 = {}, 0, time.perf_counter()
         metrics = m
+        # Saving a model (its model card) and encoding put sentence-transformers models in eval
+        # mode: back to training mode, or dropout would be off for the rest of the run.
+        enc.train()
         return m
 
     enc.train()

