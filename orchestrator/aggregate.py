@@ -29,7 +29,8 @@ def default_metrics(df: pd.DataFrame) -> list[str]:
     best = [c for c in df.columns if c.startswith("best.")]
     # A trainable's own end-of-training evaluation (metrics named final/...) is what the study
     # compares; its per-epoch val/* metrics are then the training record, not the result.
-    evaluated = [c for c in df.columns if c.startswith("final.final/") and df[c].dtype.kind in "fi"]
+    evaluated = sorted((c for c in df.columns if c.startswith("final.final/") and df[c].dtype.kind in "fi"),
+                       key=lambda c: c.count("/"))
     if evaluated:
         return best + evaluated
     finals = [c for c in df.columns if c.startswith("final.") and df[c].dtype.kind in "fi"

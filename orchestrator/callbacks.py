@@ -202,7 +202,7 @@ class StageRecorder(Callback):
         # progress in the trainable's own unit (epochs, folds) when it reports one: Tune's
         # report count is smaller when reports are batched (report_interval_s)
         metrics = entry.get("metrics") or {}
-        unit = next((u for u in ("epoch", "fold") if isinstance(metrics.get(u), (int, float))), None)
+        unit = next((u for u in ("step", "epoch", "fold") if isinstance(metrics.get(u), (int, float))), None)
         count = f"{int(metrics[unit])} {unit}s" if unit else f"{entry.get('iterations') or 0} reports"
         parts = [count, f"{entry.get('duration_s') or 0:.1f}s"]
         select = self.plan.stage.select

@@ -119,7 +119,7 @@ def read_table(store: Store, name: str = TABLE) -> pd.DataFrame:
 def summary_columns(df: pd.DataFrame) -> list[str]:
     """The columns worth reading in a terminal / Markdown: ids, varied config, main metrics."""
     # progress in the trainable's own unit (epochs, folds), not Tune's report count
-    cols = [c for c in ("stage", "trial", "status", "final.epoch", "final.fold") if c in df.columns]
+    cols = [c for c in ("stage", "trial", "status", "final.step", "final.epoch", "final.fold") if c in df.columns]
     def varies(col: str) -> bool:  # within a stage: columns of other stages are not "varied"
         values = df[col].astype(object).fillna("<unset>").astype(str)
         groups = values.groupby(df["stage"]) if "stage" in df.columns else [(None, values)]
@@ -129,7 +129,7 @@ def summary_columns(df: pd.DataFrame) -> list[str]:
     lineage = [c for c in df.columns if c.startswith("upstream.") and c.endswith(".trial")]
     best = [c for c in df.columns if c.startswith("best.")]
     # a trainable's own end-of-training evaluation (metrics named final/...) first
-    evaluated = [c for c in df.columns if c.startswith("final.final/")]
+    evaluated = sorted((c for c in df.columns if c.startswith("final.final/")), key=lambda c: c.count("/"))
     finals = evaluated + [c for c in df.columns if c.startswith("final.") and not c.startswith("final.best/")
                           and c not in evaluated
                           and c not in ("final.epoch", "final.fold", "final.diverged", "final.stopped_early", "final.lr")

@@ -228,7 +228,7 @@ def train(config: dict, session: Session | None = None) -> dict:
     train_triples = retrieval.load_triples(cfg.train_data)
     val_triples = retrieval.load_triples(cfg.val_data) if cfg.val_data else []
     model = build_model(cfg, device)
-    enc = distributed.wrap(Projected(model), device)
+    enc = distributed.wrap(Projected(model), device, find_unused_parameters=True)
     base_params = [p for m in (model[0], model[1]) for p in m.parameters() if p.requires_grad]
     proj_params = [p for m in list(model)[2:] for p in m.parameters()]
     groups = [{"params": proj_params, "lr": cfg.projection_learning_rate}]

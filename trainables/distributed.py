@@ -15,11 +15,14 @@ def world() -> tuple[int, int]:
     return 0, 1
 
 
-def wrap(model: nn.Module, device: torch.device) -> nn.Module:
-    """DistributedDataParallel over the process group, or the model itself on one worker."""
+def wrap(model: nn.Module, device: torch.device, find_unused_parameters: bool = False) -> nn.Module:
+    """DistributedDataParallel over the process group, or the model itself on one worker.
+    `find_unused_parameters` for models with trainable parameters outside the loss's graph
+    (e.g. a transformer's pooler that mean pooling never uses)."""
     if world()[1] == 1:
         return model
-    return nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    return nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None,
+                                               find_unused_parameters=find_unused_parameters)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
