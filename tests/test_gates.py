@@ -14,7 +14,7 @@ from tests.conftest import TINY_STAGE, run_cli
 STUDY = """\
 name: gated
 storage: {storage}
-defaults: {{seeds: [1, 2]}}
+defaults: {{seeds: [1]}}
 stages:
   pre:
 """ + TINY_STAGE.replace("{", "{{").replace("}", "}}") + """\

@@ -22,7 +22,7 @@ CASES = {
     "unknown top-level key": ("name: x\nstages: {}\nfoo: 1\n", ["foo", "unknown key 'foo'"]),
     "unknown stage key": (GOOD + "    epochz: 3\n", ["stages.pretrain.epochz", "unknown key 'epochz'", "expected one of"]),
     "unknown trainable": (GOOD.replace("lstm_mae_pretrain", "lstm_mae_pretrian"),
-                          ["stages.pretrain.trainable", "valid names: lstm_classifier_finetune, lstm_mae_pretrain"]),
+                          ["stages.pretrain.trainable", "valid names: contrastive_isotropy, lstm_classifier_finetune, lstm_mae_pretrain"]),
     "unknown trainable config key": (GOOD.replace("epochs: 2", "epochs: 2, hidden: 3"),
                                      ["stages.pretrain.config.hidden", "unknown key 'hidden'"]),
     "wrong type": (GOOD.replace("epochs: 2", "epochs: many"), ["stages.pretrain.config.epochs", "integer"]),

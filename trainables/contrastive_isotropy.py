@@ -13,7 +13,7 @@ Loss per step, on a batch of B triples (query, positive, hard negative):
   and documents *before* normalisation, K = `sigreg_directions`, directions seeded by step;
 - `lambda_reg` x a variance-covariance penalty on the same embeddings (VICReg's terms):
   mean_j max(0, 1 - std_j) + sum_{j != k} cov_jk^2 / d, which keeps every dimension in use.
-Each component is reported (`train/loss_mnrl`, `train/sigreg`, `train/reg`).
+Each component is reported (`train/mnrl`, `train/sigreg`, `train/reg`).
 
 Why a loop of our own rather than `SentenceTransformerTrainer` and its
 `MultipleNegativesRankingLoss`: SIGReg needs the pre-normalisation projected embeddings of the
