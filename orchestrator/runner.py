@@ -134,7 +134,10 @@ def init_ray(options: RunOptions, console: Console) -> ClusterShape:
         ray.init(address=address, log_to_driver=False)
         pass_through = f"connected to Ray at {address}"
     else:
-        ray.init(num_cpus=options.num_cpus, num_gpus=options.num_gpus, include_dashboard=options.dashboard,
+        # address="local": always a new in-process Ray. Without it ray.init() attaches to any
+        # cluster `ray start` left on this machine (/tmp/ray/ray_current_cluster), even a dead one.
+        ray.init(address="local", num_cpus=options.num_cpus, num_gpus=options.num_gpus,
+                 include_dashboard=options.dashboard,
                  dashboard_host="127.0.0.1", log_to_driver=False, configure_logging=True, logging_level="ERROR")
         pass_through = "started a local Ray" + (" (dashboard http://127.0.0.1:8265)" if options.dashboard else "")
     res = ray.cluster_resources()

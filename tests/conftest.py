@@ -22,7 +22,7 @@ def ray_local():
     """A real local Ray with 2 CPUs for the tests of one module, shut down after them."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     yield ray
     ray.shutdown()
 

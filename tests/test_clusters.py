@@ -86,4 +86,21 @@ def test_runpod_bootstrap_brings_up_head_and_worker_on_loopback(tmp_path):
         assert again.returncode == 0 and "nothing to do" in again.stderr
         assert "NCCL_SOCKET_IFNAME=ens1" in worker.stderr
     finally:
-        _script(rank0, "stop", timeout=60)
+        _stop_cluster_on_port(6391)
+
+
+def _stop_cluster_on_port(port: int) -> None:
+    """Stop only this test's Ray processes: `ray stop` would stop every Ray on the machine,
+    other tests' included when tests run in parallel."""
+    import psutil
+
+    mine = [p for p in psutil.process_iter(["cmdline"])
+            if any(f":{port}" in a or a.endswith(f"port={port}") for a in (p.info.get("cmdline") or []))]
+    for proc in mine:
+        proc.terminate()
+    _, alive = psutil.wait_procs(mine, timeout=10)
+    for proc in alive:
+        proc.kill()
+    marker = Path("/tmp/ray/ray_current_cluster")   # what `ray start` left for ray.init() to find
+    if marker.exists() and marker.read_text().strip().endswith(f":{port}"):
+        marker.unlink()
