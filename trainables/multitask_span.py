@@ -54,7 +54,7 @@ from trainables.folds import time_split
 from trainables.metadata import environment, parameter_counts
 from trainables.reproducibility import rng_state, set_rng_state, start_trial
 from trainables.session import Session, write_json, write_metrics_csv
-from trainables.span_diagnostics import DIAGNOSTICS_FILE, DiagnosticLog, criteria, plot_all, write_table
+from trainables.span_diagnostics import DIAGNOSTICS_FILE, DiagnosticLog, criteria, plot_all
 from trainables.uncertainty import TaskWeighting
 
 TASK_KINDS = {"type": "classification", "ptr": "regression", "span": "classification", "countdown": "regression"}
@@ -376,7 +376,7 @@ def _finish(model: SpanModel, best_state: dict, best_epoch: int | None, val_set:
     model.load_state_dict(best_state)
     val = evaluate(model, weighting, val_set, cfg)
     sweep = span_metrics.sweep(val["prob"], val_set.hard)
-    write_table(folder / "threshold_sweep.csv", sweep)
+    write_metrics_csv(sweep, folder / "threshold_sweep.csv")
     chosen = span_metrics.best_threshold(sweep)
     stats = span_metrics.probability_stats(val["prob"], val_set.hard)
     out = {"final/threshold": chosen["threshold"], "final/val_span_f1": chosen["span_f1"],

@@ -84,13 +84,6 @@ class DiagnosticLog:
         (self.folder / LOG_FILE).write_text("".join(line + "\n" for line in self.lines))
 
 
-def write_table(path: Path, rows: list[dict]) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 # Success criteria of the seed's baseline protocol: (level, metric, comparison, target).
 CRITERIA = [
     ("minimum", "val_loss_reduction", ">=", 0.20),

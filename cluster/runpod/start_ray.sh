@@ -69,6 +69,17 @@ port_open() { (exec 3<>"/dev/tcp/$HEAD_ADDR/$RAY_PORT") 2>/dev/null; }
 # `ray status` retries for a long time when nothing listens: ask it only once the port is open.
 cluster_up() { port_open && "$RAY_BIN" status --address "$ADDRESS" >/dev/null 2>&1; }
 node_joined() { "$RAY_BIN" status --address "$ADDRESS" 2>/dev/null | grep -q "$RANK_RESOURCE"; }
+# wait_for CHECK INTERVAL_S MESSAGE: poll CHECK until it succeeds, or die after JOIN_TIMEOUT_S.
+wait_for() {
+  local waited=0
+  until "$1"; do
+    if [ "$waited" -ge "$JOIN_TIMEOUT_S" ]; then
+      die "$3"
+    fi
+    sleep "$2"
+    waited=$((waited + $2))
+  done
+}
 
 start_args=(--resources "{\"$RANK_RESOURCE\": 1}")
 if [ -n "${RAY_NUM_GPUS:-}" ]; then start_args+=(--num-gpus "$RAY_NUM_GPUS"); fi
@@ -107,25 +118,11 @@ else
     exit 0
   fi
   log "waiting up to ${JOIN_TIMEOUT_S}s for the head at $ADDRESS"
-  waited=0
-  until cluster_up; do
-    if [ "$waited" -ge "$JOIN_TIMEOUT_S" ]; then
-      die "no Ray head at $ADDRESS after ${JOIN_TIMEOUT_S}s (is rank 0 up? is port $RAY_PORT open between nodes?)"
-    fi
-    sleep 2
-    waited=$((waited + 2))
-  done
+  wait_for cluster_up 2 "no Ray head at $ADDRESS after ${JOIN_TIMEOUT_S}s (is rank 0 up? is port $RAY_PORT open between nodes?)"
   log "joining the cluster at $ADDRESS (NCCL_SOCKET_IFNAME=${NCCL_SOCKET_IFNAME:-unset})"
   "$RAY_BIN" start --address "$ADDRESS" "${start_args[@]}"
   # The head's view lags the node's start by a few seconds; return once the cluster sees us.
-  waited=0
-  until node_joined; do
-    if [ "$waited" -ge "$JOIN_TIMEOUT_S" ]; then
-      die "started, but the head does not list this node after ${JOIN_TIMEOUT_S}s"
-    fi
-    sleep 1
-    waited=$((waited + 1))
-  done
+  wait_for node_joined 1 "started, but the head does not list this node after ${JOIN_TIMEOUT_S}s"
 fi
 
 log "up. Dashboard: ssh -L $RAY_DASHBOARD_PORT:localhost:$RAY_DASHBOARD_PORT <pod ssh address>, then http://localhost:$RAY_DASHBOARD_PORT"
