@@ -87,6 +87,10 @@ def build_table(records: list[dict]) -> pd.DataFrame:
     rows = [row for rec in records for row in rows_of(rec)]
     df = pd.DataFrame(rows)
     if not df.empty:
+        # metric columns in name order, not in the order trials happened to finish (which
+        # decided which metrics the summary showed)
+        final = sorted(c for c in df.columns if c.startswith("final."))
+        df = df[[c for c in df.columns if not c.startswith("final.")] + final]
         df = df.sort_values(["stage", "trial"], kind="stable").reset_index(drop=True)
     return df
 
@@ -129,7 +133,12 @@ def summary_columns(df: pd.DataFrame) -> list[str]:
     lineage = [c for c in df.columns if c.startswith("upstream.") and c.endswith(".trial")]
     best = [c for c in df.columns if c.startswith("best.")]
     # a trainable's own end-of-training evaluation (metrics named final/...) first
-    evaluated = sorted((c for c in df.columns if c.startswith("final.final/")), key=lambda c: c.count("/"))
+    # the final value of each stage's selection metric first, then the trainable's own
+    # end-of-training evaluation (metrics named final/...)
+    selected = [f"final.{c[len('best.'):]}" for c in best if f"final.{c[len('best.'):]}" in df.columns]
+    evaluated = sorted((c for c in df.columns if c.startswith("final.final/") and c not in selected),
+                       key=lambda c: c.count("/"))
+    evaluated = selected + evaluated
     finals = evaluated + [c for c in df.columns if c.startswith("final.") and not c.startswith("final.best/")
                           and c not in evaluated
                           and c not in ("final.epoch", "final.fold", "final.diverged", "final.stopped_early", "final.lr")

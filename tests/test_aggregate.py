@@ -103,3 +103,23 @@ def test_stage_without_successful_trials_has_no_aggregate():
         "status": "error", "metrics": {}, "error": "CUDA not available"}}}
     t = study_tables.build({"broken": record})
     assert "broken" not in t.aggregated and len(t.trials) == 1
+
+
+def test_results_table_does_not_depend_on_the_order_trials_finished():
+    from orchestrator import results
+
+    def trial(name, metrics):
+        return {"stage": "s", "trial_id": name, "name": name, "variant": name, "seed": 0, "status": "done",
+                "best": metrics["final/val_f1"], "metrics": metrics, "config": {"crf": "crf" in name}}
+
+    plain = trial("s/plain/s0", {"final/a": 1.0, "final/b": 2.0, "final/c": 3.0, "final/d": 4.0,
+                                 "final/e": 5.0, "final/val_f1": 0.5})
+    crf = trial("s/crf/s0", {**plain["metrics"], "final/a_crf1": 0.1, "final/a_crf2": 0.2, "final/a_crf3": 0.3})
+    tables = []
+    for order in ([plain, crf], [crf, plain]):
+        record = {"select": {"metric": "final/val_f1", "mode": "max"}, "trials": {t["name"]: t for t in order}}
+        tables.append(results.to_markdown(results.build_table([record])))
+    assert tables[0] == tables[1]
+    header = tables[0].splitlines()[0]
+    # the selection metric's final value is shown even when many other metrics sort before it
+    assert "| best.final/val_f1 | final.final/val_f1 |" in header
