@@ -413,7 +413,7 @@ def _check_config(module, config: dict, stage_name: str, stage: Stage, variant: 
     if checked_inputs is None or key in checked_inputs:
         return []
     checked_inputs.add(key)
-    check = getattr(trainables.get(stage.trainable), "check_inputs", None)  # imports torch: only here
+    check = getattr(module, "check_inputs", None)
     if check is None:
         return []
     # Inputs given as references exist only at run time: check the others, with those unset.

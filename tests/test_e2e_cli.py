@@ -1,8 +1,10 @@
-"""End to end through the real CLI process and a real local Ray: run, re-run, interrupt, inspect."""
+"""End to end through the real CLI process and a real local Ray: run, re-run, interrupt, inspect,
+trackers. One finished study (a module fixture) serves the tests that only read it."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +21,7 @@ STUDY = """\
 name: e2e
 storage: {storage}
 defaults: {seeds: [1, 2]}
+callbacks: [tensorboard, {mlflow: {tracking_uri: {mlruns}}}]
 stages:
   pretrain:
 """ + TINY_STAGE + """\
@@ -29,11 +32,23 @@ stages:
 """
 
 
-def test_run_writes_tables_checkpoints_artifacts_and_rerun_skips(tmp_path):
-    study = tmp_path / "study.yaml"
-    study.write_text(STUDY.replace("{storage}", str(tmp_path / "runs")))
-    proc = run_cli("run", study, cwd=tmp_path)
+def _study(folder) -> str:
+    return STUDY.replace("{storage}", str(folder / "runs")).replace("{mlruns}", str(folder / "mlruns"))
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """The study run once: (its folder, the `run` process)."""
+    folder = tmp_path_factory.mktemp("e2e")
+    (folder / "study.yaml").write_text(_study(folder))
+    proc = run_cli("run", folder / "study.yaml", cwd=folder)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    return folder, proc
+
+
+def test_run_writes_tables_checkpoints_artifacts_and_rerun_skips(finished):
+    tmp_path, proc = finished
+    study = tmp_path / "study.yaml"
     root = tmp_path / "runs" / "e2e"
     df = pd.read_parquet(root / "results.parquet")
     assert len(df) == 4 and set(df["status"]) == {"done"}
@@ -89,20 +104,37 @@ def test_run_writes_tables_checkpoints_artifacts_and_rerun_skips(tmp_path):
         assert png.name in text
 
 
-def test_changed_study_in_same_storage_is_refused(tmp_path):
+def test_mlflow_and_tensorboard_record_every_trial(finished, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    tmp_path, _ = finished
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 asks for it to read a file store
+    client = MlflowClient(tracking_uri=f"file://{tmp_path / 'mlruns'}")
+    runs = client.search_runs([client.get_experiment_by_name("e2e").experiment_id])
+    assert len(runs) == 4
+    for run in runs:
+        assert run.data.tags["stage"] == "pretrain"
+        assert any(k.endswith("seed") for k in run.data.params)
+        assert any("config/epochs" in k or k.endswith("epochs") for k in run.data.params)
+        assert "val/loss" in run.data.metrics and "train/loss" in run.data.metrics
+    assert len(list((tmp_path / "runs" / "e2e" / "pretrain").glob("*/events.out.tfevents.*"))) == 4
+
+
+def test_changed_study_in_same_storage_is_refused(finished, tmp_path):
+    shutil.copytree(finished[0] / "runs", tmp_path / "runs")
     study = tmp_path / "study.yaml"
-    study.write_text(STUDY.replace("{storage}", str(tmp_path / "runs")))
-    assert run_cli("run", study, cwd=tmp_path).returncode == 0
-    study.write_text(STUDY.replace("{storage}", str(tmp_path / "runs")).replace("epochs: 2", "epochs: 3"))
+    study.write_text(_study(tmp_path).replace("epochs: 2", "epochs: 3"))
     proc = run_cli("run", study, cwd=tmp_path)
     assert proc.returncode == 2 and "different study file" in proc.stderr
     assert pd.read_parquet(tmp_path / "runs" / "e2e" / "results.parquet")["final.epoch"].max() == 2
 
 
 def test_interrupted_run_continues_without_rerunning_finished_trials(tmp_path):
-    body = STUDY.replace("{storage}", str(tmp_path / "runs")).replace("epochs: 2", "epochs: 60").replace(
+    # one variant x 3 seeds, one at a time: one finished, one interrupted, one not started
+    body = _study(tmp_path).replace("epochs: 2", "epochs: 60").replace(
         "patch_len: 8}", "patch_len: 8, early_stopping_patience: null}").replace("seeds: [1, 2]", "seeds: [1, 2, 3]")
-    body = body.replace("name: e2e", "name: e2e-interrupt")
+    body = body.replace("name: e2e", "name: e2e-interrupt").replace("      block: {mask_strategy: block}\n", "")
+    body = "\n".join(line for line in body.splitlines() if not line.startswith("callbacks:")) + "\n"
     study = tmp_path / "study.yaml"
     study.write_text(body)
     import os
@@ -129,7 +161,7 @@ def test_interrupted_run_continues_without_rerunning_finished_trials(tmp_path):
     resumed = run_cli("resume", root, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     final = pd.read_parquet(root / "results.parquet")
-    assert len(final) == 6 and set(final["status"]) == {"done"} and final["trial_id"].is_unique
+    assert len(final) == 3 and set(final["status"]) == {"done"} and final["trial_id"].is_unique
     for _, row in finished.iterrows():  # finished trials were kept, not re-run
         assert f"started  {row['trial']}" not in resumed.stdout
         again = final.set_index("trial_id").loc[row["trial_id"]]

@@ -9,12 +9,13 @@ Every trainable has a settings module `trainables/configs/<name>.py` (no torch i
   wrapping its model with `trainables.distributed` (DDP) and sharding its data by rank;
 - optionally `preflight(config, workdir) -> dict`: config overrides for `orchestrator
   preflight` (a few steps on tiny data);
+- optionally `check_inputs(config: Config) -> None`, which raises `ValueError` with a one-line
+  message (and row numbers) for bad data before any Ray starts; it reads the data without
+  torch (a driver that imports torch pays ~2 s on a small machine for nothing);
 
 and a trainable module `trainables/<name>.py` with:
 - `train(config: dict, session: Session | None = None) -> dict`: runs one trial and returns
-  its final metrics; usable under Ray Tune or standalone (`trainables.session.LocalSession`);
-- optionally `check_inputs(config: Config) -> None`, which raises `ValueError` with a one-line
-  message (and row numbers) for bad data before any Ray starts.
+  its final metrics; usable under Ray Tune or standalone (`trainables.session.LocalSession`).
 """
 
 from __future__ import annotations

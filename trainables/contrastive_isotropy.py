@@ -182,18 +182,6 @@ def validate(enc, model, triples, cfg: Config, device, step: int) -> dict:
     return out
 
 
-def check_inputs(cfg: Config) -> None:
-    checks = [("train_data", retrieval.load_triples, cfg.train_data)]
-    checks += [("val_data", retrieval.load_triples, cfg.val_data)] if cfg.val_data else []
-    checks += [("beir", lambda f: retrieval.load_beir(f, cfg.beir_split), f) for f in cfg.beir]
-    for field, load, source in checks:
-        try:
-            load(source)
-        except ValueError as exc:
-            exc.field = field  # type: ignore[attr-defined]
-            raise
-
-
 def _dataset_name(source: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(source).name if not source.startswith("synthetic:") else source[10:])
 

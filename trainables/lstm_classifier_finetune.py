@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from trainables import checkpoints, encoders, ohlc_data
-from trainables.configs.lstm_classifier_finetune import INPUT_FIELDS, Config  # noqa: F401 (re-exported)
+from trainables.configs.lstm_classifier_finetune import INPUT_FIELDS, Config, check_inputs, load_labeled  # noqa: F401 (re-exported)
 from trainables.classification_metrics import classification_report
 from trainables.early_stopping import EarlyStopping
 from trainables.folds import make_folds
@@ -56,28 +56,6 @@ class CausalLSTMClassifier(nn.Module):
 
 class Diverged(RuntimeError):
     pass
-
-
-def load_labeled(cfg: Config) -> tuple[ohlc_data.Windows, np.ndarray, list[str]]:
-    windows = ohlc_data.load_windows(cfg.data, cfg.window_length, labeled=True)
-    labels = np.asarray(windows.extra["label"]).astype(str)
-    classes = sorted(set(labels.tolist()))
-    if len(classes) < 2:
-        raise ValueError(f"{cfg.data}: needs at least 2 classes in 'label', found {classes}")
-    if cfg.folds > len(labels):
-        raise ValueError(f"{cfg.data}: {len(labels)} windows are fewer than folds={cfg.folds}")
-    y = np.searchsorted(classes, labels)
-    return windows, y, classes
-
-
-def check_inputs(cfg: Config) -> None:
-    load_labeled(cfg)
-    if cfg.encoder:
-        try:
-            build_model(cfg, 2, torch.device("cpu"))
-        except ValueError as exc:
-            exc.field = "encoder"  # type: ignore[attr-defined]
-            raise
 
 
 def build_model(cfg: Config, n_classes: int, device: torch.device) -> tuple[CausalLSTMClassifier, dict | None]:

@@ -44,14 +44,6 @@ EVAL_MASK_SEED = 20_251_017   # fixed: every trial is scored on the same validat
 EVAL_MASK_RATIO = 0.15
 
 
-def check_inputs(cfg: Config) -> None:
-    """Validate the data before anything starts (raises ValueError with the file and rows)."""
-    windows = ohlc_data.load_windows(cfg.data, cfg.window_length)
-    n_val = math.ceil(len(windows) * cfg.val_fraction)
-    if len(windows) - n_val < 1 or n_val < 1:
-        raise ValueError(f"{cfg.data}: {len(windows)} windows are too few for val_fraction={cfg.val_fraction}")
-
-
 class MaskedAutoencoder(nn.Module):
     def __init__(self, hidden_size: int, num_layers: int, dropout: float):
         super().__init__()

@@ -42,13 +42,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainables import checkpoints, ohlc_data, span_features, span_metrics
-from trainables.configs.multitask_span import INPUT_FIELDS, TASKS, Config  # noqa: F401 (re-exported)
+from trainables import checkpoints, span_features, span_metrics
+from trainables.configs.multitask_span import INPUT_FIELDS, TASKS, Config, check_inputs, load_data  # noqa: F401 (re-exported)
 from trainables.early_stopping import EarlyStopping
 from trainables.folds import time_split
 from trainables.metadata import environment, parameter_counts
@@ -147,27 +146,6 @@ def task_losses(model: SpanModel, out: dict, b: Batch, cfg: Config) -> torch.Ten
         loss_span = loss_span + nll / b.x.shape[1]
     loss_countdown = F.huber_loss(out["countdown"], b.countdown, delta=cfg.countdown_delta)
     return torch.stack([loss_type, loss_ptr, loss_span, loss_countdown])
-
-
-def load_data(cfg: Config):
-    """Windows, class names and integer labels; raises ValueError naming bad rows."""
-    windows = ohlc_data.load_windows(cfg.data, cfg.window_length, labeled=True)
-    labels = np.asarray(windows.extra["label"]).astype(str)
-    classes = sorted(set(labels.tolist()))
-    if len(classes) < 2:
-        raise ValueError(f"{cfg.data}: needs at least 2 classes in 'label', found {classes}")
-    starts = np.asarray(windows.extra["expansion_start"])
-    ends = np.asarray(windows.extra["expansion_end"])
-    bad = np.flatnonzero(~((starts >= 0) & (starts <= ends) & (ends < cfg.window_length)))
-    if bad.size:
-        raise ValueError(f"{cfg.data}: {ohlc_data._rows(bad)}: expected 0 <= expansion_start <= expansion_end "
-                         f"< window_length ({cfg.window_length})")
-    return windows, classes, np.searchsorted(classes, labels), starts.astype(np.int64), ends.astype(np.int64)
-
-
-def check_inputs(cfg: Config) -> None:
-    windows, *_ = load_data(cfg)
-    time_split(len(windows), (cfg.val_fraction, cfg.test_fraction), windows.start, cfg.window_length)
 
 
 def build(cfg: Config, n_classes: int, device: torch.device):

@@ -20,9 +20,12 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch only where tensors are searched: `validate` reads data files without it
+    import torch
 
 METRICS = ("ndcg@10", "recall@100", "mrr@10")
 
@@ -134,6 +137,8 @@ def search(queries: torch.Tensor, docs: torch.Tensor, k: int, similarity: str = 
            chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact top-k: (scores, indices), each (Q, k). cosine: dot of L2-normalised vectors;
     euclidean: negative L2 distance."""
+    import torch
+
     k = min(k, len(docs))
     if similarity == "cosine":
         queries = torch.nn.functional.normalize(queries, dim=-1)
@@ -160,6 +165,8 @@ def write_trec_run(path: Path, run: dict[str, dict[str, float]], tag: str, depth
 
 def isotropy(emb: torch.Tensor) -> dict[str, float]:
     """1 - mean pairwise cosine (distinct pairs) and the partition-function ratio."""
+    import torch
+
     w = emb.double()
     u = torch.nn.functional.normalize(w, dim=-1)
     n = len(u)

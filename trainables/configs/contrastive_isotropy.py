@@ -86,3 +86,18 @@ def preflight(config: dict, workdir) -> dict:
             "isotropy_sample": 20, "base_model": base if local else OFFLINE_MINILM, "output_dim": 32,
             "train_data": head(config.get("train_data"), "train.jsonl"),
             "val_data": head(config.get("val_data"), "val.jsonl"), "beir": beir}
+
+
+def check_inputs(cfg: Config) -> None:
+    """Read every triples file and BEIR folder once (ValueError naming file, line and field)."""
+    from trainables import retrieval
+
+    checks = [("train_data", retrieval.load_triples, cfg.train_data)]
+    checks += [("val_data", retrieval.load_triples, cfg.val_data)] if cfg.val_data else []
+    checks += [("beir", lambda f: retrieval.load_beir(f, cfg.beir_split), f) for f in cfg.beir]
+    for field, load, source in checks:
+        try:
+            load(source)
+        except ValueError as exc:
+            exc.field = field  # type: ignore[attr-defined]
+            raise

@@ -1,10 +1,15 @@
-"""Settings of `lstm_classifier_finetune` (no torch import)."""
+"""Settings of `lstm_classifier_finetune`, its data loading and the check of its inputs (torch is
+imported only to check a given encoder checkpoint)."""
 
 from __future__ import annotations
 
 from typing import Literal
 
+import numpy as np
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from trainables import ohlc_data
 
 INPUT_FIELDS = ("data", "encoder")
 
@@ -50,3 +55,31 @@ def preflight(config: dict, workdir) -> dict:
     from trainables.ohlc_data import head
 
     return {"data": head(config["data"], 60, workdir, config.get("window_length", 105), labeled=True), "epochs": 1, "folds": 2}
+
+
+def load_labeled(cfg: Config) -> tuple[ohlc_data.Windows, np.ndarray, list[str]]:
+    """Labeled windows, integer labels and class names; raises ValueError naming the problem."""
+    windows = ohlc_data.load_windows(cfg.data, cfg.window_length, labeled=True)
+    labels = np.asarray(windows.extra["label"]).astype(str)
+    classes = sorted(set(labels.tolist()))
+    if len(classes) < 2:
+        raise ValueError(f"{cfg.data}: needs at least 2 classes in 'label', found {classes}")
+    if cfg.folds > len(labels):
+        raise ValueError(f"{cfg.data}: {len(labels)} windows are fewer than folds={cfg.folds}")
+    y = np.searchsorted(classes, labels)
+    return windows, y, classes
+
+
+def check_inputs(cfg: Config) -> None:
+    load_labeled(cfg)
+    if cfg.encoder:
+        # only here torch is needed: the encoder checkpoint's shapes against the classifier's
+        import torch
+
+        from trainables.lstm_classifier_finetune import build_model
+
+        try:
+            build_model(cfg, 2, torch.device("cpu"))
+        except ValueError as exc:
+            exc.field = "encoder"  # type: ignore[attr-defined]
+            raise

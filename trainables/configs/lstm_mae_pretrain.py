@@ -1,10 +1,14 @@
-"""Settings of `lstm_mae_pretrain` (no torch import: `plan` and `validate` read these fast)."""
+"""Settings of `lstm_mae_pretrain` and the check of its inputs (no torch import: `plan` and
+`validate` read these fast)."""
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from trainables import ohlc_data
 
 INPUT_FIELDS = ("data",)
 # `workers: N` runs N data-parallel Ray Train workers (DDP; see trainables/distributed.py)
@@ -54,3 +58,11 @@ def preflight(config: dict, workdir) -> dict:
     from trainables.ohlc_data import head
 
     return {"data": head(config["data"], 64, workdir, config.get("window_length", 105), labeled=False), "epochs": 1, "aug_multiplier": min(config.get("aug_multiplier", 4), 1)}
+
+
+def check_inputs(cfg: Config) -> None:
+    """Validate the data before anything starts (raises ValueError with the file and rows)."""
+    windows = ohlc_data.load_windows(cfg.data, cfg.window_length)
+    n_val = math.ceil(len(windows) * cfg.val_fraction)
+    if len(windows) - n_val < 1 or n_val < 1:
+        raise ValueError(f"{cfg.data}: {len(windows)} windows are too few for val_fraction={cfg.val_fraction}")

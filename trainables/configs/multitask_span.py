@@ -1,10 +1,16 @@
-"""Settings of `multitask_span` (no torch import: `plan` and `validate` read these fast)."""
+"""Settings of `multitask_span`, its data loading and the check of its inputs (no torch import:
+`plan` and `validate` read these fast)."""
 
 from __future__ import annotations
 
 from typing import Literal
 
+import numpy as np
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from trainables import ohlc_data
+from trainables.folds import time_split
 
 INPUT_FIELDS = ("data",)
 TASKS = ("type", "ptr", "span", "countdown")
@@ -70,3 +76,24 @@ def preflight(config: dict, workdir) -> dict:
 
     return {"data": head(config["data"], 40, workdir, config.get("window_length", 105), labeled=True), "epochs": 2, "checkpoint_epoch_interval": 1,
             "feature_stats_interval": 1, "gradient_stats_interval": 1}
+
+
+def load_data(cfg: Config):
+    """Windows, class names and integer labels; raises ValueError naming bad rows."""
+    windows = ohlc_data.load_windows(cfg.data, cfg.window_length, labeled=True)
+    labels = np.asarray(windows.extra["label"]).astype(str)
+    classes = sorted(set(labels.tolist()))
+    if len(classes) < 2:
+        raise ValueError(f"{cfg.data}: needs at least 2 classes in 'label', found {classes}")
+    starts = np.asarray(windows.extra["expansion_start"])
+    ends = np.asarray(windows.extra["expansion_end"])
+    bad = np.flatnonzero(~((starts >= 0) & (starts <= ends) & (ends < cfg.window_length)))
+    if bad.size:
+        raise ValueError(f"{cfg.data}: {ohlc_data._rows(bad)}: expected 0 <= expansion_start <= expansion_end "
+                         f"< window_length ({cfg.window_length})")
+    return windows, classes, np.searchsorted(classes, labels), starts.astype(np.int64), ends.astype(np.int64)
+
+
+def check_inputs(cfg: Config) -> None:
+    windows, *_ = load_data(cfg)
+    time_split(len(windows), (cfg.val_fraction, cfg.test_fraction), windows.start, cfg.window_length)
