@@ -3,6 +3,7 @@ artifacts land in the bucket, read back from anywhere, no secret leaks, and an o
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -57,51 +58,16 @@ def _study(name: str, epochs: int = 2, seeds: str = "[1, 2]") -> str:
                                                                            "patch_len: 8, early_stopping_patience: null}"))
 
 
-def test_study_on_s3_lands_in_the_bucket_and_reads_back_without_secrets(s3, tmp_path):
+def test_study_on_s3_survives_an_outage_lands_in_the_bucket_and_reads_back_without_secrets(s3, tmp_path):
+    from moto.server import ThreadedMotoServer
+
     work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
     work.mkdir()
     elsewhere.mkdir()
-    (work / "study.yaml").write_text(_study("s3study"))
-    proc = run_cli("run", "study.yaml", "--storage", "s3://studies/team", cwd=work)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    objects = _objects(s3["client"], "team/s3study/")
-    keys = list(objects)
-    assert "team/s3study/results.parquet" in keys and "team/s3study/study.yaml" in keys
-    assert sum(k.endswith("/state.pt") for k in keys) >= 2 and sum(k.endswith("/encoder.pt") for k in keys) >= 2
-    assert sum(k.endswith("/metadata.json") for k in keys) == 2 and sum(k.endswith("/metrics.csv") for k in keys) == 2
-    assert not (work / "runs").exists()  # nothing written locally
-
-    # read back from a clean working directory: results, status, and a local copy by sync
-    res = run_cli("results", "s3://studies/team/s3study", "--format", "csv", cwd=elsewhere)
-    assert res.returncode == 0 and res.stdout.count("\n") == 3, res.stderr
-    assert "s3://studies/team/s3study/pretrain/" in res.stdout  # checkpoints are S3 URIs
-    assert run_cli("status", "s3://studies/team/s3study", cwd=elsewhere).returncode == 0
-    resumed = run_cli("resume", "s3://studies/team/s3study", cwd=elsewhere)
-    assert resumed.returncode == 0 and "complete in storage, skipped" in resumed.stdout, resumed.stderr
-    sync = run_cli("sync", "s3://studies/team/s3study", elsewhere / "copy", cwd=elsewhere)
-    assert sync.returncode == 0 and "verified by SHA-256" in sync.stdout
-    assert len(pd.read_parquet(elsewhere / "copy" / "results.parquet")) == 2
-
-    # the secret key is in no object and no local file of the run
-    assert not [k for k, body in objects.items() if SECRET.encode() in body]
-    leaked = []
-    session = Path("/tmp/ray/session_latest")
-    for root in (work, elsewhere, session.resolve() if session.exists() else None):
-        if root is None:
-            continue
-        for path in root.rglob("*"):
-            if path.is_file() and path.stat().st_size < 50_000_000 and SECRET.encode() in path.read_bytes():
-                leaked.append(str(path))
-    assert not leaked
-
-
-def test_s3_outage_mid_study_is_survived(s3, tmp_path):
-    from moto.server import ThreadedMotoServer
-
-    (tmp_path / "study.yaml").write_text(_study("outage", epochs=30, seeds="[1, 2, 3]"))
+    (work / "study.yaml").write_text(_study("outage", epochs=30, seeds="[1, 2, 3]"))
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "run", "study.yaml", "--storage",
-                             "s3://studies/team"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                             "s3://studies/team"], cwd=work, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     lines = []
     for line in proc.stdout:
@@ -116,9 +82,35 @@ def test_s3_outage_mid_study_is_survived(s3, tmp_path):
     out = "".join(lines) + proc.stdout.read()
     assert proc.wait(timeout=300) == 0, out
     objects = _objects(s3["client"], "team/outage/")
-    df = pd.read_parquet(__import__("io").BytesIO(objects["team/outage/results.parquet"]))
+    assert "team/outage/results.parquet" in objects and "team/outage/study.yaml" in objects
+    df = pd.read_parquet(io.BytesIO(objects["team/outage/results.parquet"]))
     assert len(df) == 3 and set(df["status"]) == {"done"} and (df["final.epoch"] == 30).all(), df
     for tid in df["trial_id"]:
         assert f"team/outage/pretrain/{tid}/metadata.json" in objects
         assert f"team/outage/pretrain/{tid}/metrics.csv" in objects
         assert any(k.startswith(f"team/outage/pretrain/{tid}/checkpoint_") for k in objects)
+    assert sum(k.endswith("/state.pt") for k in objects) >= 3 and sum(k.endswith("/encoder.pt") for k in objects) >= 3
+    assert not (work / "runs").exists()  # nothing written locally
+
+    # read back from a clean working directory: results, status, and a local copy by sync
+    res = run_cli("results", "s3://studies/team/outage", "--format", "csv", cwd=elsewhere)
+    assert res.returncode == 0 and res.stdout.count("\n") == 4, res.stderr
+    assert "s3://studies/team/outage/pretrain/" in res.stdout  # checkpoints are S3 URIs
+    assert run_cli("status", "s3://studies/team/outage", cwd=elsewhere).returncode == 0
+    resumed = run_cli("resume", "s3://studies/team/outage", cwd=elsewhere)
+    assert resumed.returncode == 0 and "complete in storage, skipped" in resumed.stdout, resumed.stderr
+    sync = run_cli("sync", "s3://studies/team/outage", elsewhere / "copy", cwd=elsewhere)
+    assert sync.returncode == 0 and "verified by SHA-256" in sync.stdout
+    assert len(pd.read_parquet(elsewhere / "copy" / "results.parquet")) == 3
+
+    # the secret key is in no object and no local file of the run
+    assert not [k for k, body in objects.items() if SECRET.encode() in body]
+    leaked = []
+    session = Path("/tmp/ray/session_latest")
+    for root in (work, elsewhere, session.resolve() if session.exists() else None):
+        if root is None:
+            continue
+        for path in root.rglob("*"):
+            if path.is_file() and path.stat().st_size < 50_000_000 and SECRET.encode() in path.read_bytes():
+                leaked.append(str(path))
+    assert not leaked
