@@ -92,13 +92,13 @@ def test_runpod_bootstrap_brings_up_head_and_worker_on_loopback(tmp_path):
 def _stop_cluster_on_port(port: int) -> None:
     """Stop only this test's Ray processes: `ray stop` would stop every Ray on the machine,
     other tests' included when tests run in parallel."""
-    import psutil
+    import psutil  # declared in [dev]; Ray also puts a copy on sys.path
 
     mine = [p for p in psutil.process_iter(["cmdline"])
             if any(f":{port}" in a or a.endswith(f"port={port}") for a in (p.info.get("cmdline") or []))]
     for proc in mine:
         proc.terminate()
-    _, alive = psutil.wait_procs(mine, timeout=10)
+    _, alive = psutil.wait_procs(mine, timeout=3)
     for proc in alive:
         proc.kill()
     marker = Path("/tmp/ray/ray_current_cluster")   # what `ray start` left for ray.init() to find

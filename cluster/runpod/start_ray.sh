@@ -67,8 +67,9 @@ RANK_RESOURCE="node_rank_$NODE_RANK"
 
 port_open() { (exec 3<>"/dev/tcp/$HEAD_ADDR/$RAY_PORT") 2>/dev/null; }
 # `ray status` retries for a long time when nothing listens: ask it only once the port is open.
+# (each `ray status` is a Python start-up, ~2 s on a small machine: asked once per check)
 cluster_up() { port_open && "$RAY_BIN" status --address "$ADDRESS" >/dev/null 2>&1; }
-node_joined() { "$RAY_BIN" status --address "$ADDRESS" 2>/dev/null | grep -q "$RANK_RESOURCE"; }
+node_joined() { port_open && "$RAY_BIN" status --address "$ADDRESS" 2>/dev/null | grep -q "$RANK_RESOURCE"; }
 # wait_for CHECK INTERVAL_S MESSAGE: poll CHECK until it succeeds, or die after JOIN_TIMEOUT_S.
 wait_for() {
   local waited=0
@@ -105,7 +106,7 @@ case "$ACTION" in
 esac
 
 if [ "$NODE_RANK" -eq 0 ]; then
-  if cluster_up && node_joined; then
+  if node_joined; then
     log "Ray head already running at $ADDRESS; nothing to do"
   else
     log "starting the Ray head at $ADDRESS (dashboard on $RAY_DASHBOARD_HOST:$RAY_DASHBOARD_PORT)"
@@ -113,12 +114,15 @@ if [ "$NODE_RANK" -eq 0 ]; then
       --dashboard-host "$RAY_DASHBOARD_HOST" --dashboard-port "$RAY_DASHBOARD_PORT" "${start_args[@]}"
   fi
 else
-  if cluster_up && node_joined; then
-    log "already in the cluster at $ADDRESS; nothing to do"
-    exit 0
+  if status=$(port_open && "$RAY_BIN" status --address "$ADDRESS" 2>/dev/null); then
+    if grep -q "$RANK_RESOURCE" <<<"$status"; then
+      log "already in the cluster at $ADDRESS; nothing to do"
+      exit 0
+    fi
+  else
+    log "waiting up to ${JOIN_TIMEOUT_S}s for the head at $ADDRESS"
+    wait_for cluster_up 2 "no Ray head at $ADDRESS after ${JOIN_TIMEOUT_S}s (is rank 0 up? is port $RAY_PORT open between nodes?)"
   fi
-  log "waiting up to ${JOIN_TIMEOUT_S}s for the head at $ADDRESS"
-  wait_for cluster_up 2 "no Ray head at $ADDRESS after ${JOIN_TIMEOUT_S}s (is rank 0 up? is port $RAY_PORT open between nodes?)"
   log "joining the cluster at $ADDRESS (NCCL_SOCKET_IFNAME=${NCCL_SOCKET_IFNAME:-unset})"
   "$RAY_BIN" start --address "$ADDRESS" "${start_args[@]}"
   # The head's view lags the node's start by a few seconds; return once the cluster sees us.
