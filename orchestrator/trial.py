@@ -35,7 +35,10 @@ def run_trial(config: dict) -> None:
 
     function_started_at = time.time()
     trial = config["trial"]
-    module = trainables.get(trial["trainable"])  # the first trial of a worker pays the imports (torch)
+    parallel = trial.get("workers", 1) > 1
+    # The first trial of a worker pays the imports (torch). A data-parallel trial's own process
+    # only waits for its Ray Train workers, which import the trainable themselves.
+    module = None if parallel else trainables.get(trial["trainable"])
     import_s = time.time() - function_started_at
     ctx = tune.get_context()
     session = TuneSession(
@@ -47,14 +50,14 @@ def run_trial(config: dict) -> None:
             "trial_id": os.path.basename(ctx.get_trial_dir().rstrip("/")), "trial_name": ctx.get_trial_name(),
             "sampled": config.get("search") or {}, "git": trial.get("git"),
             "upstream": trial.get("upstream") or {},
-            "placement": _placement(),
+            "placement": {} if parallel else _placement(),  # data-parallel: per worker
             # when this worker process started and when this trial began in it: the first trial
             # of a worker pays the process start and imports (see bench/orchestration.py)
             "timing": {"process_started_at": psutil.Process().create_time(),
                        "function_started_at": function_started_at, "import_s": import_s},
         },
     )
-    if trial.get("workers", 1) > 1:
+    if parallel:
         from orchestrator import data_parallel
 
         data_parallel.run(trial, trial_config(config), session.context)

@@ -3,6 +3,7 @@ brings up a two-node Ray (rank 0 head, rank 1 worker) on loopback, idempotently.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import re
@@ -89,6 +90,15 @@ def test_runpod_bootstrap_brings_up_head_and_worker_on_loopback(tmp_path):
         _stop_cluster_on_port(6391)
 
 
+def _children(proc) -> list:
+    import psutil
+
+    try:
+        return proc.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
 def _stop_cluster_on_port(port: int) -> None:
     """Stop only this test's Ray processes: `ray stop` would stop every Ray on the machine,
     other tests' included when tests run in parallel."""
@@ -96,11 +106,15 @@ def _stop_cluster_on_port(port: int) -> None:
 
     mine = [p for p in psutil.process_iter(["cmdline"])
             if any(f":{port}" in a or a.endswith(f"port={port}") for a in (p.info.get("cmdline") or []))]
+    # with their children: the raylets' agents (renamed ray::DashboardAgent...) outlive them
+    mine += [child for p in list(mine) for child in _children(p)]
     for proc in mine:
-        proc.terminate()
+        with contextlib.suppress(psutil.NoSuchProcess):   # gone already: what we wanted
+            proc.terminate()
     _, alive = psutil.wait_procs(mine, timeout=3)
     for proc in alive:
-        proc.kill()
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
     marker = Path("/tmp/ray/ray_current_cluster")   # what `ray start` left for ray.init() to find
     if marker.exists() and marker.read_text().strip().endswith(f":{port}"):
         marker.unlink()
