@@ -138,7 +138,7 @@ class StageRecorder(Callback):
             "path": trial_uri(self.store, trial.path), "failures": trial.num_failures,
         })
         if status == "error":
-            error = trial.get_error()
+            error = _error_text(trial)
             entry["error"] = " ".join(str(error).split())[-400:] if error else "unknown error"
         self.record["trials"][tid] = entry
         return entry
@@ -209,3 +209,14 @@ class StageRecorder(Callback):
         if select and entry.get("best") is not None:
             parts.append(f"best {select.metric}={entry['best']:.4g}")
         return "  ".join(parts)
+
+
+def _error_text(trial) -> str | None:
+    """The trial's error trace. Tune writes it to the trial's local folder first and syncs it
+    to storage later, so when on_trial_error fires `get_error()` (which reads storage) may
+    still find nothing (seen: "unknown error" on the terminal, the real error in the table)."""
+    error = trial.get_error()
+    if error is None and trial.error_file and os.path.exists(trial.error_file):
+        with open(trial.error_file) as f:
+            error = f.read()
+    return error

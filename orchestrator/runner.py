@@ -165,32 +165,39 @@ def run_study(plan: Plan, study_text: str, options: RunOptions, console: Console
         if name not in todo:
             console.print(f"[dim]stage {name}: complete in storage, skipped[/]")
     interrupted = False
-    if todo:
-        shape = init_ray(options, console)
-        from orchestrator.callbacks import StudyStatus
-
-        status = StudyStatus(store, plan.study.name, console)
-        for name in plan.order:
-            if name not in todo:
-                continue
-            sp, reason = ready_stage(plan, name, records)
-            if reason:
-                state = "gated" if reason.startswith("gated") else "skipped"
-                records[name] = skipped_record(plan.stages[name], reason, state)
-                results.save_stage_record(store, name, records[name])
+    # Ray starts with the first stage that runs: a study whose remaining stages are all skipped
+    # (an upstream stage failed or was gated) finishes without it.
+    shape = status = None
+    skips: list[tuple[str, str]] = []   # skipped before the live status existed
+    for name in todo:
+        sp, reason = ready_stage(plan, name, records)
+        if reason:
+            state = "gated" if reason.startswith("gated") else "skipped"
+            records[name] = skipped_record(plan.stages[name], reason, state)
+            results.save_stage_record(store, name, records[name])
+            if status is None:
+                skips.append((name, state))
+            else:
                 status.stage(name, state)
-                console.print(f"[yellow]stage {name} {state}[/]: {escape(reason)}")
-                continue
-            records[name] = run_stage(plan, sp, store, shape, options, status, console, records[name])
-            if records[name]["state"] == "interrupted":
-                interrupted = True
-                break
-            if sp.stage.gates and records[name]["state"] == "complete":
-                records[name]["gates"] = gates.evaluate(records[name], sp.stage.gates)
-                results.save_stage_record(store, name, records[name])
-                for g in records[name]["gates"]:
-                    colour = "green" if g["passed"] else "yellow"
-                    console.print(f"[{colour}]gate[/] {name}: {escape(g['text'])}")
+            console.print(f"[yellow]stage {name} {state}[/]: {escape(reason)}")
+            continue
+        if shape is None:
+            from orchestrator.callbacks import StudyStatus
+
+            shape = init_ray(options, console)
+            status = StudyStatus(store, plan.study.name, console)
+            for skipped, state in skips:
+                status.stage(skipped, state)
+        records[name] = run_stage(plan, sp, store, shape, options, status, console, records[name])
+        if records[name]["state"] == "interrupted":
+            interrupted = True
+            break
+        if sp.stage.gates and records[name]["state"] == "complete":
+            records[name]["gates"] = gates.evaluate(records[name], sp.stage.gates)
+            results.save_stage_record(store, name, records[name])
+            for g in records[name]["gates"]:
+                colour = "green" if g["passed"] else "yellow"
+                console.print(f"[{colour}]gate[/] {name}: {escape(g['text'])}")
     done = [r for r in records.values() if r]
     table = write_and_show_tables(store, done, console)
     if interrupted:

@@ -52,6 +52,8 @@ def test_chain_resolves_references_records_lineage_and_isolates_failures(tmp_pat
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1 and "Traceback" not in out, out  # a failed stage and a skipped one
     assert "stage after_broken skipped" in out and "'broken', which has no successful trial" in out
+    error_line = next(line for line in proc.stdout.splitlines() if line.startswith("error"))
+    assert "broken/base/s1" in error_line and "CUDA" in error_line, error_line  # the reason, on the terminal
 
     root = tmp_path / "runs" / "chain"
     df = pd.read_parquet(root / "results.parquet")
@@ -82,4 +84,5 @@ def test_chain_resolves_references_records_lineage_and_isolates_failures(tmp_pat
     # a re-run keeps every finished stage; the skipped one is re-evaluated (still skipped)
     again = run_cli("run", study, cwd=tmp_path)
     assert again.returncode == 1 and "stage fine: complete in storage, skipped" in again.stdout
+    assert "stage after_broken skipped" in again.stdout and "started a local Ray" not in again.stdout
     assert pd.read_parquet(root / "results.parquet")["trial_id"].tolist() == df["trial_id"].tolist()
