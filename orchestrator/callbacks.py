@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from typing import Any
 
@@ -170,7 +171,8 @@ class StageRecorder(Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         entry = self._update(trial, "error")
-        self.console.print(f"[red]error[/]    {escape(entry['name'])}: {escape(entry.get('error', '')[-200:])}  "
+        line = _exception_line(_error_text(trial) or "") or "unknown error"
+        self.console.print(f"[red]error[/]    {escape(entry['name'])}: {escape(line[:300])}  "
                            f"[dim]{escape(self._progress())}[/]")
         self.status.write(force=True)
 
@@ -220,3 +222,11 @@ def _error_text(trial) -> str | None:
         with open(trial.error_file) as f:
             error = f.read()
     return error
+
+
+def _exception_line(trace: str) -> str:
+    """`RuntimeError: message` from a traceback: from the last line that names an exception
+    to the end (a message may span lines), else the last line."""
+    lines = [line.strip() for line in trace.strip().splitlines() if line.strip()]
+    named = [i for i, line in enumerate(lines) if re.match(r"^[\w.]+(Error|Exception|Interrupt|Exit)\b:?", line)]
+    return " ".join(lines[named[-1]:]) if named else (lines[-1] if lines else "")
