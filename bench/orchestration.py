@@ -95,15 +95,25 @@ def run_orchestrator(trials: int, epochs: int, folder: Path) -> dict:
     # Start-up of each trial worker (Ray actor): from the Tuner's start until its first trial
     # has imported the trainable (process spawn, Tune's actor set-up, `import torch`...).
     first_start: dict[int, tuple[float, float]] = {}
-    for tid in record["trials"]:
+    spans: dict[int, list[tuple[float, float]]] = {}   # per worker process: (start, end) of its trials
+    for tid, t in record["trials"].items():
         meta = json.loads((root / "work" / tid / "metadata.json").read_text())
         pid, timing = meta["environment"]["pid"], meta["timing"]
         ready = (timing["function_started_at"], timing["function_started_at"] + timing["import_s"])
         first_start[pid] = min(first_start.get(pid, ready), ready)
+        spans.setdefault(pid, []).append((timing["function_started_at"], timing["function_started_at"] + t["duration_s"]))
     worker_start = sorted(ready - record["fit_started_at"] for _, ready in first_start.values())[:SLOTS]
+    # Where the slots' time went besides the trials themselves (summed over worker processes)
+    fit_end = record["fit_started_at"] + record["wall_s"]
+    last_end = max(end for s in spans.values() for _, end in s)
+    gaps = sum(b[0] - a[1] for s in spans.values() for a, b in zip(sorted(s), sorted(s)[1:]))
+    timeline = {"gaps_between_trials_s": gaps,
+                "tail_idle_s": sum(last_end - max(end for _, end in s) for s in spans.values()),
+                "teardown_s": fit_end - last_end,
+                "import_s": sum(ready - start for start, ready in first_start.values()) / len(first_start)}
     return {"makespan_s": record["wall_s"], "work_s": float(work), "ray_start_s": ray_start, "cli_total_s": total,
             "trial_functions_s": in_trials, "worker_start_s": sum(worker_start) / len(worker_start),
-            "workers": len(first_start)}
+            "workers": len(first_start), "timeline": timeline}
 
 
 TUNE_DEFAULTS = """
@@ -151,6 +161,10 @@ def summarise(name: str, r: dict, trials: int, slots: int) -> dict:
                 f"between {(r['makespan_s'] * slots - r['trial_functions_s']) / trials:.2f} s/trial; "
                 f"trial workers start in {r['worker_start_s']:.1f} s ({r['workers']} workers): efficiency "
                 f"without that start-up {r['efficiency_excl_worker_start']:.3f}")
+        tl = r["timeline"]
+        ray += (f"\n{'':<14}of which the trainable's imports {tl['import_s']:.1f} s; slots idle between trials "
+                f"{tl['gaps_between_trials_s']:.1f} s, at the end {tl['tail_idle_s']:.1f} s (the last trial alone); "
+                f"Tune's teardown {tl['teardown_s']:.1f} s")
     print(f"{name:<14}{r['makespan_s']:9.1f} s {ideal:8.1f} s {r['efficiency']:8.3f} "
           f"{r['overhead_per_trial_s']:10.2f} s{ray}")
     return r
