@@ -12,6 +12,7 @@ resumed from their last checkpoint, errored ones retried with `--retry-errored`)
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -26,6 +27,7 @@ from pyarrow import ArrowException
 from rich.console import Console
 from rich.markup import escape
 
+import trainables
 from orchestrator import gates, results, study_tables, trackers
 from orchestrator.tables import aggregate_markdown, paired_markdown
 from orchestrator.errors import Problem, UserError
@@ -116,7 +118,38 @@ def _keep_credentials_out_of_ray() -> None:
     }
 
 
-def init_ray(options: RunOptions, console: Console) -> ClusterShape:
+@contextlib.contextmanager
+def _warm_local_workers(modules: list[str]):
+    """Let the first trials of an in-process Ray start on warm worker processes.
+
+    Ray starts one idle worker per CPU while it starts up, but gives an actor such a worker
+    only if the actor has no runtime_env of its own; Tune gives every trial actor one, made
+    of environment variables it copies from the driver (PL_DISABLE_FORK and the variables in
+    `ENV_VARS_TO_PROPAGATE`). In an in-process Ray the workers are children of this process
+    and inherit its environment anyway, so the copy is dropped (the variables are set here
+    instead). Ray's `preload_python_modules` setting makes every worker import the trial
+    code (torch included) before it accepts work, so the prestarted workers do that while
+    Ray is still starting. Measured in bench/README.md (issue 9).
+    """
+    from ray.tune.execution import class_cache
+
+    for name, value in class_cache.DEFAULT_ENV_VARS.items():
+        os.environ.setdefault(name, value)
+    class_cache.DEFAULT_ENV_VARS = {}
+    class_cache.ENV_VARS_TO_PROPAGATE = set()
+    # read by the raylet when ray.init starts it; not left behind for other Rays of this process
+    before = os.environ.get("RAY_preload_python_modules")
+    os.environ["RAY_preload_python_modules"] = before or ",".join(modules)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("RAY_preload_python_modules", None)
+
+
+def init_ray(options: RunOptions, console: Console, preload: list[str] = ()) -> ClusterShape:
+    """Connect to the given Ray cluster or start one in-process; `preload`: modules the trial
+    workers of an in-process Ray import before they accept work."""
     import ray
 
     _keep_credentials_out_of_ray()
@@ -136,9 +169,10 @@ def init_ray(options: RunOptions, console: Console) -> ClusterShape:
     else:
         # address="local": always a new in-process Ray. Without it ray.init() attaches to any
         # cluster `ray start` left on this machine (/tmp/ray/ray_current_cluster), even a dead one.
-        ray.init(address="local", num_cpus=options.num_cpus, num_gpus=options.num_gpus,
-                 include_dashboard=options.dashboard,
-                 dashboard_host="127.0.0.1", log_to_driver=False, configure_logging=True, logging_level="ERROR")
+        with _warm_local_workers(["ray.tune", "orchestrator.trial", *preload]):
+            ray.init(address="local", num_cpus=options.num_cpus, num_gpus=options.num_gpus,
+                     include_dashboard=options.dashboard, dashboard_host="127.0.0.1", log_to_driver=False,
+                     configure_logging=True, logging_level="ERROR")
         pass_through = "started a local Ray" + (" (dashboard http://127.0.0.1:8265)" if options.dashboard else "")
     res = ray.cluster_resources()
     nodes = tuple((float(n["Resources"].get("CPU", 0)), float(n["Resources"].get("GPU", 0)))
@@ -184,7 +218,8 @@ def run_study(plan: Plan, study_text: str, options: RunOptions, console: Console
         if shape is None:
             from orchestrator.callbacks import StudyStatus
 
-            shape = init_ray(options, console)
+            shape = init_ray(options, console, sorted({trainables.TRAINABLES[plan.stages[n].stage.trainable]
+                                                       for n in todo}))
             status = StudyStatus(store, plan.study.name, console)
             for skipped, state in skips:
                 status.stage(skipped, state)
