@@ -118,18 +118,31 @@ def _keep_credentials_out_of_ray() -> None:
     }
 
 
+def preload_pays(sp: StagePlan, options: RunOptions) -> bool:
+    """Whether the first stage keeps every worker Ray prestarts busy (Ray starts one per CPU
+    core, up to its CPU count), so that preloading torch into them wastes no memory on idle
+    ones (~0.4 GB each: a 32-core pod running 4 GPU trials would hold 28 idle)."""
+    cores = os.cpu_count() or 1
+    prestarted = min(options.num_cpus or cores, cores)
+    limit = options.max_concurrent or sp.stage.max_concurrent or sp.num_trials
+    busy = min(limit, sp.num_trials) * sp.resources.workers
+    per_cpu = int((options.num_cpus or cores) // max(sp.resources.cpu, 0.01))
+    return min(busy, per_cpu) >= prestarted
+
+
 @contextlib.contextmanager
-def _warm_local_workers(modules: list[str]):
+def _warm_local_workers(preload: list[str]):
     """Let the first trials of an in-process Ray start on warm worker processes.
 
-    Ray starts one idle worker per CPU while it starts up, but gives an actor such a worker
-    only if the actor has no runtime_env of its own; Tune gives every trial actor one, made
-    of environment variables it copies from the driver (PL_DISABLE_FORK and the variables in
+    Ray starts worker processes when the driver connects, but gives an actor such a worker
+    only if the actor has no runtime_env of its own; Tune gives every trial actor one, made of
+    environment variables it copies from the driver (PL_DISABLE_FORK and the variables in
     `ENV_VARS_TO_PROPAGATE`). In an in-process Ray the workers are children of this process
     and inherit its environment anyway, so the copy is dropped (the variables are set here
-    instead). Ray's `preload_python_modules` setting makes every worker import the trial
-    code (torch included) before it accepts work, so the prestarted workers do that while
-    Ray is still starting. Measured in bench/README.md (issue 9).
+    instead). With `preload`, Ray's `preload_python_modules` setting makes every worker import
+    those modules (the trial code, torch included) before it accepts work, so the prestarted
+    ones do that while Ray finishes starting and Tune sets up. Measured in bench/README.md
+    (issue 9).
     """
     from ray.tune.execution import class_cache
 
@@ -139,7 +152,8 @@ def _warm_local_workers(modules: list[str]):
     class_cache.ENV_VARS_TO_PROPAGATE = set()
     # read by the raylet when ray.init starts it; not left behind for other Rays of this process
     before = os.environ.get("RAY_preload_python_modules")
-    os.environ["RAY_preload_python_modules"] = before or ",".join(modules)
+    if preload and before is None:   # a user's own setting wins
+        os.environ["RAY_preload_python_modules"] = ",".join(preload)
     try:
         yield
     finally:
@@ -148,7 +162,7 @@ def _warm_local_workers(modules: list[str]):
 
 
 def init_ray(options: RunOptions, console: Console, preload: list[str] = ()) -> ClusterShape:
-    """Connect to the given Ray cluster or start one in-process; `preload`: modules the trial
+    """Connect to the given Ray cluster or start one in-process; `preload`: modules the
     workers of an in-process Ray import before they accept work."""
     import ray
 
@@ -169,7 +183,7 @@ def init_ray(options: RunOptions, console: Console, preload: list[str] = ()) -> 
     else:
         # address="local": always a new in-process Ray. Without it ray.init() attaches to any
         # cluster `ray start` left on this machine (/tmp/ray/ray_current_cluster), even a dead one.
-        with _warm_local_workers(["ray.tune", "orchestrator.trial", *preload]):
+        with _warm_local_workers(preload):
             ray.init(address="local", num_cpus=options.num_cpus, num_gpus=options.num_gpus,
                      include_dashboard=options.dashboard, dashboard_host="127.0.0.1", log_to_driver=False,
                      configure_logging=True, logging_level="ERROR")
@@ -218,8 +232,9 @@ def run_study(plan: Plan, study_text: str, options: RunOptions, console: Console
         if shape is None:
             from orchestrator.callbacks import StudyStatus
 
-            shape = init_ray(options, console, sorted({trainables.TRAINABLES[plan.stages[n].stage.trainable]
-                                                       for n in todo}))
+            modules = ["ray.tune", "orchestrator.trial",
+                       *sorted({trainables.TRAINABLES[plan.stages[n].stage.trainable] for n in todo})]
+            shape = init_ray(options, console, modules if preload_pays(sp, options) else [])
             status = StudyStatus(store, plan.study.name, console)
             for skipped, state in skips:
                 status.stage(skipped, state)

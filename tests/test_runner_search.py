@@ -39,3 +39,22 @@ def test_search_stage_samples_the_space(ray_local, tmp_path, scheduler):
     assert set(df["config.mask_strategy"]) <= {"random", "block"}
     if scheduler == "fifo":
         assert df["config.lr"].nunique() == 3  # three independent samples
+
+
+@pytest.mark.parametrize("cores,trials,cpu,expected", [
+    (2, 4, 1, True),      # this machine: both prestarted workers run trials
+    (32, 4, 1, False),    # a 32-core pod with 4 trials: 28 idle workers would hold torch
+    (32, 64, 1, True),
+    (32, 64, 4, False),   # 8 trials at a time on 32 cores
+])
+def test_torch_is_preloaded_only_when_every_prestarted_worker_runs_a_trial(tmp_path, monkeypatch, cores, trials,
+                                                                           cpu, expected):
+    from orchestrator import runner
+
+    monkeypatch.setattr(runner.os, "cpu_count", lambda: cores)
+    seeds = ", ".join(str(s) for s in range(trials))
+    study = tmp_path / "study.yaml"
+    study.write_text(f"name: warm\nstorage: ./runs\ndefaults: {{seeds: [{seeds}], resources: {{cpu: {cpu}}}}}\n"
+                     "stages:\n  pretrain:\n" + TINY_STAGE)
+    sp = load_plan(study, check_inputs=False).stages["pretrain"]
+    assert runner.preload_pays(sp, RunOptions()) is expected
