@@ -2,8 +2,9 @@
 
     python bench/orchestration.py [--trials 16] [--work-s 3] [--json bench/results/orchestration_16x3.json]
 
-The same real trainable (`lstm_mae_pretrain`, a fixed number of epochs on synthetic windows,
-no early stopping, one thread per trial) runs N times three ways, one after another:
+The same real trainable (`lstm_mae_pretrain`, a fixed number of epochs on 300 synthetic windows
+read from a Parquet file, no early stopping, one thread per trial) runs N times three ways,
+one after another:
 - `sequential`: a plain Python loop in one process (LocalSession), no Ray;
 - `orchestrator`: `python -m orchestrator run` on a local Ray with 2 CPUs (a real CLI process);
 - `tune-defaults`: plain Ray Tune with its defaults (no actor reuse, a checkpoint every epoch),
@@ -32,8 +33,20 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 SLOTS = 2
-CONFIG = {"data": "synthetic:ohlc?n=300&length=105&seed=0", "hidden_size": 32, "batch_size": 64,
-          "aug_multiplier": 1, "early_stopping_patience": None}
+CONFIG = {"hidden_size": 32, "batch_size": 64, "aug_multiplier": 1, "early_stopping_patience": None}
+
+
+def write_data(folder: Path) -> str:
+    """300 windows of 105 bars as a Parquet file: every trial reads it, as in a real study."""
+    import pyarrow.parquet as pq
+
+    from trainables import synthetic
+    from trainables.ohlc_data import windows_table
+
+    data = synthetic.generate(300, 105, seed=0)
+    path = folder / "windows.parquet"
+    pq.write_table(windows_table(data["ohlc"], list(data["window_id"])), path)
+    return str(path)
 
 
 def calibrate(work_s: float) -> int:
@@ -177,12 +190,13 @@ def main() -> None:
     parser.add_argument("--skip", nargs="*", default=[], choices=["sequential", "orchestrator", "tune-defaults"])
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    epochs = calibrate(args.work_s)
-    print(f"{args.trials} trials x ~{args.work_s:g} s ({epochs} epochs each) on {SLOTS} CPU slots")
-    print(f"{'':<14}{'makespan':>11}{'ideal':>10}{'effic.':>9}{'overhead/trial':>16}")
-    out = {"trials": args.trials, "work_s_target": args.work_s, "epochs": epochs}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
+        CONFIG["data"] = write_data(folder)
+        epochs = calibrate(args.work_s)
+        print(f"{args.trials} trials x ~{args.work_s:g} s ({epochs} epochs each) on {SLOTS} CPU slots")
+        print(f"{'':<14}{'makespan':>11}{'ideal':>10}{'effic.':>9}{'overhead/trial':>16}")
+        out = {"trials": args.trials, "work_s_target": args.work_s, "epochs": epochs}
         if "sequential" not in args.skip:
             out["sequential"] = summarise("sequential", run_sequential(args.trials, epochs), args.trials, 1)
         if "orchestrator" not in args.skip:
