@@ -24,8 +24,15 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# every benchmark of bench/README.md; raw results into bench/results/
 bench: $(STAMP)
-	$(BIN)/python bench/pretrain_throughput.py
+	$(BIN)/python bench/pretrain_throughput.py --json bench/results/pretrain_throughput.json
+	$(BIN)/python bench/multitask_span_epoch.py --rounds 3 --json bench/results/multitask_span_epoch.json
+	$(BIN)/python bench/multitask_span_epoch.py --rounds 3 --crf --json bench/results/multitask_span_epoch_crf.json
+	$(BIN)/python bench/contrastive_step.py --rounds 3 --json bench/results/contrastive_step.json
+	$(BIN)/python bench/results_scale.py --json bench/results/results_scale.json
+	$(BIN)/python bench/orchestration.py --trials 16 --work-s 3 --json bench/results/orchestration_16x3.json
+	$(BIN)/python bench/orchestration.py --trials 8 --work-s 20 --skip sequential --json bench/results/orchestration_8x20.json
 
 clean:
 	rm -rf $(VENV) runs
