@@ -66,7 +66,11 @@ def run_trial(config: dict) -> None:
 
     session.telemetry = telemetry.for_this_trial()
     try:
-        module.train(trial_config(config), session)
+        final = module.train(trial_config(config), session)
+        if not session.reported and isinstance(final, dict) and final:
+            # Restored a checkpoint taken after the last epoch (the driver died before Tune's
+            # snapshot recorded it): Tune's last result is older, so send the final one again.
+            session.report(final)
         session.flush()  # a held last report (e.g. a diverged epoch) must reach Tune
     finally:
         if session.telemetry is not None:

@@ -173,24 +173,47 @@ class TuneSession(CheckpointClock):
         # failed on a storage outage can be repeated without reporting twice.
         with_retries("reporting a checkpoint", lambda: tune.report(metrics, checkpoint=checkpoint))
 
+    @property
+    def reported(self) -> bool:
+        """Whether this attempt of the trial sent Tune any result."""
+        return self._last_sent != -float("inf")
+
     def restore_state(self, map_location="cpu") -> dict | None:
+        """The newest readable checkpoint of this trial in storage, or None.
+
+        Not only the one Tune hands back (`tune.get_checkpoint()`): that one comes from Tune's
+        experiment snapshot, taken every ~10 s, so after a killed driver a trial that had
+        finished or checkpointed since the snapshot would redo its last epochs. Every
+        `checkpoint_*` folder of the trial is a candidate, the newest `state.pt` first (by
+        modification time: a restored trial numbers its checkpoints on from the snapshot's
+        count, so names can repeat out of order).
+        """
         from ray import tune
 
+        from orchestrator.storage import with_retries
+
         latest = tune.get_checkpoint()
-        if latest is None:
+        storage = tune.get_context().get_storage()
+        fs, trial_dir = storage.storage_filesystem, storage.trial_fs_path
+        paths = with_retries("listing the trial's checkpoints", lambda: checkpoints_newest_first(fs, trial_dir))
+        if latest is not None and latest.path.rstrip("/") not in paths:
+            paths.append(latest.path.rstrip("/"))
+        if not paths:
             return None
+        return first_readable((tune.Checkpoint(path, filesystem=fs).as_directory() for path in paths), map_location)
 
-        def candidates():
-            yield latest.as_directory()
-            # older checkpoints of this trial, newest first, in case the latest is unreadable
-            fs, trial_dir = latest.filesystem, posixpath.dirname(latest.path.rstrip("/"))
-            infos = fs.get_file_info(pafs.FileSelector(trial_dir, allow_not_found=True))
-            older = sorted((i.path for i in infos if posixpath.basename(i.path).startswith("checkpoint_")
-                            and i.path.rstrip("/") != latest.path.rstrip("/")), reverse=True)
-            for path in older:
-                yield tune.Checkpoint(path, filesystem=fs).as_directory()
 
-        return first_readable(candidates(), map_location)
+def checkpoints_newest_first(fs: pafs.FileSystem, trial_dir: str) -> list[str]:
+    """The trial's `checkpoint_*` folders that hold a `state.pt`, most recently written first."""
+    from trainables.checkpoints import STATE_FILE
+
+    infos = fs.get_file_info(pafs.FileSelector(trial_dir, allow_not_found=True))
+    folders = [i.path.rstrip("/") for i in infos
+               if i.type == pafs.FileType.Directory and posixpath.basename(i.path.rstrip("/")).startswith("checkpoint_")]
+    states = fs.get_file_info([posixpath.join(folder, STATE_FILE) for folder in folders])
+    written = [(info.mtime, folder) for info, folder in zip(states, folders) if info.type == pafs.FileType.File]
+    return [folder for _, folder in sorted(written, key=lambda pair: (pair[0].timestamp() if pair[0] else 0.0, pair[1]),
+                                             reverse=True)]
 
 
 class TrainSession(CheckpointClock):
