@@ -150,7 +150,7 @@ def test_every_diagnostic_file_has_the_documented_columns(tmp_path):
     fs = pd.read_csv(folder / "feature_stats.csv")
     assert sorted(set(fs["epoch"])) == [1, 2, 4] and set(fs["feature_name"]) == set(span_features.FEATURES)
     gs = pd.read_csv(folder / "gradient_stats.csv")
-    assert gs["epoch"].tolist() == [2, 4] and "lstm.weight_ih_l0" in gs.columns and (gs["total_grad_norm"] > 0).all()
+    assert gs["epoch"].tolist() == [1, 2, 4] and "lstm.weight_ih_l0" in gs.columns and (gs["total_grad_norm"] > 0).all()
     up = pd.read_csv(folder / "uncertainty_params.csv")
     shares = up[[f"weight_{t}" for t in ("type", "ptr", "span", "countdown")]].sum(axis=1)
     assert np.allclose(shares, 1.0)

@@ -272,7 +272,8 @@ def _epoch(epoch, model, weighting, opt, params, train_set: Batch, val_set: Batc
     train_prob = torch.empty_like(train_set.hard)
     grad_row = None
     grad_params = [p for _, p in params]
-    want_grads = epoch % cfg.gradient_stats_interval == 0
+    # Epoch 1 too (as feature_stats): a baseline row, and a short run has the file.
+    want_grads = epoch % cfg.gradient_stats_interval == 0 or epoch == 1
     batches = range(0, n, cfg.batch_size)
     for i in batches:
         idx = perm[i:i + cfg.batch_size]

@@ -54,8 +54,8 @@ class Config(BaseModel):
     threshold: float = Field(0.5, gt=0, lt=1, description="Span threshold of the per-epoch metrics.")
     checkpoint_epoch_interval: int | None = Field(10, ge=1, description="Write checkpoint_epoch_N.pt every N "
                                                   "epochs (and at the last); None: never.")
-    feature_stats_interval: int = Field(5, ge=1, description="Epochs between feature_stats.csv rows.")
-    gradient_stats_interval: int = Field(10, ge=1, description="Epochs between gradient_stats.csv rows.")
+    feature_stats_interval: int = Field(5, ge=1, description="Epochs between feature_stats.csv rows (and epoch 1).")
+    gradient_stats_interval: int = Field(10, ge=1, description="Epochs between gradient_stats.csv rows (and epoch 1).")
     ensemble_last_k: int = Field(0, ge=0, description="Average soft span predictions of the last k periodic "
                                  "checkpoints after training (0: off).")
     plots: bool = Field(True, description="Write PNG plots after training.")
