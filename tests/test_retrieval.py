@@ -110,3 +110,18 @@ def test_malformed_inputs_name_file_and_line(tmp_path):
     (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\tone\n")
     with pytest.raises(ValueError, match=r"test.tsv:2: score 'one' is not an integer"):
         retrieval.load_beir(beir)
+    (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq7\td1\t1\n")
+    with pytest.raises(ValueError, match=r"test.tsv: no judged query id is in .*queries.jsonl"):
+        retrieval.load_beir(beir)
+
+
+def test_beir_blank_qrels_lines_and_titles(tmp_path):
+    beir = tmp_path / "beir"
+    (beir / "qrels").mkdir(parents=True)
+    (beir / "corpus.jsonl").write_text(json.dumps({"_id": "d1", "title": "T", "text": "x"}) + "\n"
+                                       + json.dumps({"_id": "d2", "title": None, "text": "z"}) + "\n")
+    (beir / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "y"}) + "\n")
+    (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n\nq1\td1\t2\nq9\td2\t1\n\n")
+    data = retrieval.load_beir(beir)
+    assert data.corpus == {"d1": "T x", "d2": "z"}
+    assert data.qrels == {"q1": {"d1": 2}}  # q9 has no query text: not evaluated (trec_eval semantics)

@@ -108,7 +108,7 @@ def load_beir(folder: str | Path, split: str = "test") -> BeirDataset:
         data = load_beir(beir_folder(name), split)
         return BeirDataset(name, data.corpus, data.queries, data.qrels)
     folder = Path(folder)
-    corpus = {r["_id"]: (r.get("title") or "") + (" " if r.get("title") else "") + r["text"]
+    corpus = {r["_id"]: (f"{r['title']} {r['text']}" if r.get("title") else r["text"])
               for r in _jsonl(folder / "corpus.jsonl", ("_id", "text"))}
     queries = {r["_id"]: r["text"] for r in _jsonl(folder / "queries.jsonl", ("_id", "text"))}
     qrels_path = folder / "qrels" / f"{split}.tsv"
@@ -121,13 +121,18 @@ def load_beir(folder: str | Path, split: str = "test") -> BeirDataset:
         if header is None or [h.strip() for h in header[:3]] != ["query-id", "corpus-id", "score"]:
             raise ValueError(f"{qrels_path}:1: expected the header query-id, corpus-id, score")
         for i, row in enumerate(reader, 2):
+            if not any(cell.strip() for cell in row):
+                continue
             if len(row) < 3:
                 raise ValueError(f"{qrels_path}:{i}: expected 3 tab-separated columns")
             try:
                 qrels.setdefault(row[0], {})[row[1]] = int(row[2])
             except ValueError:
                 raise ValueError(f"{qrels_path}:{i}: score {row[2]!r} is not an integer") from None
+    # trec_eval semantics: a judged query without a text cannot be run and is not evaluated.
     qrels = {q: d for q, d in qrels.items() if q in queries}
+    if not qrels:
+        raise ValueError(f"{qrels_path}: no judged query id is in {folder / 'queries.jsonl'}")
     return BeirDataset(folder.name, corpus, queries, qrels)
 
 
