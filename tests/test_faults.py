@@ -94,9 +94,12 @@ def test_killed_worker_resumes_its_trial_from_the_checkpoint(tmp_path):
     assert set(df["status"]) == {"done"} and (df["final.epoch"] == 60).all()
     assert _epochs(root / victim[0]) == list(range(1, 61))
     progress = pd.read_csv(root / victim[0] / "progress.csv")["epoch"].tolist()
-    # every reported epoch, across the failure: the counter continued from the checkpoint
-    # (at most the epochs after the last checkpoint are reported twice), it never restarted at 1
-    assert progress.count(1) == 1 and sorted(set(progress)) == list(range(1, 61))
+    # Tune's record across the failure: the counter continued from the checkpoint, it never
+    # restarted at 1. At most the epochs after the last checkpoint are reported twice, or one
+    # epoch is missing: its checkpoint reached storage (and is resumed from) but the worker died
+    # before its report reached the driver. metrics.csv above has every epoch.
+    assert progress.count(1) == 1 and progress[-1] == 60
+    assert len(set(range(1, 61)) - set(progress)) <= 1
     record = json.loads((tmp_path / "runs" / "worker" / "_orchestrator" / "stages" / "pretrain.json").read_text())
     assert record["trials"][victim[0]]["failures"] == 1
 
@@ -114,21 +117,26 @@ def test_node_lost_mid_study_trials_retried_elsewhere(tmp_path):
     ray.init(address=cluster.address, log_to_driver=False)
     try:
         path = tmp_path / "study.yaml"
-        path.write_text(_study("nodeloss", 60, "[1, 2, 3, 4]"))
+        path.write_text(_study("nodeloss", 150, "[1, 2, 3, 4]"))
         killer_done = threading.Event()
 
         def remove_a_node():
-            status = tmp_path / "runs" / "nodeloss" / "_orchestrator" / "status.json"
+            # Both nodes busy mid-trial (not between trials, not after them): two trials whose
+            # per-epoch metrics.csv is between epoch 3 and 120 of 150. (status.json is rewritten
+            # only every 2 s: too coarse for trials of a few seconds.)
+            root = tmp_path / "runs" / "nodeloss" / "pretrain"
             deadline = time.time() + 120
             while time.time() < deadline:
-                time.sleep(0.5)
-                if status.exists():
-                    trials = json.loads(status.read_text())["stages"].get("pretrain", {}).get("trials", {})
-                    # both nodes busy mid-trial (not between trials, not after them)
-                    if sum(t.get("status") == "running" and (t.get("iterations") or 0) >= 3
-                           for t in trials.values()) >= 2:
-                        cluster.remove_node(nodes[0])
-                        break
+                time.sleep(0.1)
+                mid = 0
+                for metrics in (root.glob("*/metrics.csv") if root.exists() else []):
+                    try:
+                        mid += 3 <= _epochs(metrics.parent)[-1] <= 120
+                    except (OSError, ValueError, IndexError, pd.errors.EmptyDataError):
+                        continue  # being rewritten
+                if mid >= 2:
+                    cluster.remove_node(nodes[0])
+                    break
             killer_done.set()
 
         threading.Thread(target=remove_a_node, daemon=True).start()
@@ -137,7 +145,7 @@ def test_node_lost_mid_study_trials_retried_elsewhere(tmp_path):
         assert killer_done.wait(5)
         assert code == 0
         df = pd.read_parquet(tmp_path / "runs" / "nodeloss" / "results.parquet")
-        assert len(df) == 4 and set(df["status"]) == {"done"} and (df["final.epoch"] == 60).all()
+        assert len(df) == 4 and set(df["status"]) == {"done"} and (df["final.epoch"] == 150).all()
         record = json.loads((tmp_path / "runs" / "nodeloss" / "_orchestrator" / "stages" / "pretrain.json").read_text())
         assert sum(t["failures"] for t in record["trials"].values()) >= 1  # something did run on the lost node
     finally:
