@@ -251,7 +251,7 @@ def _expand_stage(study: Study, name: str, doc: YamlDoc, study_dir: Path, check_
     trials: list[TrialSpec] = []
     seen: dict[str, str] = {}
     fan_out: dict[tuple, int] = {}
-    input_fields = tuple(getattr(module, "INPUT_FIELDS", ()))
+    input_fields = _input_fields(module)
     # inputs already checked (or not to be checked): each distinct data file is read once
     checked_inputs: set[tuple] | None = set() if check_inputs else None
     for variant, row in rows:
@@ -267,7 +267,7 @@ def _expand_stage(study: Study, name: str, doc: YamlDoc, study_dir: Path, check_
                                             join_path("stages", name), doc.line_of(("stages", name))))
                     continue
                 seen[tid] = spec.name
-                spec.run_config = _resolve_inputs(config, input_fields, study_dir)
+                spec.run_config = _resolve_inputs(config, module, study_dir)
                 probe = copy.deepcopy(dict(spec.run_config, seed=seed))
                 ref_problems = _check_refs(study, name, stage, variant, config, doc, built, probe, fan_out)
                 if ref_problems:
@@ -342,13 +342,12 @@ def _check_refs(study: Study, name: str, stage: Stage, variant: str | None, conf
 def resolve_stage(sp: StagePlan, records: dict[str, dict], study_dir: Path) -> StagePlan:
     """The stage with its references replaced by upstream results (raises refs.RefError)."""
     module = trainables.settings(sp.stage.trainable)
-    input_fields = tuple(getattr(module, "INPUT_FIELDS", ()))
     trials = []
     for spec in sp.trials:
         for resolved, lineage, id_config in refs.expand(spec.config, records):
             tid = trial_id(spec.trainable, id_config, spec.seed)
             new = TrialSpec(spec.stage, spec.trainable, spec.variant, spec.seed, resolved, spec.grid, tid,
-                            _resolve_inputs(resolved, input_fields, study_dir), lineage)
+                            _resolve_inputs(resolved, module, study_dir), lineage)
             trials.append(new)
     return StagePlan(sp.name, sp.stage, trials, sp.resources, sp.search_space, sp.differing, resolved=True)
 
@@ -366,7 +365,13 @@ def _representative(sampler: dict) -> Any:
     return float(args[0])
 
 
-def _resolve_inputs(config: dict, fields: tuple, study_dir: Path) -> dict:
+def _input_fields(module) -> tuple:
+    """The trainable's file inputs, then its path-or-name fields (e.g. a local model or a hub name)."""
+    return tuple(getattr(module, "INPUT_FIELDS", ())) + tuple(getattr(module, "MODEL_FIELDS", ()))
+
+
+def _resolve_inputs(config: dict, module, study_dir: Path) -> dict:
+    """Relative input paths are relative to the study file; MODEL_FIELDS only when they are paths."""
     out = copy.deepcopy(config)
     def resolve(value):
         if isinstance(value, str) and not _is_uri(value):
@@ -374,10 +379,13 @@ def _resolve_inputs(config: dict, fields: tuple, study_dir: Path) -> dict:
             return str(path if path.is_absolute() else (study_dir / path).resolve())
         return value
 
-    for key in fields:
+    for key in getattr(module, "INPUT_FIELDS", ()):
         if key in out:
             value = out[key]
             out[key] = [resolve(v) for v in value] if isinstance(value, list) else resolve(value)
+    for key in getattr(module, "MODEL_FIELDS", ()):
+        if isinstance(out.get(key), str) and module.is_local_path(out[key]) and not _is_uri(out[key]):
+            out[key] = resolve(out[key])
     return out
 
 

