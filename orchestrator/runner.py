@@ -53,6 +53,7 @@ class RunOptions:
     num_gpus: int | None = None
 
 
+
 def spec_hash(plan: Plan) -> str:
     """Identity of the study's content (storage location and description excluded)."""
     data = plan.study.model_dump(exclude={"storage", "description"})
@@ -383,6 +384,19 @@ def _scheduler(sp: StagePlan):
                                    hyperparam_mutations={"search": mutations}, **kwargs)
 
 
+def stage_trainable(study: str, stage: str, resources: dict):
+    """The Tune trainable of a stage: `run_trial` with the stage's resources, named
+    `<study>/<stage>`. The name is the trial actors' repr, which the Ray dashboard shows (and
+    groups by) instead of `run_trial` for every stage of every study. Not per trial: a reused
+    actor keeps the repr of its first trial."""
+    from ray import tune
+    from ray.tune.trainable.function_trainable import wrap_function
+
+    from orchestrator.trial import run_trial
+
+    return wrap_function(tune.with_resources(run_trial, resources), name=f"{study}/{stage}")
+
+
 def run_stage(plan: Plan, sp: StagePlan, store: Store, shape: ClusterShape, options: RunOptions, status,
               console: Console, previous: dict | None) -> dict:
     from ray import tune
@@ -390,7 +404,6 @@ def run_stage(plan: Plan, sp: StagePlan, store: Store, shape: ClusterShape, opti
 
     from orchestrator.callbacks import StageRecorder
     from orchestrator.search_space import to_tune
-    from orchestrator.trial import run_trial
 
     study = plan.study
     res, note = effective_resources(sp.resources, shape)
@@ -415,8 +428,8 @@ def run_stage(plan: Plan, sp: StagePlan, store: Store, shape: ClusterShape, opti
         param_space["search"] = to_tune(sp.search_space)
     # A data-parallel trial's own process only waits for its Ray Train workers, which reserve
     # the CPUs and GPUs themselves; max_concurrent_trials keeps such trials from piling up.
-    trainable = tune.with_resources(run_trial, {"cpu": res["cpu"], "gpu": res["gpu"]} if workers == 1
-                                    else {"cpu": 0.01, "gpu": 0})
+    trainable = stage_trainable(study.name, sp.name, {"cpu": res["cpu"], "gpu": res["gpu"]} if workers == 1
+                                else {"cpu": 0.01, "gpu": 0})
 
     recorder = StageRecorder(sp, store, status, console, previous, res)
     _LIVE_RECORDERS[sp.name] = recorder

@@ -58,3 +58,12 @@ def test_torch_is_preloaded_only_when_every_prestarted_worker_runs_a_trial(tmp_p
                      "stages:\n  pretrain:\n" + TINY_STAGE)
     sp = load_plan(study, check_inputs=False).stages["pretrain"]
     assert runner.preload_pays(sp, RunOptions()) is expected
+
+
+def test_stage_trainable_is_named_for_the_dashboard_and_keeps_its_resources():
+    from orchestrator import runner
+
+    cls = runner.stage_trainable("quickstart", "pretrain", {"cpu": 1, "gpu": 0.25})
+    assert repr(cls.__new__(cls)) == "quickstart/pretrain"  # the actors' repr in the Ray dashboard
+    request = cls.default_resource_request({})
+    assert request.required_resources == {"CPU": 1, "GPU": 0.25}
