@@ -184,6 +184,12 @@ def _bad_parquet(tmp_path, kind: str) -> str:
     elif kind == "onelabel":
         table = ohlc_data.windows_table(ohlc, [f"w{i}" for i in range(12)], label=["x"] * 12,
                                         expansion_start=data["expansion_start"], expansion_end=data["expansion_end"])
+    elif kind in ("nulllabel", "textspan", "nanspan"):
+        label = [None if kind == "nulllabel" and i == 4 else str(v) for i, v in enumerate(data["label"])]
+        start = [float("nan") if kind == "nanspan" and i == 2 else float(v) for i, v in enumerate(data["expansion_start"])]
+        start = [str(int(v)) for v in start] if kind == "textspan" else start
+        table = pa.table({"window_id": [f"w{i}" for i in range(12)], "ohlc": [w.tolist() for w in ohlc],
+                          "label": label, "expansion_start": start, "expansion_end": data["expansion_end"]})
     else:
         table = ohlc_data.windows_table(ohlc, [f"w{i}" for i in range(12)], **extra)
     pq.write_table(table, path)
@@ -200,6 +206,9 @@ DATA_CASES = {
     "no rows": ("pretrain", "empty", ["no rows"]),
     "labels missing": ("fine", "nolabel", ["missing column(s) label, expansion_start, expansion_end"]),
     "single class": ("fine", "onelabel", ["needs at least 2 classes"]),
+    "null label": ("fine", "nulllabel", ["row 4: label is empty"]),
+    "span index as text": ("fine", "textspan", ["column 'expansion_start' has type string; expected integer"]),
+    "span index missing": ("fine", "nanspan", ["row 2: expansion_start is missing or not a whole bar index"]),
 }
 
 FINE_ONLY = """\

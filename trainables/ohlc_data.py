@@ -84,11 +84,30 @@ def load_windows(source: str, length: int | None = None, labeled: bool = False) 
         raise ValueError(f"{source}: no rows")
     ohlc = _ohlc_array(table.column("ohlc"), source, length)
     check_invariants(ohlc, source)
+    if labeled:
+        _check_label_columns(table, source)
     start = table.column("start").to_numpy() if "start" in table.column_names else None
     extra = {c: table.column(c).to_numpy(zero_copy_only=False)
              for c in ("label", "expansion_start", "expansion_end") if c in table.column_names}
     return Windows(ohlc.astype(np.float32), table.column("window_id").to_numpy(zero_copy_only=False).astype(str),
                    start, extra or None)
+
+
+def _check_label_columns(table: pa.Table, source: str) -> None:
+    """`label` present on every row; expansion_start/end integer bar indices (integral floats pass)."""
+    label = table.column("label")
+    empty = label.is_null().to_numpy(zero_copy_only=False)
+    empty |= np.char.strip(np.asarray(label.to_numpy(zero_copy_only=False)).astype(str)) == ""
+    if empty.any():
+        raise ValueError(f"{source}: {_rows(np.flatnonzero(empty))}: label is empty; expected a class name")
+    for name in ("expansion_start", "expansion_end"):
+        col = table.column(name)
+        if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)):
+            raise ValueError(f"{source}: column '{name}' has type {col.type}; expected integer bar indices")
+        values = col.to_numpy(zero_copy_only=False).astype(np.float64)   # nulls become NaN
+        bad = np.flatnonzero(~np.isfinite(values) | (values != np.round(values)))
+        if bad.size:
+            raise ValueError(f"{source}: {_rows(bad)}: {name} is missing or not a whole bar index")
 
 
 def _ohlc_array(column: pa.ChunkedArray, source: str, length: int | None) -> np.ndarray:
