@@ -154,3 +154,14 @@ def test_base_model_paths_resolve_against_the_study_and_are_checked_at_validate(
     assert plan.stages["c"].trials[0].run_config["base_model"] == str((tmp_path / "models" / "mine").resolve())
     plan = load_plan(write_study(study.format(base="sentence-transformers/all-mpnet-base-v2")))
     assert plan.stages["c"].trials[0].run_config["base_model"] == "sentence-transformers/all-mpnet-base-v2"
+
+
+def test_fewer_triples_than_a_batch_is_an_error_at_validate(tmp_path, write_study, cli):
+    (tmp_path / "t.jsonl").write_text("".join(json.dumps({"query": f"q{i}", "positive": "p", "negative": "n"}) + "\n"
+                                              for i in range(5)))
+    code, _, err = cli("validate", write_study("""\
+        name: few
+        stages:
+          c: {trainable: contrastive_isotropy, config: {train_data: t.jsonl, batch_size: 16}}
+    """))
+    assert code == 2 and "stages.c.config.train_data" in err and "5 triples are fewer than batch_size (16)" in err

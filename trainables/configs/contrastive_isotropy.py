@@ -124,7 +124,9 @@ def check_inputs(cfg: Config) -> None:
     checks += [("beir", lambda f: retrieval.load_beir(f, cfg.beir_split), f) for f in cfg.beir]
     for field, load, source in checks:
         try:
-            load(source)
+            rows = load(source)
+            if field == "train_data" and len(rows) < cfg.batch_size:
+                raise ValueError(f"{source}: {len(rows)} triples are fewer than batch_size ({cfg.batch_size})")
         except ValueError as exc:
             exc.field = field  # type: ignore[attr-defined]
             raise
