@@ -53,7 +53,6 @@ class RunOptions:
     num_gpus: int | None = None
 
 
-
 def spec_hash(plan: Plan) -> str:
     """Identity of the study's content (storage location and description excluded)."""
     data = plan.study.model_dump(exclude={"storage", "description"})
