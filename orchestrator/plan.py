@@ -417,7 +417,7 @@ def _check_config(module, config: dict, stage_name: str, stage: Stage, variant: 
                     msg += f" (got {err.get('input')!r})"
             problems.append(Problem(doc.file, msg, join_path(*path), doc.line_of(path)))
         return problems
-    key = tuple(_key(config.get(f)) for f in input_fields)
+    key = tuple(_key(config.get(f)) for f in input_fields + tuple(getattr(module, "CHECK_FIELDS", ())))
     if checked_inputs is None or key in checked_inputs:
         return []
     checked_inputs.add(key)

@@ -165,3 +165,13 @@ def test_fewer_triples_than_a_batch_is_an_error_at_validate(tmp_path, write_stud
           c: {trainable: contrastive_isotropy, config: {train_data: t.jsonl, batch_size: 16}}
     """))
     assert code == 2 and "stages.c.config.train_data" in err and "5 triples are fewer than batch_size (16)" in err
+    # the same file under two batch sizes: checked once per distinct (inputs, CHECK_FIELDS), not once per file
+    code, _, err = cli("validate", write_study("""\
+        name: few
+        stages:
+          c:
+            trainable: contrastive_isotropy
+            config: {train_data: t.jsonl}
+            variants: {small: {batch_size: 4}, large: {batch_size: 16}}
+    """))
+    assert code == 2 and "5 triples are fewer than batch_size (16)" in err, err

@@ -4,14 +4,17 @@ Every trainable has a settings module `trainables/configs/<name>.py` (no torch i
 `plan` and `validate` stay fast) with:
 - `Config`: a pydantic model of its settings (unknown keys rejected), one description per field;
 - optionally `INPUT_FIELDS`: config keys that name input files, resolved against the study
-  file's folder;
+  file's folder; `MODEL_FIELDS`: keys that are a local folder or a hub name (resolved only
+  when they are paths);
 - optionally `DATA_PARALLEL = True`: `train` runs under N Ray Train workers (`workers: N`),
   wrapping its model with `trainables.distributed` (DDP) and sharding its data by rank;
 - optionally `preflight(config, workdir) -> dict`: config overrides for `orchestrator
   preflight` (a few steps on tiny data);
 - optionally `check_inputs(config: Config) -> None`, which raises `ValueError` with a one-line
   message (and row numbers) for bad data before any Ray starts; it reads the data without
-  torch (a driver that imports torch pays ~2 s on a small machine for nothing);
+  torch (a driver that imports torch pays ~2 s on a small machine for nothing); with
+  `CHECK_FIELDS`, the other settings it reads: `validate` checks once per distinct value of
+  the inputs and these (once per data file, not per trial of a learning-rate grid);
 
 and a trainable module `trainables/<name>.py` with:
 - `train(config: dict, session: Session | None = None) -> dict`: runs one trial and returns

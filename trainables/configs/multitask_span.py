@@ -13,6 +13,7 @@ from trainables import ohlc_data
 from trainables.folds import time_split
 
 INPUT_FIELDS = ("data",)
+CHECK_FIELDS = ("window_length", "val_fraction", "test_fraction")  # what check_inputs reads besides the data
 TASKS = ("type", "ptr", "span", "countdown")
 
 
