@@ -22,6 +22,9 @@ from orchestrator.results import STATE_DIR, final_metrics, status_counts
 from orchestrator.storage import Store, with_retries
 from pyarrow import ArrowException
 from orchestrator.trial import trial_config
+from trainables.session import checkpoints_newest_first, read_selection
+from trainables import selection
+from trainables.selection import finite
 
 TUNE_STATUS = {"TERMINATED": "done", "ERROR": "error", "RUNNING": "running", "PENDING": "pending",
                "PAUSED": "paused"}
@@ -120,10 +123,11 @@ class StageRecorder(Callback):
                 status = "interrupted"
             elif status == "done" and metrics.get("diverged"):
                 status = "diverged"
-        select = self.plan.stage.select
-        best = None
-        if select is not None:
-            best = (trial.metric_analysis.get(select.metric) or {}).get(select.mode)
+        # The trial's own best over every epoch it ran (trainables.selection), not Tune's
+        # metric_analysis, which sees only the reports that reached Tune (throttled ones do not).
+        best = finite(last.get(selection.BEST)) if self.plan.stage.select is not None else None
+        latest = trial.checkpoint
+        chosen = best_checkpoint(trial, last) if best is not None else latest
         cfg = trial_config(trial.config)
         cfg.pop("seed", None)
         entry = self.record["trials"].get(tid, {})
@@ -134,8 +138,9 @@ class StageRecorder(Callback):
             "iterations": last.get("training_iteration"), "duration_s": last.get("time_total_s"),
             "gpu_s": (last.get("time_total_s") or 0.0) * self.resources["gpu"],
             "cpu_s": (last.get("time_total_s") or 0.0) * self.resources["cpu"], "grid": spec.get("grid") or {},
-            "metrics": metrics, "best": best,
-            "checkpoint": trial_uri(self.store, trial.checkpoint.path) if trial.checkpoint else None,
+            "metrics": metrics, "best": best, "best_epoch": last.get(selection.BEST_EPOCH),
+            "checkpoint": trial_uri(self.store, chosen.path) if chosen else None,
+            "latest_checkpoint": trial_uri(self.store, latest.path) if latest else None,
             "path": trial_uri(self.store, trial.path), "failures": trial.num_failures,
         })
         if status == "error":
@@ -211,6 +216,33 @@ class StageRecorder(Callback):
         if select and entry.get("best") is not None:
             parts.append(f"best {select.metric}={entry['best']:.4g}")
         return "  ".join(parts)
+
+
+def best_checkpoint(trial, last: dict):
+    """The checkpoint of the trial's best epoch by the select metric, or None.
+
+    Tune keeps checkpoints by `select/checkpoint_score` (runner.run_stage), so its best one is
+    the last improvement it registered. That is the best epoch's unless the driver died between
+    a trial's improving checkpoint and Tune's next experiment snapshot (a restored Tune does not
+    know that checkpoint); then the trial folder is searched for the checkpoint whose saved
+    selection has as many improvements as the trial's last report says.
+    """
+    from ray.tune import Checkpoint
+
+    wanted = last.get(selection.IMPROVEMENTS)
+    manager = trial.run_metadata.checkpoint_manager
+    result = manager.best_checkpoint_result
+    if result is not None and (wanted is None or result.metrics.get(selection.CHECKPOINT_SCORE) == wanted):
+        return result.checkpoint
+    storage = trial.storage
+    if storage is None or wanted is None:
+        return result.checkpoint if result is not None else None
+    fs = storage.storage_filesystem
+    for path in checkpoints_newest_first(fs, storage.trial_fs_path):
+        saved = read_selection(fs, path)
+        if saved and saved.get("improvements") == wanted:
+            return Checkpoint(path, filesystem=fs)
+    return result.checkpoint if result is not None else None
 
 
 def _error_text(trial) -> str | None:

@@ -26,7 +26,7 @@ def _worker_loop(cfg: dict) -> None:
     from trainables import distributed
     from trainables.session import TrainSession
 
-    session = TrainSession(checkpoint_every=cfg["checkpoint_every"], context=cfg["context"])
+    session = TrainSession(checkpoint_every=cfg["checkpoint_every"], context=cfg["context"], select=cfg.get("select"))
     session.context = dict(session.context, placement=distributed.placement())
     trainables.get(cfg["trainable"]).train(cfg["config"], session)
 
@@ -59,7 +59,7 @@ def run(trial: dict, config: dict, context: dict) -> None:
     trainer = TorchTrainer(
         _worker_loop,
         train_loop_config={"trainable": trial["trainable"], "config": config, "context": context,
-                           "checkpoint_every": trial["checkpoint_every"]},
+                           "checkpoint_every": trial["checkpoint_every"], "select": trial.get("select")},
         torch_config=TorchConfig(backend=backend),
         scaling_config=ScalingConfig(num_workers=trial["workers"], use_gpu=per_worker["gpu"] > 0,
                                      resources_per_worker={"CPU": per_worker["cpu"], "GPU": per_worker["gpu"]}),

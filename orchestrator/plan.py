@@ -332,7 +332,8 @@ def _check_refs(study: Study, name: str, stage: Stage, variant: str | None, conf
             first = upstream.trials[0].run_config if upstream.trials else {}
             value = first.get(key, up_module.Config.model_fields[key].default)
         else:
-            value = {"checkpoint": "/reference/checkpoint", "trial_id": "reference", "metric": 0.0}[ref.field]
+            value = {"checkpoint": "/reference/checkpoint", "latest_checkpoint": "/reference/checkpoint",
+                     "trial_id": "reference", "metric": 0.0}[ref.field]
         refs.set_path(probe, path, value)
         if ref.fan_out:
             fan_out[ref.group] = ref.k if ref.selector == "top" else upstream.num_trials

@@ -20,7 +20,6 @@ A failing trial is reported by name with its error in one line; the traceback go
 from __future__ import annotations
 
 import copy
-import math
 import tempfile
 import time
 import traceback
@@ -83,7 +82,8 @@ def run_trial(sp: StagePlan, spec, workdir: Path) -> tuple[Outcome, dict | None]
         before = dict(config)
         config = shrink(spec.trainable, config, folder)
         stand_in = sorted(k for k, v in config.items() if _is_stand_in(before.get(k), v))
-        session = LocalSession(folder, checkpoint_every=1, keep=1)
+        select = sp.stage.select.model_dump() if sp.stage.select else None
+        session = LocalSession(folder, checkpoint_every=1, keep=1, select=select)
         trainables.get(spec.trainable).train(config, session)
     except Exception as exc:  # noqa: BLE001 - every failure of a trial is the finding to report
         (folder / "error.txt").write_text(traceback.format_exc())
@@ -92,16 +92,16 @@ def run_trial(sp: StagePlan, spec, workdir: Path) -> tuple[Outcome, dict | None]
     metrics = session.metrics[-1] if session.metrics else {}
     if metrics.get("diverged"):
         return Outcome(sp.name, spec.name, spec.id, False, seconds, "diverged (non-finite loss)"), None
-    select = sp.stage.select
-    values = [m[select.metric] for m in session.metrics if select and isinstance(m.get(select.metric), (int, float))
-              and math.isfinite(m[select.metric])]
-    best = (min(values) if select.mode == "min" else max(values)) if values else None
-    if select and best is None:
+    best = session.selection.best
+    if session.selection.active and best is None:
         return Outcome(sp.name, spec.name, spec.id, False, seconds,
-                       f"never reported its select metric {select.metric!r}"), None
+                       f"never reported its select metric {session.selection.metric!r}"), None
     ckpts = session.checkpoints()
+    latest = str(ckpts[-1]) if ckpts else None
+    chosen = str(session.best_checkpoint) if session.best_checkpoint else latest
     record = {"trial_id": spec.id, "name": spec.name, "variant": spec.variant, "seed": spec.seed, "status": "done",
-              "config": spec.config, "metrics": metrics, "best": best, "checkpoint": str(ckpts[-1]) if ckpts else None}
+              "config": spec.config, "metrics": metrics, "best": best, "checkpoint": chosen,
+              "latest_checkpoint": latest}
     note = f"; {', '.join(stand_in)}: not on this machine, synthetic data stood in" if stand_in else ""
     return Outcome(sp.name, spec.name, spec.id, True, seconds, f"{len(session.metrics)} report(s){note}"), record
 

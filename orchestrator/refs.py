@@ -9,8 +9,10 @@ A reference is a whole string value `${STAGE.SELECTOR[.FIELD]}`:
 | `top[K]` | fan-out: one downstream trial per each of the K best | yes |
 | `all` | fan-out: one downstream trial per successful trial | no |
 
-FIELD is `checkpoint` (default: the trial's latest checkpoint folder), `trial_id`, `metric`
-(its best value of the select metric) or `config.KEY` (a value of its resolved config).
+FIELD is `checkpoint` (default: the checkpoint of the trial's best epoch by the select metric;
+its latest one when the stage has no `select`), `latest_checkpoint` (the newest, what a resumed
+trial would continue from), `trial_id`, `metric` (its best value of the select metric over
+every epoch) or `config.KEY` (a value of its resolved config).
 Fan-out references to the same STAGE and selector in one config move together (the encoder
 and its hidden size come from the same trial); different ones are crossed.
 """
@@ -18,6 +20,7 @@ and its hidden size come from the same trial); different ones are crossed.
 from __future__ import annotations
 
 import copy
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -25,7 +28,7 @@ from typing import Any, Iterator
 REF_RE = re.compile(
     r"^\$\{(?P<stage>[A-Za-z0-9][A-Za-z0-9_.-]*?)\."
     r"(?P<selector>best|all|top\[(?P<k>[0-9]+)\]|trials\[(?P<variant>[A-Za-z0-9][A-Za-z0-9_.-]*)\])"
-    r"(?:\.(?P<field>checkpoint|trial_id|metric|config\.[A-Za-z0-9_][A-Za-z0-9_.]*))?\}$"
+    r"(?:\.(?P<field>checkpoint|latest_checkpoint|trial_id|metric|config\.[A-Za-z0-9_][A-Za-z0-9_.]*))?\}$"
 )
 SUCCESS = "done"
 
@@ -37,7 +40,7 @@ class Ref:
     selector: str          # best | all | top | trials
     k: int | None
     variant: str | None
-    field: str             # checkpoint | trial_id | metric | config.KEY
+    field: str             # checkpoint | latest_checkpoint | trial_id | metric | config.KEY
 
     @property
     def fan_out(self) -> bool:
@@ -62,7 +65,7 @@ def parse(value: str) -> Ref:
     if not m:
         raise RefError(
             f"bad reference {value!r}: expected ${{STAGE.best|all|top[K]|trials[VARIANT]"
-            "[.checkpoint|.trial_id|.metric|.config.KEY]}} as the whole value"
+            "[.checkpoint|.latest_checkpoint|.trial_id|.metric|.config.KEY]}} as the whole value"
         )
     selector = m["selector"].split("[")[0]
     return Ref(value, m["stage"], selector, int(m["k"]) if m["k"] else None, m["variant"],
@@ -93,11 +96,14 @@ def successful(record: dict) -> list[dict]:
 
 
 def ranked(record: dict, trials: list[dict]) -> list[dict]:
+    """Best first by the select metric; trials without a finite value are left out (NaN sorts
+    arbitrarily); equal values in name order, so a ranking never depends on finishing order."""
     select = record.get("select")
     if not select:
         return sorted(trials, key=lambda t: t["name"])
-    scored = [t for t in trials if t.get("best") is not None]
-    return sorted(scored, key=lambda t: t["best"], reverse=select["mode"] == "max")
+    sign = -1.0 if select["mode"] == "max" else 1.0
+    scored = [t for t in trials if isinstance(t.get("best"), (int, float)) and math.isfinite(t["best"])]
+    return sorted(scored, key=lambda t: (sign * t["best"], t["name"]))
 
 
 def candidates(ref: Ref, record: dict) -> list[dict]:
@@ -114,10 +120,10 @@ def candidates(ref: Ref, record: dict) -> list[dict]:
 
 
 def field_value(ref: Ref, trial: dict) -> Any:
-    if ref.field == "checkpoint":
-        if not trial.get("checkpoint"):
+    if ref.field in ("checkpoint", "latest_checkpoint"):
+        if not trial.get(ref.field):
             raise RefError(f"{ref.text}: trial {trial['name']} has no checkpoint")
-        return trial["checkpoint"]
+        return trial[ref.field]
     if ref.field == "trial_id":
         return trial["trial_id"]
     if ref.field == "metric":
@@ -147,6 +153,11 @@ def expand(config: dict, records: dict[str, dict]) -> list[tuple[dict, dict, dic
             found = candidates(ref, records[ref.stage])
             if not found:
                 what = f"variant {ref.variant!r} of " if ref.variant else ""
+                ok = [t for t in successful(records[ref.stage]) if not ref.variant or t["variant"] == ref.variant]
+                select = records[ref.stage].get("select")
+                if ok and select:
+                    raise RefError(f"{ref.text}: none of the {len(ok)} successful trial(s) of {what}stage "
+                                   f"{ref.stage!r} reported a finite value of its select metric {select['metric']!r}")
                 raise RefError(f"{ref.text}: {what}stage {ref.stage!r} has no successful trial")
             groups[ref.group] = found
     combos: list[dict[tuple, dict]] = [{}]

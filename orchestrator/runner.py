@@ -383,6 +383,21 @@ def _scheduler(sp: StagePlan):
                                    hyperparam_mutations={"search": mutations}, **kwargs)
 
 
+def checkpoint_config(keep: int | None, selects: bool):
+    """Which checkpoints Tune keeps per trial: the newest, and the `keep` best by the select
+    metric (trainables.selection: every improving epoch is checkpointed with its improvement
+    count as `select/checkpoint_score`, so "best" means the most recent improvements). Without
+    a select metric, the `keep` newest."""
+    from ray import tune
+
+    from trainables.selection import CHECKPOINT_SCORE
+
+    if not selects:
+        return tune.CheckpointConfig(num_to_keep=keep)
+    return tune.CheckpointConfig(num_to_keep=keep, checkpoint_score_attribute=CHECKPOINT_SCORE,
+                                 checkpoint_score_order="max")
+
+
 def stage_trainable(study: str, stage: str, resources: dict):
     """The Tune trainable of a stage: `run_trial` with the stage's resources, named
     `<study>/<stage>`. The name is the trial actors' repr, which the Ray dashboard shows (and
@@ -421,6 +436,7 @@ def run_stage(plan: Plan, sp: StagePlan, store: Store, shape: ClusterShape, opti
     trials = [dict(t.to_dict(), study=study.name, checkpoint_every=policy.every,
                    checkpoint_interval_s=policy.interval_s, report_interval_s=study.report_interval_of(sp.stage),
                    git=git, workers=workers, storage=store.uri,
+                   select=sp.stage.select.model_dump() if sp.stage.select else None,
                    worker_resources={"cpu": sp.resources.cpu, "gpu": res["gpu"] / workers}) for t in sp.trials]
     param_space = {"trial": tune.grid_search(trials)}
     if sp.search_space:
@@ -463,7 +479,7 @@ def run_stage(plan: Plan, sp: StagePlan, store: Store, shape: ClusterShape, opti
                 storage_path=storage_path,
                 storage_filesystem=storage_fs,
                 stop=sp.stage.stop or None,
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=keep),
+                checkpoint_config=checkpoint_config(keep, sp.stage.select is not None),
                 failure_config=tune.FailureConfig(max_failures=study.max_failures_of(sp.stage)),
                 sync_config=tune.SyncConfig(sync_artifacts=True),
                 callbacks=[_RecorderProxy(sp.name), *trackers.build(study.callbacks, study.name, sp.name,

@@ -45,6 +45,7 @@ def run_trial(config: dict) -> None:
         checkpoint_every=trial["checkpoint_every"],
         checkpoint_interval_s=trial.get("checkpoint_interval_s", 30.0),
         report_interval_s=trial.get("report_interval_s", 0.0),
+        select=trial.get("select"),
         context={
             "study": trial["study"], "stage": trial["stage"], "variant": trial["variant"], "seed": trial["seed"],
             "trial_id": os.path.basename(ctx.get_trial_dir().rstrip("/")), "trial_name": ctx.get_trial_name(),

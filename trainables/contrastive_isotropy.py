@@ -54,6 +54,7 @@ from torch import nn
 from trainables import checkpoints, distributed, retrieval
 from trainables.configs.contrastive_isotropy import INPUT_FIELDS, MODEL_FIELDS, OFFLINE_MINILM, Config, check_model  # noqa: F401
 from trainables.reproducibility import rng_state, set_rng_state, start_trial
+from trainables.selection import ModelChoice
 from trainables.session import Session, write_json, write_metrics_csv
 from trainables.sigreg import sigreg
 
@@ -233,15 +234,18 @@ def train(config: dict, session: Session | None = None) -> dict:
     amp_dtype = torch.bfloat16 if cfg.mixed_precision == "bf16" else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=amp and cfg.mixed_precision == "fp16")
 
-    step, epoch, position, history, best = 0, 0, 0, [], math.inf
+    step, epoch, position, history = 0, 0, 0, []
+    # best_model/ is the model of the report that is best by the stage's select metric when it is
+    # a validation metric of every report, else by val/loss
+    best_choice = ModelChoice(session.selection, "val/loss", "min")
     state = session.restore_state(map_location=device)
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
-        step, epoch, position, history, best = (state["step"], state["epoch"], state["position"], state["history"],
-                                                state["best"])
+        step, epoch, position, history = state["step"], state["epoch"], state["position"], state["history"]
+        best_choice.load_state_dict(state.get("best_choice"))
         set_rng_state(state["rng"])
     counts = {"total": sum(p.numel() for p in model.parameters()),
               "trainable": sum(p.numel() for g in groups for p in g["params"])}
@@ -258,7 +262,7 @@ def train(config: dict, session: Session | None = None) -> dict:
     n_sums, t0, reports = 0, time.perf_counter(), len(history)
 
     def report(end_of_epoch: bool, last: bool) -> dict:
-        nonlocal sums, n_sums, t0, reports, best, metrics
+        nonlocal sums, n_sums, t0, reports, metrics
         elapsed = time.perf_counter() - t0
         m = {"step": step, "epoch": epoch + (position / micro_per_epoch), **{f"train/{k if k != 'total' else 'loss'}":
              v / max(n_sums, 1) for k, v in sums.items()},
@@ -267,22 +271,22 @@ def train(config: dict, session: Session | None = None) -> dict:
         m["diverged"] = not all(math.isfinite(v) for k, v in m.items() if k.startswith("train/"))
         if val_triples:
             m.update(validate(enc, model, val_triples, cfg, device, step))
-            if rank == 0 and m["val/loss"] < best:
-                best = m["val/loss"]
+            if best_choice.update(m) and rank == 0:
                 model.save(str(folder / "best_model"))
         if last and rank == 0:
             model.save(str(folder / "final_model"))
             m.update(_evaluate_all(model, cfg, folder))
         history.append(m)
         reports += 1
-        if m["diverged"] or not (session.checkpoint_due(reports) or end_of_epoch or last):
+        if m["diverged"] or not (session.checkpoint_due(reports, m) or end_of_epoch or last):
             session.report(m)
         else:
             with tempfile.TemporaryDirectory() as tmp:
                 if rank == 0:
                     checkpoints.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
                                       "scheduler": sched.state_dict(), "scaler": scaler.state_dict(), "step": step,
-                                      "epoch": epoch, "position": position, "history": history, "best": best,
+                                      "epoch": epoch, "position": position, "history": history,
+                                      "best_choice": best_choice.state_dict(),
                                       "rng": rng_state(), "config": cfg.model_dump()},
                                      Path(tmp) / checkpoints.STATE_FILE)
                     write_metrics_csv(history, folder / "metrics.csv")

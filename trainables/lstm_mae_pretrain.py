@@ -38,6 +38,7 @@ from trainables.early_stopping import EarlyStopping
 from trainables.folds import time_split
 from trainables.metadata import environment, parameter_counts
 from trainables.reproducibility import rng_state, set_rng_state, start_trial
+from trainables.selection import ModelChoice
 from trainables.session import Session, write_json, write_metrics_csv
 
 EVAL_MASK_SEED = 20_251_017   # fixed: every trial is scored on the same validation masks
@@ -127,6 +128,9 @@ def train(config: dict, session: Session | None = None) -> dict:
     stopper = EarlyStopping(cfg.early_stopping_patience, cfg.early_stopping_min_delta)
     start_epoch, history = 0, []
     best_encoder = None
+    # encoder.pt is the encoder of the epoch the stage selects on (its select metric), the same
+    # epoch whose checkpoint goes downstream; val/loss without a per-epoch select metric
+    encoder_choice = ModelChoice(session.selection, "val/loss", "min")
     state = session.restore_state(map_location=device)
     if state is not None:
         model.load_state_dict(state["model"])
@@ -135,6 +139,7 @@ def train(config: dict, session: Session | None = None) -> dict:
         stopper = EarlyStopping.from_state(state["early_stopping"])
         start_epoch, history = state["epoch"], state["history"]
         best_encoder = state["best_encoder"]
+        encoder_choice.load_state_dict(state.get("encoder_choice"))
         set_rng_state(state["rng"])
         if start_epoch >= cfg.epochs or stopper.should_stop:
             return history[-1]  # finished before the interruption: nothing to redo
@@ -181,21 +186,24 @@ def train(config: dict, session: Session | None = None) -> dict:
             sched.step(val_loss)
         else:
             sched.step()
-        if stopper.update(val_loss, epoch + 1):
-            best_encoder = {k: v.detach().cpu().clone() for k, v in model.encoder.lstm.state_dict().items()}
+        stopper.update(val_loss, epoch + 1)
+        if encoder_choice.update(metrics):
+            # a copy on the device: no host transfer per improvement (saved when checkpointing)
+            best_encoder = {k: v.detach().clone() for k, v in model.encoder.lstm.state_dict().items()}
         metrics["best/val_loss"] = stopper.best
         metrics["best/epoch"] = stopper.best_epoch
         last = epoch + 1 == cfg.epochs or stopper.should_stop
         metrics["stopped_early"] = stopper.should_stop
         history.append(metrics)
-        if session.checkpoint_due(epoch + 1) or last:
+        if session.checkpoint_due(epoch + 1, metrics) or last:
             with tempfile.TemporaryDirectory() as tmp:
                 checkpoints.save({
                     "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                     "epoch": epoch + 1, "history": history, "early_stopping": stopper.state_dict(),
-                    "best_encoder": best_encoder, "rng": rng_state(), "config": cfg.model_dump(),
+                    "best_encoder": best_encoder, "encoder_choice": encoder_choice.state_dict(), "rng": rng_state(),
+                    "config": cfg.model_dump(),
                 }, Path(tmp) / checkpoints.STATE_FILE)
-                _export_best_encoder(model, best_encoder, Path(tmp) / encoders.ENCODER_FILE, cfg, stopper)
+                _export_best_encoder(model, best_encoder, Path(tmp) / encoders.ENCODER_FILE, cfg, encoder_choice)
                 write_metrics_csv(history, session.artifact_dir / "metrics.csv")
                 session.report(metrics, checkpoint_dir=tmp)
         else:
@@ -204,17 +212,17 @@ def train(config: dict, session: Session | None = None) -> dict:
             break
     write_metrics_csv(history, session.artifact_dir / "metrics.csv")
     if best_encoder is not None:
-        _export_best_encoder(model, best_encoder, session.artifact_dir / encoders.ENCODER_FILE, cfg, stopper)
+        _export_best_encoder(model, best_encoder, session.artifact_dir / encoders.ENCODER_FILE, cfg, encoder_choice)
     return metrics
 
 
 def _export_best_encoder(model: MaskedAutoencoder, best: dict | None, path: Path, cfg: Config,
-                         stopper: EarlyStopping) -> None:
-    """The encoder of the best validation epoch, alone, for fine-tuning stages."""
+                         choice: ModelChoice) -> None:
+    """The encoder of the best epoch (by `choice`), alone, for fine-tuning stages."""
     encoder = encoders.BiLSTMEncoder(4, cfg.hidden_size, cfg.num_layers, cfg.dropout)
     encoder.lstm.load_state_dict(best if best is not None else model.encoder.lstm.state_dict())
-    encoders.export(encoder, path, {"trainable": "lstm_mae_pretrain", "best_epoch": stopper.best_epoch,
-                                    "val_loss": stopper.best, "seed": cfg.seed})
+    encoders.export(encoder, path, {"trainable": "lstm_mae_pretrain", "best_epoch": choice.best_epoch,
+                                    "selected_by": choice.metric, "value": choice.best, "seed": cfg.seed})
 
 
 def _write_metadata(session: Session, cfg: Config, model: nn.Module, n_train: int, n_val: int,

@@ -245,7 +245,7 @@ def train(config: dict, session: Session | None = None) -> dict:
             last = epoch == cfg.epochs or stopper.should_stop
             if last:
                 metrics.update(_finish(model, best_state, stopper.best_epoch, val_set, test_set, diag, cfg, folder, weighting))
-            if session.checkpoint_due(epoch) or last:
+            if session.checkpoint_due(epoch, metrics) or last:
                 with tempfile.TemporaryDirectory() as tmp:
                     checkpoints.save({"model": model.state_dict(), "weighting": weighting.state_dict(),
                                       "optimizer": opt.state_dict(), "early_stopping": stopper.state_dict(),

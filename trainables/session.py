@@ -4,6 +4,11 @@ Under Ray Tune, `TuneSession` reports through `ray.tune.report` and resumes from
 `ray.tune.get_checkpoint()`. Without Ray, `LocalSession` keeps checkpoints and metrics in a
 folder, so that unit tests and debugging need no cluster. A trainable only ever talks to a
 `Session`.
+
+Every session knows its stage's `select` metric (`trainables.selection`): it tracks the best
+value over every report, adds it to what it sends, asks for a checkpoint at every improvement
+(`checkpoint_due(epoch, metrics)`), and saves the selection inside each checkpoint so that a
+resumed trial continues it.
 """
 
 from __future__ import annotations
@@ -22,15 +27,20 @@ from typing import Iterator, Protocol
 
 import pyarrow.fs as pafs
 
+from trainables import selection as sel
+
 log = logging.getLogger(__name__)
 
 
 class Session(Protocol):
     artifact_dir: Path
     context: dict  # who runs the trial (study, stage, trial id, git commit): goes into metadata.json
+    selection: sel.Selection  # the stage's select metric and this trial's best so far
 
-    def checkpoint_due(self, epoch: int) -> bool:
-        """Whether the trainable should checkpoint after `epoch` (it always does after its last)."""
+    def checkpoint_due(self, epoch: int, metrics: dict | None = None) -> bool:
+        """Whether the trainable should checkpoint after `epoch` (it always does after its last):
+        the checkpoint clock says so, or `metrics` (the epoch's, about to be reported) improve
+        the stage's select metric, so that the best epoch has its own checkpoint."""
 
     def report(self, metrics: dict, checkpoint_dir: str | None = None) -> None:
         """Record one epoch's metrics, optionally with a checkpoint folder to persist."""
@@ -40,20 +50,40 @@ class Session(Protocol):
 
 
 class CheckpointClock:
-    """Checkpoint every N epochs, or (N = None) once `interval_s` passed since the last one."""
+    """Checkpoint every N epochs, or (N = None) once `interval_s` passed since the last one, and
+    at every epoch that improves the select metric; keeps the selection (see the module doc)."""
 
-    def __init__(self, every: int | None, interval_s: float):
+    def __init__(self, every: int | None, interval_s: float, select: dict | None = None):
         self.checkpoint_every, self.checkpoint_interval_s = every, interval_s
+        self.selection = sel.Selection.of(select)
         self._last = time.monotonic()
 
-    def checkpoint_due(self, epoch: int) -> bool:
+    def checkpoint_due(self, epoch: int, metrics: dict | None = None) -> bool:
         if self.checkpoint_every is not None:
             due = epoch % self.checkpoint_every == 0
         else:
             due = time.monotonic() - self._last >= self.checkpoint_interval_s
+        due = due or (metrics is not None and self.selection.improves(metrics))
         if due:
             self._last = time.monotonic()
         return due
+
+    def _select(self, metrics: dict, checkpoint_dir: str | None) -> dict:
+        """Update the selection with one report; the report as sent (with the selection's
+        summary), and the selection saved into the checkpoint folder when there is one."""
+        improved = self.selection.update(metrics, checkpointed=checkpoint_dir is not None)
+        out = {**metrics, **self.selection.summary()}
+        if checkpoint_dir is not None and self.selection.active:
+            out[sel.CHECKPOINT_SCORE] = self.selection.improvements if improved else 0
+            write_json(self.selection.state_dict(), Path(checkpoint_dir) / sel.STATE_FILE)
+        return out
+
+    def _restored(self, state: dict | None) -> dict | None:
+        if state is not None:
+            saved = state.pop("_selection", None)
+            if saved:
+                self.selection.load_state_dict(saved)
+        return state
 
 
 def first_readable(candidates: Iterator[contextlib.AbstractContextManager[str]], map_location) -> dict | None:
@@ -73,6 +103,9 @@ def first_readable(candidates: Iterator[contextlib.AbstractContextManager[str]],
                 print(f"warning: skipping unreadable checkpoint: {exc}", flush=True)
                 continue
             state["_restored_from"] = str(folder)
+            selection = Path(folder) / sel.STATE_FILE
+            if selection.exists():
+                state["_selection"] = json.loads(selection.read_text())
             return state
     return None
 
@@ -91,20 +124,26 @@ def write_metrics_csv(rows: list[dict], path: Path) -> None:
 
 
 class LocalSession(CheckpointClock):
-    """Runs a trainable without Ray: checkpoints under `root/checkpoints/`, metrics in memory."""
+    """Runs a trainable without Ray: checkpoints under `root/checkpoints/`, metrics in memory.
+
+    Keeps the newest `keep` checkpoints and, with a select metric, the best epoch's one
+    (`best_checkpoint`), as the Tune runner does.
+    """
 
     def __init__(self, root: str | Path, checkpoint_every: int | None = 1, keep: int | None = 2,
-                 checkpoint_interval_s: float = 30.0):
-        super().__init__(checkpoint_every, checkpoint_interval_s)
+                 checkpoint_interval_s: float = 30.0, select: dict | None = None):
+        super().__init__(checkpoint_every, checkpoint_interval_s, select)
         self.artifact_dir = Path(root)
         self.artifact_dir.mkdir(parents=True, exist_ok=True)
         self.keep = keep
         self.context: dict = {}
         self.metrics: list[dict] = []
+        self.best_checkpoint: Path | None = None
         self._ckpt_root = self.artifact_dir / "checkpoints"
 
     def report(self, metrics: dict, checkpoint_dir: str | None = None) -> None:
-        self.metrics.append(dict(metrics))
+        metrics = self._select(metrics, checkpoint_dir)
+        self.metrics.append(metrics)
         if checkpoint_dir is None:
             return
         existing = self.checkpoints()
@@ -114,9 +153,12 @@ class LocalSession(CheckpointClock):
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(checkpoint_dir, tmp)
         os.replace(tmp, target)
+        if metrics.get(sel.CHECKPOINT_SCORE):
+            self.best_checkpoint = target
         if self.keep is not None:
             for old in self.checkpoints()[:-self.keep]:
-                shutil.rmtree(old)
+                if old != self.best_checkpoint:
+                    shutil.rmtree(old)
 
     def checkpoints(self) -> list[Path]:
         if not self._ckpt_root.exists():
@@ -124,15 +166,16 @@ class LocalSession(CheckpointClock):
         return sorted(p for p in self._ckpt_root.iterdir() if p.name.startswith("checkpoint_"))
 
     def restore_state(self, map_location="cpu") -> dict | None:
-        return first_readable((contextlib.nullcontext(str(p)) for p in reversed(self.checkpoints())), map_location)
+        newest = reversed(self.checkpoints())  # numbered in the order they were written
+        return self._restored(first_readable((contextlib.nullcontext(str(p)) for p in newest), map_location))
 
 
 class TuneSession(CheckpointClock):
     """Reports to Ray Tune; artifacts go to the trial's working folder, which Tune syncs to storage."""
 
     def __init__(self, checkpoint_every: int | None = 1, context: dict | None = None,
-                 checkpoint_interval_s: float = 30.0, report_interval_s: float = 0.0):
-        super().__init__(checkpoint_every, checkpoint_interval_s)
+                 checkpoint_interval_s: float = 30.0, report_interval_s: float = 0.0, select: dict | None = None):
+        super().__init__(checkpoint_every, checkpoint_interval_s, select)
         self.artifact_dir = Path.cwd()
         self.context = context or {}
         self.report_interval_s = report_interval_s
@@ -147,8 +190,10 @@ class TuneSession(CheckpointClock):
         control back only when it asks for the next result): tens of milliseconds that add up
         over many short epochs. A held report is replaced by the next one; a report with a
         checkpoint, and the last one (`flush`), always go out. Every epoch is still in the
-        trial's metrics.csv.
+        trial's metrics.csv, and in the selection: a held report updates it too, and every
+        report carries the best so far, so nothing the ranking needs is lost with it.
         """
+        metrics = self._select(metrics, checkpoint_dir)
         now = time.monotonic()
         if checkpoint_dir is None and now - self._last_sent < self.report_interval_s:
             self._held = metrics
@@ -179,14 +224,19 @@ class TuneSession(CheckpointClock):
         return self._last_sent != -float("inf")
 
     def restore_state(self, map_location="cpu") -> dict | None:
-        """The newest readable checkpoint of this trial in storage, or None.
+        """The checkpoint state this attempt of the trial continues from, or None.
 
-        Not only the one Tune hands back (`tune.get_checkpoint()`): that one comes from Tune's
-        experiment snapshot, taken every ~10 s, so after a killed driver a trial that had
-        finished or checkpointed since the snapshot would redo its last epochs. Every
-        `checkpoint_*` folder of the trial is a candidate, the newest `state.pt` first (by
-        modification time: a restored trial numbers its checkpoints on from the snapshot's
-        count, so names can repeat out of order).
+        Normally the newest readable checkpoint of this trial in storage, not only the one Tune
+        hands back (`tune.get_checkpoint()`): that one comes from Tune's experiment snapshot,
+        taken every ~10 s, so after a killed driver a trial that had finished or checkpointed
+        since the snapshot would redo its last epochs. Every `checkpoint_*` folder of the trial
+        is a candidate, the newest `state.pt` first (by modification time: a restored trial
+        numbers its checkpoints on from the snapshot's count, so names can repeat out of order).
+
+        Except when Tune hands this trial *another trial's* checkpoint: that is PBT exploiting a
+        better trial, and the point is to continue from the donor's weights, so the donor's
+        checkpoint is the state. The selection stays this trial's own (from its newest
+        checkpoint): its best value and best checkpoint are of epochs it reported itself.
         """
         from ray import tune
 
@@ -196,11 +246,34 @@ class TuneSession(CheckpointClock):
         storage = tune.get_context().get_storage()
         fs, trial_dir = storage.storage_filesystem, storage.trial_fs_path
         paths = with_retries("listing the trial's checkpoints", lambda: checkpoints_newest_first(fs, trial_dir))
+        if latest is not None and not _inside(latest.path, trial_dir):
+            state = first_readable(iter([latest.as_directory()]), map_location)
+            if state is not None:
+                state.pop("_selection", None)
+                own = read_selection(fs, paths[0]) if paths else None
+                if own:
+                    self.selection.load_state_dict(own)
+                return state
         if latest is not None and latest.path.rstrip("/") not in paths:
             paths.append(latest.path.rstrip("/"))
         if not paths:
             return None
-        return first_readable((tune.Checkpoint(path, filesystem=fs).as_directory() for path in paths), map_location)
+        return self._restored(first_readable((tune.Checkpoint(path, filesystem=fs).as_directory() for path in paths),
+                                             map_location))
+
+
+def _inside(path: str, folder: str) -> bool:
+    path, folder = path.rstrip("/"), folder.rstrip("/")
+    return path == folder or path.startswith(folder + "/")
+
+
+def read_selection(fs: pafs.FileSystem, checkpoint_dir: str) -> dict | None:
+    """The selection saved in a checkpoint folder in storage, or None (none saved, unreadable)."""
+    try:
+        with fs.open_input_stream(posixpath.join(checkpoint_dir, sel.STATE_FILE)) as f:
+            return json.loads(f.read())
+    except (OSError, ValueError):  # no selection.json in it (a stage without select), or garbled
+        return None
 
 
 def checkpoints_newest_first(fs: pafs.FileSystem, trial_dir: str) -> list[str]:
@@ -228,8 +301,8 @@ class TrainSession(CheckpointClock):
 
     ARTIFACTS = "artifacts"
 
-    def __init__(self, checkpoint_every: int | None = 1, context: dict | None = None):
-        super().__init__(checkpoint_every or 1, 0.0)
+    def __init__(self, checkpoint_every: int | None = 1, context: dict | None = None, select: dict | None = None):
+        super().__init__(checkpoint_every or 1, 0.0, select)
         from ray import train
 
         ctx = train.get_context()
@@ -240,6 +313,7 @@ class TrainSession(CheckpointClock):
     def report(self, metrics: dict, checkpoint_dir: str | None = None) -> None:
         from ray import train
 
+        metrics = self._select(metrics, checkpoint_dir)
         checkpoint = None
         if checkpoint_dir is not None and self.rank == 0:
             shutil.copytree(self.artifact_dir, Path(checkpoint_dir) / self.ARTIFACTS, dirs_exist_ok=True)
@@ -252,7 +326,7 @@ class TrainSession(CheckpointClock):
         latest = train.get_checkpoint()
         if latest is None:
             return None
-        return first_readable(iter([latest.as_directory()]), map_location)
+        return self._restored(first_readable(iter([latest.as_directory()]), map_location))
 
 
 def default_session() -> Session:
