@@ -344,11 +344,20 @@ def resolve_stage(sp: StagePlan, records: dict[str, dict], study_dir: Path) -> S
     """The stage with its references replaced by upstream results (raises refs.RefError)."""
     module = trainables.settings(sp.stage.trainable)
     trials = []
+    seen: dict[str, TrialSpec] = {}
     for spec in sp.trials:
         for resolved, lineage, id_config in refs.expand(spec.config, records):
             tid = trial_id(spec.trainable, id_config, spec.seed)
             new = TrialSpec(spec.stage, spec.trainable, spec.variant, spec.seed, resolved, spec.grid, tid,
                             _resolve_inputs(resolved, module, study_dir), lineage)
+            if tid in seen:
+                # e.g. ${pre.best} in one variant and ${pre.top[1]} (or trials[x], x the best) in
+                # another: the same upstream trial, so the same config and seed. Two trials in one
+                # folder would overwrite each other's checkpoints and records.
+                used = ", ".join(sorted(f"{v['trial']}" for v in lineage.values())) or "the same inputs"
+                raise refs.RefError(f"trials {seen[tid].name} and {new.name} are the same trial once references are "
+                                    f"resolved (same config and seed; both use {used}); make the variants differ")
+            seen[tid] = new
             trials.append(new)
     return StagePlan(sp.name, sp.stage, trials, sp.resources, sp.search_space, sp.differing, resolved=True)
 

@@ -65,3 +65,56 @@ def test_nested_values_and_plain_configs():
     (cfg, lineage, _), = refs.expand({"opt": {"enc": "${pre.best}"}, "x": [1, 2]}, {"pre": _record()})
     assert cfg == {"opt": {"enc": "/ck/t1"}, "x": [1, 2]}
     assert refs.expand({"x": 1}, {}) == [({"x": 1}, {}, {"x": 1})]
+
+
+def test_nan_and_missing_values_never_rank_and_ties_break_by_name():
+    rec = _record()
+    rec["trials"]["t0"]["best"] = float("nan")    # sorted() would put a NaN anywhere
+    rec["trials"]["t2"]["best"] = None
+    assert [t["trial_id"] for t in refs.ranked(rec, refs.successful(rec))] == ["t1"]
+    for mode in ("min", "max"):
+        tied = _record((("val/loss", mode)))
+        for t in tied["trials"].values():
+            t["best"] = 0.5
+        assert [t["name"] for t in refs.ranked(tied, refs.successful(tied))] == ["pre/a/s1", "pre/a/s2", "pre/b/s1"]
+    for t in rec["trials"].values():
+        t["best"] = None
+    with pytest.raises(refs.RefError, match="reported a finite value of its select metric 'val/loss'"):
+        refs.expand({"e": "${pre.best}"}, {"pre": rec})
+
+
+def test_latest_checkpoint_is_the_newest_and_checkpoint_the_best_epochs():
+    rec = _record()
+    for t in rec["trials"].values():
+        t["latest_checkpoint"] = t["checkpoint"] + "-latest"
+    (cfg, _, ids), = refs.expand({"best": "${pre.best}", "resume": "${pre.best.latest_checkpoint}"}, {"pre": rec})
+    assert cfg == {"best": "/ck/t1", "resume": "/ck/t1-latest"}
+    assert ids["resume"] == "ref:t1:latest_checkpoint"
+
+
+def test_trials_that_coincide_after_resolution_are_an_error_naming_both(tmp_path):
+    from orchestrator.plan import load_plan, resolve_stage
+
+    study = tmp_path / "study.yaml"
+    study.write_text("""\
+name: dup
+stages:
+  pre:
+    trainable: lstm_mae_pretrain
+    config: {data: "synthetic:ohlc?n=40&length=40", window_length: 40}
+    select: {metric: val/loss, mode: min}
+  fine:
+    needs: [pre]
+    trainable: lstm_classifier_finetune
+    config: {data: "synthetic:ohlc?n=40&length=40&labeled=1", window_length: 40}
+    variants:
+      best: {encoder: "${pre.best}"}
+      first: {encoder: "${pre.top[1]}"}
+""")
+    plan = load_plan(study, check_inputs=False)
+    rec = _record()
+    with pytest.raises(refs.RefError, match=r"trials fine/best/s0 and fine/first/s0@a/s2 are the same trial"):
+        resolve_stage(plan.stages["fine"], {"pre": rec}, tmp_path)
+    rec["trials"]["t1"]["status"] = "error"   # now best is pre/b/s1 and top[1] too: still the same
+    with pytest.raises(refs.RefError, match="pre/b/s1"):
+        resolve_stage(plan.stages["fine"], {"pre": rec}, tmp_path)
