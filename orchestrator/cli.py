@@ -168,13 +168,17 @@ def results(
                                                  "variant, grid values)."),
     baseline: Optional[str] = typer.Option(None, help="Variant to compare every other against, paired by seed."),
     stage: Optional[str] = typer.Option(None, help="Only this stage."),
+    within_seed: Optional[str] = typer.Option(None, help="separate: trials that differ in more than the seed (fan-out "
+                                              "upstream, search sample) are separate rows; mean: averaged per seed "
+                                              "first (default: the stage's `within_seed`, else separate)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
 ) -> None:
     """A study's tables: one row per trial, aggregates over seeds (mean, std, 95% CI), paired deltas."""
     from orchestrator.inspect import export_results
 
     try:
-        export_results(run_dir, fmt, output, console, view, metric or None, group_by or None, baseline, stage)
+        export_results(run_dir, fmt, output, console, view, metric or None, group_by or None, baseline, stage,
+                       within_seed)
     except UserError as exc:
         fail(exc)
 

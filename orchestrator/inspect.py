@@ -113,7 +113,7 @@ def render_markdown(t) -> str:
 
 def export_results(run_dir: str, fmt: str, output: Path | None, console: Console, view: str | None = None,
                    metrics: list[str] | None = None, group_by: list[str] | None = None,
-                   baseline: str | None = None, stage: str | None = None) -> None:
+                   baseline: str | None = None, stage: str | None = None, within_seed: str | None = None) -> None:
     import pandas as pd
 
     from orchestrator import study_tables
@@ -125,7 +125,7 @@ def export_results(run_dir: str, fmt: str, output: Path | None, console: Console
         raise UserError(Problem(run_dir, "no results yet (no stage of this study has ended)"))
     if stage and stage not in records:
         raise UserError(Problem("--stage", f"no results for stage {stage!r}; stages with results: {', '.join(records)}"))
-    t = study_tables.build(records, metrics, group_by, baseline, stage)
+    t = study_tables.build(records, metrics, group_by, baseline, stage, within_seed)
     views = {"trials": t.trials,
              "aggregate": pd.concat(t.aggregated.values(), ignore_index=True) if t.aggregated else pd.DataFrame(),
              "paired": pd.concat(t.paired.values(), ignore_index=True) if t.paired else pd.DataFrame()}
@@ -165,7 +165,7 @@ def compare_studies(run_a: str, run_b: str, metrics: list[str] | None) -> str:
     import pandas as pd
 
     from orchestrator import study_tables
-    from orchestrator.tables import _cell, metric_names
+    from orchestrator.tables import _cell, key_columns, metric_names
 
     aggs = []
     for run in (run_a, run_b):
@@ -174,7 +174,7 @@ def compare_studies(run_a: str, run_b: str, metrics: list[str] | None) -> str:
     a, b = aggs
     if a.empty or b.empty:
         raise UserError(Problem(run_a if a.empty else run_b, "no aggregated results to compare"))
-    keys = [c for c in a.columns if ":" not in c and c not in ("n", "seeds") and c in b.columns]
+    keys = [c for c in key_columns(a) if c != "n" and c in b.columns]
     both = a.merge(b, on=keys, how="outer", suffixes=("@a", "@b"))
     shared = [m for m in metric_names(a) if m in metric_names(b)]
     if not shared:

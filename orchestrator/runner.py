@@ -331,7 +331,8 @@ def ready_stage(plan: Plan, name: str, records: dict[str, dict | None]) -> tuple
 
 def skipped_record(sp: StagePlan, reason: str, state: str = "skipped") -> dict:
     return {"stage": sp.name, "trainable": sp.stage.trainable, "state": state, "reason": reason,
-            "select": sp.stage.select.model_dump() if sp.stage.select else None, "trials": {}}
+            "select": sp.stage.select.model_dump() if sp.stage.select else None,
+            "within_seed": sp.stage.within_seed, "trials": {}}
 
 
 def _trial_name(trial) -> str:

@@ -129,6 +129,10 @@ class Stage(_Strict):
     search: Search | None = None
     select: Select | None = None
     compare: Compare | None = None
+    within_seed: Literal["separate", "mean"] = Field(
+        "separate", description="Tables over seeds: trials of a variant that differ in more than the seed (a "
+        "fan-out's upstream trial, a search sample) are separate rows (`separate`), or are averaged per seed "
+        "first (`mean`); n counts seeds either way.")
     gate: Gate | list[Gate] | None = None
     stop: dict[str, float] = Field(default_factory=dict, description="Tune stopping criteria.")
     checkpoint: CheckpointPolicy | None = None

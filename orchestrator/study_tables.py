@@ -23,7 +23,8 @@ class StudyTables:
 
 
 def build(records: dict[str, dict], metrics: list[str] | None = None, group_by: list[str] | None = None,
-          baseline: str | None = None, stage: str | None = None) -> StudyTables:
+          baseline: str | None = None, stage: str | None = None, within_seed: str | None = None) -> StudyTables:
+    """Every table of the chosen stages; `within_seed` overrides each stage's own setting."""
     chosen = {n: r for n, r in records.items() if r and (stage is None or n == stage)}
     trials = results.build_table(list(chosen.values()))
     out = StudyTables(trials, chosen)
@@ -36,13 +37,14 @@ def build(records: dict[str, dict], metrics: list[str] | None = None, group_by: 
         stage_metrics = [m for m in (metrics or aggregate.default_metrics(rows)) if m in rows.columns]
         if metrics and not stage_metrics:
             continue
-        agg = aggregate.aggregate(rows, stage_metrics, group_by)
+        how = within_seed or record.get("within_seed") or "separate"
+        agg = aggregate.aggregate(rows, stage_metrics, group_by, how)
         if agg.empty:  # no successful trial in this stage: nothing to aggregate or compare
             continue
         out.aggregated[name] = agg
         base = baseline or (record.get("compare") or {}).get("baseline")
         if base and base in set(rows["variant"].dropna()):
-            out.paired[name] = aggregate.paired(rows, base, stage_metrics, group_by)
+            out.paired[name] = aggregate.paired(rows, base, stage_metrics, group_by, how)
     return out
 
 

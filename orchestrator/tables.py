@@ -27,6 +27,26 @@ def metric_names(agg: pd.DataFrame, suffix: str = ":mean") -> list[str]:
     return [c[: -len(suffix)] for c in agg.columns if c.endswith(suffix)]
 
 
+BOOKKEEPING = ("seeds", "trials", "note")
+
+
+def key_columns(table: pd.DataFrame) -> list[str]:
+    """The grouping columns of an aggregate or paired table (what a row is), with n."""
+    return [c for c in table.columns if ":" not in c and c not in BOOKKEEPING]
+
+
+def _notes(table: pd.DataFrame) -> bool:
+    return "note" in table.columns and table["note"].fillna("").astype(str).str.len().gt(0).any()
+
+
+def _metric_n(row: pd.Series, m: str) -> str:
+    """' (n=2)' when fewer seeds have this metric than the row has."""
+    k = row.get(f"{m}:n")
+    if k is None or (isinstance(k, float) and math.isnan(k)) or "n" not in row or int(k) == int(row["n"]):
+        return ""
+    return f" (n={int(k)})"
+
+
 def _num(v: float, digits: int = 4) -> str:
     return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}g}"
 
@@ -36,29 +56,34 @@ def _cell(row: pd.Series, m: str) -> str:
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return ""
     if lo is None or (isinstance(lo, float) and math.isnan(lo)):
-        return _num(mean)
-    return f"{_num(mean)} ± {_num((hi - lo) / 2, 2)}"
+        return _num(mean) + _metric_n(row, m)
+    return f"{_num(mean)} ± {_num((hi - lo) / 2, 2)}" + _metric_n(row, m)
 
 
 def aggregate_markdown(agg: pd.DataFrame) -> str:
     """`mean ± CI half-width` per metric, n per group."""
     if agg.empty:
         return "_no successful trials to aggregate_\n"
-    keys = [c for c in agg.columns if ":" not in c and c not in ("seeds",)]
+    keys = key_columns(agg)
     metrics = metric_names(agg)
-    head = keys + [m for m in metrics]
+    notes = _notes(agg)
+    head = keys + [m for m in metrics] + (["note"] if notes else [])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, row in agg.iterrows():
-        lines.append("| " + " | ".join([str(row[k]) for k in keys] + [_cell(row, m) for m in metrics]) + " |")
-    return "\n".join(lines) + "\n\nmean ± half-width of the 95% t-interval over seeds (n per row)\n"
+        cells = [_text(row[k]) for k in keys] + [_cell(row, m) for m in metrics]
+        lines.append("| " + " | ".join(cells + ([_text(row.get("note"))] if notes else [])) + " |")
+    return "\n".join(lines) + ("\n\nmean ± half-width of the 95% t-interval over seeds; n = independent seeds per "
+                                "row (a seed's trials averaged first)\n")
 
 
 def paired_markdown(pairs: pd.DataFrame) -> str:
     if pairs.empty:
         return "_no pairs: no variant shares seeds with the baseline_\n"
-    keys = [c for c in pairs.columns if ":" not in c and c != "seeds"]
+    keys = key_columns(pairs)
     metrics = [c[: -len(":delta")] for c in pairs.columns if c.endswith(":delta")]
-    lines = ["| " + " | ".join(keys + [f"Δ {m}" for m in metrics]) + " |", "|" + "---|" * (len(keys) + len(metrics))]
+    notes = _notes(pairs)
+    head = keys + [f"Δ {m}" for m in metrics] + (["note"] if notes else [])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, row in pairs.iterrows():
         cells = []
         for m in metrics:
@@ -69,8 +94,16 @@ def paired_markdown(pairs: pd.DataFrame) -> str:
                 cells.append(f"{d:+.4g}")
             else:
                 cells.append(f"{d:+.4g} [{lo:+.3g}, {hi:+.3g}]")
-        lines.append("| " + " | ".join([str(row[k]) for k in keys] + cells) + " |")
-    return "\n".join(lines) + "\n\nΔ = variant - baseline, paired by seed; [95% t-interval]\n"
+            cells[-1] += _metric_n(row, m) if cells[-1] else ""
+        lines.append("| " + " | ".join([_text(row[k]) for k in keys] + cells
+                                       + ([_text(row.get("note"))] if notes else [])) + " |")
+    return "\n".join(lines) + "\n\nΔ = variant - baseline, paired by seed; [95% t-interval]; n = paired seeds\n"
+
+
+def _text(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return str(value).replace("|", "\\|")
 
 
 LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
@@ -83,7 +116,7 @@ def latex_escape(text: str) -> str:
 
 def aggregate_latex(agg: pd.DataFrame, selects: dict[str, dict] | None = None, caption: str = "") -> str:
     """A booktabs table: mean ± CI per metric; the best mean of each metric per stage in bold."""
-    keys = [c for c in agg.columns if ":" not in c and c not in ("seeds",)]
+    keys = key_columns(agg)
     metrics = metric_names(agg)
     bold: set[tuple[int, str]] = set()
     for m in metrics:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 import numpy as np
@@ -123,3 +124,136 @@ def test_results_table_does_not_depend_on_the_order_trials_finished():
     header = tables[0].splitlines()[0]
     # the selection metric's final value is shown even when many other metrics sort before it
     assert "| best.final/val_f1 | final.final/val_f1 |" in header
+
+
+# --- the unit of replication under fan-out, search, missing and duplicate seeds ------------
+
+UP = "upstream.pre.top[2]"
+
+
+def _random_study(rng: np.random.Generator) -> pd.DataFrame:
+    """A fine-tuning stage's results as `results.build_table` lays them out: a baseline without
+    upstream, variants fanned out over 1-3 upstream trials, optional search samples (an lr value
+    per trial, sometimes coinciding: duplicates of a seed), missing seeds, errored trials."""
+    seeds = list(range(1, rng.integers(2, 6)))
+    ups = [f"u{i}" for i in range(rng.integers(1, 4))]
+    search = bool(rng.integers(0, 2))
+    rows = []
+    for variant in ("scratch", "pre_a", "pre_b"):
+        for up in ([None] if variant == "scratch" else ups):
+            for seed in seeds:
+                for _ in range(rng.integers(1, 3) if search else 1):
+                    if rng.random() < 0.15:
+                        continue  # a missing trial
+                    lr = float(rng.choice([1e-3, 3e-4])) if search else None
+                    row = {"stage": "fine", "variant": variant, "seed": seed,
+                           "status": "error" if rng.random() < 0.1 else "done",
+                           "config.hidden_size": 8, "config.lr": lr,
+                           "config.encoder": None if up is None else f"/ck/{up}",
+                           f"{UP}.checkpoint": None if up is None else f"/ck/{up}",
+                           f"{UP}.trial": None if up is None else f"pre/{up}",
+                           f"{UP}.trial_id": up, "best.acc": rng.normal(0.7, 0.05) + 0.01 * seed}
+                    rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _reference_groups(df: pd.DataFrame, keys: list[str]) -> dict[tuple, pd.Series]:
+    """Per group (by `keys`), the per-seed mean of best.acc: the direct computation."""
+    ok = df[df.status == "done"].copy()
+    ok[keys] = ok[keys].astype(object).where(ok[keys].notna(), "")
+    return {k if isinstance(k, tuple) else (k,): g.groupby("seed")["best.acc"].mean()
+            for k, g in ok.groupby(keys)}
+
+
+def _t(values: np.ndarray) -> tuple[float, float]:
+    if len(values) < 2:
+        return math.nan, math.nan
+    return stats.t.interval(0.95, len(values) - 1, loc=values.mean(), scale=stats.sem(values))
+
+
+def test_aggregates_count_seeds_not_trials_against_a_direct_computation():
+    rng = np.random.default_rng(7)
+    checked = 0
+    for _ in range(60):
+        df = _random_study(rng)
+        done = df[df.status == "done"]
+        varies = [c for c in (f"{UP}.trial_id", "config.lr")
+                  if (done.groupby("variant")[c].nunique() > 1).any()]   # within some variant
+        for how, keys in (("separate", ["variant", *varies]), ("mean", ["variant"])):
+            agg = aggregate.aggregate(df, ["best.acc"], within_seed=how)
+            shown = [k.replace(".trial_id", ".trial") for k in keys]
+            expected = _reference_groups(df, keys)
+            assert len(agg) == len(expected), (how, agg)
+            for _, row in agg.iterrows():
+                key = tuple(row[k] for k in shown)
+                key = tuple(k.replace("pre/", "") if isinstance(k, str) else k for k in key)
+                per_seed = expected[key]
+                assert row["n"] == len(per_seed) == len(row["seeds"].split(","))
+                assert row["best.acc:mean"] == pytest.approx(per_seed.mean())
+                lo, hi = _t(per_seed.to_numpy())
+                if math.isnan(lo):
+                    assert math.isnan(row["best.acc:ci_low"])
+                else:
+                    assert (row["best.acc:ci_low"], row["best.acc:ci_high"]) == (pytest.approx(lo), pytest.approx(hi))
+                checked += 1
+    assert checked > 100
+
+
+def test_paired_deltas_pair_each_upstream_trial_with_the_baseline_seed_by_seed():
+    rng = np.random.default_rng(11)
+    for _ in range(60):
+        df = _random_study(rng)
+        if "scratch" not in set(df[df.status == "done"].variant):
+            continue
+        for how in ("separate", "mean"):
+            pairs = aggregate.paired(df, "scratch", ["best.acc"], within_seed=how)
+            ok = df[df.status == "done"]
+            base = ok[ok.variant == "scratch"].groupby("seed")["best.acc"].mean()
+            if how == "separate" and ok["config.lr"].nunique() > 1:
+                continue  # search samples: the baseline's own sampled lr must match (the next test)
+            fans = (ok.groupby("variant")[f"{UP}.trial_id"].nunique() > 1).any()
+            keys = ["variant", f"{UP}.trial_id"] if how == "separate" and fans else ["variant"]
+            others = ok[ok.variant != "scratch"]
+            expected = {k: g.groupby("seed")["best.acc"].mean() for k, g in others.groupby(keys)}
+            assert len(pairs) == len(expected)
+            for _, row in pairs.iterrows():
+                key = (row["variant"], row[f"{UP}.trial"].replace("pre/", "")) if len(keys) == 2 else (row["variant"],)
+                v = expected[key]
+                common = sorted(set(v.index) & set(base.index))
+                assert row["n"] == len(common)
+                if not common:
+                    assert "best.acc:delta" not in row or pd.isna(row["best.acc:delta"])
+                    continue
+                d = (v.loc[common] - base.loc[common]).to_numpy()
+                assert row["best.acc:delta"] == pytest.approx(d.mean())
+                lo, hi = _t(d)
+                if not math.isnan(lo):
+                    assert row["best.acc:delta_ci_low"] == pytest.approx(lo)
+                    assert row["best.acc:delta_ci_high"] == pytest.approx(hi)
+                if set(v.index) - set(base.index):
+                    assert "unpaired (no baseline)" in row["note"]
+
+
+def test_fan_out_duplicates_are_never_aligned_as_seeds():
+    """The issue's case: fine-tuning over ${pre.top[2]} x 3 seeds. Pooling both upstream trials
+    as if they were 6 replicates (or aligning duplicate seeds) makes the interval too narrow."""
+    rows = []
+    effect = {"u0": 0.25, "u1": -0.25}   # the two upstream encoders differ a lot
+    for seed, noise in zip((1, 2, 3), (0.0, 0.02, -0.01)):
+        rows.append({"stage": "fine", "variant": "scratch", "seed": seed, "status": "done", "best.acc": 0.7 + noise})
+        for up, shift in effect.items():
+            rows.append({"stage": "fine", "variant": "pre", "seed": seed, "status": "done", f"{UP}.trial_id": up,
+                         f"{UP}.trial": f"pre/{up}", f"{UP}.checkpoint": f"/ck/{up}", "config.encoder": f"/ck/{up}",
+                         "best.acc": 0.7 + shift + noise})
+    df = pd.DataFrame(rows)
+    agg = aggregate.aggregate(df, ["best.acc"]).set_index("variant")
+    assert agg.loc["pre", "n"].tolist() == [3, 3] and agg.loc["scratch", "n"] == 3
+    assert "config.encoder" not in agg.columns and f"{UP}.trial" in agg.columns   # the name, not the path
+    pooled = aggregate.aggregate(df, ["best.acc"], within_seed="mean").set_index("variant")
+    assert pooled.loc["pre", "n"] == 3 and "2 trials per seed averaged" in pooled.loc["pre", "note"]
+    pairs = aggregate.paired(df, "scratch", ["best.acc"]).set_index(f"{UP}.trial")
+    assert pairs.loc["pre/u0", "best.acc:delta"] == pytest.approx(0.25)
+    assert pairs.loc["pre/u1", "best.acc:delta"] == pytest.approx(-0.25)
+    assert (pairs["n"] == 3).all()
+    md = paired_markdown(aggregate.paired(df, "scratch", ["best.acc"], within_seed="mean"))
+    assert "| fine | pre | scratch | 3 |" in md and "2 trials per seed averaged" in md
