@@ -44,6 +44,9 @@ def validate(file: Path = typer.Argument(..., help="Study YAML file.")) -> None:
     stages = ", ".join(f"{n} ({sp.num_trials})" for n, sp in plan.stages.items())
     console.print(f"{file}: ok: study {plan.study.name!r}, {plan.num_trials} trials in {len(plan.stages)} "
                   f"stage(s): {stages}", markup=False, highlight=False)
+    for name, sp in plan.stages.items():
+        for note in sp.notes:
+            console.print(f"  {name}: {note}", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()

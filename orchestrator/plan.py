@@ -93,6 +93,7 @@ class StagePlan:
     resources: Resources
     search_space: dict | None = None
     differing: list[str] = field(default_factory=list)   # config keys that differ between trials
+    notes: list[str] = field(default_factory=list)       # what checking the inputs found (overlapping windows, ...)
     fan_out: int = 1        # downstream trials per planned row, from `top[K]` / `all` references
     resolved: bool = False  # references replaced by upstream results (at run time)
 
@@ -254,6 +255,7 @@ def _expand_stage(study: Study, name: str, doc: YamlDoc, study_dir: Path, check_
     input_fields = _input_fields(module)
     # inputs already checked (or not to be checked): each distinct data file is read once
     checked_inputs: set[tuple] | None = set() if check_inputs else None
+    notes: list[str] = []
     for variant, row in rows:
         for combo in combos:
             grid = dict(zip(grid_keys, combo))
@@ -277,14 +279,14 @@ def _expand_stage(study: Study, name: str, doc: YamlDoc, study_dir: Path, check_
                     for key, sampler in space.items():
                         probe[key] = _representative(sampler)
                 problems.extend(_check_config(module, probe, name, stage, variant, doc, checked_inputs,
-                                              input_fields, config))
+                                              input_fields, config, notes))
                 trials.append(spec)
     if problems:
         raise UserError(problems)
     keys = {k for t in trials for k in t.config}
     differing = sorted(k for k in keys if len({_key(t.config.get(k)) for t in trials}) > 1)
     differing += sorted({k for t in trials for k, v in t.config.items() if refs.looks_like_ref(v)} - set(differing))
-    return StagePlan(name, stage, trials, study.resources_of(stage), space, differing,
+    return StagePlan(name, stage, trials, study.resources_of(stage), space, differing, list(dict.fromkeys(notes)),
                      fan_out=math.prod(fan_out.values()) if fan_out else 1)
 
 
@@ -359,7 +361,7 @@ def resolve_stage(sp: StagePlan, records: dict[str, dict], study_dir: Path) -> S
                                     f"resolved (same config and seed; both use {used}); make the variants differ")
             seen[tid] = new
             trials.append(new)
-    return StagePlan(sp.name, sp.stage, trials, sp.resources, sp.search_space, sp.differing, resolved=True)
+    return StagePlan(sp.name, sp.stage, trials, sp.resources, sp.search_space, sp.differing, sp.notes, resolved=True)
 
 
 def _key(value: Any) -> str:
@@ -404,7 +406,8 @@ def _is_uri(value: str) -> bool:
 
 
 def _check_config(module, config: dict, stage_name: str, stage: Stage, variant: str | None, doc: YamlDoc,
-                  checked_inputs: set[tuple] | None, input_fields: tuple, raw_config: dict) -> list[Problem]:
+                  checked_inputs: set[tuple] | None, input_fields: tuple, raw_config: dict,
+                  notes: list[str]) -> list[Problem]:
     try:
         parsed = module.Config.model_validate(config)
     except ValidationError as exc:
@@ -441,7 +444,9 @@ def _check_config(module, config: dict, stage_name: str, stage: Stage, variant: 
             return []
         parsed = parsed.model_copy(update={f: None for f in by_ref})
     try:
-        check(parsed)
+        note = check(parsed)
+        if isinstance(note, str) and note:
+            notes.append(note)
     except ValueError as exc:
         field_name = getattr(exc, "field", input_fields[0] if input_fields else "")
         path = _origin(stage_name, stage, variant, field_name)

@@ -92,7 +92,7 @@ def test_split_purges_windows_overlapping_validation():
 
     starts = np.arange(0, 200, 10)  # windows of 50 bars every 10 bars overlap
     w = Windows(np.zeros((20, 50, 4), np.float32), np.array([str(s) for s in starts]), starts)
-    train, val = mae.split_windows(w, 0.2, 50)
+    _, (train, val) = mae.split(w, mae.Config(data="x", window_length=50, val_fraction=0.2))
     assert len(val) == 4
     assert (starts[train] + 50 <= starts[val].min()).all()
     assert math.isclose(len(train), 12)

@@ -7,9 +7,12 @@ the LSTM starts from the forward direction of layer 0 of a pretrained bidirectio
 (`lstm_mae_pretrain`'s `encoder.pt`, or a checkpoint folder holding it); it can stay frozen for
 `freeze_encoder_epochs` and then trains at `encoder_lr_factor` x lr.
 
-Evaluation: K-fold (see `trainables/folds.py`: blocked and purged when windows carry `start`,
-stratified otherwise). Each fold trains a fresh model, early-stopped on an inner validation
-split of its training windows (15%, stratified), then predicts its held-out fold. Reports, once
+Evaluation: K-fold (see `trainables/folds.py`): windows that share bars (by their `start`, or,
+without one, found from the prices: `trainables/overlap.py`) are grouped and purged, so none of
+them straddles a fold; independent windows get stratified folds. Each fold trains a fresh
+model, early-stopped on an inner split of its training windows (15%; the same rule: grouped and
+purged for overlapping windows, stratified otherwise, seeded by seed and fold so that a resumed
+trial draws the same split), then predicts its held-out fold. Reports, once
 per fold, the fold's scores and the out-of-fold (OOF) scores so far: `oof/accuracy`,
 `oof/balanced_accuracy`, `oof/macro_f1`, `oof/acc/<class>`, `class_collapse`. The trial
 checkpoints after every fold and resumes at the next one. OOF predictions are saved as
@@ -27,11 +30,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from trainables import checkpoints, encoders, ohlc_data
+from trainables import checkpoints, encoders, ohlc_data, overlap
 from trainables.configs.lstm_classifier_finetune import INPUT_FIELDS, Config, check_inputs, load_labeled  # noqa: F401 (re-exported)
 from trainables.classification_metrics import classification_report
 from trainables.early_stopping import EarlyStopping
-from trainables.folds import make_folds
+from trainables.folds import inner_split, make_folds
 from trainables.metadata import environment, parameter_counts
 from trainables.reproducibility import rng_state, set_rng_state, start_trial
 from trainables.session import Session, write_json, write_metrics_csv
@@ -62,17 +65,6 @@ def build_model(cfg: Config, n_classes: int, device: torch.device) -> tuple[Caus
     model = CausalLSTMClassifier(n_classes, cfg.hidden_size, cfg.num_heads, cfg.dropout)
     info = encoders.transfer_forward_direction(cfg.encoder, model.lstm) if cfg.encoder else None
     return model.to(device), info
-
-
-def _inner_split(y: np.ndarray, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified split of a fold's training windows into fit / early-stopping parts."""
-    fit, stop = [], []
-    for cls in np.unique(y):
-        idx = rng.permutation(np.flatnonzero(y == cls))
-        n_stop = min(len(idx) - 1, max(1, round(len(idx) * fraction))) if len(idx) > 1 else 0
-        stop.append(idx[:n_stop])
-        fit.append(idx[n_stop:])
-    return np.sort(np.concatenate(fit)), np.sort(np.concatenate(stop))
 
 
 def fit_fold(model: CausalLSTMClassifier, x: torch.Tensor, y: torch.Tensor, x_stop: torch.Tensor,
@@ -133,7 +125,9 @@ def train(config: dict, session: Session | None = None) -> dict:
     n, c = len(y_np), len(classes)
     x = ohlc_data.normalise(torch.as_tensor(windows.ohlc, dtype=torch.float32, device=device))
     y = torch.as_tensor(y_np, device=device)
-    folds = make_folds(y_np, cfg.folds, cfg.seed, windows.start, cfg.window_length)
+    line = overlap.timeline(windows.ohlc, windows.start)
+    folds = make_folds(y_np, cfg.folds, cfg.seed, line.start, cfg.window_length)
+    inner = [_inner(y_np, train_idx, line.start, cfg, fold) for fold, (train_idx, _) in enumerate(folds)]
 
     oof_prob = np.full((n, c), np.nan)
     oof_fold = np.full(n, -1)
@@ -150,16 +144,16 @@ def train(config: dict, session: Session | None = None) -> dict:
     write_json({**session.context, "trainable": "lstm_classifier_finetune", "config": cfg.model_dump(),
                 "classes": classes, "data": {"source": cfg.data, "windows": n,
                                              "class_counts": {k: int((y_np == i).sum()) for i, k in enumerate(classes)}},
-                "folds": [{"train": len(tr), "val": len(va)} for tr, va in folds],
+                "folds": [{"train": len(tr), "val": len(va), "purged": n - len(tr) - len(va), "fit": len(fit),
+                           "early_stopping": len(stop)} for (tr, va), (fit, stop) in zip(folds, inner)],
+                "overlap": {**line.describe(cfg.window_length), "split": _split_rule(line)},
                 "encoder": transfer_info, "parameters": parameter_counts(probe), "device": str(device),
                 "environment": environment()}, session.artifact_dir / "metadata.json")
-    rng = np.random.default_rng(cfg.seed)
     metrics: dict = history[-1] if history else {}
     for fold in range(start_fold, cfg.folds):
         t0 = time.perf_counter()
-        train_idx, val_idx = folds[fold]
-        fit_idx, stop_idx = _inner_split(y_np[train_idx], cfg.inner_val_fraction, rng)
-        fit_idx, stop_idx = train_idx[fit_idx], train_idx[stop_idx]
+        _, val_idx = folds[fold]
+        fit_idx, stop_idx = inner[fold]
         model, _ = build_model(cfg, c, device)
         try:
             best, fold_history = fit_fold(model, x[fit_idx], y[fit_idx], x[stop_idx], y[stop_idx], cfg, c,
@@ -197,6 +191,21 @@ def train(config: dict, session: Session | None = None) -> dict:
             session.report(metrics, checkpoint_dir=tmp)
     _write_oof(session.artifact_dir / "oof_predictions.parquet", windows, y_np, oof_prob, oof_fold, classes)
     return metrics
+
+
+def _inner(y: np.ndarray, train_idx: np.ndarray, starts: np.ndarray, cfg: Config, fold: int):
+    """A fold's (fit, early-stopping) windows, as indices into all windows. Seeded by the trial's
+    seed and the fold, so a trial resumed at fold k draws the split an uninterrupted one would."""
+    seed = int(np.random.SeedSequence([cfg.seed, fold]).generate_state(1)[0])
+    fit, stop = inner_split(y[train_idx], cfg.inner_val_fraction, seed, starts[train_idx], cfg.window_length)
+    return train_idx[fit], train_idx[stop]
+
+
+def _split_rule(line) -> str:
+    if line.overlapping:
+        return (f"{line.overlapping} windows share bars with another ({line.source}): grouped, purged folds and "
+                "early-stopping split; no window shares a bar with one on the other side")
+    return f"no window shares a bar with another ({line.source}): stratified folds and early-stopping split"
 
 
 def _write_oof(path: Path, windows: ohlc_data.Windows, y: np.ndarray, prob: np.ndarray, fold: np.ndarray,

@@ -28,14 +28,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from trainables import augment, checkpoints, distributed, encoders, masking, ohlc_data
-from trainables.configs.lstm_mae_pretrain import INPUT_FIELDS, Config  # noqa: F401 (re-exported)
+from trainables.configs.lstm_mae_pretrain import INPUT_FIELDS, Config, split  # noqa: F401 (re-exported)
+from trainables.folds import split_note
 from trainables.early_stopping import EarlyStopping
-from trainables.folds import time_split
 from trainables.metadata import environment, parameter_counts
 from trainables.reproducibility import rng_state, set_rng_state, start_trial
 from trainables.selection import ModelChoice
@@ -54,14 +53,6 @@ class MaskedAutoencoder(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         filled = masking.interpolate_masked(x, mask)
         return filled + self.head(self.encoder(filled))
-
-
-def split_windows(windows: ohlc_data.Windows, val_fraction: float, length: int) -> tuple[np.ndarray, np.ndarray]:
-    """Train/val indices by time block: the last windows (by `start` if known, else file order)
-    are validation; training windows that overlap any validation bar are purged
-    (`trainables.folds.time_split`)."""
-    train, val = time_split(len(windows), (val_fraction,), windows.start, length)
-    return train, val
 
 
 def build(cfg: Config, device: torch.device) -> tuple[MaskedAutoencoder, torch.optim.Optimizer, object]:
@@ -110,7 +101,7 @@ def train(config: dict, session: Session | None = None) -> dict:
     session, device = start_trial(cfg, session)
 
     windows = ohlc_data.load_windows(cfg.data, cfg.window_length)
-    train_idx, val_idx = split_windows(windows, cfg.val_fraction, cfg.window_length)
+    line, (train_idx, val_idx) = split(windows, cfg)
     data = ohlc_data.normalise(torch.as_tensor(windows.ohlc, dtype=torch.float32, device=device))
     x_train, x_val = data[torch.as_tensor(train_idx, device=device)], data[torch.as_tensor(val_idx, device=device)]
 
@@ -144,7 +135,9 @@ def train(config: dict, session: Session | None = None) -> dict:
         if start_epoch >= cfg.epochs or stopper.should_stop:
             return history[-1]  # finished before the interruption: nothing to redo
 
-    _write_metadata(session, cfg, model, len(train_idx), len(val_idx), device)
+    _write_metadata(session, cfg, model, len(train_idx), len(val_idx), device,
+                    {**line.describe(cfg.window_length),
+                     "split": split_note(line, len(windows), (train_idx, val_idx), ("train", "val"))})
     # `workers: N`: DDP over Ray Train's process group, each rank on its share of every epoch's
     # shuffled windows (same seed on every rank, so the shuffles agree).
     net = distributed.wrap(model, device)
@@ -226,13 +219,14 @@ def _export_best_encoder(model: MaskedAutoencoder, best: dict | None, path: Path
 
 
 def _write_metadata(session: Session, cfg: Config, model: nn.Module, n_train: int, n_val: int,
-                    device: torch.device) -> None:
+                    device: torch.device, overlap: dict) -> None:
     write_json({
         **session.context,
         "trainable": "lstm_mae_pretrain",
         "config": cfg.model_dump(),
         "data": {"source": cfg.data, "train_windows": n_train, "val_windows": n_val,
-                 "window_length": cfg.window_length, "normalisation": "per-window z-score over all OHLC values"},
+                 "window_length": cfg.window_length, "normalisation": "per-window z-score over all OHLC values",
+                 "overlap": overlap},
         "parameters": parameter_counts(model),
         "device": str(device),
         "workers": distributed.gather(distributed.placement()),

@@ -47,9 +47,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainables import checkpoints, span_features, span_metrics
-from trainables.configs.multitask_span import INPUT_FIELDS, TASKS, Config, check_inputs, load_data  # noqa: F401 (re-exported)
+from trainables.configs.multitask_span import INPUT_FIELDS, TASKS, Config, check_inputs, load_data, split  # noqa: F401
+from trainables.folds import split_note
 from trainables.early_stopping import EarlyStopping
-from trainables.folds import time_split
 from trainables.metadata import environment, parameter_counts
 from trainables.reproducibility import rng_state, set_rng_state, start_trial
 from trainables.session import Session, write_json, write_metrics_csv
@@ -176,8 +176,7 @@ def train(config: dict, session: Session | None = None) -> dict:
     session, device = start_trial(cfg, session)
     folder = session.artifact_dir
     windows, classes, y, starts, ends = load_data(cfg)
-    train_idx, val_idx, test_idx = time_split(len(windows), (cfg.val_fraction, cfg.test_fraction),
-                                              windows.start, cfg.window_length)
+    line, (train_idx, val_idx, test_idx) = split(windows, cfg)
     raw = span_features.compute(torch.as_tensor(windows.ohlc, device=device))
     mean, std = span_features.standardiser(raw[torch.as_tensor(train_idx, device=device)])
     feats = (raw - mean) / std
@@ -214,8 +213,8 @@ def train(config: dict, session: Session | None = None) -> dict:
     write_json({**session.context, "trainable": "multitask_span", "config": cfg.model_dump(), "classes": classes,
                 "data": {"source": cfg.data, "windows": len(windows), "train": len(train_idx), "val": len(val_idx),
                          "test": len(test_idx), "window_length": cfg.window_length,
-                         "split": "by time (start) with overlapping windows purged" if windows.start is not None
-                         else "file order", "features": list(span_features.FEATURES),
+                         "split": split_note(line, len(windows), (train_idx, val_idx, test_idx), ("train", "val", "test")),
+                         "overlap": line.describe(cfg.window_length), "features": list(span_features.FEATURES),
                          "class_counts": {c: int((y == i).sum()) for i, c in enumerate(classes)}},
                 "parameters": counts, "uncertainty_parameters": len(TASKS), "device": str(device),
                 "environment": environment()}, folder / "metadata.json")

@@ -9,7 +9,7 @@ import numpy as np
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from trainables import ohlc_data
+from trainables import ohlc_data, overlap
 
 INPUT_FIELDS = ("data", "encoder")
 # what check_inputs reads besides the inputs (hidden_size: the encoder must fit the classifier)
@@ -72,8 +72,24 @@ def load_labeled(cfg: Config) -> tuple[ohlc_data.Windows, np.ndarray, list[str]]
     return windows, y, classes
 
 
-def check_inputs(cfg: Config) -> None:
-    load_labeled(cfg)
+def folds_note(windows, y: np.ndarray, cfg: Config) -> str:
+    """How the windows are folded: by shared bars (trainables/overlap.py) into grouped, purged
+    folds or stratified ones; one line for `validate`."""
+    from trainables.folds import make_folds
+
+    line = overlap.timeline(windows.ohlc, windows.start)
+    folds = make_folds(y, cfg.folds, cfg.seed, line.start, cfg.window_length)
+    purged = sum(len(y) - len(tr) - len(va) for tr, va in folds)
+    if line.overlapping:
+        return (f"{cfg.data}: {line.overlapping} of {len(y)} windows share bars with another (positions: "
+                f"{line.source}); {cfg.folds} grouped, purged folds ({purged} training windows purged over all "
+                "folds), early stopping split the same way")
+    return f"{cfg.data}: no window shares a bar with another (positions: {line.source}); {cfg.folds} stratified folds"
+
+
+def check_inputs(cfg: Config) -> str:
+    windows, y, _ = load_labeled(cfg)
+    note = folds_note(windows, y, cfg)
     if cfg.encoder:
         # only here torch is needed: the encoder checkpoint's shapes against the classifier's
         import torch
@@ -85,3 +101,4 @@ def check_inputs(cfg: Config) -> None:
         except ValueError as exc:
             exc.field = "encoder"  # type: ignore[attr-defined]
             raise
+    return note

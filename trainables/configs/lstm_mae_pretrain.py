@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from trainables import ohlc_data
+from trainables import ohlc_data, overlap
+from trainables.folds import split_note, time_split
 
 INPUT_FIELDS = ("data",)
 CHECK_FIELDS = ("window_length", "val_fraction")  # what check_inputs reads besides the data
@@ -61,9 +61,17 @@ def preflight(config: dict, workdir) -> dict:
     return {"data": head(config["data"], 64, workdir, config.get("window_length", 105), labeled=False), "epochs": 1, "aug_multiplier": min(config.get("aug_multiplier", 4), 1)}
 
 
-def check_inputs(cfg: Config) -> None:
+def split(windows, cfg: Config):
+    """(timeline, [train, val]): the last `val_fraction` of windows along their timeline (`start`,
+    or positions inferred from the prices) is validation; training windows that share a bar
+    with a validation window are purged. Independent of the seed: every trial is scored on the
+    same windows."""
+    line = overlap.timeline(windows.ohlc, windows.start)
+    return line, time_split(len(windows), (cfg.val_fraction,), line.start, cfg.window_length)
+
+
+def check_inputs(cfg: Config) -> str:
     """Validate the data before anything starts (raises ValueError with the file and rows)."""
     windows = ohlc_data.load_windows(cfg.data, cfg.window_length)
-    n_val = math.ceil(len(windows) * cfg.val_fraction)
-    if len(windows) - n_val < 1 or n_val < 1:
-        raise ValueError(f"{cfg.data}: {len(windows)} windows are too few for val_fraction={cfg.val_fraction}")
+    line, blocks = split(windows, cfg)
+    return f"{cfg.data}: {split_note(line, len(windows), blocks, ('train', 'val'))}"

@@ -9,8 +9,8 @@ import numpy as np
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from trainables import ohlc_data
-from trainables.folds import time_split
+from trainables import ohlc_data, overlap
+from trainables.folds import split_note, time_split
 
 INPUT_FIELDS = ("data",)
 CHECK_FIELDS = ("window_length", "val_fraction", "test_fraction")  # what check_inputs reads besides the data
@@ -95,6 +95,14 @@ def load_data(cfg: Config):
     return windows, classes, np.searchsorted(classes, labels), starts.astype(np.int64), ends.astype(np.int64)
 
 
-def check_inputs(cfg: Config) -> None:
+def split(windows, cfg: Config):
+    """(timeline, [train, val, test]) of the windows: by time along their timeline (`start`, or
+    positions inferred from the prices), windows sharing a bar with a later block purged."""
+    line = overlap.timeline(windows.ohlc, windows.start)
+    return line, time_split(len(windows), (cfg.val_fraction, cfg.test_fraction), line.start, cfg.window_length)
+
+
+def check_inputs(cfg: Config) -> str:
     windows, *_ = load_data(cfg)
-    time_split(len(windows), (cfg.val_fraction, cfg.test_fraction), windows.start, cfg.window_length)
+    line, blocks = split(windows, cfg)
+    return f"{cfg.data}: {split_note(line, len(windows), blocks, ('train', 'val', 'test'))}"
