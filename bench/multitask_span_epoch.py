@@ -46,7 +46,7 @@ class TimedSession(LocalSession):
 def run(epochs: int, full: bool, crf: bool) -> dict:
     cfg = {"data": "synthetic:ohlc?n=210&labeled=1&seed=7", "val_fraction": 0.2, "epochs": epochs,
            "batch_size": 32, "lr": 1e-3, "seed": 42, "use_crf": crf, "plots": False, "device": "cpu",
-           "feature_stats_interval": 1 if full else 10_000, "gradient_stats_interval": 1 if full else 10_000,
+           "gradient_stats_interval": 1 if full else 10_000,
            "checkpoint_epoch_interval": 1 if full else None}
     with tempfile.TemporaryDirectory() as tmp:
         session = TimedSession(tmp, every=1 if full else 10_000)

@@ -24,6 +24,22 @@ BASE = {"train_data": "synthetic:triples?n=160&seed=0", "val_data": "synthetic:t
         "base_learning_rate": 2e-5, "projection_learning_rate": 1e-3, "seed": 0, "isotropy_sample": 200}
 
 
+def pytrec_ndcg(runs_folder, beir: str) -> float:
+    """Mean NDCG@10 of the one TREC run file in `runs_folder`, by pytrec_eval."""
+    import pytrec_eval
+
+    from trainables import retrieval
+
+    (run_file,) = runs_folder.glob("*.trec")
+    run: dict = {}
+    for line in run_file.read_text().splitlines():
+        qid, _, doc, _, score, _ = line.split()
+        run.setdefault(qid, {})[doc] = float(score)
+    qrels = retrieval.load_beir(beir).qrels
+    per_query = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut_10"}).evaluate(run)
+    return sum(q["ndcg_cut_10"] for q in per_query.values()) / len(per_query)
+
+
 def _run(tmp_path, name, **overrides):
     session = LocalSession(tmp_path / name, checkpoint_every=1)
     return ci.train({**BASE, **overrides}, session), session
@@ -105,10 +121,20 @@ def test_two_worker_data_parallel_trial_through_the_orchestrator(tmp_path, write
         metrics = pd.read_csv(folder / "metrics.csv")
         assert metrics["step"].tolist() == [2, 4], stage
         assert list(folder.glob("checkpoint_*")), stage
-    meta = json.loads((folders["two"] / "metadata.json").read_text())
-    assert [w["rank"] for w in meta["workers"]] == [0, 1]
-    row = results.set_index("stage").loc["two"]
-    assert 0 <= row["final.final/ndcg@10"] <= 1
+    meta = {s: json.loads((folders[s] / "metadata.json").read_text()) for s in folders}
+    assert [w["rank"] for w in meta["two"]["workers"]] == [0, 1]
+    # each rank takes half of every epoch's triples (not all of them): half the steps per epoch
+    assert meta["two"]["data"]["steps_per_epoch"] * 2 == meta["one"]["data"]["steps_per_epoch"] == 16
+    rows = results.set_index("stage")
+    assert rows.loc["two", "final.workers/param_spread"] == 0.0   # DDP kept both replicas identical
+    assert "final.workers/param_spread" not in rows.columns or pd.isna(rows.loc["one", "final.workers/param_spread"])
+    # both trained the same model on the same data: they end at comparable quality, and both
+    # evaluated their own final model (the two runs are not bitwise equal: in-batch negatives
+    # are per rank)
+    for stage in ("one", "two"):
+        assert rows.loc[stage, "final.final/ndcg@10"] == pytest.approx(
+            pytrec_ndcg(folders[stage] / "runs", "synthetic:beir?docs=40&queries=8&seed=1"), abs=1e-6)
+    assert abs(rows.loc["one", "final.train/mnrl"] - rows.loc["two", "final.train/mnrl"]) < 1.0
 
 
 def test_eval_retrieval_writes_tables_and_run_files_that_rescore_the_same(cli, tmp_path):

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from sklearn.metrics import f1_score, precision_score, recall_score
 
 from trainables import multitask_span as mt
 from trainables import span_features, span_metrics, synthetic
@@ -72,12 +73,34 @@ def test_swing_features_are_confirmed_k_bars_later_and_never_look_ahead():
     # before confirmation the reference is the running high
     assert f[peak + k - 1, F["swing_high_dist"]] == pytest.approx((highs[peak + k - 1] - 1 - 15) / atr, abs=1e-5)
     assert f[peak + k, F["bars_since_swing"]] * len(highs) == pytest.approx(k)
-    # causality: changing bars after t leaves features 8-10 at t unchanged (up to atr scaling)
+
+
+def _scales(x: torch.Tensor) -> torch.Tensor:
+    """(N, 12) the window-wide unit of each feature, from the module docstring's formulas: atr
+    for the price distances, the std of log returns for log_return, 1 for the ratios."""
+    o, h, lo, c = x.double().unbind(-1)
+    atr = (h - lo).mean(dim=1)
+    ret = torch.log(c[:, 1:] / c[:, :-1]).std(dim=1)
+    ones = torch.ones_like(atr)
+    return torch.stack([atr] * 7 + [ret, atr, atr, ones, ones], dim=1)
+
+
+def test_no_feature_looks_ahead():
+    """Every one of the 12 features at bar t depends on bars 0..t only, apart from the window-wide
+    unit it is expressed in (atr, return std: the level/scale normalisation, which is of the whole
+    window by design). Changing every bar from 9 on leaves all features at bars 0..8 equal once
+    each is multiplied back by its unit."""
+    x = torch.as_tensor(synthetic.generate(6, 60, seed=3)["ohlc"])
     changed = x.clone()
-    changed[0, 9:, :] += torch.tensor([5.0, 5.0, 5.0, 5.0], dtype=torch.float64)
-    g = span_features.compute(changed)[0]
-    for name in ("bars_since_swing",):
-        assert torch.allclose(f[:9, F[name]], g[:9, F[name]])
+    gen = torch.Generator().manual_seed(0)
+    changed[:, 9:] *= torch.exp(0.05 * torch.randn(6, 51, 1, generator=gen, dtype=torch.float64))   # keeps OHLC order
+    changed[:, 9:, 1] *= 1.01                                                                       # and highs move
+    f, g = span_features.compute(x).double(), span_features.compute(changed).double()
+    a, b = f * _scales(x)[:, None], g * _scales(changed)[:, None]
+    assert not torch.allclose(f[:, 9:], g[:, 9:])                   # the change is visible later on
+    for name, i in F.items():
+        assert torch.allclose(a[:, :9, i], b[:, :9, i], atol=1e-5), f"{name} at bars 0..8 sees bars >= 9"
+    assert _scales(x)[0, 0] != _scales(changed)[0, 0]                # the unit itself did change
 
 
 def test_features_have_the_documented_shape_and_are_finite():
@@ -109,6 +132,20 @@ def test_uncertainty_loss_equals_the_formula_on_hand_values():
     assert not fixed.log_var.requires_grad
 
 
+def test_span_metrics_equal_scikit_learn_per_bar():
+    gen = torch.Generator().manual_seed(5)
+    prob = torch.rand(30, 50, generator=gen)
+    truth = (torch.rand(30, 50, generator=gen) < 0.25).float()
+    for threshold in (0.2, 0.5, 0.85):
+        pred = (prob >= threshold).ravel().numpy()
+        m = span_metrics.at_threshold(prob, truth, threshold)
+        assert m["span_precision"] == pytest.approx(precision_score(truth.ravel().numpy(), pred))
+        assert m["span_recall"] == pytest.approx(recall_score(truth.ravel().numpy(), pred))
+        assert m["span_f1"] == pytest.approx(f1_score(truth.ravel().numpy(), pred))
+    decoded = span_metrics.decoded(prob > 0.6, truth)
+    assert decoded["span_f1"] == pytest.approx(f1_score(truth.ravel().numpy(), (prob > 0.6).ravel().numpy()))
+
+
 def test_soft_span_target_and_metrics():
     hard, soft = span_metrics.span_masks(torch.tensor([2]), torch.tensor([4]), 8, softness=1.0)
     assert hard[0].tolist() == [0, 0, 1, 1, 1, 0, 0, 0]
@@ -132,7 +169,7 @@ def test_soft_span_target_and_metrics():
 
 def _train(tmp_path, name: str, **overrides) -> tuple[dict, LocalSession]:
     cfg = {"data": "synthetic:ohlc?n=120&labeled=1&seed=4", "epochs": 4, "hidden_size": 24, "seed": 0,
-           "checkpoint_epoch_interval": 2, "feature_stats_interval": 2, "gradient_stats_interval": 2, **overrides}
+           "checkpoint_epoch_interval": 2, "gradient_stats_interval": 2, **overrides}
     session = LocalSession(tmp_path / name, checkpoint_every=2)
     return mt.train(cfg, session), session
 
@@ -148,7 +185,7 @@ def test_every_diagnostic_file_has_the_documented_columns(tmp_path):
     lc = pd.read_csv(folder / "loss_components.csv")
     assert sorted(set(lc["phase"])) == ["train", "val"] and len(lc) == 8
     fs = pd.read_csv(folder / "feature_stats.csv")
-    assert sorted(set(fs["epoch"])) == [1, 2, 4] and set(fs["feature_name"]) == set(span_features.FEATURES)
+    assert sorted(set(fs["epoch"])) == [1] and set(fs["feature_name"]) == set(span_features.FEATURES)  # fixed inputs: once
     gs = pd.read_csv(folder / "gradient_stats.csv")
     assert gs["epoch"].tolist() == [1, 2, 4] and "lstm.weight_ih_l0" in gs.columns and (gs["total_grad_norm"] > 0).all()
     up = pd.read_csv(folder / "uncertainty_params.csv")
@@ -160,7 +197,7 @@ def test_every_diagnostic_file_has_the_documented_columns(tmp_path):
     assert len(sweep) == 17 and metrics["final/threshold"] == sweep.loc[sweep["span_f1"].idxmax(), "threshold"]
     meta = json.loads((folder / "metadata.json").read_text())
     assert meta["parameters"]["total"] >= meta["parameters"]["trainable"] > 0
-    assert meta["data"]["train"] + meta["data"]["val"] == 120
+    assert meta["data"]["train"] + meta["data"]["val"] + meta["data"]["test"] == 120 and meta["data"]["test"] == 24
     diag = json.loads((folder / "diagnostics.json").read_text())
     assert {c["level"] for c in diag["criteria"]} == {"minimum", "strong", "exceptional"}
     assert set(diag["figures"]) == {"loss_curves.png", "loss_components.png", "span_f1.png", "uncertainty.png",
@@ -183,29 +220,45 @@ def test_sigmas_move_during_training_and_fixed_weights_do_not(tmp_path):
 
 def test_crf_path_trains_and_decodes_valid_spans(tmp_path):
     metrics, session = _train(tmp_path, "crf", use_crf=True, epochs=3, plots=False)
-    assert 0 <= metrics["final/val_crf_span_f1"] <= 1 and not metrics["diverged"]
+    assert not metrics["diverged"]
     state = torch.load(session.artifact_dir / "best_model.pt", weights_only=True)
     assert "crf.transitions" in state["model"]
-    cfg = mt.Config(data="x", hidden_size=24, use_crf=True)
+    cfg = mt.Config(data="synthetic:ohlc?n=120&labeled=1&seed=4", hidden_size=24, use_crf=True, epochs=3)
     model = mt.SpanModel(12, 2, cfg)
     model.load_state_dict(state["model"])
+    # the reported Viterbi span F1 is the per-bar F1 of the best model's decoded validation spans
+    windows, _, _, starts, ends = mt.load_data(cfg)
+    _, (_, val_idx, _) = mt.split(windows, cfg)
+    feats = (span_features.compute(torch.as_tensor(windows.ohlc[val_idx])) - state["feature_mean"]) / state["feature_std"]
+    model.eval()
+    with torch.no_grad():
+        decoded = model.decode(model(feats)["span"])
+    hard, _ = span_metrics.span_masks(torch.as_tensor(starts[val_idx]), torch.as_tensor(ends[val_idx]), 105, 0)
+    assert metrics["final/val_crf_span_f1"] == pytest.approx(f1_score(hard.ravel().numpy(), decoded.ravel().numpy()))
     paths = model.decode(torch.randn(5, 30))
     assert paths.dtype == torch.bool and paths.shape == (5, 30)
     for spans in span_metrics.spans_from_mask(paths):
         assert all(0 <= s <= e < 30 for s, e in spans)
-    # the CRF log-likelihood is part of the span loss, and its transitions learn
-    assert not torch.allclose(state["model"]["crf.transitions"], torch.zeros(2, 2))
+    # the CRF log-likelihood is part of the span loss, and its transitions learn: they moved away
+    # from the initialisation (pytorch-crf draws them from U(-0.1, 0.1): non-zero from the start)
+    from trainables.reproducibility import seed_everything
+
+    seed_everything(0)
+    initial = mt.build(cfg, 2, torch.device("cpu"))[0].crf.transitions.detach()
+    assert (state["model"]["crf.transitions"] - initial).abs().max() > 1e-3
 
 
 @pytest.mark.parametrize("use_crf", [False, True])
 def test_learns_planted_spans(tmp_path, use_crf):
     metrics, _ = _train(tmp_path, f"learn{use_crf}", data="synthetic:ohlc?n=240&labeled=1&seed=11", epochs=25,
                         hidden_size=96, seed=42, use_crf=use_crf, checkpoint_epoch_interval=None, plots=False)
-    assert metrics["final/val_span_f1"] >= 0.80
-    assert metrics["final/val_separation"] >= 0.30
-    assert metrics["final/val_pointer_mae"] <= 0.05
+    # scored on the test block (48 windows that chose neither the epoch nor the threshold);
+    # measured 2026-12-01: F1 0.953 / 0.955 (CRF), separation 0.873, pointer MAE 0.035
+    assert metrics["final/test_span_f1"] >= 0.90
+    assert metrics["final/test_separation"] >= 0.80
+    assert metrics["final/test_pointer_mae"] <= 0.05
     if use_crf:
-        assert metrics["final/val_crf_span_f1"] >= 0.80
+        assert metrics["final/test_crf_span_f1"] >= 0.90
 
 
 def test_resume_continues_and_diagnostics_hold_each_epoch_once(tmp_path):

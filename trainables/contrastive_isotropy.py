@@ -273,6 +273,8 @@ def train(config: dict, session: Session | None = None) -> dict:
             m.update(validate(enc, model, val_triples, cfg, device, step))
             if best_choice.update(m) and rank == 0:
                 model.save(str(folder / "best_model"))
+        if last and world > 1:   # collective: every rank, before rank 0's evaluation
+            m["workers/param_spread"] = distributed.param_spread(enc)
         if last and rank == 0:
             model.save(str(folder / "final_model"))
             m.update(_evaluate_all(model, cfg, folder))

@@ -50,14 +50,37 @@ def gather(obj) -> list:
     return out
 
 
+def _device() -> torch.device:
+    """Where collectives need their tensors: NCCL reduces CUDA tensors only, gloo CPU ones."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def mean(value: float) -> float:
     """The mean of a per-rank scalar over all ranks."""
     rank, size = world()
     if size == 1:
         return value
-    t = torch.tensor([value], dtype=torch.float64)
+    t = torch.tensor([value], dtype=torch.float64, device=_device())
     dist.all_reduce(t)
     return float(t) / size
+
+
+def param_spread(model: nn.Module) -> float:
+    """The largest difference between ranks of any parameter tensor's sum (0.0 on one worker).
+
+    DDP keeps every rank's replica identical; a nonzero spread means the gradients were not
+    synchronised (a model trained on each rank's shard alone), which a metric computed on rank
+    0 would not show. Called once at the end of training (one collective per parameter tensor
+    would be too many in a training step)."""
+    if world()[1] == 1:
+        return 0.0
+    sums = torch.stack([p.detach().double().sum() for p in unwrap(model).parameters()]).to(_device())
+    high, low = sums.clone(), sums.clone()
+    dist.all_reduce(high, op=dist.ReduceOp.MAX)
+    dist.all_reduce(low, op=dist.ReduceOp.MIN)
+    return float((high - low).abs().max())
 
 
 def placement() -> dict:

@@ -136,11 +136,12 @@ def train(config: dict, session: Session | None = None) -> dict:
     if state is not None:
         start_fold, history = state["fold"], state["history"]
         oof_prob, oof_fold = state["oof_prob"].numpy(), state["oof_fold"].numpy()
-        set_rng_state(state["rng"])
         if start_fold >= cfg.folds:
             return history[-1]  # finished before the interruption: nothing to redo
 
     probe, transfer_info = build_model(cfg, c, device)
+    if state is not None:  # after the probe model: its initialisation draws from the torch RNG too
+        set_rng_state(state["rng"])
     write_json({**session.context, "trainable": "lstm_classifier_finetune", "config": cfg.model_dump(),
                 "classes": classes, "data": {"source": cfg.data, "windows": n,
                                              "class_counts": {k: int((y_np == i).sum()) for i, k in enumerate(classes)}},

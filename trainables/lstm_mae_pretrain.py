@@ -187,6 +187,8 @@ def train(config: dict, session: Session | None = None) -> dict:
         metrics["best/epoch"] = stopper.best_epoch
         last = epoch + 1 == cfg.epochs or stopper.should_stop
         metrics["stopped_early"] = stopper.should_stop
+        if last and world > 1:   # DDP kept the replicas identical (see distributed.param_spread)
+            metrics["workers/param_spread"] = distributed.param_spread(net)
         history.append(metrics)
         if session.checkpoint_due(epoch + 1, metrics) or last:
             with tempfile.TemporaryDirectory() as tmp:

@@ -26,9 +26,12 @@ Training: AdamW, gradient clipping, a NaN guard (a non-finite loss ends the tria
 epoch with the lowest *unweighted* sum of validation task losses: the weighted objective
 includes 0.5 * s_i terms that move as the weights learn, so it does not compare across
 epochs (it can even turn negative). After training: a threshold sweep (0.1-0.9) on validation
-with the best model, the chosen threshold evaluated (on the test block with `test_fraction`),
-an optional ensemble of the last k periodic checkpoints, plots, and the seed's success
-criteria in `diagnostics.json` (rendered by `python -m orchestrator report`).
+with the best model, the chosen threshold evaluated on the test block (the last windows in
+time, 20% by default when there are enough: validation chose the epoch and the threshold, so
+its `final/val_*` scores are optimistic and `final/test_*` are the ones to report), an optional
+ensemble of the last k periodic checkpoints (`ensemble/test_*` likewise), plots, and the seed's
+success criteria in `diagnostics.json`, judged on the test block when there is one (rendered by
+`python -m orchestrator report`).
 
 Files of a trial: see `trainables/span_diagnostics.py`, plus metadata.json, best_model.pt,
 checkpoint_epoch_N.pt, metrics.csv (every reported metric per epoch), threshold_sweep.csv.
@@ -271,7 +274,7 @@ def _epoch(epoch, model, weighting, opt, params, train_set: Batch, val_set: Batc
     train_prob = torch.empty_like(train_set.hard)
     grad_row = None
     grad_params = [p for _, p in params]
-    # Epoch 1 too (as feature_stats): a baseline row, and a short run has the file.
+    # Epoch 1 too: a baseline row, and a short run has the file.
     want_grads = epoch % cfg.gradient_stats_interval == 0 or epoch == 1
     batches = range(0, n, cfg.batch_size)
     for i in batches:
@@ -315,7 +318,7 @@ def _epoch(epoch, model, weighting, opt, params, train_set: Batch, val_set: Batc
                                          **{f"weight_{t}": w for t, w in zip(TASKS, shares)}}])
     diag.add("probability_stats.csv", [{"epoch": epoch, "phase": "train", **train_stats},
                                        {"epoch": epoch, "phase": "val", **val_stats}])
-    if epoch % cfg.feature_stats_interval == 0 or epoch == 1:
+    if epoch == 1:   # the inputs are fixed: their statistics are the same at every epoch
         diag.add("feature_stats.csv", _feature_rows(epoch, raw_by_phase))
     if grad_row is not None:
         diag.add("gradient_stats.csv", [dict(zip(diag.columns["gradient_stats.csv"], [epoch, *grad_row]))])
@@ -369,19 +372,30 @@ def _finish(model: SpanModel, best_state: dict, best_epoch: int | None, val_set:
                     span_metrics.at_threshold(test["prob"], test_set.hard, chosen["threshold"]).items()})
         out.update({"final/test_separation": span_metrics.probability_stats(test["prob"], test_set.hard)["separation"],
                     "final/test_pointer_mae": test["pointer_mae"], "final/test_accuracy": test["accuracy"]})
+        if test["decoded"] is not None:
+            out.update({f"final/test_crf_{k}": v for k, v in span_metrics.decoded(test["decoded"], test_set.hard).items()})
     if cfg.ensemble_last_k:
         out.update(_ensemble(model, val_set, test_set, cfg, folder))
     figures = plot_all(folder, diag, val["prob"], val_set.hard) if cfg.plots else []
     em = diag.rows["epoch_metrics.csv"]
     task_loss = [sum(r[f"loss_{t}"] for t in TASKS) for r in diag.rows["loss_components.csv"] if r["phase"] == "val"]
     reduction = (task_loss[0] - min(task_loss)) / task_loss[0] if task_loss and task_loss[0] > 0 else None
-    lines = criteria({"val_loss_reduction": reduction, "span_f1": chosen["span_f1"], "separation": stats["separation"]})
+    # The criteria judge the scores of windows that chose nothing (the test block) when there is
+    # one; validation chose the threshold and the best epoch, so its scores are optimistic.
+    scored = "test" if len(test_set) else "val"
+    lines = criteria({"val_loss_reduction": reduction, "span_f1": out[f"final/{scored}_span_f1"],
+                      "separation": out[f"final/{scored}_separation"]})
     write_json({"trainable": "multitask_span", "epochs": len(em), "best_epoch": best_epoch,
                 "val_task_loss_first": task_loss[0] if task_loss else None,
                 "val_task_loss_best": min(task_loss) if task_loss else None, "val_loss_reduction": reduction,
                 "final": out, "criteria": lines, "figures": figures,
+                "scored_on": scored,
                 "notes": "val_loss_reduction uses the unweighted sum of validation task losses (first epoch vs "
-                         "best); span metrics at the threshold chosen on validation."}, folder / DIAGNOSTICS_FILE)
+                         "best). The threshold and the best epoch were chosen on the validation windows; "
+                         + (f"span F1 and separation are of the {len(test_set)} test windows, at that threshold."
+                            if scored == "test" else "there is no test block (test_fraction 0, or too few windows), "
+                            "so span F1 and separation are of the validation windows themselves: optimistic.")},
+               folder / DIAGNOSTICS_FILE)
     diag.log("final: " + ", ".join(f"{k}={v:.4f}" for k, v in out.items()))
     for line in lines:
         diag.log(f"criterion {line['level']}: {line['metric']} {line['condition']}: "
@@ -412,6 +426,7 @@ def _ensemble(model: SpanModel, val_set: Batch, test_set: Batch, cfg: Config, fo
            "ensemble/val_span_f1": best["span_f1"],
            "ensemble/val_separation": span_metrics.probability_stats(p_val, val_set.hard)["separation"]}
     if probs_test:
-        out["ensemble/test_span_f1"] = span_metrics.at_threshold(torch.stack(probs_test).mean(0), test_set.hard,
-                                                                 best["threshold"])["span_f1"]
+        p_test = torch.stack(probs_test).mean(0)
+        out["ensemble/test_span_f1"] = span_metrics.at_threshold(p_test, test_set.hard, best["threshold"])["span_f1"]
+        out["ensemble/test_separation"] = span_metrics.probability_stats(p_test, test_set.hard)["separation"]
     return out

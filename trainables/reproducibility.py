@@ -42,7 +42,15 @@ def limit_threads() -> None:
 
 
 def rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state()[1].tolist(), "python_seed": None}
+    """Every random generator a trainable draws from (torch, CUDA, numpy's global, Python's), in
+    types a `weights_only` checkpoint can hold, so that a resumed trial draws what an
+    uninterrupted one would."""
+    _, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
+                       "cached_gaussian": float(gauss)},
+             "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next}}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -52,6 +60,13 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+    saved = state.get("numpy")
+    if isinstance(saved, dict):   # checkpoints before 2026-12 saved the keys only: not restorable
+        np.random.set_state(("MT19937", saved["keys"].numpy().astype(np.uint32), saved["pos"], saved["has_gauss"],
+                             saved["cached_gaussian"]))
+    saved = state.get("python")
+    if isinstance(saved, dict):
+        random.setstate((saved["version"], tuple(saved["internal"]), saved["gauss_next"]))
 
 
 def start_trial(cfg, session):

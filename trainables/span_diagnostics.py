@@ -11,7 +11,7 @@ resumed trial rewrites the files from there, so a file never holds epochs the mo
 | loss_components.csv | epoch, phase, loss_type, loss_ptr, loss_span, loss_countdown, total_loss |
 | uncertainty_params.csv | epoch, sigma_<task>..., weight_<task>... (weight = effective share, sums to 1) |
 | probability_stats.csv | epoch, phase, in_span_mean, in_span_std, out_span_mean, out_span_std, separation |
-| feature_stats.csv | epoch, phase, feature_name, mean, std, min, max, median |
+| feature_stats.csv | epoch, phase, feature_name, mean, std, min, max, median (epoch 1 only: the inputs are fixed) |
 | gradient_stats.csv | epoch, total_grad_norm, then one column per parameter (its gradient's L2 norm) |
 | threshold_sweep.csv | threshold, span_precision, span_recall, span_f1 (validation, best model) |
 

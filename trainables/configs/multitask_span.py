@@ -15,6 +15,8 @@ from trainables.folds import split_note, time_split
 INPUT_FIELDS = ("data",)
 CHECK_FIELDS = ("window_length", "val_fraction", "test_fraction")  # what check_inputs reads besides the data
 TASKS = ("type", "ptr", "span", "countdown")
+AUTO_TEST_FRACTION = 0.2
+MIN_TEST_WINDOWS = 20
 
 
 class Config(BaseModel):
@@ -27,8 +29,12 @@ class Config(BaseModel):
     window_length: int = Field(105, ge=20, description="Bars per window (T).")
     val_fraction: float = Field(0.2, gt=0, lt=1, description="Share of windows (the last ones by `start`, "
                                 "else file order) for validation; overlapping training windows are purged.")
-    test_fraction: float = Field(0.0, ge=0, lt=1, description="Share of windows after validation held out to "
-                                 "evaluate the threshold chosen on validation (0: report validation only).")
+    test_fraction: float | None = Field(None, ge=0, lt=1, description="Share of windows after validation held "
+                                        "out to report the scores of what was chosen on validation (threshold, "
+                                        "best epoch, ensemble) on windows that did not choose it. None: "
+                                        f"{AUTO_TEST_FRACTION} when that leaves at least {MIN_TEST_WINDOWS} test "
+                                        "windows, else 0; 0: no test block (final/val_* are then the only, "
+                                        "optimistic, scores).")
     epochs: int = Field(100, ge=1)
     batch_size: int = Field(32, ge=1)
     lr: float = Field(1e-3, gt=0, description="AdamW learning rate (model and uncertainty parameters).")
@@ -55,7 +61,6 @@ class Config(BaseModel):
     threshold: float = Field(0.5, gt=0, lt=1, description="Span threshold of the per-epoch metrics.")
     checkpoint_epoch_interval: int | None = Field(10, ge=1, description="Write checkpoint_epoch_N.pt every N "
                                                   "epochs (and at the last); None: never.")
-    feature_stats_interval: int = Field(5, ge=1, description="Epochs between feature_stats.csv rows (and epoch 1).")
     gradient_stats_interval: int = Field(10, ge=1, description="Epochs between gradient_stats.csv rows (and epoch 1).")
     ensemble_last_k: int = Field(0, ge=0, description="Average soft span predictions of the last k periodic "
                                  "checkpoints after training (0: off).")
@@ -76,7 +81,7 @@ def preflight(config: dict, workdir) -> dict:
     from trainables.ohlc_data import head
 
     return {"data": head(config["data"], 40, workdir, config.get("window_length", 105), labeled=True), "epochs": 2, "checkpoint_epoch_interval": 1,
-            "feature_stats_interval": 1, "gradient_stats_interval": 1}
+            "gradient_stats_interval": 1}
 
 
 def load_data(cfg: Config):
@@ -95,11 +100,19 @@ def load_data(cfg: Config):
     return windows, classes, np.searchsorted(classes, labels), starts.astype(np.int64), ends.astype(np.int64)
 
 
+def test_fraction(cfg: Config, n: int) -> float:
+    """The test share for n windows: the setting, or (None) the default when the data allow it."""
+    if cfg.test_fraction is not None:
+        return cfg.test_fraction
+    return AUTO_TEST_FRACTION if n * AUTO_TEST_FRACTION >= MIN_TEST_WINDOWS else 0.0
+
+
 def split(windows, cfg: Config):
     """(timeline, [train, val, test]) of the windows: by time along their timeline (`start`, or
     positions inferred from the prices), windows sharing a bar with a later block purged."""
     line = overlap.timeline(windows.ohlc, windows.start)
-    return line, time_split(len(windows), (cfg.val_fraction, cfg.test_fraction), line.start, cfg.window_length)
+    fractions = (cfg.val_fraction, test_fraction(cfg, len(windows)))
+    return line, time_split(len(windows), fractions, line.start, cfg.window_length)
 
 
 def check_inputs(cfg: Config) -> str:
