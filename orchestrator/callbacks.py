@@ -101,7 +101,7 @@ class StageRecorder(Callback):
             "stage": plan.name, "trainable": plan.stage.trainable, "state": "running",
             "select": select.model_dump() if select else None, "resources": self.resources,
             "compare": plan.stage.compare.model_dump() if plan.stage.compare else None,
-            "within_seed": plan.stage.within_seed,
+            "within_seed": plan.stage.within_seed, "needs": list(plan.stage.needs),
             "trials": dict((previous or {}).get("trials", {})),
         }
         self.status.stage(plan.name, "running", self.record["trials"], plan.num_trials, self.record["select"])

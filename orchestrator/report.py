@@ -101,6 +101,19 @@ def cost_rows(t: study_tables.StudyTables, price: float | None) -> list[dict]:
     return rows
 
 
+def stage_needs(store: Store) -> dict[str, list[str]]:
+    """Each stage's `needs`, from the study file stored with the study (records before 2026-12
+    do not carry them)."""
+    import yaml
+
+    from orchestrator.runner import STUDY_FILE
+
+    if not store.exists(STUDY_FILE):
+        return {}
+    study = yaml.safe_load(store.read_text(STUDY_FILE)) or {}
+    return {name: list((stage or {}).get("needs") or []) for name, stage in (study.get("stages") or {}).items()}
+
+
 def write_report(run_dir: str, console: Console, gpu_price: str | None = None,
                  gpu_util_threshold: float = 60.0) -> str:
     if trial_report.is_trial_folder(run_dir) and not Store(run_dir).exists(STUDY_META):
@@ -124,9 +137,10 @@ def write_report(run_dir: str, console: Console, gpu_price: str | None = None,
           f"Storage: `{store.uri}`; created {meta.get('created_at')}; runs: {', '.join(meta.get('runs', []))}; "
           f"git: {(meta.get('git') or {}).get('commit', 'unknown')}", ""]
     md += ["## Plan", "", "| stage | trainable | trials | state | needs |", "|---|---|---|---|---|"]
+    needs = stage_needs(store)
     for name, record in records.items():
         md.append(f"| {name} | {record.get('trainable')} | {len(record.get('trials', {}))} | {record.get('state')} | "
-                  f"{', '.join(record.get('needs', []) or [])} |")
+                  f"{', '.join(record.get('needs') or needs.get(name, []))} |")
     md += ["", "## Results", "", render_markdown(t)]
     if not curves.empty:
         md += ["## Learning curves", ""]

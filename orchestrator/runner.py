@@ -332,7 +332,7 @@ def ready_stage(plan: Plan, name: str, records: dict[str, dict | None]) -> tuple
 def skipped_record(sp: StagePlan, reason: str, state: str = "skipped") -> dict:
     return {"stage": sp.name, "trainable": sp.stage.trainable, "state": state, "reason": reason,
             "select": sp.stage.select.model_dump() if sp.stage.select else None,
-            "within_seed": sp.stage.within_seed, "trials": {}}
+            "within_seed": sp.stage.within_seed, "needs": list(sp.stage.needs), "trials": {}}
 
 
 def _trial_name(trial) -> str:

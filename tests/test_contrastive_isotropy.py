@@ -201,3 +201,16 @@ def test_fewer_triples_than_a_batch_is_an_error_at_validate(tmp_path, write_stud
             variants: {small: {batch_size: 4}, large: {batch_size: 16}}
     """))
     assert code == 2 and "5 triples are fewer than batch_size (16)" in err, err
+
+
+def test_a_short_last_accumulation_group_is_a_step_and_every_epoch_runs(tmp_path):
+    # 160 triples / batch 16 = 10 micro-batches per epoch, accumulated by 3: steps of 3, 3, 3, 1
+    metrics, session = _run(tmp_path, "accum", epochs=2, gradient_accumulation_steps=3, eval_every_steps=100,
+                            val_data="synthetic:triples?n=33&seed=9", lambda_isotropy=0.0)
+    meta = json.loads((session.artifact_dir / "metadata.json").read_text())
+    assert meta["data"]["steps_per_epoch"] == 4 and meta["data"]["total_steps"] == 8
+    assert [(m["step"], m["epoch"]) for m in session.metrics] == [(4, 1.0), (8, 2.0)]
+    # 33 validation triples in batches of 16: the lone last one has no negatives and is not
+    # scored, so the accuracy is a count out of 32
+    for m in session.metrics:
+        assert m["val/triplet_accuracy"] * 32 == pytest.approx(round(m["val/triplet_accuracy"] * 32))

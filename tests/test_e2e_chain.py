@@ -6,6 +6,7 @@ import json
 
 import pandas as pd
 import pytest
+import torch
 
 from tests.conftest import TINY_STAGE, run_cli
 
@@ -59,6 +60,12 @@ def test_chain_resolves_references_records_lineage_and_isolates_failures(tmp_pat
     df = pd.read_parquet(root / "results.parquet")
     pre = df[df.stage == "pre"]
     best = pre.sort_values("best.val/loss").iloc[0]
+    for _, row in pre.iterrows():   # the best value is of every epoch, its checkpoint the best epoch's
+        epochs = pd.read_csv(root / "pre" / row["trial_id"] / "metrics.csv")
+        assert row["best.val/loss"] == epochs["val/loss"].min()
+        state = torch.load(f"{row['checkpoint']}/state.pt", weights_only=True)
+        assert state["epoch"] == epochs.loc[epochs["val/loss"].idxmin(), "epoch"]
+        assert torch.load(f"{row['checkpoint']}/encoder.pt", weights_only=True)["source"]["best_epoch"] == state["epoch"]
     assert set(df[df.stage == "broken"]["status"]) == {"error"}
     assert "CUDA" in df[df.stage == "broken"]["error"].iloc[0]
 
@@ -80,6 +87,10 @@ def test_chain_resolves_references_records_lineage_and_isolates_failures(tmp_pat
         assert (root / "tables" / f"{stage}.parquet").exists()
     status = run_cli("status", root, cwd=tmp_path).stdout
     assert "skipped" in status
+    assert run_cli("report", root, cwd=tmp_path).returncode == 0
+    plan = (root / "report" / "report.md").read_text()
+    assert "| fine | lstm_classifier_finetune | 2 | complete | pre |" in plan   # the needs column
+    assert "| after_broken | lstm_classifier_finetune | 0 | skipped | broken |" in plan
 
     # a re-run keeps every finished stage; the skipped one is re-evaluated (still skipped)
     again = run_cli("run", study, cwd=tmp_path)

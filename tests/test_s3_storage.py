@@ -114,3 +114,18 @@ def test_study_on_s3_survives_an_outage_lands_in_the_bucket_and_reads_back_witho
             if path.is_file() and path.stat().st_size < 50_000_000 and SECRET.encode() in path.read_bytes():
                 leaked.append(str(path))
     assert not leaked
+
+
+def test_a_missing_bucket_or_denied_access_is_not_retried_for_minutes(s3):
+    from orchestrator.storage import Store, permanent
+
+    started = time.perf_counter()
+    with pytest.raises(OSError, match="not found|NoSuchBucket|NO_SUCH_BUCKET"):
+        Store("s3://no-such-bucket/study").write_text("x", "a.txt")
+    assert time.perf_counter() - started < 5   # was ~2 minutes of backoff
+    for message in ("When reading information for key 'a' in bucket 'b': AWS Error ACCESS_DENIED during HeadObject",
+                    "AWS Error [code 15]: No response body.", "AWS Error INVALID_ACCESS_KEY_ID during PutObject"):
+        assert permanent(OSError(message)), message
+    for message in ("AWS Error NETWORK_CONNECTION during PutObject: curlCode: 7, Couldn't connect to server",
+                    "AWS Error SLOW_DOWN during PutObject", "AWS Error [code 99]: curlCode: 28, Timeout was reached"):
+        assert not permanent(OSError(message)), message

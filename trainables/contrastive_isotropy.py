@@ -157,24 +157,28 @@ def _features(model, texts: list[str], device) -> dict:
 @torch.no_grad()
 def validate(enc, model, triples, cfg: Config, device, step: int) -> dict:
     enc.eval()
-    losses, correct, docs = [], 0, []
+    losses, correct, scored, docs = [], [], 0, []
     for i in range(0, len(triples), cfg.batch_size):
         batch = triples[i:i + cfg.batch_size]
-        if len(batch) < 2:
+        if len(batch) < 2:   # a last batch of one triple has no in-batch negatives: not scored
             continue
+        scored += len(batch)
         q = enc(_features(model, [t[0] for t in batch], device))
         d = enc(_features(model, [t[1] for t in batch] + [t[2] for t in batch], device))
         s = similarity(q, d, cfg.similarity)
         scores = cfg.scale * s if cfg.similarity == "cosine" else s
-        losses.append(float(F.cross_entropy(scores.float(), torch.arange(len(batch), device=device))))
+        losses.append(F.cross_entropy(scores.float(), torch.arange(len(batch), device=device)))
         idx = torch.arange(len(batch), device=device)
-        correct += int((s[idx, idx] > s[idx, idx + len(batch)]).sum())
-        docs.append(d[: len(batch)].float().cpu())
+        correct.append((s[idx, idx] > s[idx, idx + len(batch)]).sum())
+        docs.append(d[: len(batch)].float())
     enc.train()
-    out = {"val/loss": float(sum(losses) / max(len(losses), 1)),
-           "val/triplet_accuracy": correct / max(sum(1 for t in triples), 1)}
+    if not losses:
+        return {}
+    # one transfer for the whole validation set, not one per batch
+    out = {"val/loss": float(torch.stack(losses).mean()),
+           "val/triplet_accuracy": float(torch.stack(correct).sum()) / scored}
     if docs:
-        emb = torch.cat(docs)
+        emb = torch.cat(docs).cpu()
         emb = F.normalize(emb, dim=-1) if cfg.normalize else emb
         out.update({f"val/{k}": v for k, v in retrieval.isotropy(emb[: cfg.isotropy_sample]).items()})
     return out
@@ -226,7 +230,8 @@ def train(config: dict, session: Session | None = None) -> dict:
     if micro_per_epoch < 1:
         raise ValueError(f"{cfg.train_data}: {len(train_triples)} triples are fewer than batch_size "
                          f"({cfg.batch_size}) x workers ({world})")
-    steps_per_epoch = max(micro_per_epoch // cfg.gradient_accumulation_steps, 1)
+    # a last group shorter than gradient_accumulation_steps is an optimizer step too
+    steps_per_epoch = math.ceil(micro_per_epoch / cfg.gradient_accumulation_steps)
     total_steps = cfg.epochs * steps_per_epoch if cfg.max_steps is None else min(cfg.max_steps,
                                                                                  cfg.epochs * steps_per_epoch)
     sched = get_linear_schedule_with_warmup(opt, min(cfg.warmup_steps, total_steps), total_steps)
@@ -258,14 +263,15 @@ def train(config: dict, session: Session | None = None) -> dict:
                 "workers": distributed.gather(distributed.placement())}, folder / "metadata.json")
 
     metrics: dict = history[-1] if history else {}
-    sums: dict[str, float] = {}
+    sums: dict[str, torch.Tensor] = {}
     n_sums, t0, reports = 0, time.perf_counter(), len(history)
 
     def report(end_of_epoch: bool, last: bool) -> dict:
         nonlocal sums, n_sums, t0, reports, metrics
         elapsed = time.perf_counter() - t0
+        means = torch.stack(list(sums.values())).div(max(n_sums, 1)).tolist() if sums else []   # one host sync
         m = {"step": step, "epoch": epoch + (position / micro_per_epoch), **{f"train/{k if k != 'total' else 'loss'}":
-             v / max(n_sums, 1) for k, v in sums.items()},
+             v for k, v in zip(sums, means)},
              "samples_per_s": n_sums * cfg.batch_size * world / max(elapsed, 1e-9),
              **{f"lr/{'projection' if i == len(groups) - 1 else 'base'}": g["lr"] for i, g in enumerate(opt.param_groups)}}
         m["diverged"] = not all(math.isfinite(v) for k, v in m.items() if k.startswith("train/"))
@@ -308,15 +314,15 @@ def train(config: dict, session: Session | None = None) -> dict:
         order = distributed.shard(torch.randperm(len(train_triples), generator=gen))
         while position < micro_per_epoch and step < total_steps:
             accum_losses = []
-            for _ in range(cfg.gradient_accumulation_steps):
-                if position >= micro_per_epoch:
-                    break
+            # the group's gradient is the mean over its micro-batches, also for a short last group
+            group = min(cfg.gradient_accumulation_steps, micro_per_epoch - position)
+            for _ in range(group):
                 batch = [train_triples[i] for i in order[position * cfg.batch_size:(position + 1) * cfg.batch_size]]
                 position += 1
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
                     losses = step_losses(enc, model, batch, cfg, step, device)
-                scaler.scale(losses["total"] / cfg.gradient_accumulation_steps).backward()
-                accum_losses.append({k: float(v.detach()) for k, v in losses.items()})
+                scaler.scale(losses["total"] / group).backward()
+                accum_losses.append({k: v.detach().float() for k, v in losses.items()})   # no host sync here
             if cfg.max_grad_norm:
                 scaler.unscale_(opt)
                 torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], cfg.max_grad_norm)
@@ -327,7 +333,7 @@ def train(config: dict, session: Session | None = None) -> dict:
             step += 1
             for item in accum_losses:
                 for k, v in item.items():
-                    sums[k] = sums.get(k, 0.0) + v
+                    sums[k] = sums[k] + v if k in sums else v
                 n_sums += 1
             end_of_epoch = position >= micro_per_epoch
             last = step >= total_steps or (end_of_epoch and epoch + 1 >= cfg.epochs)
