@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/results_scale.py --json bench/results/results_scale.json
 	$(BIN)/python bench/orchestration.py --trials 16 --work-s 3 --json bench/results/orchestration_16x3.json
 	$(BIN)/python bench/orchestration.py --trials 8 --work-s 20 --skip sequential --json bench/results/orchestration_8x20.json
+	$(BIN)/python bench/selection_under_load.py --json bench/results/selection_under_load.json
 
 clean:
 	rm -rf $(VENV) runs
