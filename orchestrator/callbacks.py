@@ -241,7 +241,7 @@ def best_checkpoint(trial, last: dict):
     fs = storage.storage_filesystem
     for path in checkpoints_newest_first(fs, storage.trial_fs_path):
         saved = read_selection(fs, path)
-        if saved and saved.get("improvements") == wanted:
+        if saved and saved.get("is_best") and saved.get("improvements") == wanted:
             return Checkpoint(path, filesystem=fs)
     return result.checkpoint if result is not None else None
 

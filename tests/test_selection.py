@@ -143,3 +143,29 @@ def test_pbt_exploit_restores_the_donor_and_keeps_its_own_selection(monkeypatch,
     monkeypatch.setattr(tune, "get_checkpoint", lambda: tune.Checkpoint(str(own_dir / "checkpoint_000003")))
     resumed = TuneSession(select={"metric": "val/loss", "mode": "min"})
     assert float(resumed.restore_state()["w"]) == 1.0 and resumed.selection.best == 0.9
+
+
+def test_driver_finds_the_best_epochs_checkpoint_that_a_restored_tune_does_not_know(tmp_path):
+    """After a killed driver, Tune's restored checkpoint manager may not know the trial's last
+    improving checkpoint; the record must still point at it, not at a later checkpoint that
+    carries the same selection."""
+    import os
+
+    import pyarrow.fs as pafs
+
+    from orchestrator.callbacks import best_checkpoint
+
+    saved = [("checkpoint_000001", 2, True, 1_000), ("checkpoint_000002", 3, True, 2_000),
+             ("checkpoint_000003", 3, False, 3_000)]
+    for name, improvements, is_best, mtime in saved:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "state.pt").write_bytes(b"x")
+        os.utime(tmp_path / name / "state.pt", (mtime, mtime))
+        (tmp_path / name / sel.STATE_FILE).write_text(json.dumps({"improvements": improvements, "is_best": is_best}))
+    known = types.SimpleNamespace(metrics={sel.CHECKPOINT_SCORE: 2},
+                                  checkpoint=types.SimpleNamespace(path=str(tmp_path / "checkpoint_000001")))
+    trial = types.SimpleNamespace(
+        run_metadata=types.SimpleNamespace(checkpoint_manager=types.SimpleNamespace(best_checkpoint_result=known)),
+        storage=types.SimpleNamespace(storage_filesystem=pafs.LocalFileSystem(), trial_fs_path=str(tmp_path)))
+    assert best_checkpoint(trial, {sel.IMPROVEMENTS: 3}).path.endswith("checkpoint_000002")
+    assert best_checkpoint(trial, {sel.IMPROVEMENTS: 2}).path.endswith("checkpoint_000001")   # Tune knew it

@@ -100,6 +100,7 @@ class Selection:
                 "best_checkpointed": self.best_checkpointed}
 
     def load_state_dict(self, state: dict) -> None:
+        # (a saved state may carry more keys, e.g. the session's `is_best`: ignored here)
         """Continue from a saved selection of the same metric (another metric's state is ignored:
         the study changed what it selects on, so the old best means nothing)."""
         if state.get("metric") != self.metric or state.get("mode") != self.mode:

@@ -75,7 +75,9 @@ class CheckpointClock:
         out = {**metrics, **self.selection.summary()}
         if checkpoint_dir is not None and self.selection.active:
             out[sel.CHECKPOINT_SCORE] = self.selection.improvements if improved else 0
-            write_json(self.selection.state_dict(), Path(checkpoint_dir) / sel.STATE_FILE)
+            # `is_best`: this checkpoint is of the improving epoch itself (a later checkpoint
+            # carries the same selection, but not that epoch's weights)
+            write_json({**self.selection.state_dict(), "is_best": improved}, Path(checkpoint_dir) / sel.STATE_FILE)
         return out
 
     def _restored(self, state: dict | None) -> dict | None:
