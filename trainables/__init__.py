@@ -10,8 +10,9 @@ Every trainable has a settings module `trainables/configs/<name>.py` (no torch i
   wrapping its model with `trainables.distributed` (DDP) and sharding its data by rank;
 - optionally `preflight(config, workdir) -> dict`: config overrides for `orchestrator
   preflight` (a few steps on tiny data);
-- optionally `check_inputs(config: Config) -> None`, which raises `ValueError` with a one-line
-  message (and row numbers) for bad data before any Ray starts; it reads the data without
+- optionally `check_inputs(config: Config) -> str | None`, which raises `ValueError` with a
+  one-line message (and row numbers) for bad data before any Ray starts, and may return a
+  one-line note that `validate` prints (how the windows are split); it reads the data without
   torch (a driver that imports torch pays ~2 s on a small machine for nothing); with
   `CHECK_FIELDS`, the other settings it reads: `validate` checks once per distinct value of
   the inputs and these (once per data file, not per trial of a learning-rate grid);
@@ -19,6 +20,8 @@ Every trainable has a settings module `trainables/configs/<name>.py` (no torch i
 and a trainable module `trainables/<name>.py` with:
 - `train(config: dict, session: Session | None = None) -> dict`: runs one trial and returns
   its final metrics; usable under Ray Tune or standalone (`trainables.session.LocalSession`).
+  It asks `session.checkpoint_due(epoch, metrics)` before reporting each epoch, so that every
+  epoch that improves the stage's select metric has its own checkpoint (`trainables.selection`).
 """
 
 from __future__ import annotations
