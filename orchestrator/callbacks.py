@@ -225,8 +225,9 @@ def best_checkpoint(trial, last: dict):
     Tune keeps checkpoints by `select/checkpoint_score` (runner.run_stage), so its best one is
     the last improvement it registered. That is the best epoch's unless the driver died between
     a trial's improving checkpoint and Tune's next experiment snapshot (a restored Tune does not
-    know that checkpoint); then the trial folder is searched for the checkpoint whose saved
-    selection has as many improvements as the trial's last report says.
+    know that checkpoint); then the trial folder is searched for the checkpoint saved at that
+    improvement (its `selection.json` says `is_best` with the improvement count of the trial's
+    last report).
     """
     from ray.tune import Checkpoint
 

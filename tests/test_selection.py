@@ -169,3 +169,24 @@ def test_driver_finds_the_best_epochs_checkpoint_that_a_restored_tune_does_not_k
         storage=types.SimpleNamespace(storage_filesystem=pafs.LocalFileSystem(), trial_fs_path=str(tmp_path)))
     assert best_checkpoint(trial, {sel.IMPROVEMENTS: 3}).path.endswith("checkpoint_000002")
     assert best_checkpoint(trial, {sel.IMPROVEMENTS: 2}).path.endswith("checkpoint_000001")   # Tune knew it
+
+
+def test_a_resumed_local_session_still_keeps_the_best_checkpoint(tmp_path):
+    from trainables import checkpoints
+
+    select = {"metric": "val/loss", "mode": "min"}
+    first = LocalSession(tmp_path, checkpoint_every=1, keep=1, select=select)
+    for epoch, loss in enumerate([0.5, 0.1, 0.3], 1):
+        folder = tmp_path / f"src{epoch}"
+        folder.mkdir()
+        (folder / "epoch.txt").write_text(str(epoch))
+        checkpoints.save({"epoch": epoch}, folder / checkpoints.STATE_FILE)
+        first.report({"epoch": epoch, "val/loss": loss}, checkpoint_dir=str(folder))
+    again = LocalSession(tmp_path, checkpoint_every=1, keep=1, select=select)
+    again.restore_state()
+    assert again.selection.best == 0.1 and (again.best_checkpoint / "epoch.txt").read_text() == "2"
+    folder = tmp_path / "src4"
+    folder.mkdir()
+    (folder / "epoch.txt").write_text("4")
+    again.report({"epoch": 4, "val/loss": 0.2}, checkpoint_dir=str(folder))
+    assert {(p / "epoch.txt").read_text() for p in again.checkpoints()} == {"2", "4"}

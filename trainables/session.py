@@ -168,8 +168,14 @@ class LocalSession(CheckpointClock):
         return sorted(p for p in self._ckpt_root.iterdir() if p.name.startswith("checkpoint_"))
 
     def restore_state(self, map_location="cpu") -> dict | None:
-        newest = reversed(self.checkpoints())  # numbered in the order they were written
-        return self._restored(first_readable((contextlib.nullcontext(str(p)) for p in newest), map_location))
+        newest = list(reversed(self.checkpoints()))  # numbered in the order they were written
+        state = self._restored(first_readable((contextlib.nullcontext(str(p)) for p in newest), map_location))
+        for folder in newest:   # which kept checkpoint is the best epoch's (not to be pruned)
+            saved = read_selection(pafs.LocalFileSystem(), str(folder))
+            if saved and saved.get("is_best") and saved.get("improvements") == self.selection.improvements:
+                self.best_checkpoint = folder
+                break
+        return state
 
 
 class TuneSession(CheckpointClock):
