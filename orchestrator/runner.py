@@ -54,8 +54,12 @@ class RunOptions:
 
 
 def spec_hash(plan: Plan) -> str:
-    """Identity of the study's content (storage location and description excluded)."""
+    """Identity of the study's content (storage location and description excluded, and how the
+    tables group seeds: `within_seed` changes no trial, and studies stored before it existed
+    must keep their hash)."""
     data = plan.study.model_dump(exclude={"storage", "description"})
+    for stage in data["stages"].values():
+        stage.pop("within_seed", None)
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -94,3 +94,17 @@ def test_plan_packs_trials_node_by_node_on_a_cluster_file(cli, write_study):
     assert wide["resources"] == {"cpu": 32, "gpu": 8, "workers": 8} and wide["concurrent"] == 4 and wide["waves"] == 3
     code, out, err = cli("plan", study, "--cluster", "no-such-cluster")
     assert code == 2 and "known: p4d" in err
+
+
+def test_within_seed_is_not_part_of_the_study_identity(tmp_path):
+    """How tables group seeds changes no trial: a stored study (also one stored before the
+    setting existed) continues when only that changes."""
+    from orchestrator.plan import load_plan
+    from orchestrator.runner import spec_hash
+
+    text = (REPO / "matrix.yaml").read_text()
+    plain, grouped = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    plain.write_text(text)
+    grouped.write_text(text.replace("    compare: {baseline: scratch}", "    compare: {baseline: scratch}\n    within_seed: mean"))
+    assert load_plan(grouped, check_inputs=False).study.stages["finetune"].within_seed == "mean"
+    assert spec_hash(load_plan(plain, check_inputs=False)) == spec_hash(load_plan(grouped, check_inputs=False))
