@@ -21,6 +21,7 @@ file's `start` column, or positions inferred from the prices when there is none)
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 
@@ -77,10 +78,7 @@ def make_folds(labels: np.ndarray, k: int, seed: int, starts: np.ndarray | None 
     from sklearn.model_selection import StratifiedGroupKFold
 
     groups = pieces(starts, length, k)
-    # StratifiedGroupKFold needs every class in the labels it stratifies; a class too rare for
-    # k folds only makes it warn, the folds stay valid
-    import warnings
-
+    # a class too rare for k folds only makes StratifiedGroupKFold warn; the folds stay valid
     splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed % 2**32)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)

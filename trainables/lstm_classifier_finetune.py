@@ -31,7 +31,8 @@ import torch
 from torch import nn
 
 from trainables import checkpoints, encoders, ohlc_data, overlap
-from trainables.configs.lstm_classifier_finetune import INPUT_FIELDS, Config, check_inputs, load_labeled  # noqa: F401 (re-exported)
+from trainables.configs.lstm_classifier_finetune import (INPUT_FIELDS, Config, check_inputs,  # noqa: F401 (re-exported)
+                                                         folds_note, load_labeled)
 from trainables.classification_metrics import classification_report
 from trainables.early_stopping import EarlyStopping
 from trainables.folds import inner_split, make_folds
@@ -147,7 +148,7 @@ def train(config: dict, session: Session | None = None) -> dict:
                                              "class_counts": {k: int((y_np == i).sum()) for i, k in enumerate(classes)}},
                 "folds": [{"train": len(tr), "val": len(va), "purged": n - len(tr) - len(va), "fit": len(fit),
                            "early_stopping": len(stop)} for (tr, va), (fit, stop) in zip(folds, inner)],
-                "overlap": {**line.describe(cfg.window_length), "split": _split_rule(line)},
+                "overlap": {**line.describe(cfg.window_length), "split": folds_note(line, folds, n)},
                 "encoder": transfer_info, "parameters": parameter_counts(probe), "device": str(device),
                 "environment": environment()}, session.artifact_dir / "metadata.json")
     metrics: dict = history[-1] if history else {}
@@ -200,13 +201,6 @@ def _inner(y: np.ndarray, train_idx: np.ndarray, starts: np.ndarray, cfg: Config
     seed = int(np.random.SeedSequence([cfg.seed, fold]).generate_state(1)[0])
     fit, stop = inner_split(y[train_idx], cfg.inner_val_fraction, seed, starts[train_idx], cfg.window_length)
     return train_idx[fit], train_idx[stop]
-
-
-def _split_rule(line) -> str:
-    if line.overlapping:
-        return (f"{line.overlapping} windows share bars with another ({line.source}): grouped, purged folds and "
-                "early-stopping split; no window shares a bar with one on the other side")
-    return f"no window shares a bar with another ({line.source}): stratified folds and early-stopping split"
 
 
 def _write_oof(path: Path, windows: ohlc_data.Windows, y: np.ndarray, prob: np.ndarray, fold: np.ndarray,

@@ -72,24 +72,23 @@ def load_labeled(cfg: Config) -> tuple[ohlc_data.Windows, np.ndarray, list[str]]
     return windows, y, classes
 
 
-def folds_note(windows, y: np.ndarray, cfg: Config) -> str:
-    """How the windows are folded: by shared bars (trainables/overlap.py) into grouped, purged
-    folds or stratified ones; one line for `validate`."""
-    from trainables.folds import make_folds
-
-    line = overlap.timeline(windows.ohlc, windows.start)
-    folds = make_folds(y, cfg.folds, cfg.seed, line.start, cfg.window_length)
-    purged = sum(len(y) - len(tr) - len(va) for tr, va in folds)
+def folds_note(line: overlap.Timeline, folds: list, n: int) -> str:
+    """One line on how n windows were folded (`validate`, metadata.json): grouped, purged folds
+    when some share bars (trainables/overlap.py), else stratified ones."""
+    purged = sum(n - len(tr) - len(va) for tr, va in folds)
     if line.overlapping:
-        return (f"{cfg.data}: {line.overlapping} of {len(y)} windows share bars with another (positions: "
-                f"{line.source}); {cfg.folds} grouped, purged folds ({purged} training windows purged over all "
-                "folds), early stopping split the same way")
-    return f"{cfg.data}: no window shares a bar with another (positions: {line.source}); {cfg.folds} stratified folds"
+        return (f"{line.overlapping} of {n} windows share bars with another (positions: {line.source}); "
+                f"{len(folds)} grouped, purged folds ({purged} training windows purged over all folds), early "
+                "stopping split the same way; no window shares a bar with one on the other side")
+    return f"no window shares a bar with another (positions: {line.source}); {len(folds)} stratified folds"
 
 
 def check_inputs(cfg: Config) -> str:
+    from trainables.folds import make_folds
+
     windows, y, _ = load_labeled(cfg)
-    note = folds_note(windows, y, cfg)
+    line = overlap.timeline(windows.ohlc, windows.start)
+    note = f"{cfg.data}: {folds_note(line, make_folds(y, cfg.folds, cfg.seed, line.start, cfg.window_length), len(y))}"
     if cfg.encoder:
         # only here torch is needed: the encoder checkpoint's shapes against the classifier's
         import torch
