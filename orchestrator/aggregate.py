@@ -112,13 +112,9 @@ def _shown(df: pd.DataFrame, extras: list[str]) -> list[str]:
     return shown
 
 
-def _numeric(group: pd.DataFrame, metric: str) -> pd.Series:
-    return pd.to_numeric(group[metric], errors="coerce")
-
-
 def _per_seed(group: pd.DataFrame, metric: str) -> pd.Series:
     """The metric per seed (the mean over a seed's trials), seeds without a value left out."""
-    return _numeric(group, metric).groupby(group["seed"]).mean().dropna()
+    return pd.to_numeric(group[metric], errors="coerce").groupby(group["seed"]).mean().dropna()
 
 
 def _per_seed_note(group: pd.DataFrame, side: str = "") -> str:

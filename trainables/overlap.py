@@ -120,7 +120,7 @@ def infer_starts(ohlc: np.ndarray, max_candidates: int | None = None) -> tuple[n
 
 def _verify(ohlc: np.ndarray, w: np.ndarray, b: np.ndarray, q: np.ndarray, chunk: int = 4096) -> np.ndarray:
     """Whether window w[i] equals window b[i] shifted by q[i] on all their shared bars."""
-    n, t = ohlc.shape[:2]
+    t = ohlc.shape[1]
     ok = np.zeros(len(w), dtype=bool)
     cols = np.arange(t)
     for s in range(0, len(w), chunk):
