@@ -26,7 +26,6 @@ from typing import Any
 BEST = "select/best"                    # best value of the select metric over every epoch so far
 BEST_EPOCH = "select/best_epoch"        # the epoch (or step, fold: the trainable's unit) it was reached
 IMPROVEMENTS = "select/improvements"    # how many reports improved it so far
-BEST_CHECKPOINTED = "select/best_checkpointed"  # whether the best epoch's report came with a checkpoint
 CHECKPOINT_SCORE = "select/checkpoint_score"    # on reports with a checkpoint: IMPROVEMENTS if this one improved, else 0
 STATE_FILE = "selection.json"           # the selection as of a checkpoint, inside the checkpoint folder
 UNITS = ("epoch", "step", "fold")
@@ -54,7 +53,6 @@ class Selection:
         self.best_epoch: float | None = None
         self.improvements = 0
         self.reports = 0
-        self.best_checkpointed = False
 
     @classmethod
     def of(cls, select: dict | None) -> "Selection":
@@ -75,7 +73,7 @@ class Selection:
             return False
         return self.best is None or (value < self.best if self.mode == "min" else value > self.best)
 
-    def update(self, metrics: dict, checkpointed: bool = False) -> bool:
+    def update(self, metrics: dict) -> bool:
         """Record one report; True if it is a new best."""
         self.reports += 1
         if not self.improves(metrics):
@@ -84,20 +82,17 @@ class Selection:
         unit = next((metrics[u] for u in UNITS if finite(metrics.get(u)) is not None), None)
         self.best_epoch = float(unit) if unit is not None else float(self.reports)
         self.improvements += 1
-        self.best_checkpointed = checkpointed
         return True
 
     def summary(self) -> dict:
         """The fields every report carries (none without a select metric or before a best)."""
         if not self.active or self.best is None:
             return {}
-        return {BEST: self.best, BEST_EPOCH: self.best_epoch, IMPROVEMENTS: self.improvements,
-                BEST_CHECKPOINTED: self.best_checkpointed}
+        return {BEST: self.best, BEST_EPOCH: self.best_epoch, IMPROVEMENTS: self.improvements}
 
     def state_dict(self) -> dict:
         return {"metric": self.metric, "mode": self.mode, "best": self.best, "best_epoch": self.best_epoch,
-                "improvements": self.improvements, "reports": self.reports,
-                "best_checkpointed": self.best_checkpointed}
+                "improvements": self.improvements, "reports": self.reports}
 
     def load_state_dict(self, state: dict) -> None:
         # (a saved state may carry more keys, e.g. the session's `is_best`: ignored here)
@@ -107,7 +102,6 @@ class Selection:
             return
         self.best, self.best_epoch = state.get("best"), state.get("best_epoch")
         self.improvements, self.reports = int(state.get("improvements", 0)), int(state.get("reports", 0))
-        self.best_checkpointed = bool(state.get("best_checkpointed", False))
 
 
 class ModelChoice:

@@ -71,7 +71,7 @@ class CheckpointClock:
     def _select(self, metrics: dict, checkpoint_dir: str | None) -> dict:
         """Update the selection with one report; the report as sent (with the selection's
         summary), and the selection saved into the checkpoint folder when there is one."""
-        improved = self.selection.update(metrics, checkpointed=checkpoint_dir is not None)
+        improved = self.selection.update(metrics)
         out = {**metrics, **self.selection.summary()}
         if checkpoint_dir is not None and self.selection.active:
             out[sel.CHECKPOINT_SCORE] = self.selection.improvements if improved else 0
