@@ -128,7 +128,10 @@ class StageRecorder(Callback):
         # metric_analysis, which sees only the reports that reached Tune (throttled ones do not).
         best = finite(last.get(selection.BEST)) if self.plan.stage.select is not None else None
         latest = trial.checkpoint
-        chosen = best_checkpoint(trial, last) if best is not None else latest
+        # Storage is searched only once the trial has ended: while it runs, Tune calls us with
+        # each result before it registers that result's checkpoint, so the lag is expected
+        ended = status in ("done", "diverged", "error", "interrupted")
+        chosen = best_checkpoint(trial, last, search_storage=ended) if best is not None else latest
         cfg = trial_config(trial.config)
         cfg.pop("seed", None)
         entry = self.record["trials"].get(tid, {})
@@ -219,7 +222,7 @@ class StageRecorder(Callback):
         return "  ".join(parts)
 
 
-def best_checkpoint(trial, last: dict):
+def best_checkpoint(trial, last: dict, search_storage: bool = True):
     """The checkpoint of the trial's best epoch by the select metric, or None.
 
     Tune keeps checkpoints by `select/checkpoint_score` (runner.run_stage), so its best one is
@@ -227,7 +230,7 @@ def best_checkpoint(trial, last: dict):
     a trial's improving checkpoint and Tune's next experiment snapshot (a restored Tune does not
     know that checkpoint); then the trial folder is searched for the checkpoint saved at that
     improvement (its `selection.json` says `is_best` with the improvement count of the trial's
-    last report).
+    last report). Without `search_storage`, Tune's best as it stands.
     """
     from ray.tune import Checkpoint
 
@@ -237,7 +240,7 @@ def best_checkpoint(trial, last: dict):
     if result is not None and (wanted is None or result.metrics.get(selection.CHECKPOINT_SCORE) == wanted):
         return result.checkpoint
     storage = trial.storage
-    if storage is None or wanted is None:
+    if storage is None or wanted is None or not search_storage:
         return result.checkpoint if result is not None else None
     fs = storage.storage_filesystem
     for path in checkpoints_newest_first(fs, storage.trial_fs_path):
