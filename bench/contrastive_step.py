@@ -26,7 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from trainables import contrastive_isotropy as ci, retrieval, text_synthetic  # noqa: E402
+from trainables import contrastive_isotropy as ci
+from trainables.metrics import retrieval
+from trainables.data import synthetic_text as text_synthetic  # noqa: E402
 from trainables.configs.contrastive_isotropy import Config  # noqa: E402
 
 

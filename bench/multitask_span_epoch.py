@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from trainables import multitask_span  # noqa: E402
-from trainables.session import LocalSession  # noqa: E402
+from trainables.runtime.session import LocalSession  # noqa: E402
 
 
 class TimedSession(LocalSession):
@@ -61,7 +61,7 @@ def bare(epochs: int, crf: bool) -> float:
     import torch
 
     from trainables.configs.multitask_span import Config
-    from trainables.reproducibility import limit_threads
+    from trainables.runtime.reproducibility import limit_threads
 
     limit_threads()
     torch.manual_seed(0)

@@ -40,8 +40,8 @@ def write_data(folder: Path) -> str:
     """300 windows of 105 bars as a Parquet file: every trial reads it, as in a real study."""
     import pyarrow.parquet as pq
 
-    from trainables import synthetic
-    from trainables.ohlc_data import windows_table
+    from trainables.data import synthetic_ohlc as synthetic
+    from trainables.data.ohlc import windows_table
 
     data = synthetic.generate(300, 105, seed=0)
     path = folder / "windows.parquet"
@@ -54,7 +54,7 @@ def calibrate(work_s: float) -> int:
     import torch
 
     from trainables import lstm_mae_pretrain as mae
-    from trainables.session import LocalSession
+    from trainables.runtime.session import LocalSession
 
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
@@ -68,7 +68,7 @@ def run_sequential(trials: int, epochs: int) -> dict:
     import torch
 
     from trainables import lstm_mae_pretrain as mae
-    from trainables.session import LocalSession
+    from trainables.runtime.session import LocalSession
 
     torch.set_num_threads(1)
     work = 0.0

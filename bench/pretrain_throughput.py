@@ -28,9 +28,10 @@ from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from trainables import lstm_mae_pretrain as mae  # noqa: E402
-from trainables import masking, synthetic  # noqa: E402
-from trainables.ohlc_data import normalise  # noqa: E402
-from trainables.reproducibility import pick_device  # noqa: E402
+from trainables.data import masking
+from trainables.data import synthetic_ohlc as synthetic  # noqa: E402
+from trainables.data.ohlc import normalise  # noqa: E402
+from trainables.runtime.reproducibility import pick_device  # noqa: E402
 
 T, BATCH, HIDDEN = 105, 256, 128
 

@@ -29,7 +29,7 @@ def fail(exc: UserError) -> None:
 
 
 def _load(file: Path, check_inputs: bool = True):
-    from orchestrator.plan import load_plan
+    from orchestrator.planning.expand import load_plan
 
     try:
         return load_plan(file, check_inputs)
@@ -55,7 +55,7 @@ def preflight(
     workdir: Optional[str] = typer.Option(None, help="Keep the pre-flight outputs here (default: a temp folder)."),
 ) -> None:
     """Run every trial for a few steps on tiny data (CPU, no Ray) and report what would fail."""
-    from orchestrator.preflight import preflight as run_preflight
+    from orchestrator.execution.preflight import preflight as run_preflight
 
     p = _load(file, check_inputs=False)  # data not on this machine gets a synthetic stand-in
     raise typer.Exit(run_preflight(p, console, workdir))
@@ -75,14 +75,14 @@ def plan(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Show the expanded trials, their resources, concurrency and time (and cost) estimate."""
-    from orchestrator.plan import ClusterShape
-    from orchestrator.plan_view import measured_minutes, plan_rows, render_plan
-    from orchestrator.report import load_prices
+    from orchestrator.planning.expand import ClusterShape
+    from orchestrator.planning.view import measured_minutes, plan_rows, render_plan
+    from orchestrator.analysis.report import load_prices
 
     p = _load(file, check_inputs=False)  # data may live on the cluster; `validate` reads it
     try:
         if cluster is not None:
-            from orchestrator.cluster_shape import shape_of
+            from orchestrator.planning.cluster_files import shape_of
 
             shape = shape_of(cluster, cpus, gpus)
         else:
@@ -113,7 +113,7 @@ def run(
     num_cpus: Optional[int] = typer.Option(None, min=1, help="CPUs for the local Ray (default: all)."),
 ) -> None:
     """Run a study (or continue it: finished trials are skipped)."""
-    from orchestrator.runner import RunOptions, run_study
+    from orchestrator.execution.study_runner import RunOptions, run_study
 
     p = _load(file)
     options = RunOptions(storage=storage, address=address, max_concurrent=max_concurrent,
@@ -134,7 +134,7 @@ def resume(
     num_cpus: Optional[int] = typer.Option(None, min=1, help="CPUs for the local Ray (default: all)."),
 ) -> None:
     """Continue an interrupted study from its storage (the study file is read from there)."""
-    from orchestrator.resume import resume_study
+    from orchestrator.execution.resume import resume_study
 
     try:
         code = resume_study(run_dir, address=address, retry_errored=retry_errored, max_concurrent=max_concurrent,
@@ -151,7 +151,7 @@ def status(
     interval: float = typer.Option(2.0, min=0.2, help="Seconds between refreshes with --watch."),
 ) -> None:
     """Trials by state per stage, for a running or finished study."""
-    from orchestrator.inspect import show_status
+    from orchestrator.analysis.status import show_status
 
     try:
         show_status(run_dir, console, watch, interval)
@@ -177,7 +177,7 @@ def results(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
 ) -> None:
     """A study's tables: one row per trial, aggregates over seeds (mean, std, 95% CI), paired deltas."""
-    from orchestrator.inspect import export_results
+    from orchestrator.analysis.status import export_results
 
     try:
         export_results(run_dir, fmt, output, console, view, metric or None, group_by or None, baseline, stage,
@@ -193,7 +193,7 @@ def report(
     gpu_util_threshold: float = typer.Option(60.0, help="Flag trials whose mean GPU utilisation is below (%)."),
 ) -> None:
     """Write report.md with tables, learning curves, failures and cost into the study's storage."""
-    from orchestrator.report import write_report
+    from orchestrator.analysis.report import write_report
 
     try:
         write_report(run_dir, console, gpu_price, gpu_util_threshold)
@@ -208,7 +208,7 @@ def compare(
     metric: Optional[list[str]] = typer.Option(None, help="Metric column(s) to compare."),
 ) -> None:
     """Line up two studies' aggregated tables (mean ± 95% CI over seeds) and their difference."""
-    from orchestrator.inspect import compare_studies
+    from orchestrator.analysis.status import compare_studies
 
     try:
         sys.stdout.write(compare_studies(run_a, run_b, metric or None))
@@ -222,7 +222,7 @@ def sync_cmd(
     dst: str = typer.Argument(..., help="Folder to copy to (path or s3:// URI)."),
 ) -> None:
     """Copy a study between storages (e.g. S3 -> local disk), verifying every file by SHA-256."""
-    from orchestrator.sync import sync
+    from orchestrator.storage.sync import sync
 
     try:
         sync(src, dst, console)
@@ -241,7 +241,7 @@ def eval_retrieval(
     out: Path = typer.Option(Path("retrieval-eval"), "-o", "--out", help="Output folder."),
 ) -> None:
     """NDCG@10, Recall@100, MRR@10 and isotropy per model x dataset, with TREC run files."""
-    from orchestrator.eval_retrieval import evaluate
+    from orchestrator.analysis.retrieval_eval import evaluate
 
     try:
         evaluate(model, beir, out, console, split, similarity, batch_size)
@@ -257,7 +257,7 @@ def data_windows(
     stride: int = typer.Option(5, min=1, help="Bars between window starts."),
 ) -> None:
     """Convert an OHLC CSV into unlabeled windows (Parquet)."""
-    from trainables.ohlc_data import csv_to_windows
+    from trainables.data.ohlc import csv_to_windows
 
     try:
         n = csv_to_windows(str(csv), str(out), length, stride)
@@ -277,8 +277,8 @@ def data_synthetic(
     """Write seeded synthetic OHLC windows with planted expansions (see trainables/synthetic.py)."""
     import pyarrow.parquet as pq
 
-    from trainables import synthetic
-    from trainables.ohlc_data import windows_table
+    from trainables.data import synthetic_ohlc as synthetic
+    from trainables.data.ohlc import windows_table
 
     data = synthetic.generate(n, length, seed)
     extra = {k: data[k] for k in ("label", "expansion_start", "expansion_end")} if labeled else {}

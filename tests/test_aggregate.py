@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from orchestrator import aggregate, study_tables
-from orchestrator.tables import aggregate_latex, aggregate_markdown, latex_escape, paired_markdown
+from orchestrator.analysis import seed_stats as aggregate
+from orchestrator.analysis import study_tables
+from orchestrator.analysis.rendering import aggregate_latex, aggregate_markdown, latex_escape, paired_markdown
 
 
 def _trials() -> pd.DataFrame:
@@ -107,7 +108,7 @@ def test_stage_without_successful_trials_has_no_aggregate():
 
 
 def test_results_table_does_not_depend_on_the_order_trials_finished():
-    from orchestrator import results
+    from orchestrator.analysis import trials_table as results
 
     def trial(name, metrics):
         return {"stage": "s", "trial_id": name, "name": name, "variant": name, "seed": 0, "status": "done",

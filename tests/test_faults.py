@@ -108,8 +108,8 @@ def test_node_lost_mid_study_trials_retried_elsewhere(tmp_path):
     import ray
     from ray.cluster_utils import Cluster
 
-    from orchestrator.plan import load_plan
-    from orchestrator.runner import RunOptions, run_study
+    from orchestrator.planning.expand import load_plan
+    from orchestrator.execution.study_runner import RunOptions, run_study
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
     nodes = [cluster.add_node(num_cpus=1) for _ in range(2)]

@@ -7,8 +7,8 @@ import json
 import pandas as pd
 import pytest
 
-from orchestrator.gates import evaluate
-from orchestrator.spec import Gate
+from orchestrator.execution.gates import evaluate
+from orchestrator.study.schema import Gate
 from tests.conftest import TINY_STAGE, run_cli
 
 TINY = TINY_STAGE.replace("{", "{{").replace("}", "}}")

@@ -8,10 +8,11 @@ import pytest
 import torch
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, recall_score
 
-from trainables import encoders, lstm_classifier_finetune as ft
-from trainables.classification_metrics import classification_report
-from trainables.folds import make_folds
-from trainables.session import LocalSession
+from trainables import lstm_classifier_finetune as ft
+from trainables.models import encoders
+from trainables.metrics.classification import classification_report
+from trainables.data.folds import make_folds
+from trainables.runtime.session import LocalSession
 
 DATA = "synthetic:ohlc?n=200&length=60&seed=1&labeled=1"
 SMALL = {"data": DATA, "window_length": 60, "hidden_size": 16, "num_heads": 4, "folds": 3, "epochs": 3}
@@ -136,8 +137,8 @@ def test_resume_continues_at_the_next_fold(tmp_path):
 def test_every_random_generator_round_trips_through_a_checkpoint(tmp_path):
     import random
 
-    from trainables import checkpoints
-    from trainables.reproducibility import rng_state, seed_everything, set_rng_state
+    from trainables.runtime import checkpoints
+    from trainables.runtime.reproducibility import rng_state, seed_everything, set_rng_state
 
     seed_everything(3)
     np.random.rand(5), random.random(), np.random.randn()   # mid-stream, with a cached gaussian

@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 
-from trainables import encoders, lstm_mae_pretrain as mae
-from trainables.session import LocalSession
+from trainables import lstm_mae_pretrain as mae
+from trainables.models import encoders
+from trainables.runtime.session import LocalSession
 
 SMALL = {"data": "synthetic:ohlc?n=400&length=60&seed=0", "window_length": 60, "hidden_size": 16,
          "batch_size": 64, "aug_multiplier": 1, "lr": 3e-3, "patch_len": 12, "early_stopping_patience": None}
@@ -77,7 +78,7 @@ def test_encoder_export_has_hparams_and_loads_safely(tmp_path):
 
 
 def test_truncated_checkpoint_is_a_clear_error(tmp_path):
-    from trainables import checkpoints
+    from trainables.runtime import checkpoints
 
     bad = tmp_path / "state.pt"
     bad.write_bytes(b"\x80\x02garbage")
@@ -88,7 +89,7 @@ def test_truncated_checkpoint_is_a_clear_error(tmp_path):
 def test_split_purges_windows_overlapping_validation():
     import numpy as np
 
-    from trainables.ohlc_data import Windows
+    from trainables.data.ohlc import Windows
 
     starts = np.arange(0, 200, 10)  # windows of 50 bars every 10 bars overlap
     w = Windows(np.zeros((20, 50, 4), np.float32), np.array([str(s) for s in starts]), starts)

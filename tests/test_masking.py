@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from trainables import masking
+from trainables.data import masking
 
 
 @pytest.mark.parametrize("strategy", masking.STRATEGIES)

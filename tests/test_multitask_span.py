@@ -12,11 +12,13 @@ import torch
 from sklearn.metrics import f1_score, precision_score, recall_score
 
 from trainables import multitask_span as mt
-from trainables import span_features, span_metrics, synthetic
-from trainables.ohlc_data import windows_table
-from trainables.session import LocalSession
-from trainables.span_diagnostics import TABLES
-from trainables.uncertainty import TaskWeighting
+from trainables.data import span_features
+from trainables.metrics import span as span_metrics
+from trainables.data import synthetic_ohlc as synthetic
+from trainables.data.ohlc import windows_table
+from trainables.runtime.session import LocalSession
+from trainables.metrics.span_diagnostics import TABLES
+from trainables.losses.uncertainty import TaskWeighting
 
 F = {name: i for i, name in enumerate(span_features.FEATURES)}
 
@@ -241,7 +243,7 @@ def test_crf_path_trains_and_decodes_valid_spans(tmp_path):
         assert all(0 <= s <= e < 30 for s, e in spans)
     # the CRF log-likelihood is part of the span loss, and its transitions learn: they moved away
     # from the initialisation (pytorch-crf draws them from U(-0.1, 0.1): non-zero from the start)
-    from trainables.reproducibility import seed_everything
+    from trainables.runtime.reproducibility import seed_everything
 
     seed_everything(0)
     initial = mt.build(cfg, 2, torch.device("cpu"))[0].crf.transitions.detach()

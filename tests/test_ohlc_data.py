@@ -4,7 +4,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from trainables import ohlc_data, synthetic
+from trainables.data import ohlc as ohlc_data
+from trainables.data import synthetic_ohlc as synthetic
 
 
 def _write(tmp_path, ohlc, name="w.parquet", **extra):

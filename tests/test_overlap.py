@@ -9,9 +9,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from trainables import overlap, synthetic
-from trainables.folds import inner_split, make_folds, time_split
-from trainables.ohlc_data import windows_table
+from trainables.data import overlap
+from trainables.data import synthetic_ohlc as synthetic
+from trainables.data.folds import inner_split, make_folds, time_split
+from trainables.data.ohlc import windows_table
 
 
 def _series(rng: np.random.Generator, bars: int) -> np.ndarray:
@@ -98,7 +99,7 @@ def test_labels_unrelated_to_prices_score_near_chance_out_of_fold(tmp_path, writ
     nothing to do with the prices. Random folds put near-copies of every validation window in
     training and score ~0.70 balanced accuracy; folds that keep them apart score chance."""
     from trainables import lstm_classifier_finetune as ft
-    from trainables.session import LocalSession
+    from trainables.runtime.session import LocalSession
 
     rng = np.random.default_rng(3)
     n, length = 300, 40

@@ -1,6 +1,6 @@
 import pytest
 
-from orchestrator import refs
+from orchestrator.study import references as refs
 
 
 def _record(select=("val/loss", "min")):
@@ -93,7 +93,7 @@ def test_latest_checkpoint_is_the_newest_and_checkpoint_the_best_epochs():
 
 
 def test_trials_that_coincide_after_resolution_are_an_error_naming_both(tmp_path):
-    from orchestrator.plan import load_plan, resolve_stage
+    from orchestrator.planning.expand import load_plan, resolve_stage
 
     study = tmp_path / "study.yaml"
     study.write_text("""\

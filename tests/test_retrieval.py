@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from trainables import retrieval, sigreg
+from trainables.metrics import retrieval
+from trainables.losses import sigreg
 
 
 def _random_case(seed: int, n_queries: int = 30, n_docs: int = 300):

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
-from orchestrator.plan import load_plan
-from orchestrator.runner import RunOptions, run_study
+from orchestrator.planning.expand import load_plan
+from orchestrator.execution.study_runner import RunOptions, run_study
 from tests.conftest import TINY_STAGE
 
 pytestmark = pytest.mark.e2e
@@ -49,7 +49,7 @@ def test_search_stage_samples_the_space(ray_local, tmp_path, scheduler):
 ])
 def test_torch_is_preloaded_only_when_every_prestarted_worker_runs_a_trial(tmp_path, monkeypatch, cores, trials,
                                                                            cpu, expected):
-    from orchestrator import runner
+    from orchestrator.execution import study_runner as runner
 
     monkeypatch.setattr(runner.os, "cpu_count", lambda: cores)
     seeds = ", ".join(str(s) for s in range(trials))
@@ -61,7 +61,7 @@ def test_torch_is_preloaded_only_when_every_prestarted_worker_runs_a_trial(tmp_p
 
 
 def test_stage_trainable_is_named_for_the_dashboard_and_keeps_its_resources():
-    from orchestrator import runner
+    from orchestrator.execution import study_runner as runner
 
     cls = runner.stage_trainable("quickstart", "pretrain", {"cpu": 1, "gpu": 0.25})
     assert repr(cls.__new__(cls)) == "quickstart/pretrain"  # the actors' repr in the Ray dashboard

@@ -9,8 +9,8 @@ import types
 
 import pytest
 
-from trainables import selection as sel
-from trainables.session import LocalSession, TuneSession
+from trainables.runtime import selection as sel
+from trainables.runtime.session import LocalSession, TuneSession
 
 
 def test_strict_improvements_ignore_nan_and_keep_the_first_of_ties():
@@ -119,7 +119,7 @@ def test_pbt_exploit_restores_the_donor_and_keeps_its_own_selection(monkeypatch,
     import torch
     from ray import tune
 
-    from trainables import checkpoints
+    from trainables.runtime import checkpoints
 
     own_dir, donor_dir = tmp_path / "exp" / "trial_a", tmp_path / "exp" / "trial_b"
     for folder, weights, best in ((own_dir, 1.0, 0.9), (donor_dir, 2.0, 0.1)):
@@ -153,7 +153,7 @@ def test_driver_finds_the_best_epochs_checkpoint_that_a_restored_tune_does_not_k
 
     import pyarrow.fs as pafs
 
-    from orchestrator.callbacks import best_checkpoint
+    from orchestrator.execution.recorder import best_checkpoint
 
     saved = [("checkpoint_000001", 2, True, 1_000), ("checkpoint_000002", 3, True, 2_000),
              ("checkpoint_000003", 3, False, 3_000)]
@@ -172,7 +172,7 @@ def test_driver_finds_the_best_epochs_checkpoint_that_a_restored_tune_does_not_k
 
 
 def test_a_resumed_local_session_still_keeps_the_best_checkpoint(tmp_path):
-    from trainables import checkpoints
+    from trainables.runtime import checkpoints
 
     select = {"metric": "val/loss", "mode": "min"}
     first = LocalSession(tmp_path, checkpoint_every=1, keep=1, select=select)

@@ -6,7 +6,7 @@ import os
 
 import pyarrow.fs as pafs
 
-from trainables.session import checkpoints_newest_first
+from trainables.runtime.session import checkpoints_newest_first
 
 
 def test_checkpoints_are_ordered_by_when_their_state_was_written_not_by_name(tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from trainables import telemetry
+from trainables.runtime import telemetry
 
 
 class FakeNvml:

@@ -159,7 +159,8 @@ def _bad_parquet(tmp_path, kind: str) -> str:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from trainables import ohlc_data, synthetic
+    from trainables.data import ohlc as ohlc_data
+    from trainables.data import synthetic_ohlc as synthetic
 
     data = synthetic.generate(12, 40, 0)
     ohlc, extra = data["ohlc"], {}
@@ -242,7 +243,7 @@ def test_bad_data_files_exit_2_naming_file_and_rows(case, tmp_path, write_study,
 
 
 def test_truncated_encoder_checkpoint_exits_2(tmp_path, write_study, cli):
-    from trainables import encoders
+    from trainables.models import encoders
 
     enc = tmp_path / "encoder.pt"
     encoders.export(encoders.BiLSTMEncoder(4, 8, 1), enc)
@@ -257,7 +258,7 @@ def test_pickled_code_in_a_checkpoint_is_refused(tmp_path):
     """weights_only loading: a checkpoint that would run code on load is rejected, not executed."""
     import pickle
 
-    from trainables import checkpoints
+    from trainables.runtime import checkpoints
 
     class Evil:
         def __reduce__(self):

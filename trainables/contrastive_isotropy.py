@@ -51,12 +51,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainables import checkpoints, distributed, retrieval
+from trainables.runtime import checkpoints
+from trainables.runtime import distributed
+from trainables.metrics import retrieval
 from trainables.configs.contrastive_isotropy import INPUT_FIELDS, MODEL_FIELDS, OFFLINE_MINILM, Config, check_model  # noqa: F401
-from trainables.reproducibility import rng_state, set_rng_state, start_trial
-from trainables.selection import ModelChoice
-from trainables.session import Session, write_json, write_metrics_csv
-from trainables.sigreg import sigreg
+from trainables.runtime.reproducibility import rng_state, set_rng_state, start_trial
+from trainables.runtime.selection import ModelChoice
+from trainables.runtime.session import Session, write_json, write_metrics_csv
+from trainables.losses.sigreg import sigreg
 
 
 def resolve_base(name: str) -> str:

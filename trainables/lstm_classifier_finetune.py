@@ -30,15 +30,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from trainables import checkpoints, encoders, ohlc_data, overlap
+from trainables.runtime import checkpoints
+from trainables.models import encoders
+from trainables.data import ohlc as ohlc_data
+from trainables.data import overlap
 from trainables.configs.lstm_classifier_finetune import (INPUT_FIELDS, Config, check_inputs,  # noqa: F401 (re-exported)
                                                          folds_note, load_labeled)
-from trainables.classification_metrics import classification_report
-from trainables.early_stopping import EarlyStopping
-from trainables.folds import inner_split, make_folds
-from trainables.metadata import environment, parameter_counts
-from trainables.reproducibility import rng_state, set_rng_state, start_trial
-from trainables.session import Session, write_json, write_metrics_csv
+from trainables.metrics.classification import classification_report
+from trainables.runtime.early_stopping import EarlyStopping
+from trainables.data.folds import inner_split, make_folds
+from trainables.runtime.metadata import environment, parameter_counts
+from trainables.runtime.reproducibility import rng_state, set_rng_state, start_trial
+from trainables.runtime.session import Session, write_json, write_metrics_csv
 
 
 

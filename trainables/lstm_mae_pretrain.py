@@ -31,14 +31,19 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from trainables import augment, checkpoints, distributed, encoders, masking, ohlc_data
+from trainables.data import augment
+from trainables.runtime import checkpoints
+from trainables.runtime import distributed
+from trainables.models import encoders
+from trainables.data import masking
+from trainables.data import ohlc as ohlc_data
 from trainables.configs.lstm_mae_pretrain import INPUT_FIELDS, Config, split  # noqa: F401 (re-exported)
-from trainables.folds import split_note
-from trainables.early_stopping import EarlyStopping
-from trainables.metadata import environment, parameter_counts
-from trainables.reproducibility import rng_state, set_rng_state, start_trial
-from trainables.selection import ModelChoice
-from trainables.session import Session, write_json, write_metrics_csv
+from trainables.data.folds import split_note
+from trainables.runtime.early_stopping import EarlyStopping
+from trainables.runtime.metadata import environment, parameter_counts
+from trainables.runtime.reproducibility import rng_state, set_rng_state, start_trial
+from trainables.runtime.selection import ModelChoice
+from trainables.runtime.session import Session, write_json, write_metrics_csv
 
 EVAL_MASK_SEED = 20_251_017   # fixed: every trial is scored on the same validation masks
 EVAL_MASK_RATIO = 0.15

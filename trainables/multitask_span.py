@@ -49,15 +49,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainables import checkpoints, span_features, span_metrics
+from trainables.runtime import checkpoints
+from trainables.data import span_features
+from trainables.metrics import span as span_metrics
 from trainables.configs.multitask_span import INPUT_FIELDS, TASKS, Config, check_inputs, load_data, split  # noqa: F401
-from trainables.folds import split_note
-from trainables.early_stopping import EarlyStopping
-from trainables.metadata import environment, parameter_counts
-from trainables.reproducibility import rng_state, set_rng_state, start_trial
-from trainables.session import Session, write_json, write_metrics_csv
-from trainables.span_diagnostics import DIAGNOSTICS_FILE, DiagnosticLog, criteria, plot_all
-from trainables.uncertainty import TaskWeighting
+from trainables.data.folds import split_note
+from trainables.runtime.early_stopping import EarlyStopping
+from trainables.runtime.metadata import environment, parameter_counts
+from trainables.runtime.reproducibility import rng_state, set_rng_state, start_trial
+from trainables.runtime.session import Session, write_json, write_metrics_csv
+from trainables.metrics.span_diagnostics import DIAGNOSTICS_FILE, DiagnosticLog, criteria, plot_all
+from trainables.losses.uncertainty import TaskWeighting
 
 TASK_KINDS = {"type": "classification", "ptr": "regression", "span": "classification", "countdown": "regression"}
 BEST_MODEL = "best_model.pt"

@@ -112,7 +112,7 @@ def preflight(config: dict, workdir) -> dict:
 
 def check_inputs(cfg: Config) -> None:
     """Read every triples file and BEIR folder once (ValueError naming file, line and field)."""
-    from trainables import retrieval
+    from trainables.metrics import retrieval
 
     try:
         if cfg.base_model is not None:  # None: given by a reference, known at run time

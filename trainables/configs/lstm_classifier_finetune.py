@@ -9,7 +9,8 @@ import numpy as np
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from trainables import ohlc_data, overlap
+from trainables.data import ohlc as ohlc_data
+from trainables.data import overlap
 
 INPUT_FIELDS = ("data", "encoder")
 # what check_inputs reads besides the inputs (hidden_size: the encoder must fit the classifier)
@@ -54,7 +55,7 @@ class Config(BaseModel):
 
 def preflight(config: dict, workdir) -> dict:
     """Overrides for `orchestrator preflight`: two folds of one epoch on the first windows."""
-    from trainables.ohlc_data import head
+    from trainables.data.ohlc import head
 
     return {"data": head(config["data"], 60, workdir, config.get("window_length", 105), labeled=True), "epochs": 1, "folds": 2}
 
@@ -84,7 +85,7 @@ def folds_note(line: overlap.Timeline, folds: list, n: int) -> str:
 
 
 def check_inputs(cfg: Config) -> str:
-    from trainables.folds import make_folds
+    from trainables.data.folds import make_folds
 
     windows, y, _ = load_labeled(cfg)
     line = overlap.timeline(windows.ohlc, windows.start)

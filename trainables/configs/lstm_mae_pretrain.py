@@ -7,8 +7,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from trainables import ohlc_data, overlap
-from trainables.folds import split_note, time_split
+from trainables.data import ohlc as ohlc_data
+from trainables.data import overlap
+from trainables.data.folds import split_note, time_split
 
 INPUT_FIELDS = ("data",)
 CHECK_FIELDS = ("window_length", "val_fraction")  # what check_inputs reads besides the data
@@ -56,7 +57,7 @@ class Config(BaseModel):
 
 def preflight(config: dict, workdir) -> dict:
     """Overrides for `orchestrator preflight`: one short epoch on the first windows."""
-    from trainables.ohlc_data import head
+    from trainables.data.ohlc import head
 
     return {"data": head(config["data"], 64, workdir, config.get("window_length", 105), labeled=False), "epochs": 1, "aug_multiplier": min(config.get("aug_multiplier", 4), 1)}
 

@@ -9,8 +9,9 @@ import numpy as np
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from trainables import ohlc_data, overlap
-from trainables.folds import split_note, time_split
+from trainables.data import ohlc as ohlc_data
+from trainables.data import overlap
+from trainables.data.folds import split_note, time_split
 
 INPUT_FIELDS = ("data",)
 CHECK_FIELDS = ("window_length", "val_fraction", "test_fraction")  # what check_inputs reads besides the data
@@ -78,7 +79,7 @@ class Config(BaseModel):
 
 def preflight(config: dict, workdir) -> dict:
     """Overrides for `orchestrator preflight`: two epochs on the first windows, every diagnostic on."""
-    from trainables.ohlc_data import head
+    from trainables.data.ohlc import head
 
     return {"data": head(config["data"], 40, workdir, config.get("window_length", 105), labeled=True), "epochs": 2, "checkpoint_epoch_interval": 1,
             "gradient_stats_interval": 1}

@@ -1,0 +1,196 @@
+"""`report RUN`: a Markdown report with plots, written into the study's storage (`report/`).
+
+Sections: the study file, the plan as run, per stage the trial table, the aggregate over seeds
+and the paired comparison, learning curves per variant (mean ± std band over seeds), per-trial
+diagnostics (success criteria and plots of trials that write `diagnostics.json`), failed and
+diverged trials with their reason, and time and cost (GPU-hours x a price from
+`cluster/prices.yaml`).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+from rich.console import Console
+
+from orchestrator.analysis import study_tables
+from orchestrator.analysis import trial_report
+from orchestrator.errors import Problem, UserError
+from orchestrator.analysis.status import open_study, render_markdown
+from orchestrator.execution.study_runner import STUDY_FILE, STUDY_META
+from orchestrator.storage.store import Store
+from orchestrator.study.yaml_doc import load_yaml
+
+REPORT_DIR = "report"
+PRICES = Path(__file__).resolve().parents[2] / "cluster" / "prices.yaml"
+
+
+def load_prices(path: Path = PRICES) -> dict[str, float]:
+    """GPU-hour prices by key (USD); see cluster/prices.yaml."""
+    if not path.exists():
+        return {}
+    doc = load_yaml(path)
+    prices = doc.data.get("gpu_hour_usd", {})
+    bad = [k for k, v in prices.items() if not isinstance(v, (int, float)) or v < 0]
+    if bad:
+        raise UserError(Problem(str(path), f"gpu_hour_usd.{bad[0]}: expected a price >= 0"))
+    return {k: float(v) for k, v in prices.items()}
+
+
+def trial_curves(store: Store, trials: pd.DataFrame) -> pd.DataFrame:
+    """Every trial's per-iteration metrics (its metrics.csv), with stage/variant/seed columns."""
+    frames = []
+    for _, row in trials.iterrows():
+        rel = f"{row['stage']}/{row['trial_id']}/metrics.csv"
+        if not store.exists(rel):
+            continue
+        df = pd.read_csv(io.BytesIO(store.read_bytes(rel)))
+        df["stage"], df["variant"], df["seed"] = row["stage"], row["variant"] or "base", row["seed"]
+        df["group"] = row["trial"].rsplit("/", 1)[0]
+        df["iteration"] = range(1, len(df) + 1)
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def plot_curves(curves: pd.DataFrame, stage: str, metric: str, out: io.BytesIO) -> bool:
+    """Mean ± std band over seeds per variant; False when there is nothing to plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = curves[(curves["stage"] == stage)]
+    if metric not in data.columns or data[metric].dropna().empty:
+        return False
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
+    for group, rows in data.groupby("group"):
+        stats = rows.groupby("iteration")[metric].agg(["mean", "std", "count"])
+        ax.plot(stats.index, stats["mean"], label=f"{group.split('/', 1)[-1]} (n={int(stats['count'].max())})")
+        band = stats["std"].fillna(0)
+        ax.fill_between(stats.index, stats["mean"] - band, stats["mean"] + band, alpha=0.2)
+    ax.set_xlabel("epoch" if "epoch" in data.columns else "iteration")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{stage}: {metric} (mean ± std over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, format="png")
+    plt.close(fig)
+    return True
+
+
+def curve_metrics(curves: pd.DataFrame, stage: str, select: dict | None) -> list[str]:
+    data = curves[curves["stage"] == stage].dropna(axis=1, how="all")
+    wanted = ["train/loss", "val/loss"] + ([select["metric"]] if select else [])
+    return [m for m in dict.fromkeys(wanted) if m in data.columns and pd.api.types.is_numeric_dtype(data[m])]
+
+
+def cost_rows(t: study_tables.StudyTables, price: float | None) -> list[dict]:
+    rows = []
+    for name, record in t.records.items():
+        trials = t.trials[t.trials["stage"] == name] if not t.trials.empty else t.trials
+        if trials.empty:
+            continue
+        gpu_h = float(trials["gpu_hours"].sum()) if "gpu_hours" in trials else 0.0
+        rows.append({"stage": name, "trials": len(trials), "trial_hours": float(trials["duration_s"].sum()) / 3600,
+                     "gpu_hours": gpu_h, "cpu_hours": float(trials.get("cpu_hours", pd.Series([0.0])).sum()),
+                     "cost_usd": gpu_h * price if price is not None else math.nan})
+    return rows
+
+
+def stage_needs(store: Store) -> dict[str, list[str]]:
+    """Each stage's `needs`, from the study file stored with the study (records before 2026-12
+    do not carry them)."""
+    import yaml
+
+    from orchestrator.execution.study_runner import STUDY_FILE
+
+    if not store.exists(STUDY_FILE):
+        return {}
+    study = yaml.safe_load(store.read_text(STUDY_FILE)) or {}
+    return {name: list((stage or {}).get("needs") or []) for name, stage in (study.get("stages") or {}).items()}
+
+
+def write_report(run_dir: str, console: Console, gpu_price: str | None = None,
+                 gpu_util_threshold: float = 60.0) -> str:
+    if trial_report.is_trial_folder(run_dir) and not Store(run_dir).exists(STUDY_META):
+        return trial_report.write_trial_report(run_dir, console)
+    store = open_study(run_dir)
+    meta = json.loads(store.read_text(STUDY_META))
+    records = study_tables.load_records(store)
+    if not records:
+        raise UserError(Problem(run_dir, "nothing to report yet (no stage of this study has ended)"))
+    prices = load_prices()
+    price = None
+    if gpu_price is not None:
+        if gpu_price not in prices:
+            raise UserError(Problem("--gpu-price", f"unknown price {gpu_price!r}; cluster/prices.yaml has: "
+                                    f"{', '.join(prices) or '(none)'}"))
+        price = prices[gpu_price]
+    t = study_tables.build(records)
+    curves = trial_curves(store, t.trials) if not t.trials.empty else pd.DataFrame()
+    out = store.child(REPORT_DIR)
+    md = [f"# Study report: {meta['name']}", "",
+          f"Storage: `{store.uri}`; created {meta.get('created_at')}; runs: {', '.join(meta.get('runs', []))}; "
+          f"git: {(meta.get('git') or {}).get('commit', 'unknown')}", ""]
+    md += ["## Plan", "", "| stage | trainable | trials | state | needs |", "|---|---|---|---|---|"]
+    needs = stage_needs(store)
+    for name, record in records.items():
+        md.append(f"| {name} | {record.get('trainable')} | {len(record.get('trials', {}))} | {record.get('state')} | "
+                  f"{', '.join(record.get('needs') or needs.get(name, []))} |")
+    md += ["", "## Results", "", render_markdown(t)]
+    if not curves.empty:
+        md += ["## Learning curves", ""]
+        for name, record in records.items():
+            for metric in curve_metrics(curves, name, record.get("select")):
+                buf = io.BytesIO()
+                if plot_curves(curves, name, metric, buf):
+                    fname = f"{name}_{metric.replace('/', '_')}.png"
+                    out.write_bytes(buf.getvalue(), fname)
+                    md += [f"![{name} {metric}]({fname})", ""]
+    diagnosed = [r for _, r in t.trials.iterrows()
+                 if store.exists(r["stage"], r["trial_id"], trial_report.DIAGNOSTICS)] if not t.trials.empty else []
+    if diagnosed:
+        md += ["## Trial diagnostics", ""]
+        for r in diagnosed:
+            md += trial_report.section(store.child(r["stage"], r["trial_id"]), r["trial"], out,
+                                       f"trials/{r['stage']}/{r['trial_id']}/")
+    failed = t.trials[t.trials["status"].isin(["error", "diverged"])] if not t.trials.empty else t.trials
+    md += ["## Failed and diverged trials", ""]
+    if failed.empty:
+        md += ["None.", ""]
+    else:
+        md += [f"- `{r['trial']}` ({r['status']}): {r.get('error') or 'non-finite loss'}" for _, r in failed.iterrows()]
+        md.append("")
+    skipped = [(n, r) for n, r in records.items() if r.get("state") in ("skipped", "failed", "gated")]
+    md += [f"- stage `{n}` {r['state']}: {r.get('reason', '')}" for n, r in skipped] + ([""] if skipped else [])
+    if "final.gpu/util_mean" in t.trials.columns:
+        from trainables.runtime.telemetry import low_utilisation
+
+        md += ["## GPU utilisation", "", f"Trials below {gpu_util_threshold:.0f}% mean utilisation of their GPUs:", ""]
+        flagged = [(r["trial"], low_utilisation(r["final.gpu/util_mean"], gpu_util_threshold))
+                   for _, r in t.trials.iterrows() if pd.notna(r.get("final.gpu/util_mean"))]
+        flagged = [(name, why) for name, why in flagged if why]
+        md += [f"- `{name}`: {why}" for name, why in flagged] or ["None."]
+        md.append("")
+    costs = cost_rows(t, price)
+    md += ["## Time and cost", "", "| stage | trials | trial-hours | GPU-hours | CPU-hours | cost (USD) |",
+           "|---|---|---|---|---|---|"]
+    for c in costs:
+        cost = "" if math.isnan(c["cost_usd"]) else f"{c['cost_usd']:.2f}"
+        md.append(f"| {c['stage']} | {c['trials']} | {c['trial_hours']:.3f} | {c['gpu_hours']:.3f} | "
+                  f"{c['cpu_hours']:.3f} | {cost} |")
+    md.append("")
+    md.append(f"Price: {gpu_price} = ${price:.2f} per GPU-hour (cluster/prices.yaml)." if price is not None
+              else "Cost: pass `--gpu-price KEY` (keys in cluster/prices.yaml) to price the GPU-hours.")
+    if store.exists(STUDY_FILE):
+        md += ["", "## Study file", "", "```yaml", store.read_text(STUDY_FILE).rstrip(), "```"]
+    text = "\n".join(md) + "\n"
+    out.write_text(text, "report.md")
+    n_figures = sum(line.startswith("![") for line in md)
+    console.print(f"report: {out.child_uri('report.md')} ({n_figures} figure(s))")
+    return text

@@ -1,0 +1,269 @@
+"""Driver-side Tune callbacks: the record of every trial, live status and terminal progress.
+
+The driver sees every trial event, so recording happens here (one writer, no storage traffic
+from the trials for bookkeeping). The record is saved as JSON in the study's storage, from
+which `status`, `results` and resumed runs read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from typing import Any
+
+from ray.tune import Callback
+from rich.console import Console
+from rich.markup import escape
+
+from orchestrator.planning.expand import StagePlan
+from orchestrator.analysis.trials_table import STATE_DIR, final_metrics, status_counts
+from orchestrator.storage.store import Store, with_retries
+from pyarrow import ArrowException
+from orchestrator.execution.trial import trial_config
+from trainables.runtime.session import checkpoints_newest_first, read_selection
+from trainables.runtime import selection
+from trainables.runtime.selection import finite
+
+TUNE_STATUS = {"TERMINATED": "done", "ERROR": "error", "RUNNING": "running", "PENDING": "pending",
+               "PAUSED": "paused"}
+
+
+class StudyStatus:
+    """Live state of the whole study, written (throttled) to `_orchestrator/status.json`."""
+
+    def __init__(self, store: Store, study: str, console: Console, min_interval_s: float = 2.0):
+        self.store, self.study, self.console = store, study, console
+        self.stages: dict[str, dict] = {}
+        self.min_interval_s = min_interval_s
+        self._last_write = 0.0
+        from orchestrator.execution.gauges import study_metrics
+
+        self.metrics = study_metrics(study)  # ray.util.metrics gauges (dashboard / Prometheus)
+
+    def stage(self, name: str, state: str, trials: dict | None = None, total: int | None = None,
+              select: dict | None = None) -> None:
+        entry = self.stages.setdefault(name, {"state": state, "trials": {}, "total": total, "select": select})
+        entry["state"] = state
+        if trials is not None:
+            entry["trials"] = trials
+        if total is not None:
+            entry["total"] = total
+        if select is not None:
+            entry["select"] = select
+        self.write(force=True)
+
+    def write(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_write < self.min_interval_s:
+            return
+        self._last_write = now
+        summary = {"study": self.study, "updated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "stages": {}}
+        for name, entry in self.stages.items():
+            trials = entry["trials"]
+            counts = status_counts(trials)
+            if self.metrics is not None:
+                self.metrics.update(name, trials, entry["total"], entry.get("select"))
+            summary["stages"][name] = {"state": entry["state"], "total": entry["total"], "counts": counts,
+                                       "trials": {k: {f: t.get(f) for f in ("name", "status", "iterations", "best")}
+                                                  for k, t in trials.items()}}
+        try:
+            # Live status is advisory: a storage outage must not stop the study (records and
+            # tables are written with retries at the end of each stage).
+            with_retries("writing status.json", lambda: self.store._write(
+                json.dumps(summary, indent=1, default=str).encode(), (STATE_DIR, "status.json")), delays=())
+        except (OSError, ArrowException) as exc:
+            self.console.print(f"[yellow]warning[/]: live status not written ({' '.join(str(exc).split())[:120]})")
+
+
+def trial_uri(store: Store, path: str | None) -> str | None:
+    """A storage path as reported by Tune (no scheme) -> a URI the user can open."""
+    if path is None:
+        return None
+    return path if store.local else f"{store.uri.split('://')[0]}://{path}"
+
+
+def _trial_id(trial) -> str:
+    """Our trial id: the trial's folder name (see runner._trial_dirname)."""
+    return os.path.basename(str(trial.path).rstrip("/")) if trial.path else trial.trial_id
+
+
+class StageRecorder(Callback):
+    """Keeps one record per trial of a stage and reports progress to the terminal."""
+
+    def __init__(self, plan: StagePlan, store: Store, status: StudyStatus, console: Console,
+                 previous: dict | None = None, resources: dict | None = None):
+        self.plan, self.store, self.status, self.console = plan, store, status, console
+        select = plan.stage.select
+        self.resources = resources or {"cpu": plan.resources.cpu, "gpu": plan.resources.gpu}
+        self.record: dict[str, Any] = {
+            "stage": plan.name, "trainable": plan.stage.trainable, "state": "running",
+            "select": select.model_dump() if select else None, "resources": self.resources,
+            "compare": plan.stage.compare.model_dump() if plan.stage.compare else None,
+            "within_seed": plan.stage.within_seed, "needs": list(plan.stage.needs),
+            "trials": dict((previous or {}).get("trials", {})),
+        }
+        self.status.stage(plan.name, "running", self.record["trials"], plan.num_trials, self.record["select"])
+        self._started: set[str] = set()
+        self._completed: set[str] = set()
+
+    # -- recording -------------------------------------------------------------------------
+    def _update(self, trial, status: str | None = None) -> dict:
+        spec = trial.config["trial"]
+        tid = _trial_id(trial)
+        last = trial.last_result or {}
+        metrics = final_metrics(last)
+        if status is None:
+            status = TUNE_STATUS.get(trial.status, trial.status.lower())
+            # An interrupted run leaves its running trials TERMINATED too. A TERMINATED trial
+            # finished if it completed in this run (done=True, or the complete event fired), or
+            # if it did not even start in this run (restored as finished from an earlier run).
+            finished = last.get("done") is True or tid in self._completed or tid not in self._started
+            if status == "done" and not finished:
+                status = "interrupted"
+            elif status == "done" and metrics.get("diverged"):
+                status = "diverged"
+        # The trial's own best over every epoch it ran (trainables.selection), not Tune's
+        # metric_analysis, which sees only the reports that reached Tune (throttled ones do not).
+        best = finite(last.get(selection.BEST)) if self.plan.stage.select is not None else None
+        latest = trial.checkpoint
+        # Storage is searched only once the trial has ended: while it runs, Tune calls us with
+        # each result before it registers that result's checkpoint, so the lag is expected
+        ended = status in ("done", "diverged", "error", "interrupted")
+        chosen = best_checkpoint(trial, last, search_storage=ended) if best is not None else latest
+        cfg = trial_config(trial.config)
+        cfg.pop("seed", None)
+        entry = self.record["trials"].get(tid, {})
+        entry.update({
+            "stage": self.plan.name, "trial_id": tid, "name": trial.trial_name if hasattr(trial, "trial_name")
+            else str(trial), "variant": spec["variant"], "seed": spec["seed"], "config": cfg,
+            "sampled": trial.config.get("search") or {}, "upstream": spec.get("upstream") or {}, "status": status,
+            "iterations": last.get("training_iteration"), "duration_s": last.get("time_total_s"),
+            "gpu_s": (last.get("time_total_s") or 0.0) * self.resources["gpu"],
+            "cpu_s": (last.get("time_total_s") or 0.0) * self.resources["cpu"], "grid": spec.get("grid") or {},
+            "metrics": metrics, "best": best, "best_epoch": last.get(selection.BEST_EPOCH),
+            "checkpoint": trial_uri(self.store, chosen.path) if chosen else None,
+            "latest_checkpoint": trial_uri(self.store, latest.path) if latest else None,
+            "path": trial_uri(self.store, trial.path), "failures": trial.num_failures,
+        })
+        if status == "error":
+            error = _error_text(trial)
+            entry["error"] = " ".join(str(error).split())[-400:] if error else "unknown error"
+        self.record["trials"][tid] = entry
+        return entry
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        entry = self._update(trial, "running")
+        self._started.add(entry["trial_id"])
+        self.console.print(f"[cyan]started[/]  {escape(entry['name'])}  [dim]{entry['trial_id']}[/]")
+        self.status.write()
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self._update(trial, "running")
+        self.status.write()
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._completed.add(_trial_id(trial))
+        entry = self._update(trial)
+        entry["status"] = "diverged" if entry["metrics"].get("diverged") else "done"
+        colour = "yellow" if entry["status"] == "diverged" else "green"
+        self.console.print(f"[{colour}]{entry['status']:<8}[/] {escape(entry['name'])}  {self._summary(entry)}  "
+                           f"[dim]{escape(self._progress())}[/]")
+        self.status.write(force=True)
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        entry = self._update(trial, "retrying")
+        self.console.print(f"[yellow]retrying[/] {escape(entry['name'])} from its last checkpoint "
+                           f"(failure {trial.num_failures})")
+        self.status.write(force=True)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        entry = self._update(trial, "error")
+        line = _exception_line(_error_text(trial) or "") or "unknown error"
+        self.console.print(f"[red]error[/]    {escape(entry['name'])}: {escape(line[:300])}  "
+                           f"[dim]{escape(self._progress())}[/]")
+        self.status.write(force=True)
+
+    def on_experiment_end(self, trials, **info):
+        for trial in trials:
+            self._update(trial)
+        # Tune creates trials lazily, so an interrupted run may not know all of them yet:
+        # the stage is complete only when every planned trial has ended.
+        ended = sum(t["status"] in ("done", "diverged", "error") for t in self.record["trials"].values())
+        self.record["state"] = "complete" if ended >= self.plan.num_trials else "interrupted"
+        self.status.stage(self.plan.name, self.record["state"], self.record["trials"])
+
+    def _progress(self) -> str:
+        """`[3/6 ended: 2 running, 1 failed; best val/loss=0.01 pretrain/a/s1]`"""
+        trials = self.record["trials"].values()
+        ended = sum(t["status"] in ("done", "diverged", "error") for t in trials)
+        running = sum(t["status"] in ("running", "retrying") for t in trials)
+        failed = sum(t["status"] in ("error", "diverged") for t in trials)
+        text = f"[{ended}/{self.plan.num_trials} ended, {running} running, {failed} failed"
+        select = self.plan.stage.select
+        scored = [t for t in trials if t.get("best") is not None and t["status"] == "done"]
+        if select and scored:
+            pick = min if select.mode == "min" else max
+            best = pick(scored, key=lambda t: t["best"])
+            text += f"; best {select.metric}={best['best']:.4g} {best['name']}"
+        return text + "]"
+
+    def _summary(self, entry: dict) -> str:
+        # progress in the trainable's own unit (epochs, folds) when it reports one: Tune's
+        # report count is smaller when reports are batched (report_interval_s)
+        metrics = entry.get("metrics") or {}
+        unit = next((u for u in ("step", "epoch", "fold") if isinstance(metrics.get(u), (int, float))), None)
+        count = f"{int(metrics[unit])} {unit}s" if unit else f"{entry.get('iterations') or 0} reports"
+        parts = [count, f"{entry.get('duration_s') or 0:.1f}s"]
+        select = self.plan.stage.select
+        if select and entry.get("best") is not None:
+            parts.append(f"best {select.metric}={entry['best']:.4g}")
+        return "  ".join(parts)
+
+
+def best_checkpoint(trial, last: dict, search_storage: bool = True):
+    """The checkpoint of the trial's best epoch by the select metric, or None.
+
+    Tune keeps checkpoints by `select/checkpoint_score` (runner.run_stage), so its best one is
+    the last improvement it registered. That is the best epoch's unless the driver died between
+    a trial's improving checkpoint and Tune's next experiment snapshot (a restored Tune does not
+    know that checkpoint); then the trial folder is searched for the checkpoint saved at that
+    improvement (its `selection.json` says `is_best` with the improvement count of the trial's
+    last report). Without `search_storage`, Tune's best as it stands.
+    """
+    from ray.tune import Checkpoint
+
+    wanted = last.get(selection.IMPROVEMENTS)
+    manager = trial.run_metadata.checkpoint_manager
+    result = manager.best_checkpoint_result
+    if result is not None and (wanted is None or result.metrics.get(selection.CHECKPOINT_SCORE) == wanted):
+        return result.checkpoint
+    storage = trial.storage
+    if storage is None or wanted is None or not search_storage:
+        return result.checkpoint if result is not None else None
+    fs = storage.storage_filesystem
+    for path in checkpoints_newest_first(fs, storage.trial_fs_path):
+        saved = read_selection(fs, path)
+        if saved and saved.get("is_best") and saved.get("improvements") == wanted:
+            return Checkpoint(path, filesystem=fs)
+    return result.checkpoint if result is not None else None
+
+
+def _error_text(trial) -> str | None:
+    """The trial's error trace. Tune writes it to the trial's local folder first and syncs it
+    to storage later, so when on_trial_error fires `get_error()` (which reads storage) may
+    still find nothing (seen: "unknown error" on the terminal, the real error in the table)."""
+    error = trial.get_error()
+    if error is None and trial.error_file and os.path.exists(trial.error_file):
+        with open(trial.error_file) as f:
+            error = f.read()
+    return error
+
+
+def _exception_line(trace: str) -> str:
+    """`RuntimeError: message` from a traceback: from the last line that names an exception
+    to the end (a message may span lines), else the last line."""
+    lines = [line.strip() for line in trace.strip().splitlines() if line.strip()]
+    named = [i for i, line in enumerate(lines) if re.match(r"^[\w.]+(Error|Exception|Interrupt|Exit)\b:?", line)]
+    return " ".join(lines[named[-1]:]) if named else (lines[-1] if lines else "")

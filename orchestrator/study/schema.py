@@ -1,0 +1,366 @@
+"""The study file: a pydantic schema (unknown keys rejected) and its loader.
+
+`load_study(path)` returns a validated `Study` whose relative input paths are resolved against
+the study file's folder, or raises `UserError` listing *every* problem as
+`FILE:LINE: key.path: message`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from orchestrator.errors import Problem, UserError, join_path
+from orchestrator.study.yaml_doc import YamlDoc, load_yaml
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+def _check_name(value: str, what: str) -> str:
+    # Names become folder names in storage: no separators, no `..`, nothing absolute.
+    if not NAME_RE.match(value) or ".." in value:
+        raise ValueError(
+            f"invalid {what} {value!r}: use letters, digits, '_', '-', '.' (no '/', no '..'), "
+            "starting with a letter or digit"
+        )
+    return value
+
+
+def _unique(cls, v: list[int] | None) -> list[int] | None:
+    if v is not None and len(set(v)) != len(v):
+        raise ValueError("seeds must be unique")
+    return v
+
+
+class Resources(_Strict):
+    """What one trial asks of the cluster."""
+
+    cpu: float = Field(1.0, gt=0, description="CPUs per trial (per worker when workers > 1).")
+    gpu: float = Field(
+        0.0, ge=0, description="GPUs per trial; fractions pack several trials on one GPU. "
+        "Dropped (with a note) on a cluster without GPUs."
+    )
+    workers: int = Field(1, ge=1, description="Data-parallel Ray Train workers per trial, each with `cpu` "
+                         "and `gpu`; only for trainables that declare DATA_PARALLEL.")
+
+    @model_validator(mode="after")
+    def _gpu_fraction(self) -> "Resources":
+        if self.gpu > 1 and self.gpu != int(self.gpu):
+            raise ValueError("gpu above 1 must be a whole number")
+        return self
+
+
+class CheckpointPolicy(_Strict):
+    """When trials checkpoint (always at their last epoch too).
+
+    By default by time: at the end of the first epoch that finishes `interval_s` seconds after
+    the last checkpoint, so a killed trial loses at most about that much work while short
+    epochs do not pay for a checkpoint each (writing, uploading, and Tune's experiment-state
+    snapshots). `every: N` checkpoints every N epochs instead.
+    """
+
+    every: int | None = Field(None, ge=1, description="Checkpoint every N epochs (overrides interval_s).")
+    interval_s: float = Field(30.0, ge=0, description="Checkpoint when this many seconds passed since the last.")
+    keep: int | None = Field(2, ge=1, description="Checkpoints kept per trial (None keeps all).")
+
+
+class Select(_Strict):
+    """What 'best trial' of a stage means, for later stages and reports."""
+
+    metric: str
+    mode: Literal["min", "max"]
+
+
+class Gate(_Strict):
+    """A decision point: stages that need this one run only if the condition holds."""
+
+    metric: str
+    op: Literal[">=", ">", "<=", "<"]
+    value: float
+    over: Literal["best", "mean"] = Field("best", description="The best trial's value, or the mean over "
+                                          "successful trials.")
+
+    def describe(self) -> str:
+        return f"{self.metric} {self.op} {self.value:g} ({self.over})"
+
+
+class Compare(_Strict):
+    """A paired comparison of every variant against one of them, seed by seed."""
+
+    baseline: str
+
+
+class Search(_Strict):
+    """Optional Tune search over a space of hyper-parameters, on top of variants x grid x seeds."""
+
+    space: str | dict[str, Any] = Field(description="A search-space YAML file, or the space inline.")
+    num_samples: int = Field(1, ge=1)
+    scheduler: Literal["fifo", "asha", "pbt"] = "fifo"
+    scheduler_config: dict[str, Any] = Field(default_factory=dict)
+
+
+class Defaults(_Strict):
+    resources: Resources = Field(default_factory=Resources)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    max_failures: int = Field(1, ge=0, description="Retries of a trial whose worker dies.")
+    checkpoint: CheckpointPolicy = Field(default_factory=CheckpointPolicy)
+    report_interval_s: float = Field(1.0, ge=0, description="Trials report to Tune at most this often "
+                                     "(the last report and reports with checkpoints always go out; every "
+                                     "epoch is in the trial's metrics.csv). 0 reports every epoch.")
+
+    _unique_seeds = field_validator("seeds")(_unique)
+
+
+class Stage(_Strict):
+    trainable: str
+    needs: list[str] = Field(default_factory=list)
+    config: dict[str, Any] = Field(default_factory=dict)
+    variants: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    seeds: list[int] | None = Field(None, min_length=1)
+    resources: Resources | None = None
+    search: Search | None = None
+    select: Select | None = None
+    compare: Compare | None = None
+    within_seed: Literal["separate", "mean"] = Field(
+        "separate", description="Tables over seeds: trials of a variant that differ in more than the seed (a "
+        "fan-out's upstream trial, a search sample) are separate rows (`separate`), or are averaged per seed "
+        "first (`mean`); n counts seeds either way.")
+    gate: Gate | list[Gate] | None = None
+    stop: dict[str, float] = Field(default_factory=dict, description="Tune stopping criteria.")
+    checkpoint: CheckpointPolicy | None = None
+    max_failures: int | None = Field(None, ge=0)
+    max_concurrent: int | None = Field(None, ge=1)
+    report_interval_s: float | None = Field(None, ge=0, description="Overrides defaults.report_interval_s.")
+    expected_trial_minutes: float | None = Field(None, gt=0, description="For plan's time estimate.")
+
+    @model_validator(mode="after")
+    def _scheduler_needs_select(self) -> "Stage":
+        if self.search and self.search.scheduler != "fifo" and self.select is None:
+            raise ValueError(f"scheduler {self.search.scheduler!r} needs `select: {{metric: ..., mode: ...}}` "
+                             "on the stage (the metric it schedules on)")
+        return self
+
+    @property
+    def gates(self) -> list[Gate]:
+        if self.gate is None:
+            return []
+        return self.gate if isinstance(self.gate, list) else [self.gate]
+
+    @model_validator(mode="after")
+    def _baseline_is_a_variant(self) -> "Stage":
+        if self.compare and self.compare.baseline not in self.variants:
+            raise ValueError(f"compare.baseline {self.compare.baseline!r} is not a variant of this stage; "
+                             f"variants: {', '.join(self.variants) or '(none)'}")
+        return self
+
+    @field_validator("variants")
+    @classmethod
+    def _variant_names(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for name, row in v.items():
+            _check_name(name, "variant name")
+            if row is None:
+                raise ValueError(f"variant {name!r} is empty (write {{}} for 'base config only')")
+        return v
+
+    @field_validator("grid")
+    @classmethod
+    def _grid_lists(cls, v: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for key, values in v.items():
+            if not values:
+                raise ValueError(f"grid key {key!r} has no values (an empty grid runs nothing)")
+        return v
+
+    _unique_seeds = field_validator("seeds")(_unique)
+
+
+class Study(_Strict):
+    name: str
+    description: str = ""
+    storage: str = "./runs"
+    defaults: Defaults = Field(default_factory=Defaults)
+    callbacks: list[str | dict[str, Any]] = Field(default_factory=list, description="Experiment trackers: "
+                                                   "tensorboard, mlflow, wandb (see orchestrator/trackers.py).")
+    stages: dict[str, Stage] = Field(min_length=1)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _check_name(v, "study name")
+
+    @field_validator("stages")
+    @classmethod
+    def _stage_names(cls, v: dict[str, Stage]) -> dict[str, Stage]:
+        for name in v:
+            _check_name(name, "stage name")
+        return v
+
+    # Effective per-stage settings (stage value, else the study default).
+    def seeds_of(self, stage: Stage) -> list[int]:
+        return stage.seeds if stage.seeds is not None else self.defaults.seeds
+
+    def resources_of(self, stage: Stage) -> Resources:
+        return stage.resources or self.defaults.resources
+
+    def checkpoint_of(self, stage: Stage) -> CheckpointPolicy:
+        return stage.checkpoint or self.defaults.checkpoint
+
+    def report_interval_of(self, stage: Stage) -> float:
+        if stage.report_interval_s is not None:
+            return stage.report_interval_s
+        if stage.search and stage.search.scheduler != "fifo":
+            return 0.0  # ASHA / PBT count reports as time: one per epoch keeps their units epochs
+        return self.defaults.report_interval_s
+
+    def max_failures_of(self, stage: Stage) -> int:
+        return stage.max_failures if stage.max_failures is not None else self.defaults.max_failures
+
+
+def _valid_keys(model: type[BaseModel], loc: tuple) -> list[str]:
+    """Field names of the model reached by following `loc` (for 'unknown key' messages)."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int) or current is None:
+            continue
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            field = current.model_fields.get(part)
+            if field is None:
+                return []
+            current = _model_in(field.annotation)
+        # dict-valued fields (stages: dict[str, Stage]) skip the key level
+        elif isinstance(current, tuple) and current[0] == "dict":
+            current = current[1]
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
+
+
+def _model_in(annotation: Any) -> Any:
+    """The BaseModel inside an annotation like `Stage | None` or `dict[str, Stage]`."""
+    import typing
+
+    origin = typing.get_origin(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if origin is dict:
+        inner = _model_in(typing.get_args(annotation)[1])
+        return ("dict", inner) if inner is not None else None
+    for arg in typing.get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def pydantic_problems(
+    exc: ValidationError, doc: YamlDoc, model: type[BaseModel], prefix: tuple = ()
+) -> list[Problem]:
+    """Turn pydantic errors into one-line problems with key paths and YAML lines."""
+    problems = []
+    for err in exc.errors():
+        loc = tuple(part for part in err["loc"] if not (isinstance(part, str) and "[" in part and "]" in part))
+        full = prefix + loc
+        if err["type"] == "extra_forbidden":
+            keys = _valid_keys(model, loc)
+            msg = f"unknown key {loc[-1]!r}" + (f"; expected one of: {', '.join(keys)}" if keys else "")
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        else:
+            msg = err["msg"]
+            if msg.startswith("Value error, "):
+                msg = msg[len("Value error, "):]
+            got = err.get("input")
+            if err["type"] not in {"value_error"} and not isinstance(got, (dict, list)):
+                msg += f" (got {got!r})"
+        problems.append(Problem(doc.file, msg, join_path(*full), doc.line_of(full)))
+    return problems
+
+
+def load_study(path: str | Path) -> tuple[Study, YamlDoc]:
+    """Load and schema-check a study file. Raises `UserError` with every problem found."""
+    doc = load_yaml(path)
+    try:
+        study = Study.model_validate(doc.data)
+    except ValidationError as exc:
+        raise UserError(pydantic_problems(exc, doc, Study)) from None
+    from orchestrator.study import trackers
+
+    problems = _check_graph(study, doc) + trackers.check(study.callbacks, doc)
+    if problems:
+        raise UserError(problems)
+    return study, doc
+
+
+def _check_graph(study: Study, doc: YamlDoc) -> list[Problem]:
+    problems = []
+    for name, stage in study.stages.items():
+        for i, dep in enumerate(stage.needs):
+            if dep not in study.stages:
+                problems.append(Problem(
+                    doc.file, f"unknown stage {dep!r}; stages are: {', '.join(study.stages)}",
+                    join_path("stages", name, "needs", i), doc.line_of(("stages", name, "needs", i)),
+                ))
+            elif dep == name:
+                problems.append(Problem(doc.file, "a stage cannot need itself",
+                                        join_path("stages", name, "needs", i),
+                                        doc.line_of(("stages", name, "needs", i))))
+    if problems:
+        return problems
+    cycle = find_cycle({n: s.needs for n, s in study.stages.items()})
+    if cycle:
+        first = cycle[0]
+        problems.append(Problem(doc.file, "stages depend on each other in a cycle: " + " -> ".join(cycle),
+                                join_path("stages", first, "needs"), doc.line_of(("stages", first, "needs"))))
+    return problems
+
+
+def find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
+    """A dependency cycle as [a, b, ..., a], or None."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for dep in graph.get(node, []):
+            if state.get(dep) == 1:
+                return stack[stack.index(dep):] + [dep]
+            if dep not in state:
+                found = visit(dep)
+                if found:
+                    return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in graph:
+        if node not in state:
+            found = visit(node)
+            if found:
+                return found
+    return None
+
+
+def topological_order(study: Study) -> list[str]:
+    """Stages in an order where every stage comes after the stages it needs (file order otherwise)."""
+    order: list[str] = []
+    done: set[str] = set()
+
+    def visit(name: str) -> None:
+        if name in done:
+            return
+        for dep in study.stages[name].needs:
+            visit(dep)
+        done.add(name)
+        order.append(name)
+
+    for name in study.stages:
+        visit(name)
+    return order
