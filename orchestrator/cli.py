@@ -37,6 +37,18 @@ def _load(file: Path, check_inputs: bool = True):
         fail(exc)
 
 
+def _finish(start_run) -> None:
+    """Run (or resume) a study, then write and print its tables and exit with the run's code."""
+    from orchestrator.analysis.run_summary import write_and_show
+
+    try:
+        outcome = start_run()
+        write_and_show(outcome.store, outcome.ended, console)
+    except UserError as exc:
+        fail(exc)
+    raise typer.Exit(outcome.conclude(console))
+
+
 @app.command()
 def validate(file: Path = typer.Argument(..., help="Study YAML file.")) -> None:
     """Check a study file and every file it references, without starting Ray."""
@@ -75,27 +87,22 @@ def plan(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Show the expanded trials, their resources, concurrency and time (and cost) estimate."""
-    from orchestrator.planning.expand import ClusterShape
+    from orchestrator.planning.cluster_files import shape_of
+    from orchestrator.planning.costs import gpu_price as price_of
+    from orchestrator.planning.resources import ClusterShape
     from orchestrator.planning.view import measured_minutes, plan_rows, render_plan
-    from orchestrator.analysis.report import load_prices
 
     p = _load(file, check_inputs=False)  # data may live on the cluster; `validate` reads it
     try:
         if cluster is not None:
-            from orchestrator.planning.cluster_files import shape_of
-
             shape = shape_of(cluster, cpus, gpus)
         else:
             shape = ClusterShape.local()
             shape = ClusterShape(cpus if cpus is not None else shape.cpus, gpus if gpus is not None else shape.gpus)
         measured = measured_minutes(history or [])
-        prices = load_prices()
-        if gpu_price is not None and gpu_price not in prices:
-            raise UserError(Problem("--gpu-price", f"unknown price {gpu_price!r}; cluster/prices.yaml has: "
-                                    f"{', '.join(prices)}"))
+        price = price_of(gpu_price)
     except UserError as exc:
         fail(exc)
-    price = prices.get(gpu_price) if gpu_price else None
     if as_json:
         sys.stdout.write(json.dumps(plan_rows(p, shape, measured, price), indent=1, default=str) + "\n")
     else:
@@ -113,16 +120,13 @@ def run(
     num_cpus: Optional[int] = typer.Option(None, min=1, help="CPUs for the local Ray (default: all)."),
 ) -> None:
     """Run a study (or continue it: finished trials are skipped)."""
-    from orchestrator.execution.study_runner import RunOptions, run_study
+    from orchestrator.execution.ray_start import RunOptions
+    from orchestrator.execution.study_runner import run_study
 
     p = _load(file)
     options = RunOptions(storage=storage, address=address, max_concurrent=max_concurrent,
                          retry_errored=retry_errored, dashboard=dashboard, num_cpus=num_cpus)
-    try:
-        code = run_study(p, Path(file).read_text(encoding="utf-8"), options, console)
-    except UserError as exc:
-        fail(exc)
-    raise typer.Exit(code)
+    _finish(lambda: run_study(p, Path(file).read_text(encoding="utf-8"), options, console))
 
 
 @app.command()
@@ -134,14 +138,12 @@ def resume(
     num_cpus: Optional[int] = typer.Option(None, min=1, help="CPUs for the local Ray (default: all)."),
 ) -> None:
     """Continue an interrupted study from its storage (the study file is read from there)."""
+    from orchestrator.execution.ray_start import RunOptions
     from orchestrator.execution.resume import resume_study
 
-    try:
-        code = resume_study(run_dir, address=address, retry_errored=retry_errored, max_concurrent=max_concurrent,
-                            num_cpus=num_cpus, console=console)
-    except UserError as exc:
-        fail(exc)
-    raise typer.Exit(code)
+    options = RunOptions(address=address, retry_errored=retry_errored, max_concurrent=max_concurrent,
+                         num_cpus=num_cpus)
+    _finish(lambda: resume_study(run_dir, options, console))
 
 
 @app.command()
@@ -177,7 +179,7 @@ def results(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
 ) -> None:
     """A study's tables: one row per trial, aggregates over seeds (mean, std, 95% CI), paired deltas."""
-    from orchestrator.analysis.status import export_results
+    from orchestrator.analysis.export import export_results
 
     try:
         export_results(run_dir, fmt, output, console, view, metric or None, group_by or None, baseline, stage,
@@ -208,7 +210,7 @@ def compare(
     metric: Optional[list[str]] = typer.Option(None, help="Metric column(s) to compare."),
 ) -> None:
     """Line up two studies' aggregated tables (mean ± 95% CI over seeds) and their difference."""
-    from orchestrator.analysis.status import compare_studies
+    from orchestrator.analysis.compare import compare_studies
 
     try:
         sys.stdout.write(compare_studies(run_a, run_b, metric or None))
@@ -244,7 +246,7 @@ def eval_retrieval(
     from orchestrator.analysis.retrieval_eval import evaluate
 
     try:
-        evaluate(model, beir, out, console, split, similarity, batch_size)
+        evaluate(model, beir, out, console, split=split, similarity=similarity, batch_size=batch_size)
     except UserError as exc:
         fail(exc)
 
@@ -274,13 +276,13 @@ def data_synthetic(
     seed: int = typer.Option(0, help="Random seed."),
     labeled: bool = typer.Option(False, help="Include label and expansion_start/end columns."),
 ) -> None:
-    """Write seeded synthetic OHLC windows with planted expansions (see trainables/synthetic.py)."""
+    """Write seeded synthetic OHLC windows with planted expansions (see trainables/data/synthetic_ohlc.py)."""
     import pyarrow.parquet as pq
 
-    from trainables.data import synthetic_ohlc as synthetic
+    from trainables.data import synthetic_ohlc
     from trainables.data.ohlc import windows_table
 
-    data = synthetic.generate(n, length, seed)
+    data = synthetic_ohlc.generate(n, length, seed)
     extra = {k: data[k] for k in ("label", "expansion_start", "expansion_end")} if labeled else {}
     out.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(windows_table(data["ohlc"], list(data["window_id"]), **extra), str(out))

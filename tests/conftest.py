@@ -51,6 +51,19 @@ def cli():
     return invoke
 
 
+def run_study_in_process(path: Path, storage: Path, console) -> int:
+    """What `run PATH --storage STORAGE` does, in this process (a Ray already initialised is
+    used): run the study, write and print its tables; the exit code."""
+    from orchestrator.analysis.run_summary import write_and_show
+    from orchestrator.execution.ray_start import RunOptions
+    from orchestrator.execution.study_runner import run_study
+    from orchestrator.planning.expand import load_plan
+
+    outcome = run_study(load_plan(path), path.read_text(), RunOptions(storage=str(storage)), console)
+    write_and_show(outcome.store, outcome.ended, console)
+    return outcome.conclude(console)
+
+
 def run_cli(*args, cwd: Path, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
     """Run `python -m orchestrator ...` as a real process (what a user does)."""
     env = dict(os.environ, PYTHONPATH=str(REPO))

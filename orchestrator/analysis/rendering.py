@@ -1,4 +1,5 @@
-"""Rendering of aggregated and paired tables: Markdown, LaTeX (booktabs), CSV, JSON."""
+"""Tables as text: seed aggregates and paired deltas in Markdown and LaTeX (booktabs), and every
+table of a study as one Markdown document (`results.md`, the report's results section)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import math
 import re
 
 import pandas as pd
+
+from orchestrator.analysis import trials_table
 
 LOWER_IS_BETTER = re.compile(r"loss|mse|mae|error|perplexity|time|hours", re.I)
 HIGHER_IS_BETTER = re.compile(r"acc|f1|ndcg|recall|mrr|precision|separation|isotropy|auc|map", re.I)
@@ -51,7 +54,7 @@ def _num(v: float, digits: int = 4) -> str:
     return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}g}"
 
 
-def _cell(row: pd.Series, m: str) -> str:
+def cell(row: pd.Series, m: str) -> str:
     mean, lo, hi = row.get(f"{m}:mean"), row.get(f"{m}:ci_low"), row.get(f"{m}:ci_high")
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return ""
@@ -70,7 +73,7 @@ def aggregate_markdown(agg: pd.DataFrame) -> str:
     head = keys + [m for m in metrics] + (["note"] if notes else [])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, row in agg.iterrows():
-        cells = [_text(row[k]) for k in keys] + [_cell(row, m) for m in metrics]
+        cells = [_text(row[k]) for k in keys] + [cell(row, m) for m in metrics]
         lines.append("| " + " | ".join(cells + ([_text(row.get("note"))] if notes else [])) + " |")
     return "\n".join(lines) + ("\n\nmean ± half-width of the 95% t-interval over seeds; n = independent seeds per "
                                 "row (a seed's trials averaged first)\n")
@@ -133,7 +136,7 @@ def aggregate_latex(agg: pd.DataFrame, selects: dict[str, dict] | None = None, c
     for idx, row in agg.iterrows():
         cells = [latex_escape(row[k]) for k in keys]
         for m in metrics:
-            text = latex_escape(_cell(row, m)).replace("±", r"$\pm$")
+            text = latex_escape(cell(row, m)).replace("±", r"$\pm$")
             cells.append(r"\textbf{" + text + "}" if (idx, m) in bold and text else text)
         lines.append(" & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
@@ -141,3 +144,27 @@ def aggregate_latex(agg: pd.DataFrame, selects: dict[str, dict] | None = None, c
         lines.append(r"\caption{" + latex_escape(caption) + "}")
     lines.append(r"\end{table}")
     return "\n".join(lines) + "\n"
+
+
+def render_markdown(t) -> str:
+    """Per stage: the trial table, the seed aggregate and the paired comparison (if any)."""
+    parts = []
+    for name, record in t.records.items():
+        parts.append(f"## {name}\n")
+        if record.get("state") in ("skipped", "failed", "gated"):
+            parts.append(f"**{record['state']}**: {record.get('reason', '')}\n")
+            continue
+        for g in record.get("gates", []):
+            parts.append(f"- gate {'✅' if g['passed'] else '❌'} {g['text']}")
+        if record.get("gates"):
+            parts.append("")
+        rows = t.trials[t.trials["stage"] == name].dropna(axis=1, how="all") if not t.trials.empty else t.trials
+        parts.append(trials_table.to_markdown(rows, [c for c in trials_table.summary_columns(rows) if c != "stage"]))
+        agg = t.aggregated.get(name)
+        if agg is not None and not agg.empty and (agg["n"] > 1).any():
+            parts.append(f"\n### {name}: over seeds\n\n" + aggregate_markdown(agg.drop(columns=["stage"])))
+        pairs = t.paired.get(name)
+        if pairs is not None:
+            parts.append(f"\n### {name}: against the baseline\n\n" + paired_markdown(pairs.drop(columns=["stage"])))
+        parts.append("")
+    return "\n".join(parts)

@@ -10,35 +10,20 @@ diverged trials with their reason, and time and cost (GPU-hours x a price from
 from __future__ import annotations
 
 import io
-import json
 import math
-from pathlib import Path
 
 import pandas as pd
+import yaml
 from rich.console import Console
 
-from orchestrator.analysis import study_tables
-from orchestrator.analysis import trial_report
+from orchestrator.analysis import study_tables, trial_report
+from orchestrator.analysis.rendering import render_markdown
 from orchestrator.errors import Problem, UserError
-from orchestrator.analysis.status import open_study, render_markdown
-from orchestrator.execution.study_runner import STUDY_FILE, STUDY_META
+from orchestrator.planning.costs import gpu_price as price_of
+from orchestrator.storage.records import STUDY_FILE, STUDY_META, load_records, open_study, read_meta
 from orchestrator.storage.store import Store
-from orchestrator.study.yaml_doc import load_yaml
 
 REPORT_DIR = "report"
-PRICES = Path(__file__).resolve().parents[2] / "cluster" / "prices.yaml"
-
-
-def load_prices(path: Path = PRICES) -> dict[str, float]:
-    """GPU-hour prices by key (USD); see cluster/prices.yaml."""
-    if not path.exists():
-        return {}
-    doc = load_yaml(path)
-    prices = doc.data.get("gpu_hour_usd", {})
-    bad = [k for k, v in prices.items() if not isinstance(v, (int, float)) or v < 0]
-    if bad:
-        raise UserError(Problem(str(path), f"gpu_hour_usd.{bad[0]}: expected a price >= 0"))
-    return {k: float(v) for k, v in prices.items()}
 
 
 def trial_curves(store: Store, trials: pd.DataFrame) -> pd.DataFrame:
@@ -105,10 +90,6 @@ def cost_rows(t: study_tables.StudyTables, price: float | None) -> list[dict]:
 def stage_needs(store: Store) -> dict[str, list[str]]:
     """Each stage's `needs`, from the study file stored with the study (records before 2026-12
     do not carry them)."""
-    import yaml
-
-    from orchestrator.execution.study_runner import STUDY_FILE
-
     if not store.exists(STUDY_FILE):
         return {}
     study = yaml.safe_load(store.read_text(STUDY_FILE)) or {}
@@ -117,76 +98,28 @@ def stage_needs(store: Store) -> dict[str, list[str]]:
 
 def write_report(run_dir: str, console: Console, gpu_price: str | None = None,
                  gpu_util_threshold: float = 60.0) -> str:
+    """Write `report/report.md` (and its figures) into the study's storage; returns the text.
+    A trial folder with `diagnostics.json` gets a trial report of its own instead."""
     if trial_report.is_trial_folder(run_dir) and not Store(run_dir).exists(STUDY_META):
         return trial_report.write_trial_report(run_dir, console)
     store = open_study(run_dir)
-    meta = json.loads(store.read_text(STUDY_META))
-    records = study_tables.load_records(store)
+    meta = read_meta(store)
+    records = load_records(store)
     if not records:
         raise UserError(Problem(run_dir, "nothing to report yet (no stage of this study has ended)"))
-    prices = load_prices()
-    price = None
-    if gpu_price is not None:
-        if gpu_price not in prices:
-            raise UserError(Problem("--gpu-price", f"unknown price {gpu_price!r}; cluster/prices.yaml has: "
-                                    f"{', '.join(prices) or '(none)'}"))
-        price = prices[gpu_price]
+    price = price_of(gpu_price)
     t = study_tables.build(records)
-    curves = trial_curves(store, t.trials) if not t.trials.empty else pd.DataFrame()
     out = store.child(REPORT_DIR)
     md = [f"# Study report: {meta['name']}", "",
           f"Storage: `{store.uri}`; created {meta.get('created_at')}; runs: {', '.join(meta.get('runs', []))}; "
           f"git: {(meta.get('git') or {}).get('commit', 'unknown')}", ""]
-    md += ["## Plan", "", "| stage | trainable | trials | state | needs |", "|---|---|---|---|---|"]
-    needs = stage_needs(store)
-    for name, record in records.items():
-        md.append(f"| {name} | {record.get('trainable')} | {len(record.get('trials', {}))} | {record.get('state')} | "
-                  f"{', '.join(record.get('needs') or needs.get(name, []))} |")
+    md += _plan_section(store, records)
     md += ["", "## Results", "", render_markdown(t)]
-    if not curves.empty:
-        md += ["## Learning curves", ""]
-        for name, record in records.items():
-            for metric in curve_metrics(curves, name, record.get("select")):
-                buf = io.BytesIO()
-                if plot_curves(curves, name, metric, buf):
-                    fname = f"{name}_{metric.replace('/', '_')}.png"
-                    out.write_bytes(buf.getvalue(), fname)
-                    md += [f"![{name} {metric}]({fname})", ""]
-    diagnosed = [r for _, r in t.trials.iterrows()
-                 if store.exists(r["stage"], r["trial_id"], trial_report.DIAGNOSTICS)] if not t.trials.empty else []
-    if diagnosed:
-        md += ["## Trial diagnostics", ""]
-        for r in diagnosed:
-            md += trial_report.section(store.child(r["stage"], r["trial_id"]), r["trial"], out,
-                                       f"trials/{r['stage']}/{r['trial_id']}/")
-    failed = t.trials[t.trials["status"].isin(["error", "diverged"])] if not t.trials.empty else t.trials
-    md += ["## Failed and diverged trials", ""]
-    if failed.empty:
-        md += ["None.", ""]
-    else:
-        md += [f"- `{r['trial']}` ({r['status']}): {r.get('error') or 'non-finite loss'}" for _, r in failed.iterrows()]
-        md.append("")
-    skipped = [(n, r) for n, r in records.items() if r.get("state") in ("skipped", "failed", "gated")]
-    md += [f"- stage `{n}` {r['state']}: {r.get('reason', '')}" for n, r in skipped] + ([""] if skipped else [])
-    if "final.gpu/util_mean" in t.trials.columns:
-        from trainables.runtime.telemetry import low_utilisation
-
-        md += ["## GPU utilisation", "", f"Trials below {gpu_util_threshold:.0f}% mean utilisation of their GPUs:", ""]
-        flagged = [(r["trial"], low_utilisation(r["final.gpu/util_mean"], gpu_util_threshold))
-                   for _, r in t.trials.iterrows() if pd.notna(r.get("final.gpu/util_mean"))]
-        flagged = [(name, why) for name, why in flagged if why]
-        md += [f"- `{name}`: {why}" for name, why in flagged] or ["None."]
-        md.append("")
-    costs = cost_rows(t, price)
-    md += ["## Time and cost", "", "| stage | trials | trial-hours | GPU-hours | CPU-hours | cost (USD) |",
-           "|---|---|---|---|---|---|"]
-    for c in costs:
-        cost = "" if math.isnan(c["cost_usd"]) else f"{c['cost_usd']:.2f}"
-        md.append(f"| {c['stage']} | {c['trials']} | {c['trial_hours']:.3f} | {c['gpu_hours']:.3f} | "
-                  f"{c['cpu_hours']:.3f} | {cost} |")
-    md.append("")
-    md.append(f"Price: {gpu_price} = ${price:.2f} per GPU-hour (cluster/prices.yaml)." if price is not None
-              else "Cost: pass `--gpu-price KEY` (keys in cluster/prices.yaml) to price the GPU-hours.")
+    md += _curves_section(store, t, out)
+    md += _diagnostics_section(store, t, out)
+    md += _failures_section(t)
+    md += _utilisation_section(t, gpu_util_threshold)
+    md += _cost_section(t, gpu_price, price)
     if store.exists(STUDY_FILE):
         md += ["", "## Study file", "", "```yaml", store.read_text(STUDY_FILE).rstrip(), "```"]
     text = "\n".join(md) + "\n"
@@ -194,3 +127,86 @@ def write_report(run_dir: str, console: Console, gpu_price: str | None = None,
     n_figures = sum(line.startswith("![") for line in md)
     console.print(f"report: {out.child_uri('report.md')} ({n_figures} figure(s))")
     return text
+
+
+def _plan_section(store: Store, records: dict[str, dict]) -> list[str]:
+    md = ["## Plan", "", "| stage | trainable | trials | state | needs |", "|---|---|---|---|---|"]
+    needs = stage_needs(store)
+    for name, record in records.items():
+        md.append(f"| {name} | {record.get('trainable')} | {len(record.get('trials', {}))} | {record.get('state')} | "
+                  f"{', '.join(record.get('needs') or needs.get(name, []))} |")
+    return md
+
+
+def _curves_section(store: Store, t: study_tables.StudyTables, out: Store) -> list[str]:
+    """Learning curves per stage and metric, written as PNG figures into `out`."""
+    curves = trial_curves(store, t.trials) if not t.trials.empty else pd.DataFrame()
+    if curves.empty:
+        return []
+    md = ["## Learning curves", ""]
+    for name, record in t.records.items():
+        for metric in curve_metrics(curves, name, record.get("select")):
+            buf = io.BytesIO()
+            if plot_curves(curves, name, metric, buf):
+                fname = f"{name}_{metric.replace('/', '_')}.png"
+                out.write_bytes(buf.getvalue(), fname)
+                md += [f"![{name} {metric}]({fname})", ""]
+    return md
+
+
+def _diagnostics_section(store: Store, t: study_tables.StudyTables, out: Store) -> list[str]:
+    """A section per trial that wrote `diagnostics.json`, its figures copied into `out`."""
+    diagnosed = [r for _, r in t.trials.iterrows()
+                 if store.exists(r["stage"], r["trial_id"], trial_report.DIAGNOSTICS)] if not t.trials.empty else []
+    if not diagnosed:
+        return []
+    md = ["## Trial diagnostics", ""]
+    for r in diagnosed:
+        md += trial_report.section(store.child(r["stage"], r["trial_id"]), r["trial"], out,
+                                   f"trials/{r['stage']}/{r['trial_id']}/")
+    return md
+
+
+def _failures_section(t: study_tables.StudyTables) -> list[str]:
+    failed = t.trials[t.trials["status"].isin(["error", "diverged"])] if not t.trials.empty else t.trials
+    md = ["## Failed and diverged trials", ""]
+    if failed.empty:
+        md += ["None.", ""]
+    else:
+        md += [f"- `{r['trial']}` ({r['status']}): {r.get('error') or 'non-finite loss'}" for _, r in failed.iterrows()]
+        md.append("")
+    skipped = [(n, r) for n, r in t.records.items() if r.get("state") in ("skipped", "failed", "gated")]
+    return md + [f"- stage `{n}` {r['state']}: {r.get('reason', '')}" for n, r in skipped] + ([""] if skipped else [])
+
+
+def _utilisation_section(t: study_tables.StudyTables, threshold: float) -> list[str]:
+    """Trials whose GPUs were mostly idle (only for studies whose trials reported utilisation)."""
+    if "final.gpu/util_mean" not in t.trials.columns:
+        return []
+    md = ["## GPU utilisation", "", f"Trials below {threshold:.0f}% mean utilisation of their GPUs:", ""]
+    flagged = [(r["trial"], low_utilisation(r["final.gpu/util_mean"], threshold))
+               for _, r in t.trials.iterrows() if pd.notna(r.get("final.gpu/util_mean"))]
+    md += [f"- `{name}`: {why}" for name, why in flagged if why] or ["None."]
+    return md + [""]
+
+
+def low_utilisation(util_mean: float | None, threshold: float) -> str | None:
+    """The report's flag for a trial below `threshold` percent, with the usual causes."""
+    if util_mean is None or util_mean >= threshold:
+        return None
+    return (f"GPU utilisation {util_mean:.0f}% < {threshold:.0f}%: likely the batch is too small for the GPU, "
+            "the input pipeline (data loading, augmentation on the CPU) starves it, or several trials "
+            "share the GPU with too little work each")
+
+
+def _cost_section(t: study_tables.StudyTables, key: str | None, price: float | None) -> list[str]:
+    md = ["## Time and cost", "", "| stage | trials | trial-hours | GPU-hours | CPU-hours | cost (USD) |",
+          "|---|---|---|---|---|---|"]
+    for c in cost_rows(t, price):
+        cost = "" if math.isnan(c["cost_usd"]) else f"{c['cost_usd']:.2f}"
+        md.append(f"| {c['stage']} | {c['trials']} | {c['trial_hours']:.3f} | {c['gpu_hours']:.3f} | "
+                  f"{c['cpu_hours']:.3f} | {cost} |")
+    md.append("")
+    md.append(f"Price: {key} = ${price:.2f} per GPU-hour (cluster/prices.yaml)." if price is not None
+              else "Cost: pass `--gpu-price KEY` (keys in cluster/prices.yaml) to price the GPU-hours.")
+    return md

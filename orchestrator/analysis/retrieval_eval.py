@@ -24,18 +24,20 @@ def _name(path: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", "_".join(parts[-2:]))
 
 
-def evaluate(models: list[str], datasets: list[str], out: Path, console: Console, split: str = "test",
+def evaluate(models: list[str], datasets: list[str], out: Path, console: Console, *, split: str = "test",
              similarity: str = "cosine", batch_size: int = 64, sample: int = 1000) -> pd.DataFrame:
+    """Score every model on every dataset; writes the tables and run files into `out`."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from trainables.metrics import retrieval
-    from trainables.contrastive_isotropy import _dataset_name, evaluate_beir, load_base
+    from trainables.data.retrieval import load_beir
+    from trainables.metrics.retrieval import dataset_name, evaluate_beir, write_trec_run
+    from trainables.models.sentence_encoder import load_base
 
     if similarity not in ("cosine", "euclidean"):
         raise UserError(Problem("--similarity", f"expected cosine or euclidean, got {similarity!r}"))
     loaded = {}
     for source in datasets:
         try:
-            loaded[source] = retrieval.load_beir(source, split)
+            loaded[source] = load_beir(source, split)
         except ValueError as exc:
             raise UserError(Problem("--beir", str(exc))) from None
     (out / "runs").mkdir(parents=True, exist_ok=True)
@@ -46,11 +48,11 @@ def evaluate(models: list[str], datasets: list[str], out: Path, console: Console
         except ValueError as exc:
             raise UserError(Problem("--model", str(exc))) from None
         for source, dataset in loaded.items():
-            metrics, run = evaluate_beir(model, dataset, similarity, batch_size, sample)
-            name = f"{_name(model_path)}__{_dataset_name(source)}"
-            retrieval.write_trec_run(out / "runs" / f"{name}.trec", run, _name(model_path))
-            rows.append({"model": model_path, "dataset": _dataset_name(source), **{k: metrics[k] for k in COLUMNS}})
-            console.print(f"{model_path} on {_dataset_name(source)}: NDCG@10 {metrics['ndcg@10']:.4f}, "
+            metrics, run = evaluate_beir(model, dataset, similarity, batch_size=batch_size, sample=sample)
+            name = f"{_name(model_path)}__{dataset_name(source)}"
+            write_trec_run(out / "runs" / f"{name}.trec", run, _name(model_path))
+            rows.append({"model": model_path, "dataset": dataset_name(source), **{k: metrics[k] for k in COLUMNS}})
+            console.print(f"{model_path} on {dataset_name(source)}: NDCG@10 {metrics['ndcg@10']:.4f}, "
                           f"Recall@100 {metrics['recall@100']:.4f}, MRR@10 {metrics['mrr@10']:.4f}, "
                           f"isotropy {metrics['isotropy_cosine']:.3f}")
     table = pd.DataFrame(rows)

@@ -6,9 +6,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from orchestrator.analysis import seed_stats as aggregate
-from orchestrator.analysis import trials_table as results
-from orchestrator.storage.store import Store
+from orchestrator.analysis import seed_stats, trials_table
 
 
 @dataclass
@@ -27,7 +25,7 @@ def build(records: dict[str, dict], metrics: list[str] | None = None, group_by: 
           baseline: str | None = None, stage: str | None = None, within_seed: str | None = None) -> StudyTables:
     """Every table of the chosen stages; `within_seed` overrides each stage's own setting."""
     chosen = {n: r for n, r in records.items() if r and (stage is None or n == stage)}
-    trials = results.build_table(list(chosen.values()))
+    trials = trials_table.build_table(list(chosen.values()))
     out = StudyTables(trials, chosen)
     for name, record in chosen.items():
         rows = trials[trials["stage"] == name] if not trials.empty else trials
@@ -35,28 +33,15 @@ def build(records: dict[str, dict], metrics: list[str] | None = None, group_by: 
             continue
         keep = {"stage", "variant", "seed", "status"}  # keys stay even when empty (no variants)
         rows = rows[[c for c in rows.columns if c in keep or rows[c].notna().any()]]
-        stage_metrics = [m for m in (metrics or aggregate.default_metrics(rows)) if m in rows.columns]
+        stage_metrics = [m for m in (metrics or seed_stats.default_metrics(rows)) if m in rows.columns]
         if metrics and not stage_metrics:
             continue
         how = within_seed or record.get("within_seed") or "separate"
-        agg = aggregate.aggregate(rows, stage_metrics, group_by, how)
+        agg = seed_stats.aggregate(rows, stage_metrics, group_by, how)
         if agg.empty:  # no successful trial in this stage: nothing to aggregate or compare
             continue
         out.aggregated[name] = agg
         base = baseline or (record.get("compare") or {}).get("baseline")
         if base and base in set(rows["variant"].dropna()):
-            out.paired[name] = aggregate.paired(rows, base, stage_metrics, group_by, how)
+            out.paired[name] = seed_stats.paired(rows, base, stage_metrics, group_by, how)
     return out
-
-
-def load_records(store: Store) -> dict[str, dict]:
-    from orchestrator.execution.study_runner import STUDY_META
-    import json
-
-    meta = json.loads(store.read_text(STUDY_META))
-    records = {}
-    for name in meta.get("stages", {}):
-        record = results.load_stage_record(store, name)
-        if record:
-            records[name] = record
-    return records

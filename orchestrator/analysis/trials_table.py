@@ -1,7 +1,8 @@
-"""Result tables: one row per trial, written as Parquet + CSV + Markdown, atomically.
+"""The trial table: one row per trial (config, status, best and final metrics, lineage, paths),
+written as Parquet + CSV + Markdown, atomically.
 
-Rows come from the driver's record of every trial (see `callbacks.StageRecorder`), saved per
-stage as JSON in `<study>/_orchestrator/stages/<stage>.json`; the study tables are rebuilt from
+Rows come from the driver's record of every trial (`orchestrator.execution.recorder`), saved
+per stage in the study's storage (`orchestrator.storage.records`); the tables are rebuilt from
 those, so `results RUN` works from any machine that can read the storage, without Ray.
 """
 
@@ -16,46 +17,17 @@ import pandas as pd
 
 from orchestrator.storage.store import Store
 
-STATE_DIR = "_orchestrator"
 TABLE = "results"
-# Tune's bookkeeping keys: not metrics of the trial.
-TUNE_KEYS = {
-    "timestamp", "checkpoint_dir_name", "should_checkpoint", "done", "training_iteration", "trial_id", "date",
-    "time_this_iter_s", "time_total_s", "pid", "hostname", "node_ip", "config", "time_since_restore",
-    "iterations_since_restore", "experiment_tag",
-}
 
 
 def flatten(prefix: str, value: Any, out: dict) -> dict:
+    """Nested dicts as dotted columns (`config.optimizer.lr`); other non-scalars as JSON text."""
     if isinstance(value, dict):
         for k, v in value.items():
             flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
     else:
         out[prefix] = value if isinstance(value, (int, float, str, bool)) or value is None else json.dumps(value)
     return out
-
-
-def final_metrics(last_result: dict) -> dict:
-    return {k: v for k, v in last_result.items()
-            if k not in TUNE_KEYS and isinstance(v, (int, float, bool)) and not isinstance(v, dict)}
-
-
-def save_stage_record(store: Store, stage: str, record: dict) -> None:
-    store.write_text(json.dumps(record, indent=1, sort_keys=True, default=str), STATE_DIR, "stages", f"{stage}.json")
-
-
-def load_stage_record(store: Store, stage: str) -> dict | None:
-    if not store.exists(STATE_DIR, "stages", f"{stage}.json"):
-        return None
-    return json.loads(store.read_text(STATE_DIR, "stages", f"{stage}.json"))
-
-
-def status_counts(trials: dict) -> dict[str, int]:
-    """How many trials are in each status ({"done": 4, "error": 1, ...})."""
-    counts: dict[str, int] = {}
-    for t in trials.values():
-        counts[t["status"]] = counts.get(t["status"], 0) + 1
-    return counts
 
 
 def rows_of(record: dict) -> list[dict]:
@@ -98,14 +70,14 @@ def build_table(records: list[dict]) -> pd.DataFrame:
 def write_tables(store: Store, df: pd.DataFrame, name: str = TABLE, markdown: bool = True) -> None:
     """Parquet, CSV and (unless the caller writes its own) Markdown, each written atomically."""
     buf = io.BytesIO()
-    _for_parquet(df).to_parquet(buf, index=False)
+    for_parquet(df).to_parquet(buf, index=False)
     store.write_bytes(buf.getvalue(), f"{name}.parquet")
     store.write_text(df.to_csv(index=False), f"{name}.csv")
     if markdown:
         store.write_text(to_markdown(df), f"{name}.md")
 
 
-def _for_parquet(df: pd.DataFrame) -> pd.DataFrame:
+def for_parquet(df: pd.DataFrame) -> pd.DataFrame:
     # Columns mixing types (a config key that is a number in one stage, a string in another)
     # are stored as strings rather than failing the write.
     out = df.copy()
@@ -146,7 +118,7 @@ def summary_columns(df: pd.DataFrame) -> list[str]:
     return cols + varied[:6] + lineage + best + finals[:5] + [c for c in ("duration_s", "trial_id") if c in df.columns]
 
 
-def _fmt(value: Any) -> str:
+def fmt(value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     if isinstance(value, float):
@@ -160,5 +132,5 @@ def to_markdown(df: pd.DataFrame, columns: list[str] | None = None) -> str:
     columns = columns or summary_columns(df)
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for _, row in df[columns].iterrows():
-        lines.append("| " + " | ".join(_fmt(v) for v in row.tolist()) + " |")
+        lines.append("| " + " | ".join(fmt(v) for v in row.tolist()) + " |")
     return "\n".join(lines) + "\n"

@@ -30,8 +30,11 @@ from rich.console import Console
 from rich.markup import escape
 
 import trainables
-from orchestrator.study import references as refs
-from orchestrator.planning.expand import Plan, StagePlan, _representative, deep_merge, resolve_stage
+from orchestrator.planning.expand import Plan, StagePlan
+from orchestrator.planning.references import resolve_stage, successful
+from orchestrator.planning.trials import deep_merge
+from orchestrator.study.references import RefError
+from orchestrator.study.search_space import representative
 
 
 @dataclass
@@ -76,7 +79,7 @@ def run_trial(sp: StagePlan, spec, workdir: Path) -> tuple[Outcome, dict | None]
     folder.mkdir(parents=True, exist_ok=True)
     config = dict(copy.deepcopy(spec.run_config or spec.config), seed=spec.seed)
     if sp.search_space:
-        config = deep_merge(config, {k: _representative(v) for k, v in sp.search_space.items()})
+        config = deep_merge(config, {k: representative(v) for k, v in sp.search_space.items()})
     started = time.perf_counter()
     try:
         before = dict(config)
@@ -115,7 +118,7 @@ def preflight(plan: Plan, console: Console, workdir: str | None = None) -> int:
     outcomes: list[Outcome] = []
     for name in plan.order:
         sp = plan.stages[name]
-        blocked = [d for d in sp.stage.needs if not refs.successful(records[d])]
+        blocked = [d for d in sp.stage.needs if not successful(records[d])]
         if blocked:
             reason = f"skipped: upstream stage {blocked[0]!r} has no passing trial"
             outcomes += [Outcome(name, s.name, s.id, False, 0.0, reason) for s in sp.trials]
@@ -123,7 +126,7 @@ def preflight(plan: Plan, console: Console, workdir: str | None = None) -> int:
             continue
         try:
             sp = resolve_stage(sp, records, plan.study_dir) if sp.has_refs else sp
-        except refs.RefError as exc:
+        except RefError as exc:
             outcomes += [Outcome(name, s.name, s.id, False, 0.0, f"reference: {exc}") for s in sp.trials]
             records[name] = {"trials": {}, "select": None}
             continue

@@ -1,4 +1,4 @@
-"""Driver-side Tune callbacks: the record of every trial, live status and terminal progress.
+"""The driver's record of every trial of a stage (a Tune callback), and its terminal lines.
 
 The driver sees every trial event, so recording happens here (one writer, no storage traffic
 from the trials for bookkeeping). The record is saved as JSON in the study's storage, from
@@ -7,74 +7,36 @@ which `status`, `results` and resumed runs read.
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import time
 from typing import Any
 
 from ray.tune import Callback
 from rich.console import Console
 from rich.markup import escape
 
-from orchestrator.planning.expand import StagePlan
-from orchestrator.analysis.trials_table import STATE_DIR, final_metrics, status_counts
-from orchestrator.storage.store import Store, with_retries
-from pyarrow import ArrowException
+from orchestrator.execution.live_status import StudyStatus
 from orchestrator.execution.trial import trial_config
-from trainables.runtime.session import checkpoints_newest_first, read_selection
+from orchestrator.planning.expand import StagePlan
+from orchestrator.storage.store import Store
 from trainables.runtime import selection
 from trainables.runtime.selection import finite
+from trainables.runtime.session import checkpoints_newest_first, read_selection
 
 TUNE_STATUS = {"TERMINATED": "done", "ERROR": "error", "RUNNING": "running", "PENDING": "pending",
                "PAUSED": "paused"}
+# Tune's bookkeeping keys: not metrics of the trial.
+TUNE_KEYS = {
+    "timestamp", "checkpoint_dir_name", "should_checkpoint", "done", "training_iteration", "trial_id", "date",
+    "time_this_iter_s", "time_total_s", "pid", "hostname", "node_ip", "config", "time_since_restore",
+    "iterations_since_restore", "experiment_tag",
+}
 
 
-class StudyStatus:
-    """Live state of the whole study, written (throttled) to `_orchestrator/status.json`."""
-
-    def __init__(self, store: Store, study: str, console: Console, min_interval_s: float = 2.0):
-        self.store, self.study, self.console = store, study, console
-        self.stages: dict[str, dict] = {}
-        self.min_interval_s = min_interval_s
-        self._last_write = 0.0
-        from orchestrator.execution.gauges import study_metrics
-
-        self.metrics = study_metrics(study)  # ray.util.metrics gauges (dashboard / Prometheus)
-
-    def stage(self, name: str, state: str, trials: dict | None = None, total: int | None = None,
-              select: dict | None = None) -> None:
-        entry = self.stages.setdefault(name, {"state": state, "trials": {}, "total": total, "select": select})
-        entry["state"] = state
-        if trials is not None:
-            entry["trials"] = trials
-        if total is not None:
-            entry["total"] = total
-        if select is not None:
-            entry["select"] = select
-        self.write(force=True)
-
-    def write(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self._last_write < self.min_interval_s:
-            return
-        self._last_write = now
-        summary = {"study": self.study, "updated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "stages": {}}
-        for name, entry in self.stages.items():
-            trials = entry["trials"]
-            counts = status_counts(trials)
-            if self.metrics is not None:
-                self.metrics.update(name, trials, entry["total"], entry.get("select"))
-            summary["stages"][name] = {"state": entry["state"], "total": entry["total"], "counts": counts,
-                                       "trials": {k: {f: t.get(f) for f in ("name", "status", "iterations", "best")}
-                                                  for k, t in trials.items()}}
-        try:
-            # Live status is advisory: a storage outage must not stop the study (records and
-            # tables are written with retries at the end of each stage).
-            with_retries("writing status.json", lambda: self.store._write(
-                json.dumps(summary, indent=1, default=str).encode(), (STATE_DIR, "status.json")), delays=())
-        except (OSError, ArrowException) as exc:
-            self.console.print(f"[yellow]warning[/]: live status not written ({' '.join(str(exc).split())[:120]})")
+def final_metrics(last_result: dict) -> dict:
+    """The trial's own metrics of a Tune result (numbers only, Tune's bookkeeping left out)."""
+    return {k: v for k, v in last_result.items()
+            if k not in TUNE_KEYS and isinstance(v, (int, float, bool)) and not isinstance(v, dict)}
 
 
 def trial_uri(store: Store, path: str | None) -> str | None:
@@ -85,7 +47,7 @@ def trial_uri(store: Store, path: str | None) -> str | None:
 
 
 def _trial_id(trial) -> str:
-    """Our trial id: the trial's folder name (see runner._trial_dirname)."""
+    """Our trial id: the trial's folder name (see stage_runner.trial_dirname)."""
     return os.path.basename(str(trial.path).rstrip("/")) if trial.path else trial.trial_id
 
 
@@ -225,7 +187,7 @@ class StageRecorder(Callback):
 def best_checkpoint(trial, last: dict, search_storage: bool = True):
     """The checkpoint of the trial's best epoch by the select metric, or None.
 
-    Tune keeps checkpoints by `select/checkpoint_score` (runner.run_stage), so its best one is
+    Tune keeps checkpoints by `select/checkpoint_score` (stage_runner.checkpoint_config), so its best one is
     the last improvement it registered. That is the best epoch's unless the driver died between
     a trial's improving checkpoint and Tune's next experiment snapshot (a restored Tune does not
     know that checkpoint); then the trial folder is searched for the checkpoint saved at that

@@ -1,26 +1,26 @@
-"""`resume RUN_DIR`: continue a study from what its storage holds (study file included)."""
+"""`resume RUN_DIR`: continue a study from what its storage holds (the study file included)."""
 
 from __future__ import annotations
 
-import json
+import dataclasses
 from pathlib import Path
 
+from pydantic import ValidationError
 from rich.console import Console
 
 from orchestrator.errors import Problem, UserError
-from orchestrator.analysis.status import open_study
+from orchestrator.execution.ray_start import RunOptions
+from orchestrator.execution.study_runner import StudyOutcome, run_study
 from orchestrator.planning.expand import build_plan
-from orchestrator.execution.study_runner import STUDY_FILE, STUDY_META, RunOptions, run_study
+from orchestrator.storage.records import STUDY_FILE, open_study, read_meta
 from orchestrator.study.schema import Study, pydantic_problems
 from orchestrator.study.yaml_doc import parse_yaml
 
 
-def resume_study(run_dir: str, *, address: str | None, retry_errored: bool, max_concurrent: int | None,
-                 num_cpus: int | None, console: Console) -> int:
-    from pydantic import ValidationError
-
+def resume_study(run_dir: str, options: RunOptions, console: Console) -> StudyOutcome:
+    """Run the study stored at `run_dir` again, in the same storage (`options.storage` ignored)."""
     store = open_study(run_dir)
-    meta = json.loads(store.read_text(STUDY_META))
+    meta = read_meta(store)
     text = store.read_text(STUDY_FILE)
     doc = parse_yaml(text, store.child_uri(STUDY_FILE))
     try:
@@ -34,6 +34,4 @@ def resume_study(run_dir: str, *, address: str | None, retry_errored: bool, max_
     study_dir = original.parent if original.parent.exists() else Path.cwd()
     plan = build_plan(study, doc, study_dir)
     parent = store.uri.rstrip("/").rsplit("/", 1)[0] if "://" in store.uri else str(Path(store.uri).parent)
-    options = RunOptions(storage=parent, address=address, retry_errored=retry_errored,
-                         max_concurrent=max_concurrent, num_cpus=num_cpus)
-    return run_study(plan, text, options, console)
+    return run_study(plan, text, dataclasses.replace(options, storage=parent), console)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 
 import trainables
-from orchestrator.planning.expand import deep_merge
+from orchestrator.planning.trials import deep_merge
 from trainables.runtime.session import TuneSession
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from orchestrator.errors import Problem, UserError
-from orchestrator.planning.expand import ClusterShape
+from orchestrator.planning.resources import ClusterShape
 from orchestrator.study.yaml_doc import load_yaml
 
 CLUSTER_DIR = Path(__file__).resolve().parents[2] / "cluster"

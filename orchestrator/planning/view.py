@@ -1,13 +1,17 @@
-"""Rendering of `plan`: trials per stage, resources, packing, and a time estimate."""
+"""What `plan` shows: trials per stage, resources, packing on the cluster, and a time (and cost)
+estimate from declared trial times or the measured ones of earlier studies."""
 
 from __future__ import annotations
 
 import math
+import statistics
 
 from rich.console import Console
 from rich.table import Table
 
-from orchestrator.planning.expand import ClusterShape, Plan, concurrency, describe_search, effective_resources
+from orchestrator.planning.expand import Plan
+from orchestrator.planning.resources import ClusterShape, concurrency, effective_resources
+from orchestrator.storage.records import load_records, open_study
 
 
 def _fmt(value) -> str:
@@ -16,14 +20,9 @@ def _fmt(value) -> str:
 
 def measured_minutes(history: list[str]) -> dict[str, float]:
     """Median wall time of successful trials per trainable, in minutes, from earlier studies."""
-    import statistics
-
-    from orchestrator.analysis import study_tables
-    from orchestrator.analysis.status import open_study
-
     durations: dict[str, list[float]] = {}
     for run in history:
-        for record in study_tables.load_records(open_study(run)).values():
+        for record in load_records(open_study(run)).values():
             for t in record.get("trials", {}).values():
                 if t.get("status") == "done" and t.get("duration_s"):
                     durations.setdefault(record["trainable"], []).append(t["duration_s"] / 60)
@@ -48,7 +47,7 @@ def plan_rows(plan: Plan, shape: ClusterShape, measured: dict[str, float] | None
         stage = {
             "stage": name, "trainable": sp.stage.trainable, "needs": sp.stage.needs, "trials": sp.num_trials,
             "resources": res, "note": note, "concurrent": conc, "waves": waves,
-            "search": describe_search(sp), "num_samples": sp.stage.search.num_samples if sp.stage.search else 1,
+            "search": sp.describe_search(), "num_samples": sp.stage.search.num_samples if sp.stage.search else 1,
             "select": sp.stage.select.model_dump() if sp.stage.select else None,
             "gates": [g.describe() for g in sp.stage.gates],
             "estimate": None,

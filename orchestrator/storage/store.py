@@ -2,63 +2,21 @@
 
 Credentials are never handled here: pyarrow / boto3 read them from the environment, the AWS
 profile or the instance role. Only the endpoint may be overridden (`AWS_ENDPOINT_URL`), for
-MinIO-style stores and tests.
+MinIO-style stores and tests. Transient errors are retried (`trainables.runtime.retries`, shared
+with the trials, which upload their checkpoints through Ray).
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import posixpath
-import re
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, TypeVar
 
-import pyarrow as pa
 import pyarrow.fs as pafs
 
-log = logging.getLogger(__name__)
-T = TypeVar("T")
-# A storage outage (S3 unreachable, throttling) is waited out with exponential backoff for
-# about two minutes before an operation gives up: long enough for a restarted endpoint or a
-# network blip, short enough that a dead bucket is reported while someone is watching.
-RETRY_DELAYS_S = (0.5, 1, 2, 4, 8, 15, 30, 30, 30)
-
-
-# Errors that waiting does not fix (pyarrow's S3 messages name the AWS error, by name or by its
-# aws-sdk-cpp code: 3 invalid client token, 8 missing token, 15 access denied, 17 unrecognised
-# client, 21/22 bad signature, 23 invalid access key; and buckets that do not exist): retrying
-# them for two minutes only delays the one-line error the user needs.
-PERMANENT = re.compile(
-    r"ACCESS_DENIED|AccessDenied|NO_SUCH_BUCKET|NoSuchBucket|Bucket '[^']*' not found|bucket does not exist"
-    r"|INVALID_ACCESS_KEY_ID|InvalidAccessKeyId|SIGNATURE_DOES_NOT_MATCH|SignatureDoesNotMatch"
-    r"|INVALID_CLIENT_TOKEN_ID|UNRECOGNIZED_CLIENT|MISSING_AUTHENTICATION_TOKEN|\[code (3|8|15|17|21|22|23)\]"
-    r"|HTTP status 40[13]\b", re.I)
-
-
-def permanent(exc: BaseException) -> bool:
-    """Whether a storage error is one that no retry can fix (credentials, permissions, bucket)."""
-    return isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)) or \
-        bool(PERMANENT.search(str(exc)))
-
-
-def with_retries(what: str, fn: Callable[[], T], delays: tuple = RETRY_DELAYS_S) -> T:
-    """Call `fn`, retrying transient storage errors (I/O, network) with backoff; a permanent
-    one (see `permanent`) is raised at once."""
-    for attempt, delay in enumerate((*delays, None)):
-        try:
-            return fn()
-        except (OSError, pa.ArrowException) as exc:
-            if delay is None or permanent(exc):
-                raise
-            log.warning("storage: %s failed (%s); retry %d in %.1fs", what, " ".join(str(exc).split())[:200],
-                        attempt + 1, delay)
-            time.sleep(delay)
-    raise AssertionError("unreachable")
-
+from trainables.runtime.retries import RETRY_DELAYS_S, with_retries
 
 def is_remote(uri: str) -> bool:
     return "://" in uri and not uri.startswith("file://")
@@ -134,13 +92,15 @@ class Store:
     def read_text(self, *parts: str) -> str:
         return self.read_bytes(*parts).decode("utf-8")
 
-    def write_bytes(self, data: bytes, *parts: str) -> None:
+    def write_bytes(self, data: bytes, *parts: str, retry: bool = True) -> None:
         """Write atomically: a reader sees the old content or the new one, never a truncated file.
 
         Locally through a temporary file and rename; on S3 a PUT is atomic already. Transient
-        errors are retried (see `with_retries`).
+        errors are retried (see `with_retries`) unless `retry=False` (advisory files, such as
+        the live status, that the next write replaces anyway).
         """
-        with_retries(f"writing {self.child_uri(*parts)}", lambda: self._write(data, parts), self._delays)
+        delays = self._delays if retry else ()
+        with_retries(f"writing {self.child_uri(*parts)}", lambda: self._write(data, parts), delays)
 
     def _write(self, data: bytes, parts: tuple) -> None:
         target = self.path(*parts)
@@ -157,8 +117,8 @@ class Store:
         with self.fs.open_output_stream(target) as f:
             f.write(data)
 
-    def write_text(self, text: str, *parts: str) -> None:
-        self.write_bytes(text.encode("utf-8"), *parts)
+    def write_text(self, text: str, *parts: str, retry: bool = True) -> None:
+        self.write_bytes(text.encode("utf-8"), *parts, retry=retry)
 
     def list_dirs(self, *parts: str) -> list[str]:
         """Names of the sub-folders of a folder (empty if it does not exist)."""

@@ -14,7 +14,8 @@ import pyarrow.fs as pafs
 from rich.console import Console
 
 from orchestrator.errors import Problem, UserError
-from orchestrator.storage.store import Store, with_retries
+from orchestrator.storage.store import Store
+from trainables.runtime.retries import with_retries
 
 
 def _files(store: Store) -> list[tuple[str, int]]:

@@ -1,4 +1,5 @@
-"""References from one stage's config to an earlier stage's results, resolved at run time.
+"""The syntax of references from one stage's config to an earlier stage's results (resolved when
+that stage has finished, by `orchestrator.planning.references`).
 
 A reference is a whole string value `${STAGE.SELECTOR[.FIELD]}`:
 
@@ -19,8 +20,6 @@ and its hidden size come from the same trial); different ones are crossed.
 
 from __future__ import annotations
 
-import copy
-import math
 import re
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -30,7 +29,6 @@ REF_RE = re.compile(
     r"(?P<selector>best|all|top\[(?P<k>[0-9]+)\]|trials\[(?P<variant>[A-Za-z0-9][A-Za-z0-9_.-]*)\])"
     r"(?:\.(?P<field>checkpoint|latest_checkpoint|trial_id|metric|config\.[A-Za-z0-9_][A-Za-z0-9_.]*))?\}$"
 )
-SUCCESS = "done"
 
 
 @dataclass(frozen=True)
@@ -89,91 +87,3 @@ def set_path(config: dict, path: tuple, value: Any) -> None:
     for part in path[:-1]:
         target = target[part]
     target[path[-1]] = value
-
-
-def successful(record: dict) -> list[dict]:
-    return [t for t in record["trials"].values() if t["status"] == SUCCESS]
-
-
-def ranked(record: dict, trials: list[dict]) -> list[dict]:
-    """Best first by the select metric; trials without a finite value are left out (NaN sorts
-    arbitrarily); equal values in name order, so a ranking never depends on finishing order."""
-    select = record.get("select")
-    if not select:
-        return sorted(trials, key=lambda t: t["name"])
-    sign = -1.0 if select["mode"] == "max" else 1.0
-    scored = [t for t in trials if isinstance(t.get("best"), (int, float)) and math.isfinite(t["best"])]
-    return sorted(scored, key=lambda t: (sign * t["best"], t["name"]))
-
-
-def candidates(ref: Ref, record: dict) -> list[dict]:
-    """The upstream trials a reference resolves to (one, or several for fan-out)."""
-    ok = successful(record)
-    if ref.selector == "all":
-        return sorted(ok, key=lambda t: t["name"])
-    if ref.selector == "trials":
-        ok = [t for t in ok if t["variant"] == ref.variant]
-    ordered = ranked(record, ok)
-    if ref.selector == "top":
-        return ordered[: ref.k]
-    return ordered[:1]
-
-
-def field_value(ref: Ref, trial: dict) -> Any:
-    if ref.field in ("checkpoint", "latest_checkpoint"):
-        if not trial.get(ref.field):
-            raise RefError(f"{ref.text}: trial {trial['name']} has no checkpoint")
-        return trial[ref.field]
-    if ref.field == "trial_id":
-        return trial["trial_id"]
-    if ref.field == "metric":
-        return trial.get("best")
-    value: Any = dict(trial.get("config", {}), seed=trial.get("seed"))
-    for part in ref.field.split(".")[1:]:
-        if not isinstance(value, dict) or part not in value:
-            raise RefError(f"{ref.text}: trial {trial['name']} has no config key {ref.field[len('config.'):]!r}")
-        value = value[part]
-    return value
-
-
-def expand(config: dict, records: dict[str, dict]) -> list[tuple[dict, dict, dict]]:
-    """Resolve every reference in `config`.
-
-    Returns one (resolved config, lineage, id-config) per combination of fan-out choices:
-    lineage = {group label: {stage, trial_id, trial, checkpoint}}; id-config is the config with
-    each reference replaced by `ref:<upstream trial id>:<field>` (what the trial id hashes).
-    Raises RefError when an upstream stage has no successful trial to offer.
-    """
-    refs = [(path, parse(text)) for path, text in walk(config)]
-    if not refs:
-        return [(copy.deepcopy(config), {}, copy.deepcopy(config))]
-    groups: dict[tuple, list[dict]] = {}
-    for _, ref in refs:
-        if ref.group not in groups:
-            found = candidates(ref, records[ref.stage])
-            if not found:
-                what = f"variant {ref.variant!r} of " if ref.variant else ""
-                ok = [t for t in successful(records[ref.stage]) if not ref.variant or t["variant"] == ref.variant]
-                select = records[ref.stage].get("select")
-                if ok and select:
-                    raise RefError(f"{ref.text}: none of the {len(ok)} successful trial(s) of {what}stage "
-                                   f"{ref.stage!r} reported a finite value of its select metric {select['metric']!r}")
-                raise RefError(f"{ref.text}: {what}stage {ref.stage!r} has no successful trial")
-            groups[ref.group] = found
-    combos: list[dict[tuple, dict]] = [{}]
-    for group, trials in groups.items():
-        combos = [{**c, group: t} for c in combos for t in trials]
-    out = []
-    for combo in combos:
-        resolved, id_config = copy.deepcopy(config), copy.deepcopy(config)
-        lineage = {}
-        for path, ref in refs:
-            trial = combo[ref.group]
-            set_path(resolved, path, field_value(ref, trial))
-            set_path(id_config, path, f"ref:{trial['trial_id']}:{ref.field}")
-            label = ref.stage if ref.selector == "best" else f"{ref.stage}.{ref.selector}" + (
-                f"[{ref.k}]" if ref.k else f"[{ref.variant}]" if ref.variant else "")
-            lineage[label] = {"stage": ref.stage, "trial_id": trial["trial_id"], "trial": trial["name"],
-                              "checkpoint": trial.get("checkpoint")}
-        out.append((resolved, lineage, id_config))
-    return out

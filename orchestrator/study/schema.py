@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from orchestrator.errors import Problem, UserError, join_path
+from orchestrator.study import trackers
 from orchestrator.study.yaml_doc import YamlDoc, load_yaml
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -187,7 +188,7 @@ class Study(_Strict):
     storage: str = "./runs"
     defaults: Defaults = Field(default_factory=Defaults)
     callbacks: list[str | dict[str, Any]] = Field(default_factory=list, description="Experiment trackers: "
-                                                   "tensorboard, mlflow, wandb (see orchestrator/trackers.py).")
+                                                   "tensorboard, mlflow, wandb (see orchestrator/study/trackers.py).")
     stages: dict[str, Stage] = Field(min_length=1)
 
     @field_validator("name")
@@ -290,8 +291,6 @@ def load_study(path: str | Path) -> tuple[Study, YamlDoc]:
         study = Study.model_validate(doc.data)
     except ValidationError as exc:
         raise UserError(pydantic_problems(exc, doc, Study)) from None
-    from orchestrator.study import trackers
-
     problems = _check_graph(study, doc) + trackers.check(study.callbacks, doc)
     if problems:
         raise UserError(problems)

@@ -89,22 +89,17 @@ def check_space(space: Any, doc: YamlDoc, prefix: tuple) -> None:
         raise UserError(problems)
 
 
-def to_tune(space: dict) -> dict:
-    """Build the Ray Tune `param_space` fragment for a checked space."""
-    from ray import tune
-
-    out = {}
-    for key, spec in space.items():
-        (name, args), = spec.items()
-        if name == "grid":
-            out[key] = tune.grid_search(list(args))
-        elif name == "choice":
-            out[key] = tune.choice(list(args))
-        else:
-            out[key] = getattr(tune, name)(*args)
-    return out
-
-
 def describe(space: dict) -> dict[str, str]:
     """Human-readable form for `plan`: {'lr': 'loguniform(0.0001, 0.01)'}."""
     return {key: f"{name}({', '.join(map(str, args))})" for key, spec in space.items() for name, args in spec.items()}
+
+
+def representative(sampler: dict) -> Any:
+    """A value the sampler can draw (its first choice, its lower bound): what `validate` checks a
+    trainable's settings with, and what `preflight` runs."""
+    (kind, args), = sampler.items()
+    if kind in ("choice", "grid"):
+        return args[0]
+    if kind in ("randint", "lograndint"):
+        return int(args[0])
+    return float(args[0])

@@ -1,4 +1,6 @@
-"""Experiment-tracker callbacks: `callbacks: [tensorboard, mlflow, wandb]` in the study file.
+"""Experiment trackers named in the study file (`callbacks: [tensorboard, mlflow, wandb]`): which
+exist, their options, and the checks `validate` makes (the Tune callbacks themselves are built in
+`orchestrator.execution.trackers`).
 
 Each entry is a name or `{name: {options}}`; they wire Ray Tune's own logger callbacks:
 - `tensorboard`: Tune writes TensorBoard event files per trial (its default loggers); the entry
@@ -64,43 +66,3 @@ def check(callbacks: list, doc: YamlDoc) -> list[Problem]:
             problems.append(Problem(message="wandb needs WANDB_API_KEY in the environment (or WANDB_MODE=offline)",
                                     **where))
     return problems
-
-
-def build(callbacks: list, study: str, stage: str, study_uri: str, local: bool) -> list:
-    """Tune callbacks for one stage's Tuner."""
-    out = []
-    for name, options in entries(callbacks):
-        if name == "mlflow":
-            from ray.air.integrations.mlflow import MLflowLoggerCallback
-
-            uri = options.get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI") or (
-                f"file://{study_uri}/mlruns" if local else None)
-            if uri and "://" not in uri:
-                uri = f"file://{os.path.abspath(uri)}"
-            if uri and uri.startswith("file://"):
-                # MLflow 3 refuses its file store unless asked; a local folder is what a study
-                # on one machine wants (use a tracking server or sqlite:/// for more).
-                os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-            preflight_mlflow(uri, options.get("experiment", study))
-            out.append(MLflowLoggerCallback(tracking_uri=uri, experiment_name=options.get("experiment", study),
-                                            tags={"study": study, "stage": stage}))
-        elif name == "wandb":
-            from ray.air.integrations.wandb import WandbLoggerCallback
-
-            out.append(WandbLoggerCallback(project=options.get("project", study), group=options.get("group", stage)))
-    return out
-
-
-def preflight_mlflow(uri: str | None, experiment: str) -> None:
-    """Reach the tracking store before any trial runs: a bad URI is a clear error, not a crash."""
-    from mlflow.tracking import MlflowClient
-
-    from orchestrator.errors import UserError
-
-    try:
-        client = MlflowClient(tracking_uri=uri)
-        if client.get_experiment_by_name(experiment) is None:
-            client.create_experiment(experiment)
-    except Exception as exc:  # noqa: BLE001 - any MLflow failure becomes one clear line
-        raise UserError(Problem("callbacks", f"mlflow tracking store {uri or '(default)'} is not usable: "
-                                f"{' '.join(str(exc).split())[:300]}")) from None

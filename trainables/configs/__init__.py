@@ -1,1 +1,2 @@
-"""Typed settings of each trainable, importable without torch (one module per trainable)."""
+"""Typed settings of each trainable (one module per trainable), with the two torch-free hooks the
+planner calls (`check_inputs`, `preflight`); the data they read is `trainables.data`'s."""

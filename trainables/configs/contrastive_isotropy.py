@@ -1,4 +1,5 @@
-"""Settings of `contrastive_isotropy` (no torch import: `plan` and `validate` read these fast)."""
+"""Settings of `contrastive_isotropy`, and the check of its inputs and its pre-flight settings (no
+torch import: `plan` and `validate` read these fast; the data reading is in `trainables.data`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from trainables.data.retrieval import head_triples, load_beir, load_triples
 
 INPUT_FIELDS = ("train_data", "val_data", "beir")
 # Local folder or hub name: resolved against the study file's folder only when it is a path
@@ -85,44 +88,27 @@ def preflight(config: dict, workdir) -> dict:
     """Overrides for `orchestrator preflight`: two steps on the first 32 triples; the offline
     MiniLM if the base is a hub name (pre-flight must not download); synthetic stand-ins for
     data files that are not on this machine."""
-    from pathlib import Path
-
-    def head(source, name):
-        if source is None or str(source).startswith("synthetic:"):
-            return source
-        if not Path(source).exists():
-            return f"synthetic:triples?n=32&seed={len(name)}"
-        out = Path(workdir) / name
-        with open(source, encoding="utf-8") as f, open(out, "w", encoding="utf-8") as g:
-            for i, line in enumerate(f):
-                if i >= 32:
-                    break
-                g.write(line)
-        return str(out)
-
     base = config.get("base_model", OFFLINE_MINILM)
     local = base == OFFLINE_MINILM or Path(base).is_dir()
     beir = ["synthetic:beir?docs=30&queries=5" if str(b).startswith("synthetic:") or not Path(b).exists() else b
             for b in config.get("beir", [])]
     return {"max_steps": 2, "eval_every_steps": 1, "batch_size": 4, "epochs": 1, "warmup_steps": 1,
             "isotropy_sample": 20, "base_model": base if local else OFFLINE_MINILM, "output_dim": 32,
-            "train_data": head(config.get("train_data"), "train.jsonl"),
-            "val_data": head(config.get("val_data"), "val.jsonl"), "beir": beir}
+            "train_data": head_triples(config.get("train_data"), 32, Path(workdir) / "train.jsonl"),
+            "val_data": head_triples(config.get("val_data"), 32, Path(workdir) / "val.jsonl"), "beir": beir}
 
 
 def check_inputs(cfg: Config) -> None:
     """Read every triples file and BEIR folder once (ValueError naming file, line and field)."""
-    from trainables.metrics import retrieval
-
     try:
         if cfg.base_model is not None:  # None: given by a reference, known at run time
             check_model(cfg.base_model)
     except ValueError as exc:
         exc.field = "base_model"  # type: ignore[attr-defined]
         raise
-    checks = [("train_data", retrieval.load_triples, cfg.train_data)]
-    checks += [("val_data", retrieval.load_triples, cfg.val_data)] if cfg.val_data else []
-    checks += [("beir", lambda f: retrieval.load_beir(f, cfg.beir_split), f) for f in cfg.beir]
+    checks = [("train_data", load_triples, cfg.train_data)]
+    checks += [("val_data", load_triples, cfg.val_data)] if cfg.val_data else []
+    checks += [("beir", lambda f: load_beir(f, cfg.beir_split), f) for f in cfg.beir]
     for field, load, source in checks:
         try:
             rows = load(source)

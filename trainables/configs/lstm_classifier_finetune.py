@@ -1,16 +1,17 @@
-"""Settings of `lstm_classifier_finetune`, its data loading and the check of its inputs (torch is
-imported only to check a given encoder checkpoint)."""
+"""Settings of `lstm_classifier_finetune`, and the check of its inputs and its pre-flight settings
+(torch is imported only to check a given encoder checkpoint; the data reading is in
+`trainables.data`)."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-import numpy as np
-
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from trainables.data import ohlc as ohlc_data
-from trainables.data import overlap
+from trainables.data import ohlc
+from trainables.data.folds import folds_note, make_folds
+from trainables.data.labeled import load_classified
+from trainables.data.overlap import timeline
 
 INPUT_FIELDS = ("data", "encoder")
 # what check_inputs reads besides the inputs (hidden_size: the encoder must fit the classifier)
@@ -55,49 +56,21 @@ class Config(BaseModel):
 
 def preflight(config: dict, workdir) -> dict:
     """Overrides for `orchestrator preflight`: two folds of one epoch on the first windows."""
-    from trainables.data.ohlc import head
-
-    return {"data": head(config["data"], 60, workdir, config.get("window_length", 105), labeled=True), "epochs": 1, "folds": 2}
-
-
-def load_labeled(cfg: Config) -> tuple[ohlc_data.Windows, np.ndarray, list[str]]:
-    """Labeled windows, integer labels and class names; raises ValueError naming the problem."""
-    windows = ohlc_data.load_windows(cfg.data, cfg.window_length, labeled=True)
-    labels = np.asarray(windows.extra["label"]).astype(str)
-    classes = sorted(set(labels.tolist()))
-    if len(classes) < 2:
-        raise ValueError(f"{cfg.data}: needs at least 2 classes in 'label', found {classes}")
-    if cfg.folds > len(labels):
-        raise ValueError(f"{cfg.data}: {len(labels)} windows are fewer than folds={cfg.folds}")
-    y = np.searchsorted(classes, labels)
-    return windows, y, classes
-
-
-def folds_note(line: overlap.Timeline, folds: list, n: int) -> str:
-    """One line on how n windows were folded (`validate`, metadata.json): grouped, purged folds
-    when some share bars (trainables/overlap.py), else stratified ones."""
-    purged = sum(n - len(tr) - len(va) for tr, va in folds)
-    if line.overlapping:
-        return (f"{line.overlapping} of {n} windows share bars with another (positions: {line.source}); "
-                f"{len(folds)} grouped, purged folds ({purged} training windows purged over all folds), early "
-                "stopping split the same way; no window shares a bar with one on the other side")
-    return f"no window shares a bar with another (positions: {line.source}); {len(folds)} stratified folds"
+    data = ohlc.head(config["data"], 60, workdir, config.get("window_length", 105), labeled=True)
+    return {"data": data, "epochs": 1, "folds": 2}
 
 
 def check_inputs(cfg: Config) -> str:
-    from trainables.data.folds import make_folds
-
-    windows, y, _ = load_labeled(cfg)
-    line = overlap.timeline(windows.ohlc, windows.start)
+    """Read the data and the encoder's shapes (ValueError naming file and rows, or both shapes);
+    a note on how the windows are folded."""
+    windows, y, _ = load_classified(cfg.data, cfg.window_length, cfg.folds)
+    line = timeline(windows.ohlc, windows.start)
     note = f"{cfg.data}: {folds_note(line, make_folds(y, cfg.folds, cfg.seed, line.start, cfg.window_length), len(y))}"
     if cfg.encoder:
-        # only here torch is needed: the encoder checkpoint's shapes against the classifier's
-        import torch
-
-        from trainables.lstm_classifier_finetune import build_model
+        from trainables.models.encoders import check_transfer  # imports torch: only when there is an encoder
 
         try:
-            build_model(cfg, 2, torch.device("cpu"))
+            check_transfer(cfg.encoder, cfg.hidden_size)
         except ValueError as exc:
             exc.field = "encoder"  # type: ignore[attr-defined]
             raise

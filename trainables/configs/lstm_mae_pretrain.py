@@ -1,5 +1,5 @@
-"""Settings of `lstm_mae_pretrain` and the check of its inputs (no torch import: `plan` and
-`validate` read these fast)."""
+"""Settings of `lstm_mae_pretrain`, and the check of its inputs and its pre-flight settings (no
+torch import: `plan` and `validate` read these fast; the data reading is in `trainables.data`)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from trainables.data import ohlc as ohlc_data
-from trainables.data import overlap
-from trainables.data.folds import split_note, time_split
+from trainables.data import ohlc
+from trainables.data.folds import split_note, time_blocks
 
 INPUT_FIELDS = ("data",)
 CHECK_FIELDS = ("window_length", "val_fraction")  # what check_inputs reads besides the data
@@ -57,22 +56,12 @@ class Config(BaseModel):
 
 def preflight(config: dict, workdir) -> dict:
     """Overrides for `orchestrator preflight`: one short epoch on the first windows."""
-    from trainables.data.ohlc import head
-
-    return {"data": head(config["data"], 64, workdir, config.get("window_length", 105), labeled=False), "epochs": 1, "aug_multiplier": min(config.get("aug_multiplier", 4), 1)}
-
-
-def split(windows, cfg: Config):
-    """(timeline, [train, val]): the last `val_fraction` of windows along their timeline (`start`,
-    or positions inferred from the prices) is validation; training windows that share a bar
-    with a validation window are purged. Independent of the seed: every trial is scored on the
-    same windows."""
-    line = overlap.timeline(windows.ohlc, windows.start)
-    return line, time_split(len(windows), (cfg.val_fraction,), line.start, cfg.window_length)
+    data = ohlc.head(config["data"], 64, workdir, config.get("window_length", 105), labeled=False)
+    return {"data": data, "epochs": 1, "aug_multiplier": min(config.get("aug_multiplier", 4), 1)}
 
 
 def check_inputs(cfg: Config) -> str:
-    """Validate the data before anything starts (raises ValueError with the file and rows)."""
-    windows = ohlc_data.load_windows(cfg.data, cfg.window_length)
-    line, blocks = split(windows, cfg)
+    """Read the data (ValueError naming file and rows); a note on how the windows are split."""
+    windows = ohlc.load_windows(cfg.data, cfg.window_length)
+    line, blocks = time_blocks(windows, (cfg.val_fraction,), cfg.window_length)
     return f"{cfg.data}: {split_note(line, len(windows), blocks, ('train', 'val'))}"

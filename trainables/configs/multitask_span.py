@@ -1,17 +1,15 @@
-"""Settings of `multitask_span`, its data loading and the check of its inputs (no torch import:
-`plan` and `validate` read these fast)."""
+"""Settings of `multitask_span`, and the check of its inputs and its pre-flight settings (no torch
+import: `plan` and `validate` read these fast; the data reading is in `trainables.data`)."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-import numpy as np
-
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from trainables.data import ohlc as ohlc_data
-from trainables.data import overlap
-from trainables.data.folds import split_note, time_split
+from trainables.data import ohlc
+from trainables.data.folds import split_note, time_blocks
+from trainables.data.labeled import load_spans
 
 INPUT_FIELDS = ("data",)
 CHECK_FIELDS = ("window_length", "val_fraction", "test_fraction")  # what check_inputs reads besides the data
@@ -76,47 +74,25 @@ class Config(BaseModel):
             raise ValueError("ensemble_last_k needs checkpoint_epoch_interval (the ensemble reads those checkpoints)")
         return self
 
+    def split_fractions(self, n: int) -> tuple[float, float]:
+        """(validation, test) shares for n windows: the test share is the setting, or (None) the
+        default when the data allow it."""
+        test = self.test_fraction
+        if test is None:
+            test = AUTO_TEST_FRACTION if n * AUTO_TEST_FRACTION >= MIN_TEST_WINDOWS else 0.0
+        return self.val_fraction, test
+
 
 def preflight(config: dict, workdir) -> dict:
     """Overrides for `orchestrator preflight`: two epochs on the first windows, every diagnostic on."""
-    from trainables.data.ohlc import head
-
-    return {"data": head(config["data"], 40, workdir, config.get("window_length", 105), labeled=True), "epochs": 2, "checkpoint_epoch_interval": 1,
-            "gradient_stats_interval": 1}
-
-
-def load_data(cfg: Config):
-    """Windows, class names and integer labels; raises ValueError naming bad rows."""
-    windows = ohlc_data.load_windows(cfg.data, cfg.window_length, labeled=True)
-    labels = np.asarray(windows.extra["label"]).astype(str)
-    classes = sorted(set(labels.tolist()))
-    if len(classes) < 2:
-        raise ValueError(f"{cfg.data}: needs at least 2 classes in 'label', found {classes}")
-    starts = np.asarray(windows.extra["expansion_start"])
-    ends = np.asarray(windows.extra["expansion_end"])
-    bad = np.flatnonzero(~((starts >= 0) & (starts <= ends) & (ends < cfg.window_length)))
-    if bad.size:
-        raise ValueError(f"{cfg.data}: {ohlc_data._rows(bad)}: expected 0 <= expansion_start <= expansion_end "
-                         f"< window_length ({cfg.window_length})")
-    return windows, classes, np.searchsorted(classes, labels), starts.astype(np.int64), ends.astype(np.int64)
-
-
-def test_fraction(cfg: Config, n: int) -> float:
-    """The test share for n windows: the setting, or (None) the default when the data allow it."""
-    if cfg.test_fraction is not None:
-        return cfg.test_fraction
-    return AUTO_TEST_FRACTION if n * AUTO_TEST_FRACTION >= MIN_TEST_WINDOWS else 0.0
-
-
-def split(windows, cfg: Config):
-    """(timeline, [train, val, test]) of the windows: by time along their timeline (`start`, or
-    positions inferred from the prices), windows sharing a bar with a later block purged."""
-    line = overlap.timeline(windows.ohlc, windows.start)
-    fractions = (cfg.val_fraction, test_fraction(cfg, len(windows)))
-    return line, time_split(len(windows), fractions, line.start, cfg.window_length)
+    data = ohlc.head(config["data"], 40, workdir, config.get("window_length", 105), labeled=True)
+    return {"data": data, "epochs": 2, "checkpoint_epoch_interval": 1, "gradient_stats_interval": 1}
 
 
 def check_inputs(cfg: Config) -> str:
-    windows, *_ = load_data(cfg)
-    line, blocks = split(windows, cfg)
+    """Read the data (ValueError naming file and rows); a note on how the windows are split."""
+    windows, *_ = load_spans(cfg.data, cfg.window_length)
+    line, blocks = time_blocks(windows, cfg.split_fractions(len(windows)), cfg.window_length)
     return f"{cfg.data}: {split_note(line, len(windows), blocks, ('train', 'val', 'test'))}"
+
+

@@ -1,6 +1,6 @@
 """Splits of windows with no leakage between windows that share bars.
 
-Every function takes the windows' `starts` on one timeline (`trainables.overlap.timeline`: the
+Every function takes the windows' `starts` on one timeline (`trainables.data.overlap.timeline`: the
 file's `start` column, or positions inferred from the prices when there is none) and their
 `length`. Two windows share a bar when their starts are less than `length` apart.
 
@@ -25,7 +25,7 @@ import warnings
 
 import numpy as np
 
-from trainables.data.overlap import chains_of, overlaps_any
+from trainables.data.overlap import Timeline, chains_of, overlaps_any, timeline
 
 
 def _independent(starts: np.ndarray | None, length: int | None) -> bool:
@@ -139,3 +139,21 @@ def split_note(line, n: int, blocks, names: tuple[str, ...]) -> str:
         return (f"{line.overlapping} of {n} windows share bars with another (positions: {line.source}); split by "
                 f"time with {purged} purged so that none shares a bar across blocks: {sizes}")
     return f"no window shares a bar with another (positions: {line.source}); split by time: {sizes}"
+
+
+def time_blocks(windows, fractions: tuple[float, ...], length: int) -> tuple[Timeline, list[np.ndarray]]:
+    """(timeline, blocks): the windows' timeline (`start`, or positions inferred from the prices)
+    and `time_split` along it. Independent of the seed: every trial gets the same blocks."""
+    line = timeline(windows.ohlc, windows.start)
+    return line, time_split(len(windows), fractions, line.start, length)
+
+
+def folds_note(line: Timeline, folds: list, n: int) -> str:
+    """One line on how n windows were folded (`validate`, metadata.json): grouped, purged folds
+    when some share bars (trainables/data/overlap.py), else stratified ones."""
+    purged = sum(n - len(tr) - len(va) for tr, va in folds)
+    if line.overlapping:
+        return (f"{line.overlapping} of {n} windows share bars with another (positions: {line.source}); "
+                f"{len(folds)} grouped, purged folds ({purged} training windows purged over all folds), early "
+                "stopping split the same way; no window shares a bar with one on the other side")
+    return f"no window shares a bar with another (positions: {line.source}); {len(folds)} stratified folds"

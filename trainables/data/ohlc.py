@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from trainables.data import synthetic_ohlc as synthetic
+from trainables.data import synthetic_ohlc
 
 OHLC = ("open", "high", "low", "close")
 
@@ -32,7 +32,8 @@ class Windows:
         return len(self.ohlc)
 
 
-def _rows(idx: np.ndarray, limit: int = 5, noun: str = "row") -> str:
+def row_list(idx: np.ndarray, limit: int = 5, noun: str = "row") -> str:
+    """`rows 3, 7, 9 (and 12 more)`: the rows an error is about (0-based, as in the file)."""
     idx = np.asarray(idx).ravel()
     shown = ", ".join(str(int(i)) for i in idx[:limit])
     return f"{noun}{'s' if len(idx) > 1 else ''} {shown}" + (f" (and {len(idx) - limit} more)" if len(idx) > limit else "")
@@ -50,10 +51,10 @@ def check_invariants(ohlc: np.ndarray, name: str) -> None:
     """Raise ValueError naming the rows with NaN/inf or high < max(open, close) or low > min(open, close)."""
     bad = ~np.isfinite(ohlc).all(axis=(1, 2))
     if bad.any():
-        raise ValueError(f"{name}: {_rows(np.flatnonzero(bad))}: NaN or infinite prices")
+        raise ValueError(f"{name}: {row_list(np.flatnonzero(bad))}: NaN or infinite prices")
     broken = broken_bars(ohlc).any(axis=1)
     if broken.any():
-        raise ValueError(f"{name}: {_rows(np.flatnonzero(broken))}: OHLC invariant broken "
+        raise ValueError(f"{name}: {row_list(np.flatnonzero(broken))}: OHLC invariant broken "
                          "(expected high >= max(open, close) >= min(open, close) >= low)")
 
 
@@ -63,10 +64,10 @@ def load_windows(source: str, length: int | None = None, labeled: bool = False) 
     Raises ValueError with one line naming the file, the column or rows, and what was expected.
     """
     if source.startswith("synthetic:"):
-        args = synthetic.parse_uri(source)
+        args = synthetic_ohlc.parse_uri(source)
         if length is not None and args["length"] != length:
             raise ValueError(f"{source}: window length {args['length']} != expected length {length}")
-        data = synthetic.generate(args["n"], args["length"], args["seed"])
+        data = synthetic_ohlc.generate(args["n"], args["length"], args["seed"])
         extra = {k: data[k] for k in ("label", "expansion_start", "expansion_end")}
         return Windows(data["ohlc"].astype(np.float32), data["window_id"], None, extra)
     path = Path(source)
@@ -99,7 +100,7 @@ def _check_label_columns(table: pa.Table, source: str) -> None:
     empty = label.is_null().to_numpy(zero_copy_only=False)
     empty |= np.char.strip(np.asarray(label.to_numpy(zero_copy_only=False)).astype(str)) == ""
     if empty.any():
-        raise ValueError(f"{source}: {_rows(np.flatnonzero(empty))}: label is empty; expected a class name")
+        raise ValueError(f"{source}: {row_list(np.flatnonzero(empty))}: label is empty; expected a class name")
     for name in ("expansion_start", "expansion_end"):
         col = table.column(name)
         if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)):
@@ -107,7 +108,7 @@ def _check_label_columns(table: pa.Table, source: str) -> None:
         values = col.to_numpy(zero_copy_only=False).astype(np.float64)   # nulls become NaN
         bad = np.flatnonzero(~np.isfinite(values) | (values != np.round(values)))
         if bad.size:
-            raise ValueError(f"{source}: {_rows(bad)}: {name} is missing or not a whole bar index")
+            raise ValueError(f"{source}: {row_list(bad)}: {name} is missing or not a whole bar index")
 
 
 def _ohlc_array(column: pa.ChunkedArray, source: str, length: int | None) -> np.ndarray:
@@ -118,13 +119,13 @@ def _ohlc_array(column: pa.ChunkedArray, source: str, length: int | None) -> np.
     ):
         raise ValueError(f"{source}: column 'ohlc' has type {col.type}; expected a list of [open, high, low, close] bars")
     if col.null_count:
-        raise ValueError(f"{source}: {_rows(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False)))}: "
+        raise ValueError(f"{source}: {row_list(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False)))}: "
                          "'ohlc' is null")
     outer = col.value_lengths().to_numpy()
     expected = length if length is not None else int(outer[0])
     wrong = np.flatnonzero(outer != expected)
     if wrong.size:
-        raise ValueError(f"{source}: {_rows(wrong)}: window has {int(outer[wrong[0]])} bars; "
+        raise ValueError(f"{source}: {row_list(wrong)}: window has {int(outer[wrong[0]])} bars; "
                          f"expected {expected}")
     bars = col.flatten()
     if bars.null_count:
@@ -133,7 +134,7 @@ def _ohlc_array(column: pa.ChunkedArray, source: str, length: int | None) -> np.
         np.full(len(bars), bars.type.list_size)
     bad_bars = np.flatnonzero(inner != 4)
     if bad_bars.size:
-        raise ValueError(f"{source}: {_rows(np.unique(bad_bars // expected))}: a bar has {int(inner[bad_bars[0]])} "
+        raise ValueError(f"{source}: {row_list(np.unique(bad_bars // expected))}: a bar has {int(inner[bad_bars[0]])} "
                          "values; expected 4 (open, high, low, close)")
     values = bars.flatten().to_numpy(zero_copy_only=False).astype(np.float64)
     return values.reshape(len(col), expected, 4)
@@ -190,10 +191,10 @@ def csv_to_windows(csv_path: str, out_path: str, length: int = 105, stride: int 
         raise ValueError(f"{csv_path}: open/high/low/close must be numbers") from None
     bad = ~np.isfinite(prices).all(axis=1)
     if bad.any():
-        raise ValueError(f"{csv_path}: {_rows(np.flatnonzero(bad) + 2, noun='line')}: missing or non-numeric price")
+        raise ValueError(f"{csv_path}: {row_list(np.flatnonzero(bad) + 2, noun='line')}: missing or non-numeric price")
     broken = broken_bars(prices)
     if broken.any():
-        raise ValueError(f"{csv_path}: {_rows(np.flatnonzero(broken) + 2, noun='line')}: OHLC invariant broken "
+        raise ValueError(f"{csv_path}: {row_list(np.flatnonzero(broken) + 2, noun='line')}: OHLC invariant broken "
                          "(expected high >= max(open, close) >= min(open, close) >= low)")
     if length < 2 or stride < 1:
         raise ValueError(f"length must be >= 2 and stride >= 1, got {length}, {stride}")
@@ -217,7 +218,7 @@ def head(source: str, n: int, out_dir: str | Path, length: int = 105, labeled: b
     if not source.startswith("synthetic:") and not Path(source).exists():
         return f"synthetic:ohlc?n={n}&length={length}&seed=0&labeled={int(labeled)}"
     if source.startswith("synthetic:"):
-        args = synthetic.parse_uri(source)
+        args = synthetic_ohlc.parse_uri(source)
         args["n"] = min(args["n"], n)
         return "synthetic:ohlc?" + "&".join(f"{k}={v}" for k, v in args.items())
     table = pq.read_table(source)

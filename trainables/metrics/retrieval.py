@@ -1,4 +1,5 @@
-"""Retrieval evaluation with trec_eval semantics, BEIR folders, TREC run files, isotropy scores.
+"""Retrieval evaluation with trec_eval semantics: exact search, metrics, TREC run files, isotropy
+scores, and a sentence-transformers model scored on a BEIR dataset (`evaluate_beir`).
 
 - Ranking of a query's documents: score descending, ties by document id descending (what
   trec_eval does), so our numbers and `pytrec_eval`'s agree on the same run.
@@ -15,17 +16,14 @@
 
 from __future__ import annotations
 
-import csv
-import json
 import math
-from dataclasses import dataclass
+import re
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 
-if TYPE_CHECKING:  # torch only where tensors are searched: `validate` reads data files without it
-    import torch
+from trainables.data.retrieval import BeirDataset
 
 METRICS = ("ndcg@10", "recall@100", "mrr@10")
 
@@ -55,95 +53,10 @@ def evaluate_run(run: dict[str, dict[str, float]], qrels: dict[str, dict[str, in
     return {m: float(np.mean([p[m] for p in per_query])) for m in METRICS} | {"queries": len(per_query)}
 
 
-# --- data ---------------------------------------------------------------------------------
-
-@dataclass
-class BeirDataset:
-    name: str
-    corpus: dict[str, str]        # doc id -> "title text"
-    queries: dict[str, str]
-    qrels: dict[str, dict[str, int]]
-
-
-def _jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
-    if not path.exists():
-        raise ValueError(f"{path}: file not found")
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{i}: not valid JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{i}: expected a JSON object, got {type(row).__name__}")
-            missing = [k for k in required if not isinstance(row.get(k), str)]
-            if missing:
-                raise ValueError(f"{path}:{i}: missing or non-string key(s) {', '.join(missing)}; "
-                                 f"expected {', '.join(required)}")
-            rows.append(row)
-    if not rows:
-        raise ValueError(f"{path}: no rows")
-    return rows
-
-
-def load_triples(path: str | Path) -> list[tuple[str, str, str]]:
-    """JSONL of {"query", "positive", "negative"} (or `synthetic:triples?...`); errors name the
-    file and line."""
-    if str(path).startswith("synthetic:"):
-        from trainables.data.synthetic_text import triples_from_uri
-
-        return triples_from_uri(str(path))
-    return [(r["query"], r["positive"], r["negative"]) for r in _jsonl(Path(path), ("query", "positive", "negative"))]
-
-
-def load_beir(folder: str | Path, split: str = "test") -> BeirDataset:
-    """A BEIR folder (or `synthetic:beir?...`); errors name the file and line."""
-    if str(folder).startswith("synthetic:"):
-        from trainables.data.synthetic_text import beir_folder
-
-        name = str(folder)
-        data = load_beir(beir_folder(name), split)
-        return BeirDataset(name, data.corpus, data.queries, data.qrels)
-    folder = Path(folder)
-    corpus = {r["_id"]: (f"{r['title']} {r['text']}" if r.get("title") else r["text"])
-              for r in _jsonl(folder / "corpus.jsonl", ("_id", "text"))}
-    queries = {r["_id"]: r["text"] for r in _jsonl(folder / "queries.jsonl", ("_id", "text"))}
-    qrels_path = folder / "qrels" / f"{split}.tsv"
-    if not qrels_path.exists():
-        raise ValueError(f"{qrels_path}: file not found (BEIR layout: qrels/<split>.tsv)")
-    qrels: dict[str, dict[str, int]] = {}
-    with open(qrels_path, newline="", encoding="utf-8") as f:
-        reader = csv.reader(f, delimiter="\t")
-        header = next(reader, None)
-        if header is None or [h.strip() for h in header[:3]] != ["query-id", "corpus-id", "score"]:
-            raise ValueError(f"{qrels_path}:1: expected the header query-id, corpus-id, score")
-        for i, row in enumerate(reader, 2):
-            if not any(cell.strip() for cell in row):
-                continue
-            if len(row) < 3:
-                raise ValueError(f"{qrels_path}:{i}: expected 3 tab-separated columns")
-            try:
-                qrels.setdefault(row[0], {})[row[1]] = int(row[2])
-            except ValueError:
-                raise ValueError(f"{qrels_path}:{i}: score {row[2]!r} is not an integer") from None
-    # trec_eval semantics: a judged query without a text cannot be run and is not evaluated.
-    qrels = {q: d for q, d in qrels.items() if q in queries}
-    if not qrels:
-        raise ValueError(f"{qrels_path}: no judged query id is in {folder / 'queries.jsonl'}")
-    return BeirDataset(folder.name, corpus, queries, qrels)
-
-
-# --- search and files ---------------------------------------------------------------------
-
 def search(queries: torch.Tensor, docs: torch.Tensor, k: int, similarity: str = "cosine",
            chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact top-k: (scores, indices), each (Q, k). cosine: dot of L2-normalised vectors;
     euclidean: negative L2 distance."""
-    import torch
-
     k = min(k, len(docs))
     if similarity == "cosine":
         queries = torch.nn.functional.normalize(queries, dim=-1)
@@ -170,8 +83,6 @@ def write_trec_run(path: Path, run: dict[str, dict[str, float]], tag: str, depth
 
 def isotropy(emb: torch.Tensor) -> dict[str, float]:
     """1 - mean pairwise cosine (distinct pairs) and the partition-function ratio."""
-    import torch
-
     w = emb.double()
     u = torch.nn.functional.normalize(w, dim=-1)
     n = len(u)
@@ -180,3 +91,27 @@ def isotropy(emb: torch.Tensor) -> dict[str, float]:
     _, vecs = torch.linalg.eigh(w.T @ w)
     z = torch.logsumexp(w @ vecs, dim=0)          # log Z(c) for each eigenvector c
     return {"isotropy_cosine": 1.0 - mean_cos, "isotropy_partition": float(torch.exp(z.min() - z.max()))}
+
+
+def dataset_name(source: str) -> str:
+    """A BEIR source as a name for columns and file names."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(source).name if not source.startswith("synthetic:") else source[10:])
+
+
+def evaluate_beir(model, dataset: BeirDataset, similarity_kind: str, *, batch_size: int, sample: int,
+                  seed: int = 0, depth: int = 100) -> tuple[dict, dict]:
+    """Encode corpus and queries (SentenceTransformer.encode), exact top-`depth` search, metrics
+    and isotropy of a seeded sample of corpus embeddings. Returns (metrics, run)."""
+    doc_ids, qids = list(dataset.corpus), [q for q in dataset.queries if q in dataset.qrels]
+    docs = model.encode([dataset.corpus[d] for d in doc_ids], batch_size=batch_size, convert_to_tensor=True,
+                        show_progress_bar=False)
+    queries = model.encode([dataset.queries[q] for q in qids], batch_size=batch_size, convert_to_tensor=True,
+                           show_progress_bar=False)
+    scores, idx = search(queries, docs, depth, similarity_kind)
+    run = {q: {doc_ids[j]: float(s) for s, j in zip(srow.tolist(), irow.tolist())}
+           for q, srow, irow in zip(qids, scores, idx)}
+    metrics = evaluate_run(run, dataset.qrels)
+    gen = torch.Generator().manual_seed(seed)
+    pick = torch.randperm(len(docs), generator=gen)[:sample]
+    metrics.update(isotropy(docs[pick.to(docs.device)].float().cpu()))
+    return metrics, run

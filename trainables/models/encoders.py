@@ -99,3 +99,9 @@ def transfer_forward_direction(source: str, lstm: nn.LSTM) -> dict:
         for name in FORWARD_LAYER0:
             getattr(lstm, name).copy_(src[name])
     return {"hparams": exported["hparams"], "source": exported.get("source", {})}
+
+
+def check_transfer(source: str, hidden_size: int, input_size: int = 4) -> None:
+    """Raise ValueError (naming both shapes) unless the encoder at `source` transfers into a
+    causal LSTM of this size; what `validate` checks before a fine-tuning stage runs."""
+    transfer_forward_direction(source, nn.LSTM(input_size, hidden_size, batch_first=True))

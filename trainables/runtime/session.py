@@ -28,6 +28,7 @@ from typing import Iterator, Protocol
 import pyarrow.fs as pafs
 
 from trainables.runtime import selection as sel
+from trainables.runtime.retries import with_retries
 
 log = logging.getLogger(__name__)
 
@@ -215,8 +216,6 @@ class TuneSession(CheckpointClock):
     def _send(self, metrics: dict, checkpoint_dir: str | None) -> None:
         from ray import tune
 
-        from orchestrator.storage.store import with_retries
-
         self._held = None
         self._last_sent = time.monotonic()
         if self.telemetry is not None:
@@ -247,8 +246,6 @@ class TuneSession(CheckpointClock):
         checkpoint): its best value and best checkpoint are of epochs it reported itself.
         """
         from ray import tune
-
-        from orchestrator.storage.store import with_retries
 
         latest = tune.get_checkpoint()
         storage = tune.get_context().get_storage()

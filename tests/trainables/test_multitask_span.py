@@ -12,6 +12,11 @@ import torch
 from sklearn.metrics import f1_score, precision_score, recall_score
 
 from trainables import multitask_span as mt
+from trainables.configs import multitask_span as mt_config
+from trainables.configs.multitask_span import Config
+from trainables.data.folds import time_blocks
+from trainables.data.labeled import load_spans
+from trainables.models.span_model import SpanModel
 from trainables.data import span_features
 from trainables.metrics import span as span_metrics
 from trainables.data import synthetic_ohlc as synthetic
@@ -225,12 +230,12 @@ def test_crf_path_trains_and_decodes_valid_spans(tmp_path):
     assert not metrics["diverged"]
     state = torch.load(session.artifact_dir / "best_model.pt", weights_only=True)
     assert "crf.transitions" in state["model"]
-    cfg = mt.Config(data="synthetic:ohlc?n=120&labeled=1&seed=4", hidden_size=24, use_crf=True, epochs=3)
-    model = mt.SpanModel(12, 2, cfg)
+    cfg = Config(data="synthetic:ohlc?n=120&labeled=1&seed=4", hidden_size=24, use_crf=True, epochs=3)
+    model = SpanModel(12, 2, cfg)
     model.load_state_dict(state["model"])
     # the reported Viterbi span F1 is the per-bar F1 of the best model's decoded validation spans
-    windows, _, _, starts, ends = mt.load_data(cfg)
-    _, (_, val_idx, _) = mt.split(windows, cfg)
+    windows, _, _, starts, ends = load_spans(cfg.data, cfg.window_length)
+    _, (_, val_idx, _) = time_blocks(windows, cfg.split_fractions(len(windows)), cfg.window_length)
     feats = (span_features.compute(torch.as_tensor(windows.ohlc[val_idx])) - state["feature_mean"]) / state["feature_std"]
     model.eval()
     with torch.no_grad():
@@ -314,7 +319,7 @@ def test_bad_spans_are_rejected_with_the_rows(tmp_path):
     pq.write_table(windows_table(data["ohlc"], list(data["window_id"]), label=data["label"],
                                  expansion_start=data["expansion_start"], expansion_end=data["expansion_end"]), path)
     with pytest.raises(ValueError, match=r"bad.parquet: rows 1, 4: expected 0 <= expansion_start <= expansion_end"):
-        mt.check_inputs(mt.Config(data=str(path), window_length=40))
+        mt_config.check_inputs(Config(data=str(path), window_length=40))
 
 
 # --- through the CLI --------------------------------------------------------------------------

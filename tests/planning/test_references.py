@@ -1,5 +1,6 @@
 import pytest
 
+from orchestrator.planning import references as resolution
 from orchestrator.study import references as refs
 
 
@@ -27,7 +28,7 @@ def test_parse_forms():
 
 
 def test_best_picks_by_select_among_successful_trials():
-    (cfg, lineage, id_cfg), = refs.expand({"encoder": "${pre.best}", "h": "${pre.best.config.hidden_size}"},
+    (cfg, lineage, id_cfg), = resolution.expand({"encoder": "${pre.best}", "h": "${pre.best.config.hidden_size}"},
                                           {"pre": _record()})
     assert cfg == {"encoder": "/ck/t1", "h": 16}  # t3 has a better value but errored
     assert lineage["pre"]["trial"] == "pre/a/s2"
@@ -36,20 +37,20 @@ def test_best_picks_by_select_among_successful_trials():
 
 def test_max_mode_and_variant_selector():
     rec = _record(("acc", "max"))
-    (cfg, _, _), = refs.expand({"e": "${pre.best}"}, {"pre": rec})
+    (cfg, _, _), = resolution.expand({"e": "${pre.best}"}, {"pre": rec})
     assert cfg["e"] == "/ck/t0"
-    (cfg, _, _), = refs.expand({"e": "${pre.trials[b]}"}, {"pre": rec})
+    (cfg, _, _), = resolution.expand({"e": "${pre.trials[b]}"}, {"pre": rec})
     assert cfg["e"] == "/ck/t2"
 
 
 def test_top_k_fans_out_and_fields_move_together():
-    out = refs.expand({"e": "${pre.top[2]}", "h": "${pre.top[2].config.hidden_size}"}, {"pre": _record()})
+    out = resolution.expand({"e": "${pre.top[2]}", "h": "${pre.top[2].config.hidden_size}"}, {"pre": _record()})
     assert [(c["e"], c["h"]) for c, _, _ in out] == [("/ck/t1", 16), ("/ck/t2", 24)]
     assert [lin["pre.top[2]"]["trial_id"] for _, lin, _ in out] == ["t1", "t2"]
 
 
 def test_all_fans_out_over_successful_trials_without_select():
-    out = refs.expand({"e": "${pre.all}"}, {"pre": _record(select=None)})
+    out = resolution.expand({"e": "${pre.all}"}, {"pre": _record(select=None)})
     assert sorted(c["e"] for c, _, _ in out) == ["/ck/t0", "/ck/t1", "/ck/t2"]
 
 
@@ -58,42 +59,43 @@ def test_no_successful_trial_is_an_error():
     for t in rec["trials"].values():
         t["status"] = "error"
     with pytest.raises(refs.RefError, match="no successful trial"):
-        refs.expand({"e": "${pre.best}"}, {"pre": rec})
+        resolution.expand({"e": "${pre.best}"}, {"pre": rec})
 
 
 def test_nested_values_and_plain_configs():
-    (cfg, lineage, _), = refs.expand({"opt": {"enc": "${pre.best}"}, "x": [1, 2]}, {"pre": _record()})
+    (cfg, lineage, _), = resolution.expand({"opt": {"enc": "${pre.best}"}, "x": [1, 2]}, {"pre": _record()})
     assert cfg == {"opt": {"enc": "/ck/t1"}, "x": [1, 2]}
-    assert refs.expand({"x": 1}, {}) == [({"x": 1}, {}, {"x": 1})]
+    assert resolution.expand({"x": 1}, {}) == [({"x": 1}, {}, {"x": 1})]
 
 
 def test_nan_and_missing_values_never_rank_and_ties_break_by_name():
     rec = _record()
     rec["trials"]["t0"]["best"] = float("nan")    # sorted() would put a NaN anywhere
     rec["trials"]["t2"]["best"] = None
-    assert [t["trial_id"] for t in refs.ranked(rec, refs.successful(rec))] == ["t1"]
+    assert [t["trial_id"] for t in resolution.ranked(rec, resolution.successful(rec))] == ["t1"]
     for mode in ("min", "max"):
         tied = _record((("val/loss", mode)))
         for t in tied["trials"].values():
             t["best"] = 0.5
-        assert [t["name"] for t in refs.ranked(tied, refs.successful(tied))] == ["pre/a/s1", "pre/a/s2", "pre/b/s1"]
+        assert [t["name"] for t in resolution.ranked(tied, resolution.successful(tied))] == ["pre/a/s1", "pre/a/s2", "pre/b/s1"]
     for t in rec["trials"].values():
         t["best"] = None
     with pytest.raises(refs.RefError, match="reported a finite value of its select metric 'val/loss'"):
-        refs.expand({"e": "${pre.best}"}, {"pre": rec})
+        resolution.expand({"e": "${pre.best}"}, {"pre": rec})
 
 
 def test_latest_checkpoint_is_the_newest_and_checkpoint_the_best_epochs():
     rec = _record()
     for t in rec["trials"].values():
         t["latest_checkpoint"] = t["checkpoint"] + "-latest"
-    (cfg, _, ids), = refs.expand({"best": "${pre.best}", "resume": "${pre.best.latest_checkpoint}"}, {"pre": rec})
+    (cfg, _, ids), = resolution.expand({"best": "${pre.best}", "resume": "${pre.best.latest_checkpoint}"}, {"pre": rec})
     assert cfg == {"best": "/ck/t1", "resume": "/ck/t1-latest"}
     assert ids["resume"] == "ref:t1:latest_checkpoint"
 
 
 def test_trials_that_coincide_after_resolution_are_an_error_naming_both(tmp_path):
-    from orchestrator.planning.expand import load_plan, resolve_stage
+    from orchestrator.planning.expand import load_plan
+    from orchestrator.planning.references import resolve_stage
 
     study = tmp_path / "study.yaml"
     study.write_text("""\

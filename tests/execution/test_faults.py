@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
-from tests.conftest import REPO, TINY_STAGE, run_cli
+from tests.conftest import REPO, TINY_STAGE, run_cli, run_study_in_process
 
 pytestmark = pytest.mark.e2e
 
@@ -108,9 +108,6 @@ def test_node_lost_mid_study_trials_retried_elsewhere(tmp_path):
     import ray
     from ray.cluster_utils import Cluster
 
-    from orchestrator.planning.expand import load_plan
-    from orchestrator.execution.study_runner import RunOptions, run_study
-
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
     nodes = [cluster.add_node(num_cpus=1) for _ in range(2)]
     cluster.wait_for_nodes()
@@ -140,8 +137,7 @@ def test_node_lost_mid_study_trials_retried_elsewhere(tmp_path):
             killer_done.set()
 
         threading.Thread(target=remove_a_node, daemon=True).start()
-        code = run_study(load_plan(path), path.read_text(), RunOptions(storage=str(tmp_path / "runs")),
-                         Console(width=200))
+        code = run_study_in_process(path, tmp_path / "runs", Console(width=200))
         assert killer_done.wait(5)
         assert code == 0
         df = pd.read_parquet(tmp_path / "runs" / "nodeloss" / "results.parquet")

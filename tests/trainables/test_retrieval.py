@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from trainables.metrics import retrieval
+from trainables.data import retrieval as retrieval_data
 from trainables.losses import sigreg
+from trainables.metrics import retrieval
 
 
 def _random_case(seed: int, n_queries: int = 30, n_docs: int = 300):
@@ -100,20 +101,20 @@ def test_malformed_inputs_name_file_and_line(tmp_path):
     good = json.dumps({"query": "q", "positive": "p", "negative": "n"})
     (tmp_path / "t.jsonl").write_text(good + "\n" + '{"query": "q", "positive": "p"}\n')
     with pytest.raises(ValueError, match=r"t.jsonl:2: missing or non-string key\(s\) negative"):
-        retrieval.load_triples(tmp_path / "t.jsonl")
+        retrieval_data.load_triples(tmp_path / "t.jsonl")
     (tmp_path / "u.jsonl").write_text(good + "\n\n{not json\n")
     with pytest.raises(ValueError, match=r"u.jsonl:3: not valid JSON"):
-        retrieval.load_triples(tmp_path / "u.jsonl")
+        retrieval_data.load_triples(tmp_path / "u.jsonl")
     beir = tmp_path / "beir"
     (beir / "qrels").mkdir(parents=True)
     (beir / "corpus.jsonl").write_text(json.dumps({"_id": "d1", "title": "", "text": "x"}) + "\n")
     (beir / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "y"}) + "\n")
     (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\tone\n")
     with pytest.raises(ValueError, match=r"test.tsv:2: score 'one' is not an integer"):
-        retrieval.load_beir(beir)
+        retrieval_data.load_beir(beir)
     (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq7\td1\t1\n")
     with pytest.raises(ValueError, match=r"test.tsv: no judged query id is in .*queries.jsonl"):
-        retrieval.load_beir(beir)
+        retrieval_data.load_beir(beir)
 
 
 def test_beir_blank_qrels_lines_and_titles(tmp_path):
@@ -123,6 +124,6 @@ def test_beir_blank_qrels_lines_and_titles(tmp_path):
                                        + json.dumps({"_id": "d2", "title": None, "text": "z"}) + "\n")
     (beir / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "y"}) + "\n")
     (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n\nq1\td1\t2\nq9\td2\t1\n\n")
-    data = retrieval.load_beir(beir)
+    data = retrieval_data.load_beir(beir)
     assert data.corpus == {"d1": "T x", "d2": "z"}
     assert data.qrels == {"q1": {"d1": 2}}  # q9 has no query text: not evaluated (trec_eval semantics)

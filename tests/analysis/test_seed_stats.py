@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from orchestrator.analysis import seed_stats as aggregate
+from orchestrator.analysis import seed_stats
 from orchestrator.analysis import study_tables
 from orchestrator.analysis.rendering import aggregate_latex, aggregate_markdown, latex_escape, paired_markdown
 
@@ -30,7 +30,7 @@ def _trials() -> pd.DataFrame:
 
 def test_mean_std_ci_equal_scipy():
     df = _trials()
-    agg = aggregate.aggregate(df, ["best.val/acc", "final.val/loss"], ["stage", "variant"]).set_index("variant")
+    agg = seed_stats.aggregate(df, ["best.val/acc", "final.val/loss"], ["stage", "variant"]).set_index("variant")
     for variant in ("base_line", "iso"):
         x = df[(df.variant == variant) & (df.status == "done")]["best.val/acc"].to_numpy()
         lo, hi = stats.t.interval(0.95, len(x) - 1, loc=x.mean(), scale=stats.sem(x))
@@ -44,7 +44,7 @@ def test_mean_std_ci_equal_scipy():
 def test_paired_delta_uses_matched_seeds():
     df = _trials()
     df = df[~((df.variant == "base_line") & (df.seed == 3))]  # baseline lacks seed 3: only 1, 2 pair
-    pairs = aggregate.paired(df, "base_line", ["best.val/acc"], ["stage", "variant"])
+    pairs = seed_stats.paired(df, "base_line", ["best.val/acc"], ["stage", "variant"])
     row = pairs.iloc[0]
     assert row["variant"] == "iso" and row["n"] == 2 and row["seeds"] == "1,2"
     a = df[(df.variant == "iso") & df.seed.isin([1, 2])].sort_values("seed")["best.val/acc"].to_numpy()
@@ -57,18 +57,18 @@ def test_paired_delta_uses_matched_seeds():
 
 def test_single_seed_has_no_interval_and_unknown_columns_are_errors():
     df = _trials()[lambda d: d.seed == 1]
-    agg = aggregate.aggregate(df, ["best.val/acc"], ["stage", "variant"])
+    agg = seed_stats.aggregate(df, ["best.val/acc"], ["stage", "variant"])
     assert agg["n"].tolist() == [1, 1] and agg["best.val/acc:ci_low"].isna().all()
     from orchestrator.errors import UserError
 
     with pytest.raises(UserError, match="unknown column"):
-        aggregate.aggregate(df, ["best.nope"], ["stage", "variant"])
+        seed_stats.aggregate(df, ["best.nope"], ["stage", "variant"])
     with pytest.raises(UserError, match="no successful trials of variant 'zzz'"):
-        aggregate.paired(df, "zzz", ["best.val/acc"])
+        seed_stats.paired(df, "zzz", ["best.val/acc"])
 
 
 def test_latex_is_balanced_escaped_and_bolds_the_best():
-    agg = aggregate.aggregate(_trials(), ["best.val/acc", "final.val/loss"], ["stage", "variant"])
+    agg = seed_stats.aggregate(_trials(), ["best.val/acc", "final.val/loss"], ["stage", "variant"])
     tex = aggregate_latex(agg, {"train": {"metric": "val/acc", "mode": "max"}}, caption="a_b & 50%")
     assert tex.count("{") == tex.count("}")
     assert r"\toprule" in tex and r"\midrule" in tex and r"\bottomrule" in tex
@@ -80,8 +80,8 @@ def test_latex_is_balanced_escaped_and_bolds_the_best():
 
 def test_markdown_tables_have_consistent_columns():
     df = _trials()
-    agg = aggregate.aggregate(df, ["best.val/acc"], ["stage", "variant"])
-    for text in (aggregate_markdown(agg), paired_markdown(aggregate.paired(df, "base_line", ["best.val/acc"]))):
+    agg = seed_stats.aggregate(df, ["best.val/acc"], ["stage", "variant"])
+    for text in (aggregate_markdown(agg), paired_markdown(seed_stats.paired(df, "base_line", ["best.val/acc"]))):
         rows = [ln for ln in text.splitlines() if ln.startswith("|")]
         assert len(rows) >= 3 and len({ln.count("|") for ln in rows}) == 1
         assert re.fullmatch(r"\|(---\|)+", rows[1])
@@ -108,7 +108,7 @@ def test_stage_without_successful_trials_has_no_aggregate():
 
 
 def test_results_table_does_not_depend_on_the_order_trials_finished():
-    from orchestrator.analysis import trials_table as results
+    from orchestrator.analysis import trials_table
 
     def trial(name, metrics):
         return {"stage": "s", "trial_id": name, "name": name, "variant": name, "seed": 0, "status": "done",
@@ -120,7 +120,7 @@ def test_results_table_does_not_depend_on_the_order_trials_finished():
     tables = []
     for order in ([plain, crf], [crf, plain]):
         record = {"select": {"metric": "final/val_f1", "mode": "max"}, "trials": {t["name"]: t for t in order}}
-        tables.append(results.to_markdown(results.build_table([record])))
+        tables.append(trials_table.to_markdown(trials_table.build_table([record])))
     assert tables[0] == tables[1]
     header = tables[0].splitlines()[0]
     # the selection metric's final value is shown even when many other metrics sort before it
@@ -133,7 +133,7 @@ UP = "upstream.pre.top[2]"
 
 
 def _random_study(rng: np.random.Generator) -> pd.DataFrame:
-    """A fine-tuning stage's results as `results.build_table` lays them out: a baseline without
+    """A fine-tuning stage's results as `trials_table.build_table` lays them out: a baseline without
     upstream, variants fanned out over 1-3 upstream trials, optional search samples (an lr value
     per trial, sometimes coinciding: duplicates of a seed), missing seeds, errored trials."""
     seeds = list(range(1, rng.integers(2, 6)))
@@ -181,7 +181,7 @@ def test_aggregates_count_seeds_not_trials_against_a_direct_computation():
         varies = [c for c in (f"{UP}.trial_id", "config.lr")
                   if (done.groupby("variant")[c].nunique() > 1).any()]   # within some variant
         for how, keys in (("separate", ["variant", *varies]), ("mean", ["variant"])):
-            agg = aggregate.aggregate(df, ["best.acc"], within_seed=how)
+            agg = seed_stats.aggregate(df, ["best.acc"], within_seed=how)
             shown = [k.replace(".trial_id", ".trial") for k in keys]
             expected = _reference_groups(df, keys)
             assert len(agg) == len(expected), (how, agg)
@@ -207,7 +207,7 @@ def test_paired_deltas_pair_each_upstream_trial_with_the_baseline_seed_by_seed()
         if "scratch" not in set(df[df.status == "done"].variant):
             continue
         for how in ("separate", "mean"):
-            pairs = aggregate.paired(df, "scratch", ["best.acc"], within_seed=how)
+            pairs = seed_stats.paired(df, "scratch", ["best.acc"], within_seed=how)
             ok = df[df.status == "done"]
             base = ok[ok.variant == "scratch"].groupby("seed")["best.acc"].mean()
             if how == "separate" and ok["config.lr"].nunique() > 1:
@@ -247,14 +247,14 @@ def test_fan_out_duplicates_are_never_aligned_as_seeds():
                          f"{UP}.trial": f"pre/{up}", f"{UP}.checkpoint": f"/ck/{up}", "config.encoder": f"/ck/{up}",
                          "best.acc": 0.7 + shift + noise})
     df = pd.DataFrame(rows)
-    agg = aggregate.aggregate(df, ["best.acc"]).set_index("variant")
+    agg = seed_stats.aggregate(df, ["best.acc"]).set_index("variant")
     assert agg.loc["pre", "n"].tolist() == [3, 3] and agg.loc["scratch", "n"] == 3
     assert "config.encoder" not in agg.columns and f"{UP}.trial" in agg.columns   # the name, not the path
-    pooled = aggregate.aggregate(df, ["best.acc"], within_seed="mean").set_index("variant")
+    pooled = seed_stats.aggregate(df, ["best.acc"], within_seed="mean").set_index("variant")
     assert pooled.loc["pre", "n"] == 3 and "2 trials per seed averaged" in pooled.loc["pre", "note"]
-    pairs = aggregate.paired(df, "scratch", ["best.acc"]).set_index(f"{UP}.trial")
+    pairs = seed_stats.paired(df, "scratch", ["best.acc"]).set_index(f"{UP}.trial")
     assert pairs.loc["pre/u0", "best.acc:delta"] == pytest.approx(0.25)
     assert pairs.loc["pre/u1", "best.acc:delta"] == pytest.approx(-0.25)
     assert (pairs["n"] == 3).all()
-    md = paired_markdown(aggregate.paired(df, "scratch", ["best.acc"], within_seed="mean"))
+    md = paired_markdown(seed_stats.paired(df, "scratch", ["best.acc"], within_seed="mean"))
     assert "| fine | pre | scratch | 3 |" in md and "2 trials per seed averaged" in md

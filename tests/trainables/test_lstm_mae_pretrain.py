@@ -89,11 +89,12 @@ def test_truncated_checkpoint_is_a_clear_error(tmp_path):
 def test_split_purges_windows_overlapping_validation():
     import numpy as np
 
+    from trainables.data.folds import time_blocks
     from trainables.data.ohlc import Windows
 
     starts = np.arange(0, 200, 10)  # windows of 50 bars every 10 bars overlap
     w = Windows(np.zeros((20, 50, 4), np.float32), np.array([str(s) for s in starts]), starts)
-    _, (train, val) = mae.split(w, mae.Config(data="x", window_length=50, val_fraction=0.2))
+    _, (train, val) = time_blocks(w, (0.2,), 50)
     assert len(val) == 4
     assert (starts[train] + 50 <= starts[val].min()).all()
     assert math.isclose(len(train), 12)

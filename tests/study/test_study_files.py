@@ -65,7 +65,7 @@ def test_quick_start_is_a_chain_with_selection_and_comparison():
 
 
 def test_plan_packs_trials_node_by_node_on_a_cluster_file(cli, write_study):
-    from orchestrator.planning.expand import ClusterShape, concurrency
+    from orchestrator.planning.resources import ClusterShape, concurrency
 
     two_nodes = ClusterShape(cpus=16, gpus=8, nodes=((8, 4), (8, 4)))
     assert concurrency({"cpu": 0.5, "gpu": 0.3, "workers": 1}, two_nodes, None) == 24   # 3 per GPU, not 3.33
@@ -100,7 +100,7 @@ def test_within_seed_is_not_part_of_the_study_identity(tmp_path):
     """How tables group seeds changes no trial: a stored study (also one stored before the
     setting existed) continues when only that changes."""
     from orchestrator.planning.expand import load_plan
-    from orchestrator.execution.study_runner import spec_hash
+    from orchestrator.execution.study_folder import spec_hash
 
     text = (REPO / "matrix.yaml").read_text()
     plain, grouped = tmp_path / "a.yaml", tmp_path / "b.yaml"

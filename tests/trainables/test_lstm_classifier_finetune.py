@@ -9,6 +9,7 @@ import torch
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, recall_score
 
 from trainables import lstm_classifier_finetune as ft
+from trainables.configs.lstm_classifier_finetune import Config
 from trainables.models import encoders
 from trainables.metrics.classification import classification_report
 from trainables.data.folds import make_folds
@@ -28,22 +29,22 @@ def encoder_file(tmp_path_factory):
 
 def test_transfer_copies_exactly_the_forward_direction_of_layer0(encoder_file):
     source = encoders.load_export(encoder_file)["state_dict"]
-    model, info = ft.build_model(ft.Config(**SMALL, encoder=str(encoder_file)), 2, torch.device("cpu"))
+    model, info = ft.build_model(Config(**SMALL, encoder=str(encoder_file)), 2, torch.device("cpu"))
     for name in encoders.FORWARD_LAYER0:
         assert torch.equal(getattr(model.lstm, name), source[name])
         assert not torch.equal(getattr(model.lstm, name), source[name + "_reverse"])
     assert info["hparams"]["hidden_size"] == 16
     # a checkpoint folder holding encoder.pt works too
-    ft.build_model(ft.Config(**SMALL, encoder=str(encoder_file.parent)), 2, torch.device("cpu"))
+    ft.build_model(Config(**SMALL, encoder=str(encoder_file.parent)), 2, torch.device("cpu"))
 
 
 def test_shape_mismatch_names_both_shapes(encoder_file):
     with pytest.raises(ValueError, match=r"weight_ih_l0 has shape \(64, 4\) but this model's LSTM expects \(128, 4\)"):
-        ft.build_model(ft.Config(**dict(SMALL, hidden_size=32), encoder=str(encoder_file)), 2, torch.device("cpu"))
+        ft.build_model(Config(**dict(SMALL, hidden_size=32), encoder=str(encoder_file)), 2, torch.device("cpu"))
 
 
 def test_frozen_encoder_does_not_change_during_frozen_epochs(encoder_file):
-    cfg = ft.Config(**dict(SMALL, epochs=4, early_stopping_patience=None), encoder=str(encoder_file),
+    cfg = Config(**dict(SMALL, epochs=4, early_stopping_patience=None), encoder=str(encoder_file),
                     freeze_encoder_epochs=2)
     model, _ = ft.build_model(cfg, 2, torch.device("cpu"))
     torch.manual_seed(0)
@@ -55,7 +56,7 @@ def test_frozen_encoder_does_not_change_during_frozen_epochs(encoder_file):
     def on_epoch(epoch, m):
         snapshots.append({k: v.clone() for k, v in m.lstm.state_dict().items()})
 
-    ft.fit_fold(model, x[:30], y[:30], x[30:], y[30:], cfg, 2, transferred=True, on_epoch=on_epoch)
+    ft.fit_fold(model, (x[:30], y[:30]), (x[30:], y[30:]), cfg, n_classes=2, transferred=True, on_epoch=on_epoch)
     for epoch in (0, 1):  # frozen
         assert all(torch.equal(snapshots[epoch][k], start_lstm[k]) for k in start_lstm)
     assert not all(torch.equal(snapshots[3][k], start_lstm[k]) for k in start_lstm)  # unfrozen after

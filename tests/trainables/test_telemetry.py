@@ -22,9 +22,11 @@ def test_sampler_statistics_and_low_utilisation_flag():
     sampler.sample_once()
     stats = sampler.stats()
     assert stats == {"gpu/mem_peak_mib": 3000.0, "gpu/util_mean": pytest.approx(35.0), "gpu/util_peak": 50.0}
-    flag = telemetry.low_utilisation(stats["gpu/util_mean"], 60)
+    from orchestrator.analysis.report import low_utilisation
+
+    flag = low_utilisation(stats["gpu/util_mean"], 60)
     assert flag.startswith("GPU utilisation 35% < 60%") and "batch" in flag and "data loading" in flag
-    assert telemetry.low_utilisation(75.0, 60) is None and telemetry.low_utilisation(None, 60) is None
+    assert low_utilisation(75.0, 60) is None and low_utilisation(None, 60) is None
 
 
 def test_memory_only_source_reports_no_utilisation():

@@ -117,7 +117,8 @@ def test_study_on_s3_survives_an_outage_lands_in_the_bucket_and_reads_back_witho
 
 
 def test_a_missing_bucket_or_denied_access_is_not_retried_for_minutes(s3):
-    from orchestrator.storage.store import Store, permanent
+    from orchestrator.storage.store import Store
+    from trainables.runtime.retries import permanent
 
     started = time.perf_counter()
     with pytest.raises(OSError, match="not found|NoSuchBucket|NO_SUCH_BUCKET"):

@@ -1,0 +1,61 @@
+"""The study folder's own files, which every command reads: the study file as run
+(`study.yaml`), its metadata (`study.json`: name, content hash, git commit, runs, planned
+trials per stage) and the driver's record of every trial, one JSON file per stage
+(`_orchestrator/stages/<stage>.json`), from which `status`, `results`, `report` and resumed
+runs work without Ray."""
+
+from __future__ import annotations
+
+import json
+
+from orchestrator.errors import Problem, UserError
+from orchestrator.storage.store import Store
+
+STUDY_FILE = "study.yaml"
+STUDY_META = "study.json"
+STATE_DIR = "_orchestrator"
+
+
+def open_study(run_dir: str) -> Store:
+    """The study folder at `run_dir` (a path or URI); a one-line error when there is none."""
+    try:
+        store = Store(run_dir)
+        found = store.exists(STUDY_META)
+    except OSError as exc:
+        raise UserError(Problem(run_dir, f"cannot read storage: {' '.join(str(exc).split())[:200]}")) from None
+    if not found:
+        raise UserError(Problem(run_dir, f"no study here (expected {STUDY_META}); give the study's folder, "
+                                "e.g. runs/<study name> or s3://bucket/prefix/<study name>"))
+    return store
+
+
+def read_meta(store: Store) -> dict:
+    return json.loads(store.read_text(STUDY_META))
+
+
+def save_stage_record(store: Store, stage: str, record: dict) -> None:
+    store.write_text(json.dumps(record, indent=1, sort_keys=True, default=str), STATE_DIR, "stages", f"{stage}.json")
+
+
+def load_stage_record(store: Store, stage: str) -> dict | None:
+    if not store.exists(STATE_DIR, "stages", f"{stage}.json"):
+        return None
+    return json.loads(store.read_text(STATE_DIR, "stages", f"{stage}.json"))
+
+
+def load_records(store: Store) -> dict[str, dict]:
+    """The records of the study's stages that have one (stages that started), in study order."""
+    records = {}
+    for name in read_meta(store).get("stages", {}):
+        record = load_stage_record(store, name)
+        if record:
+            records[name] = record
+    return records
+
+
+def status_counts(trials: dict) -> dict[str, int]:
+    """How many trials are in each status ({"done": 4, "error": 1, ...})."""
+    counts: dict[str, int] = {}
+    for t in trials.values():
+        counts[t["status"]] = counts.get(t["status"], 0) + 1
+    return counts

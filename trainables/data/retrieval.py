@@ -1,0 +1,104 @@
+"""Retrieval data: BEIR folders (`corpus.jsonl`, `queries.jsonl`, `qrels/<split>.tsv`) and
+contrastive training triples (JSONL of {"query", "positive", "negative"}), read without torch
+(`validate` checks them); every error names the file and line."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class BeirDataset:
+    name: str
+    corpus: dict[str, str]        # doc id -> "title text"
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, int]]
+
+
+def _jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
+    if not path.exists():
+        raise ValueError(f"{path}: file not found")
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for i, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{i}: not valid JSON ({exc.msg})") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}:{i}: expected a JSON object, got {type(row).__name__}")
+            missing = [k for k in required if not isinstance(row.get(k), str)]
+            if missing:
+                raise ValueError(f"{path}:{i}: missing or non-string key(s) {', '.join(missing)}; "
+                                 f"expected {', '.join(required)}")
+            rows.append(row)
+    if not rows:
+        raise ValueError(f"{path}: no rows")
+    return rows
+
+
+def load_triples(path: str | Path) -> list[tuple[str, str, str]]:
+    """JSONL of {"query", "positive", "negative"} (or `synthetic:triples?...`); errors name the
+    file and line."""
+    if str(path).startswith("synthetic:"):
+        from trainables.data.synthetic_text import triples_from_uri
+
+        return triples_from_uri(str(path))
+    return [(r["query"], r["positive"], r["negative"]) for r in _jsonl(Path(path), ("query", "positive", "negative"))]
+
+
+def load_beir(folder: str | Path, split: str = "test") -> BeirDataset:
+    """A BEIR folder (or `synthetic:beir?...`); errors name the file and line."""
+    if str(folder).startswith("synthetic:"):
+        from trainables.data.synthetic_text import beir_folder
+
+        name = str(folder)
+        data = load_beir(beir_folder(name), split)
+        return BeirDataset(name, data.corpus, data.queries, data.qrels)
+    folder = Path(folder)
+    corpus = {r["_id"]: (f"{r['title']} {r['text']}" if r.get("title") else r["text"])
+              for r in _jsonl(folder / "corpus.jsonl", ("_id", "text"))}
+    queries = {r["_id"]: r["text"] for r in _jsonl(folder / "queries.jsonl", ("_id", "text"))}
+    qrels_path = folder / "qrels" / f"{split}.tsv"
+    if not qrels_path.exists():
+        raise ValueError(f"{qrels_path}: file not found (BEIR layout: qrels/<split>.tsv)")
+    qrels: dict[str, dict[str, int]] = {}
+    with open(qrels_path, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f, delimiter="\t")
+        header = next(reader, None)
+        if header is None or [h.strip() for h in header[:3]] != ["query-id", "corpus-id", "score"]:
+            raise ValueError(f"{qrels_path}:1: expected the header query-id, corpus-id, score")
+        for i, row in enumerate(reader, 2):
+            if not any(cell.strip() for cell in row):
+                continue
+            if len(row) < 3:
+                raise ValueError(f"{qrels_path}:{i}: expected 3 tab-separated columns")
+            try:
+                qrels.setdefault(row[0], {})[row[1]] = int(row[2])
+            except ValueError:
+                raise ValueError(f"{qrels_path}:{i}: score {row[2]!r} is not an integer") from None
+    # trec_eval semantics: a judged query without a text cannot be run and is not evaluated.
+    qrels = {q: d for q, d in qrels.items() if q in queries}
+    if not qrels:
+        raise ValueError(f"{qrels_path}: no judged query id is in {folder / 'queries.jsonl'}")
+    return BeirDataset(folder.name, corpus, queries, qrels)
+
+
+def head_triples(source: str | None, n: int, out: Path) -> str | None:
+    """A triples source with at most its first `n` lines (for pre-flight runs), written to `out`;
+    a file that is not on this machine is stood in for by synthetic triples."""
+    if source is None or str(source).startswith("synthetic:"):
+        return source
+    if not Path(source).exists():
+        return f"synthetic:triples?n={n}&seed={len(out.name)}"
+    with open(source, encoding="utf-8") as f, open(out, "w", encoding="utf-8") as g:
+        for i, line in enumerate(f):
+            if i >= n:
+                break
+            g.write(line)
+    return str(out)

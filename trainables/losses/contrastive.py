@@ -1,0 +1,56 @@
+"""The losses of `contrastive_isotropy` on a batch of (query, positive, hard negative) triples:
+in-batch multiple-negatives ranking (cross-entropy of scale x similarity against every
+positive and negative of the batch), SIGReg on the projected embeddings before normalisation,
+and a variance-covariance penalty (VICReg's terms) that keeps every dimension in use."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from trainables.configs.contrastive_isotropy import Config
+from trainables.losses.sigreg import sigreg
+
+
+def similarity(a: torch.Tensor, b: torch.Tensor, kind: str) -> torch.Tensor:
+    """Pairwise similarity: cosine, or negative Euclidean distance."""
+    if kind == "cosine":
+        return F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T
+    return -torch.cdist(a.float(), b.float())
+
+
+def var_cov(z: torch.Tensor) -> torch.Tensor:
+    """VICReg's variance and covariance terms: mean_j max(0, 1 - std_j) + sum_{j != k} cov_jk^2 / d."""
+    z = z.float()
+    std = torch.sqrt(z.var(dim=0) + 1e-4)
+    zc = z - z.mean(dim=0)
+    cov = zc.T @ zc / max(len(z) - 1, 1)
+    off = cov - torch.diag(torch.diag(cov))
+    return F.relu(1 - std).mean() + (off ** 2).sum() / z.shape[1]
+
+
+def step_losses(enc, model, batch: list[tuple[str, str, str]], cfg: Config, *, step: int, device) -> dict:
+    """The losses of one batch of triples: `mnrl`, `sigreg` and `reg` when weighted, and their
+    weighted sum `total`."""
+    queries = [t[0] for t in batch]
+    docs = [t[1] for t in batch] + [t[2] for t in batch]
+    q = enc(features(model, queries, device))
+    d = enc(features(model, docs, device))
+    scores = cfg.scale * similarity(q, d, cfg.similarity) if cfg.similarity == "cosine" else similarity(q, d, "euclidean")
+    mnrl = F.cross_entropy(scores.float(), torch.arange(len(batch), device=device))
+    z = torch.cat([q, d])
+    out = {"mnrl": mnrl}
+    total = mnrl
+    if cfg.lambda_isotropy > 0:
+        out["sigreg"] = sigreg(z, cfg.sigreg_directions, step, cfg.seed)
+        total = total + cfg.lambda_isotropy * out["sigreg"]
+    if cfg.lambda_reg > 0:
+        out["reg"] = var_cov(z)
+        total = total + cfg.lambda_reg * out["reg"]
+    out["total"] = total
+    return out
+
+
+def features(model, texts: list[str], device) -> dict:
+    """Tokenised texts on the device."""
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in model.preprocess(texts).items()}
