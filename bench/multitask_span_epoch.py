@@ -61,6 +61,7 @@ def bare(epochs: int, crf: bool) -> float:
     import torch
 
     from trainables.configs.multitask_span import Config
+    from trainables.losses.span import Batch, task_losses
     from trainables.runtime.reproducibility import limit_threads
 
     limit_threads()
@@ -69,15 +70,15 @@ def bare(epochs: int, crf: bool) -> float:
     model, weighting, opt = multitask_span.build(cfg, 2, torch.device("cpu"))
     gen = torch.Generator().manual_seed(0)
     starts = torch.randint(20, 50, (210,), generator=gen)
-    data = multitask_span.Batch(torch.randn(210, 105, 12, generator=gen), torch.randint(0, 2, (210,), generator=gen),
-                                starts, starts + 20, cfg)
+    data = Batch(torch.randn(210, 105, 12, generator=gen), torch.randint(0, 2, (210,), generator=gen),
+                 starts, starts + 20, cfg)
     train, val = data.take(torch.arange(168)), data.take(torch.arange(168, 210))
     times = []
     for _ in range(epochs):
         t0 = time.perf_counter()
         for i in range(0, 168, 32):
             b = train.take(torch.arange(i, min(i + 32, 168)))
-            loss = weighting(multitask_span.task_losses(model, model(b.x), b, cfg))
+            loss = weighting(task_losses(model, model(b.x), b, cfg))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

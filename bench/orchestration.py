@@ -134,7 +134,7 @@ import json, sys, time
 import ray
 from ray import tune
 from trainables import lstm_mae_pretrain as mae
-from trainables.session import TuneSession
+from trainables.runtime.session import TuneSession
 config, epochs, trials, storage = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 
 def fn(cfg):

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from trainables import lstm_mae_pretrain as mae  # noqa: E402
+from trainables.configs.lstm_mae_pretrain import Config  # noqa: E402
 from trainables.data import masking
 from trainables.data import synthetic_ohlc as synthetic  # noqa: E402
 from trainables.data.ohlc import normalise  # noqa: E402
@@ -39,7 +40,7 @@ T, BATCH, HIDDEN = 105, 256, 128
 class PerSampleDataset(Dataset):
     """The straightforward way: augment and mask one window at a time in numpy."""
 
-    def __init__(self, windows: np.ndarray, cfg: mae.Config, seed: int = 0):
+    def __init__(self, windows: np.ndarray, cfg: Config, seed: int = 0):
         self.x, self.cfg = windows, cfg
         self.rng = np.random.default_rng(seed)
 
@@ -138,7 +139,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     device = pick_device(args.device)
-    cfg = mae.Config(data="synthetic:ohlc", hidden_size=HIDDEN, batch_size=BATCH, mask_strategy="patch")
+    cfg = Config(data="synthetic:ohlc", hidden_size=HIDDEN, batch_size=BATCH, mask_strategy="patch")
     windows_np = normalise(synthetic.generate(args.windows, T, seed=0)["ohlc"]).astype(np.float32)
     data = torch.as_tensor(windows_np, device=device)
     results = {"ours": [], "reference": [], "bare": []}

@@ -1,4 +1,9 @@
-"""Registry of trainables: name -> module, imported lazily (torch is heavy).
+"""Registry of trainables: name -> recipe module, imported lazily (torch is heavy).
+
+The four recipes live at the top of this package, one file each (`train` as the entry, then
+its setup, fit and evaluation); they compose the components of `data/`, `models/`, `losses/`,
+`metrics/` and `runtime/`, which never import a recipe. The orchestrator reaches a recipe only
+through this registry (`get`, `settings`).
 
 Every trainable has a settings module `trainables/configs/<name>.py` (no torch import, so
 `plan` and `validate` stay fast) with:
@@ -7,26 +12,31 @@ Every trainable has a settings module `trainables/configs/<name>.py` (no torch i
   file's folder; `MODEL_FIELDS`: keys that are a local folder or a hub name (resolved only
   when they are paths);
 - optionally `DATA_PARALLEL = True`: `train` runs under N Ray Train workers (`workers: N`),
-  wrapping its model with `trainables.distributed` (DDP) and sharding its data by rank;
-- optionally `preflight(config, workdir) -> dict`: config overrides for `orchestrator
-  preflight` (a few steps on tiny data);
-- optionally `check_inputs(config: Config) -> str | None`, which raises `ValueError` with a
-  one-line message (and row numbers) for bad data before any Ray starts, and may return a
-  one-line note that `validate` prints (how the windows are split); it reads the data without
-  torch (a driver that imports torch pays ~2 s on a small machine for nothing); with
-  `CHECK_FIELDS`, the other settings it reads: `validate` checks once per distinct value of
-  the inputs and these (once per data file, not per trial of a learning-rate grid);
+  wrapping its model with `trainables.runtime.distributed` (DDP) and sharding its data by rank;
 
-and a trainable module `trainables/<name>.py` with:
+optionally an inputs module `trainables/inputs/<name>.py` (torch-free too, apart from a check
+that must load a model) with:
+- `check(config: Config) -> str | None`, which raises `ValueError` with a one-line message (and
+  row numbers) for bad data before any Ray starts, and may return a one-line note that
+  `validate` prints (how the windows are split); it reads the data without torch (a driver that
+  imports torch pays ~2 s on a small machine for nothing); with `CHECK_FIELDS`, the other
+  settings it reads: `validate` checks once per distinct value of the inputs and these (once
+  per data file, not per trial of a learning-rate grid);
+- `preflight(config, workdir) -> dict`: config overrides for `orchestrator preflight` (a few
+  steps on tiny data);
+
+and a recipe module `trainables/<name>.py` with:
 - `train(config: dict, session: Session | None = None) -> dict`: runs one trial and returns
-  its final metrics; usable under Ray Tune or standalone (`trainables.session.LocalSession`).
-  It asks `session.checkpoint_due(epoch, metrics)` before reporting each epoch, so that every
-  epoch that improves the stage's select metric has its own checkpoint (`trainables.selection`).
+  its final metrics; usable under Ray Tune or standalone
+  (`trainables.runtime.session.LocalSession`). It asks `session.checkpoint_due(epoch, metrics)`
+  before reporting each epoch, so that every epoch that improves the stage's select metric has
+  its own checkpoint (`trainables.runtime.selection`).
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from types import ModuleType
 
 TRAINABLES: dict[str, str] = {
@@ -58,3 +68,13 @@ def settings(name: str) -> ModuleType:
     if name not in TRAINABLES:
         raise UnknownTrainable(name)
     return importlib.import_module(TRAINABLES[name].replace("trainables.", "trainables.configs.", 1))
+
+
+def inputs_of(name: str) -> ModuleType | None:
+    """The inputs module of trainable `name` (`check`, `preflight`), or None if it has none."""
+    if name not in TRAINABLES:
+        raise UnknownTrainable(name)
+    target = TRAINABLES[name].replace("trainables.", "trainables.inputs.", 1)
+    if importlib.util.find_spec(target) is None:
+        return None
+    return importlib.import_module(target)

@@ -1,5 +1,5 @@
 """Per-trial diagnostics in reports: a trial that leaves `diagnostics.json` in its folder (see
-`trainables/span_diagnostics.py`) gets a section with its success criteria as pass/fail lines,
+`trainables/metrics/span_diagnostics.py`) gets a section with its success criteria as pass/fail lines,
 its final metrics and its plots.
 
 `diagnostics.json`: {"criteria": [{"level", "metric", "condition", "value", "passed"}],

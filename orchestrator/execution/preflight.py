@@ -3,7 +3,7 @@ CPU, before any GPU-hour is spent (the seeds' "test everything before expensive 
 
 Each trial runs in this process, without Ray, through its trainable's `train` with a
 `LocalSession`, on a config shrunk by the trainable's `preflight(config, workdir)` hook in
-`trainables/configs/<name>.py` (e.g. one epoch on the first windows; without a hook: one epoch
+`trainables/inputs/<name>.py` (e.g. one epoch on the first windows; without a hook: one epoch
 if the trainable has `epochs`). Stages run in dependency order and references resolve to the
 pre-flight results of upstream stages, so a chain is exercised end to end (an encoder produced
 by pretraining is loaded by fine-tuning). Sampled search keys take a representative value.
@@ -48,11 +48,10 @@ class Outcome:
 
 
 def shrink(trainable: str, config: dict, workdir: Path) -> dict:
-    module = trainables.settings(trainable)
-    hook = getattr(module, "preflight", None)
-    if hook is not None:
-        return {**config, **hook(config, workdir)}
-    if "epochs" in module.Config.model_fields:
+    inputs = trainables.inputs_of(trainable)
+    if inputs is not None:
+        return {**config, **inputs.preflight(config, workdir)}
+    if "epochs" in trainables.settings(trainable).Config.model_fields:
         return {**config, "epochs": 1}
     return dict(config)
 

@@ -86,7 +86,7 @@ class StageRecorder(Callback):
                 status = "interrupted"
             elif status == "done" and metrics.get("diverged"):
                 status = "diverged"
-        # The trial's own best over every epoch it ran (trainables.selection), not Tune's
+        # The trial's own best over every epoch it ran (trainables.runtime.selection), not Tune's
         # metric_analysis, which sees only the reports that reached Tune (throttled ones do not).
         best = finite(last.get(selection.BEST)) if self.plan.stage.select is not None else None
         latest = trial.checkpoint

@@ -97,7 +97,7 @@ class _StageExpansion:
         if self.stage.search is not None:
             where = ("stages", self.name, "search", "space")
             space, _ = load_space(self.stage.search.space, self.study_dir, self.doc, where)
-        checks = InputChecks(module, read_data=check_inputs)
+        checks = InputChecks(self.stage.trainable, read_data=check_inputs)
         problems: list[Problem] = []
         trials: list[TrialSpec] = []
         seen: dict[str, str] = {}

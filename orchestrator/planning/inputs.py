@@ -1,5 +1,5 @@
 """A trial's settings checked against its trainable's typed `Config`, its input paths resolved
-against the study file's folder, and its data files checked (`check_inputs`) before anything
+against the study file's folder, and its data files checked (`trainables.inputs`) before anything
 starts; every problem points at the key of the study file that set the value."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+import trainables
 from orchestrator.errors import Problem, join_path
 from orchestrator.study.references import looks_like_ref
 from orchestrator.study.schema import Stage
@@ -86,8 +87,9 @@ class InputChecks:
     `notes` collects what the data checks found worth saying (how windows are split).
     """
 
-    def __init__(self, module: ModuleType, read_data: bool):
-        self.module = module
+    def __init__(self, trainable: str, read_data: bool):
+        self.module = trainables.settings(trainable)
+        self.inputs = trainables.inputs_of(trainable)  # `check` and CHECK_FIELDS, if any
         self.read_data = read_data
         self._checked: set[tuple] = set()  # each distinct data file (and the settings it needs) is read once
         self.notes: list[str] = []
@@ -100,9 +102,8 @@ class InputChecks:
         except ValidationError as exc:
             return [self._config_problem(err, row) for err in exc.errors()]
         fields = input_fields(self.module)
-        key = tuple(value_key(config.get(f)) for f in fields + tuple(getattr(self.module, "CHECK_FIELDS", ())))
-        check = getattr(self.module, "check_inputs", None)
-        if not self.read_data or key in self._checked or check is None:
+        key = tuple(value_key(config.get(f)) for f in fields + tuple(getattr(self.inputs, "CHECK_FIELDS", ())))
+        if not self.read_data or key in self._checked or self.inputs is None:
             return []
         self._checked.add(key)
         # Inputs given as references exist only at run time: check the others, with those unset.
@@ -112,7 +113,7 @@ class InputChecks:
                 return []
             parsed = parsed.model_copy(update=dict.fromkeys(by_ref))
         try:
-            note = check(parsed)
+            note = self.inputs.check(parsed)
         except ValueError as exc:
             field_name = getattr(exc, "field", fields[0] if fields else "")
             return [row.problem(str(exc), row.origin(field_name))]

@@ -12,7 +12,7 @@ import torch
 from sklearn.metrics import f1_score, precision_score, recall_score
 
 from trainables import multitask_span as mt
-from trainables.configs import multitask_span as mt_config
+from trainables.inputs import multitask_span as mt_inputs
 from trainables.configs.multitask_span import Config
 from trainables.data.folds import time_blocks
 from trainables.data.labeled import load_spans
@@ -319,7 +319,7 @@ def test_bad_spans_are_rejected_with_the_rows(tmp_path):
     pq.write_table(windows_table(data["ohlc"], list(data["window_id"]), label=data["label"],
                                  expansion_start=data["expansion_start"], expansion_end=data["expansion_end"]), path)
     with pytest.raises(ValueError, match=r"bad.parquet: rows 1, 4: expected 0 <= expansion_start <= expansion_end"):
-        mt_config.check_inputs(Config(data=str(path), window_length=40))
+        mt_inputs.check(Config(data=str(path), window_length=40))
 
 
 # --- through the CLI --------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The best epoch of a trial (trainables/selection.py) and how sessions carry it: exact over
+"""The best epoch of a trial (trainables/runtime/selection.py) and how sessions carry it: exact over
 every epoch whatever reached Tune, checkpointed at every improvement, resumed, and kept."""
 
 from __future__ import annotations

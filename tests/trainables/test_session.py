@@ -1,4 +1,4 @@
-"""Which checkpoint a resumed Tune trial restores (trainables/session.py)."""
+"""Which checkpoint a resumed Tune trial restores (trainables/runtime/session.py)."""
 
 from __future__ import annotations
 

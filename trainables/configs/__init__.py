@@ -1,2 +1,3 @@
-"""Typed settings of each trainable (one module per trainable), with the two torch-free hooks the
-planner calls (`check_inputs`, `preflight`); the data they read is `trainables.data`'s."""
+"""Typed settings of each trainable, one module per trainable: its `Config` (unknown keys
+rejected, one description per field) and what the planner needs to know of it (input fields,
+data parallelism). Settings only: no data reading, no model building, no torch."""

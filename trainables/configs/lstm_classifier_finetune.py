@@ -1,6 +1,4 @@
-"""Settings of `lstm_classifier_finetune`, and the check of its inputs and its pre-flight settings
-(torch is imported only to check a given encoder checkpoint; the data reading is in
-`trainables.data`)."""
+"""Settings of `lstm_classifier_finetune` (no torch import: `plan` and `validate` read these fast)."""
 
 from __future__ import annotations
 
@@ -8,14 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from trainables.data import ohlc
-from trainables.data.folds import folds_note, make_folds
-from trainables.data.labeled import load_classified
-from trainables.data.overlap import timeline
-
 INPUT_FIELDS = ("data", "encoder")
-# what check_inputs reads besides the inputs (hidden_size: the encoder must fit the classifier)
-CHECK_FIELDS = ("window_length", "folds", "hidden_size", "num_heads")
 
 
 class Config(BaseModel):
@@ -52,26 +43,3 @@ class Config(BaseModel):
         if self.hidden_size % self.num_heads:
             raise ValueError(f"num_heads ({self.num_heads}) must divide hidden_size ({self.hidden_size})")
         return self
-
-
-def preflight(config: dict, workdir) -> dict:
-    """Overrides for `orchestrator preflight`: two folds of one epoch on the first windows."""
-    data = ohlc.head(config["data"], 60, workdir, config.get("window_length", 105), labeled=True)
-    return {"data": data, "epochs": 1, "folds": 2}
-
-
-def check_inputs(cfg: Config) -> str:
-    """Read the data and the encoder's shapes (ValueError naming file and rows, or both shapes);
-    a note on how the windows are folded."""
-    windows, y, _ = load_classified(cfg.data, cfg.window_length, cfg.folds)
-    line = timeline(windows.ohlc, windows.start)
-    note = f"{cfg.data}: {folds_note(line, make_folds(y, cfg.folds, cfg.seed, line.start, cfg.window_length), len(y))}"
-    if cfg.encoder:
-        from trainables.models.encoders import check_transfer  # imports torch: only when there is an encoder
-
-        try:
-            check_transfer(cfg.encoder, cfg.hidden_size)
-        except ValueError as exc:
-            exc.field = "encoder"  # type: ignore[attr-defined]
-            raise
-    return note

@@ -1,5 +1,4 @@
-"""Settings of `lstm_mae_pretrain`, and the check of its inputs and its pre-flight settings (no
-torch import: `plan` and `validate` read these fast; the data reading is in `trainables.data`)."""
+"""Settings of `lstm_mae_pretrain` (no torch import: `plan` and `validate` read these fast)."""
 
 from __future__ import annotations
 
@@ -7,12 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from trainables.data import ohlc
-from trainables.data.folds import split_note, time_blocks
-
 INPUT_FIELDS = ("data",)
-CHECK_FIELDS = ("window_length", "val_fraction")  # what check_inputs reads besides the data
-# `workers: N` runs N data-parallel Ray Train workers (DDP; see trainables/distributed.py)
+# `workers: N` runs N data-parallel Ray Train workers (DDP; see trainables/runtime/distributed.py)
 DATA_PARALLEL = True
 
 
@@ -52,16 +47,3 @@ class Config(BaseModel):
         if self.patch_len > self.window_length:
             raise ValueError(f"patch_len ({self.patch_len}) must not exceed window_length ({self.window_length})")
         return self
-
-
-def preflight(config: dict, workdir) -> dict:
-    """Overrides for `orchestrator preflight`: one short epoch on the first windows."""
-    data = ohlc.head(config["data"], 64, workdir, config.get("window_length", 105), labeled=False)
-    return {"data": data, "epochs": 1, "aug_multiplier": min(config.get("aug_multiplier", 4), 1)}
-
-
-def check_inputs(cfg: Config) -> str:
-    """Read the data (ValueError naming file and rows); a note on how the windows are split."""
-    windows = ohlc.load_windows(cfg.data, cfg.window_length)
-    line, blocks = time_blocks(windows, (cfg.val_fraction,), cfg.window_length)
-    return f"{cfg.data}: {split_note(line, len(windows), blocks, ('train', 'val'))}"

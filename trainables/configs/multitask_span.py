@@ -1,5 +1,4 @@
-"""Settings of `multitask_span`, and the check of its inputs and its pre-flight settings (no torch
-import: `plan` and `validate` read these fast; the data reading is in `trainables.data`)."""
+"""Settings of `multitask_span` (no torch import: `plan` and `validate` read these fast)."""
 
 from __future__ import annotations
 
@@ -7,12 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from trainables.data import ohlc
-from trainables.data.folds import split_note, time_blocks
-from trainables.data.labeled import load_spans
-
 INPUT_FIELDS = ("data",)
-CHECK_FIELDS = ("window_length", "val_fraction", "test_fraction")  # what check_inputs reads besides the data
 TASKS = ("type", "ptr", "span", "countdown")
 AUTO_TEST_FRACTION = 0.2
 MIN_TEST_WINDOWS = 20
@@ -81,18 +75,3 @@ class Config(BaseModel):
         if test is None:
             test = AUTO_TEST_FRACTION if n * AUTO_TEST_FRACTION >= MIN_TEST_WINDOWS else 0.0
         return self.val_fraction, test
-
-
-def preflight(config: dict, workdir) -> dict:
-    """Overrides for `orchestrator preflight`: two epochs on the first windows, every diagnostic on."""
-    data = ohlc.head(config["data"], 40, workdir, config.get("window_length", 105), labeled=True)
-    return {"data": data, "epochs": 2, "checkpoint_epoch_interval": 1, "gradient_stats_interval": 1}
-
-
-def check_inputs(cfg: Config) -> str:
-    """Read the data (ValueError naming file and rows); a note on how the windows are split."""
-    windows, *_ = load_spans(cfg.data, cfg.window_length)
-    line, blocks = time_blocks(windows, cfg.split_fractions(len(windows)), cfg.window_length)
-    return f"{cfg.data}: {split_note(line, len(windows), blocks, ('train', 'val', 'test'))}"
-
-

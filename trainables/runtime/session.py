@@ -5,7 +5,7 @@ Under Ray Tune, `TuneSession` reports through `ray.tune.report` and resumes from
 folder, so that unit tests and debugging need no cluster. A trainable only ever talks to a
 `Session`.
 
-Every session knows its stage's `select` metric (`trainables.selection`): it tracks the best
+Every session knows its stage's `select` metric (`trainables.runtime.selection`): it tracks the best
 value over every report, adds it to what it sends, asks for a checkpoint at every improvement
 (`checkpoint_due(epoch, metrics)`), and saves the selection inside each checkpoint so that a
 resumed trial continues it.
@@ -190,7 +190,7 @@ class TuneSession(CheckpointClock):
         self.report_interval_s = report_interval_s
         self._held: dict | None = None
         self._last_sent = -float("inf")
-        self.telemetry = None  # a trainables.telemetry.GpuSampler on CUDA machines
+        self.telemetry = None  # a trainables.runtime.telemetry.GpuSampler on CUDA machines
 
     def report(self, metrics: dict, checkpoint_dir: str | None = None) -> None:
         """Send to Tune; reports closer than `report_interval_s` to the previous one are held.

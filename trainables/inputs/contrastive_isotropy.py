@@ -1,0 +1,48 @@
+"""The inputs of `contrastive_isotropy` before a run. `check` reads the base model's location,
+every triples file and BEIR folder (ValueError naming the file, line and field; `validate`, and
+`run` before Ray starts); `preflight` shrinks them for `orchestrator preflight` (and stands in
+the offline MiniLM for a hub model)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from trainables.configs.contrastive_isotropy import OFFLINE_MINILM, Config, check_model
+from trainables.data.retrieval import head_triples, load_beir, load_triples
+
+CHECK_FIELDS = ("batch_size", "beir_split")  # what `check` reads besides the inputs
+
+
+def preflight(config: dict, workdir) -> dict:
+    """Overrides for `orchestrator preflight`: two steps on the first 32 triples; the offline
+    MiniLM if the base is a hub name (pre-flight must not download); synthetic stand-ins for
+    data files that are not on this machine."""
+    base = config.get("base_model", OFFLINE_MINILM)
+    local = base == OFFLINE_MINILM or Path(base).is_dir()
+    beir = ["synthetic:beir?docs=30&queries=5" if str(b).startswith("synthetic:") or not Path(b).exists() else b
+            for b in config.get("beir", [])]
+    return {"max_steps": 2, "eval_every_steps": 1, "batch_size": 4, "epochs": 1, "warmup_steps": 1,
+            "isotropy_sample": 20, "base_model": base if local else OFFLINE_MINILM, "output_dim": 32,
+            "train_data": head_triples(config.get("train_data"), 32, Path(workdir) / "train.jsonl"),
+            "val_data": head_triples(config.get("val_data"), 32, Path(workdir) / "val.jsonl"), "beir": beir}
+
+
+def check(cfg: Config) -> None:
+    """Read every triples file and BEIR folder once (ValueError naming file, line and field)."""
+    try:
+        if cfg.base_model is not None:  # None: given by a reference, known at run time
+            check_model(cfg.base_model)
+    except ValueError as exc:
+        exc.field = "base_model"  # type: ignore[attr-defined]
+        raise
+    checks = [("train_data", load_triples, cfg.train_data)]
+    checks += [("val_data", load_triples, cfg.val_data)] if cfg.val_data else []
+    checks += [("beir", lambda f: load_beir(f, cfg.beir_split), f) for f in cfg.beir]
+    for field, load, source in checks:
+        try:
+            rows = load(source)
+            if field == "train_data" and len(rows) < cfg.batch_size:
+                raise ValueError(f"{source}: {len(rows)} triples are fewer than batch_size ({cfg.batch_size})")
+        except ValueError as exc:
+            exc.field = field  # type: ignore[attr-defined]
+            raise
