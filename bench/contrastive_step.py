@@ -45,7 +45,7 @@ def step_rate(lambda_iso: float, steps: int) -> float:
     times = []
     for s in range(steps + 2):
         t0 = time.perf_counter()
-        losses = step_losses(enc, model, data[s * 16:(s + 1) * 16], cfg, step=s, device=torch.device("cpu"))
+        losses = step_losses(enc, model, data[s * 16 : (s + 1) * 16], cfg, step=s, device=torch.device("cpu"))
         losses["total"].backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -62,7 +62,7 @@ def encode_rates(n: int) -> tuple[float, float]:
     model.encode(texts, batch_size=64, convert_to_tensor=True, show_progress_bar=False)
     plain = n / (time.perf_counter() - t0)
     t0 = time.perf_counter()
-    evaluate_beir(model, ds, "cosine", batch_size=64, sample=100)   # corpus + 10 queries + search + metrics
+    evaluate_beir(model, ds, "cosine", batch_size=64, sample=100)  # corpus + 10 queries + search + metrics
     ours = n / (time.perf_counter() - t0)
     return ours, plain
 
@@ -80,16 +80,24 @@ def main() -> None:
         o, p = encode_rates(2000)
         ours.append(o)
         plain.append(p)
-    r = {"steps_per_s_without_sigreg": statistics.median(without), "steps_per_s_with_sigreg": statistics.median(with_),
-         "encode_texts_per_s_evaluator": statistics.median(ours), "encode_texts_per_s_st": statistics.median(plain)}
+    r = {
+        "steps_per_s_without_sigreg": statistics.median(without),
+        "steps_per_s_with_sigreg": statistics.median(with_),
+        "encode_texts_per_s_evaluator": statistics.median(ours),
+        "encode_texts_per_s_st": statistics.median(plain),
+    }
     r["sigreg_overhead"] = 1 - r["steps_per_s_with_sigreg"] / r["steps_per_s_without_sigreg"]
     r["encode_ratio"] = r["encode_texts_per_s_evaluator"] / r["encode_texts_per_s_st"]
     print("contrastive step, MiniLM, batch 16, output 512, CPU")
     print(f"  steps/s without SIGReg : {r['steps_per_s_without_sigreg']:.2f}")
-    print(f"  steps/s with SIGReg 256: {r['steps_per_s_with_sigreg']:.2f}   overhead {r['sigreg_overhead']:.1%} "
-          "(target <= 10%)")
-    print(f"  encode texts/s, evaluator (incl. search+metrics): {r['encode_texts_per_s_evaluator']:.0f}; "
-          f"SentenceTransformer.encode: {r['encode_texts_per_s_st']:.0f}; ratio {r['encode_ratio']:.3f} (target >= 0.95)")
+    print(
+        f"  steps/s with SIGReg 256: {r['steps_per_s_with_sigreg']:.2f}   overhead {r['sigreg_overhead']:.1%} "
+        "(target <= 10%)"
+    )
+    print(
+        f"  encode texts/s, evaluator (incl. search+metrics): {r['encode_texts_per_s_evaluator']:.0f}; "
+        f"SentenceTransformer.encode: {r['encode_texts_per_s_st']:.0f}; ratio {r['encode_ratio']:.3f} (target >= 0.95)"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(r, indent=2))
 

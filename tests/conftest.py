@@ -67,8 +67,15 @@ def run_study_in_process(path: Path, storage: Path, console) -> int:
 def run_cli(*args, cwd: Path, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
     """Run `python -m orchestrator ...` as a real process (what a user does)."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.run([sys.executable, "-m", "orchestrator", *map(str, args)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", *map(str, args)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kwargs,
+    )
 
 
 TINY_STAGE = """\

@@ -108,13 +108,20 @@ class ContrastiveRecipe:
         self.opt = torch.optim.AdamW(self.groups, weight_decay=cfg.weight_decay)
         self.micro_per_epoch = len(self.train_triples) // self.world // cfg.batch_size
         if self.micro_per_epoch < 1:
-            raise ValueError(f"{cfg.train_data}: {len(self.train_triples)} triples are fewer than batch_size "
-                             f"({cfg.batch_size}) x workers ({self.world})")
+            raise ValueError(
+                f"{cfg.train_data}: {len(self.train_triples)} triples are fewer than batch_size "
+                f"({cfg.batch_size}) x workers ({self.world})"
+            )
         # a last group shorter than gradient_accumulation_steps is an optimizer step too
         self.steps_per_epoch = math.ceil(self.micro_per_epoch / cfg.gradient_accumulation_steps)
-        self.total_steps = cfg.epochs * self.steps_per_epoch if cfg.max_steps is None else \
-            min(cfg.max_steps, cfg.epochs * self.steps_per_epoch)
-        self.sched = get_linear_schedule_with_warmup(self.opt, min(cfg.warmup_steps, self.total_steps), self.total_steps)
+        self.total_steps = (
+            cfg.epochs * self.steps_per_epoch
+            if cfg.max_steps is None
+            else min(cfg.max_steps, cfg.epochs * self.steps_per_epoch)
+        )
+        self.sched = get_linear_schedule_with_warmup(
+            self.opt, min(cfg.warmup_steps, self.total_steps), self.total_steps
+        )
         self.amp = self.device.type == "cuda" and cfg.mixed_precision != "no"
         self.amp_dtype = torch.bfloat16 if cfg.mixed_precision == "bf16" else torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and cfg.mixed_precision == "fp16")
@@ -129,10 +136,19 @@ class ContrastiveRecipe:
 
     def state_dict(self) -> dict:
         p = self.progress
-        return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
-                "scheduler": self.sched.state_dict(), "scaler": self.scaler.state_dict(), "step": p.step,
-                "epoch": p.epoch, "position": p.position, "history": p.history,
-                "best_choice": self.best_choice.state_dict(), "rng": rng_state(), "config": self.cfg.model_dump()}
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "step": p.step,
+            "epoch": p.epoch,
+            "position": p.position,
+            "history": p.history,
+            "best_choice": self.best_choice.state_dict(),
+            "rng": rng_state(),
+            "config": self.cfg.model_dump(),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
@@ -174,7 +190,9 @@ class ContrastiveRecipe:
         group = min(cfg.gradient_accumulation_steps, self.micro_per_epoch - p.position)
         losses = []
         for _ in range(group):
-            batch = [self.train_triples[i] for i in order[p.position * cfg.batch_size:(p.position + 1) * cfg.batch_size]]
+            batch = [
+                self.train_triples[i] for i in order[p.position * cfg.batch_size : (p.position + 1) * cfg.batch_size]
+            ]
             p.position += 1
             with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
                 step_loss = step_losses(self.enc, self.model, batch, cfg, step=p.step, device=self.device)
@@ -227,25 +245,46 @@ class ContrastiveRecipe:
         cfg, p = self.cfg, self.progress
         elapsed = time.perf_counter() - p.since
         means = torch.stack(list(p.sums.values())).div(max(p.micro_batches, 1)).tolist() if p.sums else []
-        m = {"step": p.step, "epoch": p.epoch + (p.position / self.micro_per_epoch),
-             **{f"train/{k if k != 'total' else 'loss'}": v for k, v in zip(p.sums, means)},
-             "samples_per_s": p.micro_batches * cfg.batch_size * self.world / max(elapsed, 1e-9),
-             **{f"lr/{'projection' if i == len(self.groups) - 1 else 'base'}": g["lr"]
-                for i, g in enumerate(self.opt.param_groups)}}
+        m = {
+            "step": p.step,
+            "epoch": p.epoch + (p.position / self.micro_per_epoch),
+            **{f"train/{k if k != 'total' else 'loss'}": v for k, v in zip(p.sums, means)},
+            "samples_per_s": p.micro_batches * cfg.batch_size * self.world / max(elapsed, 1e-9),
+            **{
+                f"lr/{'projection' if i == len(self.groups) - 1 else 'base'}": g["lr"]
+                for i, g in enumerate(self.opt.param_groups)
+            },
+        }
         m["diverged"] = not all(math.isfinite(v) for k, v in m.items() if k.startswith("train/"))
         return m
 
     def _write_metadata(self) -> None:
         cfg = self.cfg
-        counts = {"total": sum(q.numel() for q in self.model.parameters()),
-                  "trainable": sum(q.numel() for g in self.groups for q in g["params"])}
-        write_json({**self.session.context, "trainable": "contrastive_isotropy", "config": cfg.model_dump(),
-                    "base_model_path": resolve_base(cfg.base_model), "parameters": counts, "device": str(self.device),
-                    "data": {"train_triples": len(self.train_triples), "val_triples": len(self.val_triples),
-                             "steps_per_epoch": self.steps_per_epoch, "total_steps": self.total_steps},
-                    "mixed_precision": cfg.mixed_precision if self.amp else
-                    ("no" if cfg.mixed_precision == "no" else f"{cfg.mixed_precision} ignored: not on CUDA"),
-                    "workers": distributed.gather(distributed.placement())}, self.folder / "metadata.json")
+        counts = {
+            "total": sum(q.numel() for q in self.model.parameters()),
+            "trainable": sum(q.numel() for g in self.groups for q in g["params"]),
+        }
+        write_json(
+            {
+                **self.session.context,
+                "trainable": "contrastive_isotropy",
+                "config": cfg.model_dump(),
+                "base_model_path": resolve_base(cfg.base_model),
+                "parameters": counts,
+                "device": str(self.device),
+                "data": {
+                    "train_triples": len(self.train_triples),
+                    "val_triples": len(self.val_triples),
+                    "steps_per_epoch": self.steps_per_epoch,
+                    "total_steps": self.total_steps,
+                },
+                "mixed_precision": cfg.mixed_precision
+                if self.amp
+                else ("no" if cfg.mixed_precision == "no" else f"{cfg.mixed_precision} ignored: not on CUDA"),
+                "workers": distributed.gather(distributed.placement()),
+            },
+            self.folder / "metadata.json",
+        )
 
 
 def train(config: dict, session: Session | None = None) -> dict:
@@ -263,8 +302,8 @@ def validate(enc, model, triples, cfg: Config, device) -> dict:
     enc.eval()
     losses, correct, scored, docs = [], [], 0, []
     for i in range(0, len(triples), cfg.batch_size):
-        batch = triples[i:i + cfg.batch_size]
-        if len(batch) < 2:   # a last batch of one triple has no in-batch negatives: not scored
+        batch = triples[i : i + cfg.batch_size]
+        if len(batch) < 2:  # a last batch of one triple has no in-batch negatives: not scored
             continue
         scored += len(batch)
         q = enc(features(model, [t[0] for t in batch], device))
@@ -279,8 +318,10 @@ def validate(enc, model, triples, cfg: Config, device) -> dict:
     if not losses:
         return {}
     # one transfer for the whole validation set, not one per batch
-    out = {"val/loss": float(torch.stack(losses).mean()),
-           "val/triplet_accuracy": float(torch.stack(correct).sum()) / scored}
+    out = {
+        "val/loss": float(torch.stack(losses).mean()),
+        "val/triplet_accuracy": float(torch.stack(correct).sum()) / scored,
+    }
     if docs:
         emb = torch.cat(docs).cpu()
         emb = F.normalize(emb, dim=-1) if cfg.normalize else emb
@@ -299,8 +340,9 @@ def _evaluate_all(model, cfg: Config, folder: Path) -> dict:
     for source in cfg.beir:
         dataset = load_beir(source, cfg.beir_split)
         name = dataset_name(source)
-        m, run = evaluate_beir(model, dataset, cfg.similarity, batch_size=cfg.encode_batch_size,
-                               sample=cfg.isotropy_sample, seed=cfg.seed)
+        m, run = evaluate_beir(
+            model, dataset, cfg.similarity, batch_size=cfg.encode_batch_size, sample=cfg.isotropy_sample, seed=cfg.seed
+        )
         write_trec_run(folder / "runs" / f"{name}.trec", run, "contrastive_isotropy")
         out.update({f"final/{name}/{k}": v for k, v in m.items() if k != "queries"})
         rows.append(m)

@@ -66,21 +66,35 @@ class LabeledData:
 
 
 def build_model(cfg: Config, n_classes: int, device: torch.device) -> tuple[CausalLSTMClassifier, dict | None]:
-    return causal_classifier.build(n_classes, hidden_size=cfg.hidden_size, num_heads=cfg.num_heads,
-                                   dropout=cfg.dropout, encoder=cfg.encoder, device=device)
+    return causal_classifier.build(
+        n_classes,
+        hidden_size=cfg.hidden_size,
+        num_heads=cfg.num_heads,
+        dropout=cfg.dropout,
+        encoder=cfg.encoder,
+        device=device,
+    )
 
 
-def fit_fold(model: CausalLSTMClassifier, train: tuple[torch.Tensor, torch.Tensor],
-             stop: tuple[torch.Tensor, torch.Tensor], cfg: Config, *, n_classes: int, transferred: bool,
-             on_epoch=None) -> tuple[dict, list[dict]]:
+def fit_fold(
+    model: CausalLSTMClassifier,
+    train: tuple[torch.Tensor, torch.Tensor],
+    stop: tuple[torch.Tensor, torch.Tensor],
+    cfg: Config,
+    *,
+    n_classes: int,
+    transferred: bool,
+    on_epoch=None,
+) -> tuple[dict, list[dict]]:
     """Train one fold's model on `train` (x, y), early-stopped on `stop` (x, y); returns (best
     state by early-stopping loss, per-epoch history)."""
     (x, y), (x_stop, y_stop) = train, stop
     encoder_params = list(model.lstm.parameters())
     other = [p for n, p in model.named_parameters() if not n.startswith("lstm.")]
     enc_lr = cfg.lr * cfg.encoder_lr_factor if transferred else cfg.lr
-    opt = torch.optim.AdamW([{"params": encoder_params, "lr": enc_lr}, {"params": other, "lr": cfg.lr}],
-                            weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(
+        [{"params": encoder_params, "lr": enc_lr}, {"params": other, "lr": cfg.lr}], weight_decay=cfg.weight_decay
+    )
     counts = torch.bincount(y, minlength=n_classes).float()
     weight = (len(y) / (n_classes * counts.clamp_min(1))) if cfg.class_weights == "balanced" else None
     loss_fn = nn.CrossEntropyLoss(weight=weight)
@@ -94,11 +108,14 @@ def fit_fold(model: CausalLSTMClassifier, train: tuple[torch.Tensor, torch.Tenso
             model.lstm.requires_grad_(True)
             frozen = False
         model.train()
-        order = torch.multinomial(draw_p, len(y), replacement=True) if draw_p is not None else \
-            torch.randperm(len(y), device=y.device)
+        order = (
+            torch.multinomial(draw_p, len(y), replacement=True)
+            if draw_p is not None
+            else torch.randperm(len(y), device=y.device)
+        )
         losses = []
         for i in range(0, len(y), cfg.batch_size):
-            idx = order[i:i + cfg.batch_size]
+            idx = order[i : i + cfg.batch_size]
             loss = loss_fn(model(x[idx]), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -156,9 +173,18 @@ def train(config: dict, session: Session | None = None) -> dict:
         metrics["diverged"] = False
         history.append(metrics)
         with tempfile.TemporaryDirectory() as tmp:
-            checkpoints.save({"fold": fold + 1, "history": history, "oof_prob": torch.as_tensor(oof_prob),
-                              "oof_fold": torch.as_tensor(oof_fold), "rng": rng_state(),
-                              "config": cfg.model_dump(), "classes": data.classes}, Path(tmp) / checkpoints.STATE_FILE)
+            checkpoints.save(
+                {
+                    "fold": fold + 1,
+                    "history": history,
+                    "oof_prob": torch.as_tensor(oof_prob),
+                    "oof_fold": torch.as_tensor(oof_fold),
+                    "rng": rng_state(),
+                    "config": cfg.model_dump(),
+                    "classes": data.classes,
+                },
+                Path(tmp) / checkpoints.STATE_FILE,
+            )
             write_metrics_csv(history, session.artifact_dir / "metrics.csv")
             session.report(metrics, checkpoint_dir=tmp)
     _write_oof(session.artifact_dir / "oof_predictions.parquet", data, oof_prob, oof_fold)
@@ -181,8 +207,14 @@ def _fit_and_predict(data: LabeledData, fold: int, cfg: Config, device: torch.de
     val_idx = data.folds[fold][1]
     fit_idx, stop_idx = data.inner[fold]
     model, _ = build_model(cfg, len(data.classes), device)
-    best, history = fit_fold(model, (data.x[fit_idx], data.y[fit_idx]), (data.x[stop_idx], data.y[stop_idx]), cfg,
-                             n_classes=len(data.classes), transferred=cfg.encoder is not None)
+    best, history = fit_fold(
+        model,
+        (data.x[fit_idx], data.y[fit_idx]),
+        (data.x[stop_idx], data.y[stop_idx]),
+        cfg,
+        n_classes=len(data.classes),
+        transferred=cfg.encoder is not None,
+    )
     model.load_state_dict(best)
     model.eval()
     with torch.no_grad():
@@ -190,8 +222,14 @@ def _fit_and_predict(data: LabeledData, fold: int, cfg: Config, device: torch.de
     return prob, history
 
 
-def _fold_metrics(data: LabeledData, fold: int, prob: np.ndarray, fold_history: list[dict],
-                  oof: tuple[np.ndarray, np.ndarray], cfg: Config) -> dict:
+def _fold_metrics(
+    data: LabeledData,
+    fold: int,
+    prob: np.ndarray,
+    fold_history: list[dict],
+    oof: tuple[np.ndarray, np.ndarray],
+    cfg: Config,
+) -> dict:
     """The fold's scores and the out-of-fold scores so far."""
     oof_prob, oof_fold = oof
     val_idx = data.folds[fold][1]
@@ -203,11 +241,15 @@ def _fold_metrics(data: LabeledData, fold: int, prob: np.ndarray, fold_history: 
     # of a metric reported once is its final value.
     prefix = "oof" if fold + 1 == cfg.folds else "oof_so_far"
     return {
-        "fold": fold + 1, "fold/accuracy": fold_report["accuracy"],
-        "fold/balanced_accuracy": fold_report["balanced_accuracy"], "fold/epochs": len(fold_history),
-        "train/loss": fold_history[-1]["train_loss"], "val/loss": fold_history[-1]["stop_loss"],
+        "fold": fold + 1,
+        "fold/accuracy": fold_report["accuracy"],
+        "fold/balanced_accuracy": fold_report["balanced_accuracy"],
+        "fold/epochs": len(fold_history),
+        "train/loss": fold_history[-1]["train_loss"],
+        "val/loss": fold_history[-1]["stop_loss"],
         **{f"{prefix}/{k}": v for k, v in so_far.items() if k != "class_collapse"},
-        "class_collapse": so_far["class_collapse"], f"{prefix}/windows": int(done.sum()),
+        "class_collapse": so_far["class_collapse"],
+        f"{prefix}/windows": int(done.sum()),
     }
 
 
@@ -219,26 +261,53 @@ def _inner(y: np.ndarray, train_idx: np.ndarray, starts: np.ndarray, cfg: Config
     return train_idx[fit], train_idx[stop]
 
 
-def _write_metadata(session: Session, cfg: Config, data: LabeledData, probe: nn.Module, transfer_info: dict | None,
-                    device: torch.device) -> None:
+def _write_metadata(
+    session: Session, cfg: Config, data: LabeledData, probe: nn.Module, transfer_info: dict | None, device: torch.device
+) -> None:
     n = len(data.labels)
-    write_json({**session.context, "trainable": "lstm_classifier_finetune", "config": cfg.model_dump(),
-                "classes": data.classes,
-                "data": {"source": cfg.data, "windows": n,
-                         "class_counts": {k: int((data.labels == i).sum()) for i, k in enumerate(data.classes)}},
-                "folds": [{"train": len(tr), "val": len(va), "purged": n - len(tr) - len(va), "fit": len(fit),
-                           "early_stopping": len(stop)} for (tr, va), (fit, stop) in zip(data.folds, data.inner)],
-                "overlap": {**data.line.describe(cfg.window_length), "split": folds_note(data.line, data.folds, n)},
-                "encoder": transfer_info, "parameters": parameter_counts(probe), "device": str(device),
-                "environment": environment()}, session.artifact_dir / "metadata.json")
+    write_json(
+        {
+            **session.context,
+            "trainable": "lstm_classifier_finetune",
+            "config": cfg.model_dump(),
+            "classes": data.classes,
+            "data": {
+                "source": cfg.data,
+                "windows": n,
+                "class_counts": {k: int((data.labels == i).sum()) for i, k in enumerate(data.classes)},
+            },
+            "folds": [
+                {
+                    "train": len(tr),
+                    "val": len(va),
+                    "purged": n - len(tr) - len(va),
+                    "fit": len(fit),
+                    "early_stopping": len(stop),
+                }
+                for (tr, va), (fit, stop) in zip(data.folds, data.inner)
+            ],
+            "overlap": {**data.line.describe(cfg.window_length), "split": folds_note(data.line, data.folds, n)},
+            "encoder": transfer_info,
+            "parameters": parameter_counts(probe),
+            "device": str(device),
+            "environment": environment(),
+        },
+        session.artifact_dir / "metadata.json",
+    )
 
 
 def _write_oof(path: Path, data: LabeledData, prob: np.ndarray, fold: np.ndarray) -> None:
     import pandas as pd
 
     classes = np.asarray(data.classes)
-    df = pd.DataFrame({"window_id": data.windows.window_id, "fold": fold, "label": classes[data.labels],
-                       "prediction": classes[np.nan_to_num(prob).argmax(1)]})
+    df = pd.DataFrame(
+        {
+            "window_id": data.windows.window_id,
+            "fold": fold,
+            "label": classes[data.labels],
+            "prediction": classes[np.nan_to_num(prob).argmax(1)],
+        }
+    )
     for i, name in enumerate(data.classes):
         df[f"prob_{name}"] = prob[:, i]
     tmp = path.with_suffix(".tmp")

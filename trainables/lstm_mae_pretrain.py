@@ -74,10 +74,18 @@ class TrainState:
     best_encoder: dict | None = None  # the chosen epoch's encoder weights, on the device
 
     def state_dict(self, cfg: Config) -> dict:
-        return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
-                "scheduler": self.sched.state_dict(), "epoch": self.epoch, "history": self.history,
-                "early_stopping": self.stopper.state_dict(), "best_encoder": self.best_encoder,
-                "encoder_choice": self.encoder_choice.state_dict(), "rng": rng_state(), "config": cfg.model_dump()}
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict(),
+            "epoch": self.epoch,
+            "history": self.history,
+            "early_stopping": self.stopper.state_dict(),
+            "best_encoder": self.best_encoder,
+            "encoder_choice": self.encoder_choice.state_dict(),
+            "rng": rng_state(),
+            "config": cfg.model_dump(),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
@@ -102,13 +110,21 @@ def build(cfg: Config, device: torch.device) -> tuple[MaskedAutoencoder, torch.o
     return model, opt, sched
 
 
-def train_step(model, opt, x: torch.Tensor, cfg: Config, generator: torch.Generator | None,
-               augmented: bool) -> torch.Tensor:
+def train_step(
+    model, opt, x: torch.Tensor, cfg: Config, generator: torch.Generator | None, augmented: bool
+) -> torch.Tensor:
     """One optimisation step on a batch already on the device: augment, mask, forward, backward."""
     if augmented:
         x = augment.augment(x, cfg.time_warp_sigma, cfg.scaling_sigma, cfg.jitter_sigma, generator)
-    mask = masking.make_mask(cfg.mask_strategy, tuple(x.shape), cfg.mask_ratio, x.device,
-                             patch_len=cfg.patch_len, mean_block=cfg.mean_block, generator=generator)
+    mask = masking.make_mask(
+        cfg.mask_strategy,
+        tuple(x.shape),
+        cfg.mask_ratio,
+        x.device,
+        patch_len=cfg.patch_len,
+        mean_block=cfg.mean_block,
+        generator=generator,
+    )
     loss = masking.masked_mse(model(x, mask), x, mask)
     opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -123,7 +139,7 @@ def masked_error(model, x: torch.Tensor, mask: torch.Tensor, batch: int) -> floa
     model.eval()
     total, count = 0.0, 0.0
     for i in range(0, len(x), batch):
-        xb, mb = x[i:i + batch], mask[i:i + batch]
+        xb, mb = x[i : i + batch], mask[i : i + batch]
         total += float((((model(xb, mb) - xb) ** 2) * mb).sum())
         count += float(mb.sum())
     model.train()
@@ -138,8 +154,13 @@ def train(config: dict, session: Session | None = None) -> dict:
     model, opt, sched = build(cfg, device)
     # encoder.pt is the encoder of the epoch the stage selects on (its select metric), the same
     # epoch whose checkpoint goes downstream; val/loss without a per-epoch select metric
-    state = TrainState(model, opt, sched, EarlyStopping(cfg.early_stopping_patience, cfg.early_stopping_min_delta),
-                       ModelChoice(session.selection, "val/loss", "min"))
+    state = TrainState(
+        model,
+        opt,
+        sched,
+        EarlyStopping(cfg.early_stopping_patience, cfg.early_stopping_min_delta),
+        ModelChoice(session.selection, "val/loss", "min"),
+    )
     saved = session.restore_state(map_location=device)
     if saved is not None:
         state.load_state_dict(saved)
@@ -162,15 +183,24 @@ def load_windows(cfg: Config, device: torch.device) -> Windows:
     x_train, x_val = data[torch.as_tensor(train_idx, device=device)], data[torch.as_tensor(val_idx, device=device)]
     # Validation masks are drawn once with fixed seeds: same masks every epoch and every trial.
     # Two separate generators: the common mask must not depend on the trial's strategy.
-    val_mask = masking.make_mask(cfg.mask_strategy, tuple(x_val.shape), cfg.mask_ratio, device,
-                                 patch_len=cfg.patch_len, mean_block=cfg.mean_block,
-                                 generator=torch.Generator(device=device).manual_seed(EVAL_MASK_SEED))
-    common_mask = masking.random_mask(tuple(x_val.shape), EVAL_MASK_RATIO, device,
-                                      torch.Generator(device=device).manual_seed(EVAL_MASK_SEED + 1))
+    val_mask = masking.make_mask(
+        cfg.mask_strategy,
+        tuple(x_val.shape),
+        cfg.mask_ratio,
+        device,
+        patch_len=cfg.patch_len,
+        mean_block=cfg.mean_block,
+        generator=torch.Generator(device=device).manual_seed(EVAL_MASK_SEED),
+    )
+    common_mask = masking.random_mask(
+        tuple(x_val.shape), EVAL_MASK_RATIO, device, torch.Generator(device=device).manual_seed(EVAL_MASK_SEED + 1)
+    )
     interp = masking.interpolate_masked(x_val, common_mask)
     interp_mse = float(masking.masked_mse(interp, x_val, common_mask))
-    overlap = {**line.describe(cfg.window_length),
-               "split": split_note(line, len(windows), (train_idx, val_idx), ("train", "val"))}
+    overlap = {
+        **line.describe(cfg.window_length),
+        "split": split_note(line, len(windows), (train_idx, val_idx), ("train", "val")),
+    }
     return Windows(x_train, x_val, val_mask, common_mask, interp_mse, overlap)
 
 
@@ -214,7 +244,7 @@ def _epoch(net, state: TrainState, data: Windows, cfg: Config) -> dict:
     for aug_pass in range(1 + cfg.aug_multiplier):
         perm = distributed.shard(torch.randperm(len(data.train), device=data.train.device))
         for i in range(0, len(perm), cfg.batch_size):
-            xb = data.train[perm[i:i + cfg.batch_size]]
+            xb = data.train[perm[i : i + cfg.batch_size]]
             losses.append(train_step(net, state.opt, xb, cfg, generator, augmented=aug_pass > 0))
     train_loss = distributed.mean(float(torch.stack(losses).mean()))
     train_time = time.perf_counter() - t0
@@ -257,23 +287,42 @@ def _export_best_encoder(state: TrainState, path: Path, cfg: Config) -> None:
     """The encoder of the best epoch (by `state.encoder_choice`), alone, for fine-tuning stages."""
     choice = state.encoder_choice
     encoder = encoders.BiLSTMEncoder(4, cfg.hidden_size, cfg.num_layers, cfg.dropout)
-    encoder.lstm.load_state_dict(state.best_encoder if state.best_encoder is not None
-                                 else state.model.encoder.lstm.state_dict())
-    encoders.export(encoder, path, {"trainable": "lstm_mae_pretrain", "best_epoch": choice.best_epoch,
-                                    "selected_by": choice.metric, "value": choice.best, "seed": cfg.seed})
+    encoder.lstm.load_state_dict(
+        state.best_encoder if state.best_encoder is not None else state.model.encoder.lstm.state_dict()
+    )
+    encoders.export(
+        encoder,
+        path,
+        {
+            "trainable": "lstm_mae_pretrain",
+            "best_epoch": choice.best_epoch,
+            "selected_by": choice.metric,
+            "value": choice.best,
+            "seed": cfg.seed,
+        },
+    )
 
 
-def _write_metadata(session: Session, cfg: Config, model: MaskedAutoencoder, data: Windows,
-                    device: torch.device) -> None:
-    write_json({
-        **session.context,
-        "trainable": "lstm_mae_pretrain",
-        "config": cfg.model_dump(),
-        "data": {"source": cfg.data, "train_windows": len(data.train), "val_windows": len(data.val),
-                 "window_length": cfg.window_length, "normalisation": "per-window z-score over all OHLC values",
-                 "overlap": data.overlap},
-        "parameters": parameter_counts(model),
-        "device": str(device),
-        "workers": distributed.gather(distributed.placement()),
-        "environment": environment(),
-    }, session.artifact_dir / "metadata.json")
+def _write_metadata(
+    session: Session, cfg: Config, model: MaskedAutoencoder, data: Windows, device: torch.device
+) -> None:
+    write_json(
+        {
+            **session.context,
+            "trainable": "lstm_mae_pretrain",
+            "config": cfg.model_dump(),
+            "data": {
+                "source": cfg.data,
+                "train_windows": len(data.train),
+                "val_windows": len(data.val),
+                "window_length": cfg.window_length,
+                "normalisation": "per-window z-score over all OHLC values",
+                "overlap": data.overlap,
+            },
+            "parameters": parameter_counts(model),
+            "device": str(device),
+            "workers": distributed.gather(distributed.placement()),
+            "environment": environment(),
+        },
+        session.artifact_dir / "metadata.json",
+    )

@@ -95,10 +95,18 @@ class TrainState:
     best_state: dict | None = None  # the best epoch's weights (lowest unweighted validation task loss)
 
     def state_dict(self, cfg: Config) -> dict:
-        return {"model": self.model.state_dict(), "weighting": self.weighting.state_dict(),
-                "optimizer": self.opt.state_dict(), "early_stopping": self.stopper.state_dict(),
-                "epoch": self.epoch, "history": self.history, "best_state": self.best_state,
-                "diagnostics": self.diag.state_dict(), "rng": rng_state(), "config": cfg.model_dump()}
+        return {
+            "model": self.model.state_dict(),
+            "weighting": self.weighting.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "early_stopping": self.stopper.state_dict(),
+            "epoch": self.epoch,
+            "history": self.history,
+            "best_state": self.best_state,
+            "diagnostics": self.diag.state_dict(),
+            "rng": rng_state(),
+            "config": cfg.model_dump(),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
@@ -124,9 +132,14 @@ class TrainPass:
 def build(cfg: Config, n_classes: int, device: torch.device):
     model = SpanModel(len(span_features.FEATURES), n_classes, cfg).to(device)
     weighting = TaskWeighting(TASK_KINDS, cfg.loss_weighting, cfg.loss_weights).to(device)
-    opt = torch.optim.AdamW([{"params": model.parameters(), "weight_decay": cfg.weight_decay},
-                             {"params": [weighting.log_var], "weight_decay": 0.0}], lr=cfg.lr,
-                            foreach=True)
+    opt = torch.optim.AdamW(
+        [
+            {"params": model.parameters(), "weight_decay": cfg.weight_decay},
+            {"params": [weighting.log_var], "weight_decay": 0.0},
+        ],
+        lr=cfg.lr,
+        foreach=True,
+    )
     return model, weighting, opt
 
 
@@ -137,10 +150,15 @@ def evaluate(model: SpanModel, weighting: TaskWeighting, b: Batch, cfg: Config) 
     losses = task_losses(model, out, b, cfg)
     model.train()
     prob = torch.sigmoid(out["span"])
-    return {"losses": losses, "objective": weighting(losses), "prob": prob, "out": out,
-            "pointer_mae": float((out["ptr"] - b.ptr).abs().mean()),
-            "accuracy": float((out["type"].argmax(-1) == b.y).float().mean()),
-            "decoded": model.decode(out["span"]) if model.crf is not None else None}
+    return {
+        "losses": losses,
+        "objective": weighting(losses),
+        "prob": prob,
+        "out": out,
+        "pointer_mae": float((out["ptr"] - b.ptr).abs().mean()),
+        "accuracy": float((out["type"].argmax(-1) == b.y).float().mean()),
+        "decoded": model.decode(out["span"]) if model.crf is not None else None,
+    }
 
 
 def train(config: dict, session: Session | None = None) -> dict:
@@ -151,8 +169,9 @@ def train(config: dict, session: Session | None = None) -> dict:
     data = load_data(cfg, device)
     model, weighting, opt = build(cfg, len(data.classes), device)
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    state = TrainState(model, weighting, opt, EarlyStopping(cfg.early_stopping_patience),
-                       DiagnosticLog(folder, [n for n, _ in params]))
+    state = TrainState(
+        model, weighting, opt, EarlyStopping(cfg.early_stopping_patience), DiagnosticLog(folder, [n for n, _ in params])
+    )
     saved = session.restore_state(map_location=device)
     if saved is not None:
         state.load_state_dict(saved)
@@ -162,13 +181,26 @@ def train(config: dict, session: Session | None = None) -> dict:
             (folder / name).unlink(missing_ok=True)
         (folder / "training.log").unlink(missing_ok=True)
     counts = parameter_counts(model)
-    write_json({**session.context, "trainable": "multitask_span", "config": cfg.model_dump(), "classes": data.classes,
-                "data": data.meta, "parameters": counts, "uncertainty_parameters": len(TASKS), "device": str(device),
-                "environment": environment()}, folder / "metadata.json")
+    write_json(
+        {
+            **session.context,
+            "trainable": "multitask_span",
+            "config": cfg.model_dump(),
+            "classes": data.classes,
+            "data": data.meta,
+            "parameters": counts,
+            "uncertainty_parameters": len(TASKS),
+            "device": str(device),
+            "environment": environment(),
+        },
+        folder / "metadata.json",
+    )
     if saved is None:
-        state.diag.log(f"data {cfg.data}: train {len(data.train)}, val {len(data.val)}, test {len(data.test)} "
-                       f"windows; parameters {counts['total']:,} total, {counts['trainable']:,} trainable; "
-                       f"device {device}")
+        state.diag.log(
+            f"data {cfg.data}: train {len(data.train)}, val {len(data.val)}, test {len(data.test)} "
+            f"windows; parameters {counts['total']:,} total, {counts['trainable']:,} trainable; "
+            f"device {device}"
+        )
     metrics = fit(state, data, cfg, session)
     if not metrics.get("diverged"):
         write_metrics_csv(state.history, folder / "metrics.csv")
@@ -186,16 +218,30 @@ def load_data(cfg: Config, device: torch.device) -> SpanData:
 
     def subset(idx):
         i = torch.as_tensor(idx, device=device)
-        return Batch(feats[i], torch.as_tensor(y[idx], device=device), torch.as_tensor(starts[idx], device=device),
-                     torch.as_tensor(ends[idx], device=device), cfg)
+        return Batch(
+            feats[i],
+            torch.as_tensor(y[idx], device=device),
+            torch.as_tensor(starts[idx], device=device),
+            torch.as_tensor(ends[idx], device=device),
+            cfg,
+        )
 
-    raw_by_phase = {"train": raw[torch.as_tensor(train_idx, device=device)],
-                    "val": raw[torch.as_tensor(val_idx, device=device)]}
-    meta = {"source": cfg.data, "windows": len(windows), "train": len(train_idx), "val": len(val_idx),
-            "test": len(test_idx), "window_length": cfg.window_length,
-            "split": split_note(line, len(windows), (train_idx, val_idx, test_idx), ("train", "val", "test")),
-            "overlap": line.describe(cfg.window_length), "features": list(span_features.FEATURES),
-            "class_counts": {c: int((y == i).sum()) for i, c in enumerate(classes)}}
+    raw_by_phase = {
+        "train": raw[torch.as_tensor(train_idx, device=device)],
+        "val": raw[torch.as_tensor(val_idx, device=device)],
+    }
+    meta = {
+        "source": cfg.data,
+        "windows": len(windows),
+        "train": len(train_idx),
+        "val": len(val_idx),
+        "test": len(test_idx),
+        "window_length": cfg.window_length,
+        "split": split_note(line, len(windows), (train_idx, val_idx, test_idx), ("train", "val", "test")),
+        "overlap": line.describe(cfg.window_length),
+        "features": list(span_features.FEATURES),
+        "class_counts": {c: int((y == i).sum()) for i, c in enumerate(classes)},
+    }
     return SpanData(subset(train_idx), subset(val_idx), subset(test_idx), raw_by_phase, mean, std, classes, meta)
 
 
@@ -216,13 +262,23 @@ def fit(state: TrainState, data: SpanData, cfg: Config, session: Session) -> dic
             return metrics
         if state.stopper.update(metrics["val/task_loss"], epoch) or state.best_state is None:
             state.best_state = {k: v.detach().clone() for k, v in state.model.state_dict().items()}
-            checkpoints.save({"model": state.best_state, "epoch": epoch, "config": cfg.model_dump(),
-                              "classes": data.classes, "feature_mean": data.mean, "feature_std": data.std},
-                             folder / BEST_MODEL)
+            checkpoints.save(
+                {
+                    "model": state.best_state,
+                    "epoch": epoch,
+                    "config": cfg.model_dump(),
+                    "classes": data.classes,
+                    "feature_mean": data.mean,
+                    "feature_std": data.std,
+                },
+                folder / BEST_MODEL,
+            )
         metrics.update({"best/epoch": state.stopper.best_epoch, "best/val_task_loss": state.stopper.best})
         if cfg.checkpoint_epoch_interval and (epoch % cfg.checkpoint_epoch_interval == 0 or epoch == cfg.epochs):
-            checkpoints.save({"model": state.model.state_dict(), "epoch": epoch, "config": cfg.model_dump()},
-                             folder / f"checkpoint_epoch_{epoch}.pt")
+            checkpoints.save(
+                {"model": state.model.state_dict(), "epoch": epoch, "config": cfg.model_dump()},
+                folder / f"checkpoint_epoch_{epoch}.pt",
+            )
         state.history.append(metrics)
         state.epoch = epoch
         last = epoch == cfg.epochs or state.stopper.should_stop
@@ -253,23 +309,46 @@ def _epoch(epoch: int, state: TrainState, data: SpanData, cfg: Config) -> dict:
     d0, s0 = time.perf_counter(), state.diag.seconds
     val_stats = span_metrics.probability_stats(val["prob"], data.val.hard)
     sigmas, shares = state.weighting.sigmas().tolist(), state.weighting.shares().tolist()
-    _write_diagnostics(state.diag, epoch, {
-        "train_loss": train_loss, "val_loss": val_loss, "train_components": train_components,
-        "val_components": val_components, "at": at, "epoch_time": epoch_time, "sigmas": sigmas, "shares": shares,
-        "val_stats": val_stats, "train_stats": span_metrics.probability_stats(passed.prob, data.train.hard),
-        "grad_row": passed.grad_row}, data)
-    state.diag.log(f"Epoch {epoch:3d}/{cfg.epochs}: train_loss={train_loss:.4f}, val_loss={val_loss:.4f}, "
-                   f"span_F1={at['span_f1']:.3f}, separation={val_stats['separation']:.3f}, "
-                   f"ptr_MAE={val['pointer_mae']:.3f}, acc={val['accuracy']:.3f}, time={epoch_time:.2f}s")
+    _write_diagnostics(
+        state.diag,
+        epoch,
+        {
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            "train_components": train_components,
+            "val_components": val_components,
+            "at": at,
+            "epoch_time": epoch_time,
+            "sigmas": sigmas,
+            "shares": shares,
+            "val_stats": val_stats,
+            "train_stats": span_metrics.probability_stats(passed.prob, data.train.hard),
+            "grad_row": passed.grad_row,
+        },
+        data,
+    )
+    state.diag.log(
+        f"Epoch {epoch:3d}/{cfg.epochs}: train_loss={train_loss:.4f}, val_loss={val_loss:.4f}, "
+        f"span_F1={at['span_f1']:.3f}, separation={val_stats['separation']:.3f}, "
+        f"ptr_MAE={val['pointer_mae']:.3f}, acc={val['accuracy']:.3f}, time={epoch_time:.2f}s"
+    )
     diagnostics_time = time.perf_counter() - d0
     metrics = {
-        "epoch": epoch, "train/loss": train_loss, "val/loss": val_loss, "val/task_loss": float(sum(val_components)),
-        **{f"val/{k}": v for k, v in at.items()}, "val/separation": val_stats["separation"],
-        "val/pointer_mae": val["pointer_mae"], "val/accuracy": val["accuracy"],
+        "epoch": epoch,
+        "train/loss": train_loss,
+        "val/loss": val_loss,
+        "val/task_loss": float(sum(val_components)),
+        **{f"val/{k}": v for k, v in at.items()},
+        "val/separation": val_stats["separation"],
+        "val/pointer_mae": val["pointer_mae"],
+        "val/accuracy": val["accuracy"],
         **{f"val/loss_{t}": v for t, v in zip(TASKS, val_components)},
-        **{f"sigma/{t}": s for t, s in zip(TASKS, sigmas)}, **{f"weight/{t}": w for t, w in zip(TASKS, shares)},
-        "epoch_time_s": epoch_time, "diagnostics_time_s": diagnostics_time,
-        "diagnostics_io_s": state.diag.seconds - s0, "samples_per_s": len(data.train) / passed.seconds,
+        **{f"sigma/{t}": s for t, s in zip(TASKS, sigmas)},
+        **{f"weight/{t}": w for t, w in zip(TASKS, shares)},
+        "epoch_time_s": epoch_time,
+        "diagnostics_time_s": diagnostics_time,
+        "diagnostics_io_s": state.diag.seconds - s0,
+        "samples_per_s": len(data.train) / passed.seconds,
         "diverged": not all(math.isfinite(v) for v in [train_loss, val_loss, *train_components, *val_components]),
     }
     if val["decoded"] is not None:
@@ -290,7 +369,7 @@ def _train_pass(state: TrainState, train_set: Batch, cfg: Config, want_grads: bo
     train_prob = torch.empty_like(train_set.hard)
     grad_row = None
     for i in range(0, n, cfg.batch_size):
-        idx = perm[i:i + cfg.batch_size]
+        idx = perm[i : i + cfg.batch_size]
         b = train_set.take(idx)
         out = model(b.x)
         losses = task_losses(model, out, b, cfg)
@@ -298,8 +377,9 @@ def _train_pass(state: TrainState, train_set: Batch, cfg: Config, want_grads: bo
         state.opt.zero_grad(set_to_none=True)
         objective.backward()
         if want_grads and i + cfg.batch_size >= n:  # the epoch's last batch, before clipping
-            norms = torch.stack([p.grad.norm() if p.grad is not None else torch.zeros((), device=p.device)
-                                 for _, p in params])
+            norms = torch.stack(
+                [p.grad.norm() if p.grad is not None else torch.zeros((), device=p.device) for _, p in params]
+            )
             grad_row = [float(torch.linalg.vector_norm(norms)), *norms.tolist()]
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_([p for _, p in params], cfg.grad_clip, foreach=True)
@@ -313,16 +393,42 @@ def _train_pass(state: TrainState, train_set: Batch, cfg: Config, want_grads: bo
 
 def _write_diagnostics(diag: DiagnosticLog, epoch: int, m: dict, data: SpanData) -> None:
     """One epoch's rows of the diagnostic tables (`trainables/metrics/span_diagnostics.py`)."""
-    diag.add("epoch_metrics.csv", [{"epoch": epoch, "train_loss": m["train_loss"], "val_loss": m["val_loss"],
-                                    **m["at"], "epoch_time": m["epoch_time"]}])
-    diag.add("loss_components.csv", [
-        {"epoch": epoch, "phase": phase, **{f"loss_{t}": v for t, v in zip(TASKS, comps)}, "total_loss": total}
-        for phase, comps, total in (("train", m["train_components"], m["train_loss"]),
-                                    ("val", m["val_components"], m["val_loss"]))])
-    diag.add("uncertainty_params.csv", [{"epoch": epoch, **{f"sigma_{t}": s for t, s in zip(TASKS, m["sigmas"])},
-                                         **{f"weight_{t}": w for t, w in zip(TASKS, m["shares"])}}])
-    diag.add("probability_stats.csv", [{"epoch": epoch, "phase": "train", **m["train_stats"]},
-                                       {"epoch": epoch, "phase": "val", **m["val_stats"]}])
+    diag.add(
+        "epoch_metrics.csv",
+        [
+            {
+                "epoch": epoch,
+                "train_loss": m["train_loss"],
+                "val_loss": m["val_loss"],
+                **m["at"],
+                "epoch_time": m["epoch_time"],
+            }
+        ],
+    )
+    diag.add(
+        "loss_components.csv",
+        [
+            {"epoch": epoch, "phase": phase, **{f"loss_{t}": v for t, v in zip(TASKS, comps)}, "total_loss": total}
+            for phase, comps, total in (
+                ("train", m["train_components"], m["train_loss"]),
+                ("val", m["val_components"], m["val_loss"]),
+            )
+        ],
+    )
+    diag.add(
+        "uncertainty_params.csv",
+        [
+            {
+                "epoch": epoch,
+                **{f"sigma_{t}": s for t, s in zip(TASKS, m["sigmas"])},
+                **{f"weight_{t}": w for t, w in zip(TASKS, m["shares"])},
+            }
+        ],
+    )
+    diag.add(
+        "probability_stats.csv",
+        [{"epoch": epoch, "phase": "train", **m["train_stats"]}, {"epoch": epoch, "phase": "val", **m["val_stats"]}],
+    )
     if epoch == 1:  # the inputs are fixed: their statistics are the same at every epoch
         diag.add("feature_stats.csv", _feature_rows(epoch, data.raw_by_phase))
     if m["grad_row"] is not None:
@@ -334,8 +440,19 @@ def _feature_rows(epoch: int, raw_by_phase: dict[str, torch.Tensor]) -> list[dic
     for phase, x in raw_by_phase.items():
         flat = x.reshape(-1, x.shape[-1])
         stats = torch.stack([flat.mean(0), flat.std(0), flat.amin(0), flat.amax(0), flat.median(0).values]).T.tolist()
-        rows += [{"epoch": epoch, "phase": phase, "feature_name": name, "mean": s[0], "std": s[1], "min": s[2],
-                  "max": s[3], "median": s[4]} for name, s in zip(span_features.FEATURES, stats)]
+        rows += [
+            {
+                "epoch": epoch,
+                "phase": phase,
+                "feature_name": name,
+                "mean": s[0],
+                "std": s[1],
+                "min": s[2],
+                "max": s[3],
+                "median": s[4],
+            }
+            for name, s in zip(span_features.FEATURES, stats)
+        ]
     return rows
 
 
@@ -349,20 +466,36 @@ def _finish(state: TrainState, data: SpanData, cfg: Config, folder: Path) -> dic
     write_metrics_csv(sweep, folder / "threshold_sweep.csv")
     chosen = span_metrics.best_threshold(sweep)
     stats = span_metrics.probability_stats(val["prob"], val_set.hard)
-    out = {"final/threshold": chosen["threshold"], "final/val_span_f1": chosen["span_f1"],
-           "final/val_span_precision": chosen["span_precision"], "final/val_span_recall": chosen["span_recall"],
-           "final/val_separation": stats["separation"], "final/val_pointer_mae": val["pointer_mae"],
-           "final/val_accuracy": val["accuracy"]}
+    out = {
+        "final/threshold": chosen["threshold"],
+        "final/val_span_f1": chosen["span_f1"],
+        "final/val_span_precision": chosen["span_precision"],
+        "final/val_span_recall": chosen["span_recall"],
+        "final/val_separation": stats["separation"],
+        "final/val_pointer_mae": val["pointer_mae"],
+        "final/val_accuracy": val["accuracy"],
+    }
     if val["decoded"] is not None:
         out.update({f"final/val_crf_{k}": v for k, v in span_metrics.decoded(val["decoded"], val_set.hard).items()})
     if len(test_set):
         test = evaluate(model, weighting, test_set, cfg)
-        out.update({f"final/test_{k}": v for k, v in
-                    span_metrics.at_threshold(test["prob"], test_set.hard, chosen["threshold"]).items()})
-        out.update({"final/test_separation": span_metrics.probability_stats(test["prob"], test_set.hard)["separation"],
-                    "final/test_pointer_mae": test["pointer_mae"], "final/test_accuracy": test["accuracy"]})
+        out.update(
+            {
+                f"final/test_{k}": v
+                for k, v in span_metrics.at_threshold(test["prob"], test_set.hard, chosen["threshold"]).items()
+            }
+        )
+        out.update(
+            {
+                "final/test_separation": span_metrics.probability_stats(test["prob"], test_set.hard)["separation"],
+                "final/test_pointer_mae": test["pointer_mae"],
+                "final/test_accuracy": test["accuracy"],
+            }
+        )
         if test["decoded"] is not None:
-            out.update({f"final/test_crf_{k}": v for k, v in span_metrics.decoded(test["decoded"], test_set.hard).items()})
+            out.update(
+                {f"final/test_crf_{k}": v for k, v in span_metrics.decoded(test["decoded"], test_set.hard).items()}
+            )
     if cfg.ensemble_last_k:
         out.update(_ensemble(model, val_set, test_set, cfg, folder))
     figures = plot_all(folder, diag, val["prob"], val_set.hard) if cfg.plots else []
@@ -372,32 +505,54 @@ def _finish(state: TrainState, data: SpanData, cfg: Config, folder: Path) -> dic
     # The criteria judge the scores of windows that chose nothing (the test block) when there is
     # one; validation chose the threshold and the best epoch, so its scores are optimistic.
     scored = "test" if len(test_set) else "val"
-    lines = criteria({"val_loss_reduction": reduction, "span_f1": out[f"final/{scored}_span_f1"],
-                      "separation": out[f"final/{scored}_separation"]})
-    write_json({"trainable": "multitask_span", "epochs": len(em), "best_epoch": state.stopper.best_epoch,
-                "val_task_loss_first": task_loss[0] if task_loss else None,
-                "val_task_loss_best": min(task_loss) if task_loss else None, "val_loss_reduction": reduction,
-                "final": out, "criteria": lines, "figures": figures,
-                "scored_on": scored,
-                "notes": "val_loss_reduction uses the unweighted sum of validation task losses (first epoch vs "
-                         "best). The threshold and the best epoch were chosen on the validation windows; "
-                         + (f"span F1 and separation are of the {len(test_set)} test windows, at that threshold."
-                            if scored == "test" else "there is no test block (test_fraction 0, or too few windows), "
-                            "so span F1 and separation are of the validation windows themselves: optimistic.")},
-               folder / DIAGNOSTICS_FILE)
+    lines = criteria(
+        {
+            "val_loss_reduction": reduction,
+            "span_f1": out[f"final/{scored}_span_f1"],
+            "separation": out[f"final/{scored}_separation"],
+        }
+    )
+    write_json(
+        {
+            "trainable": "multitask_span",
+            "epochs": len(em),
+            "best_epoch": state.stopper.best_epoch,
+            "val_task_loss_first": task_loss[0] if task_loss else None,
+            "val_task_loss_best": min(task_loss) if task_loss else None,
+            "val_loss_reduction": reduction,
+            "final": out,
+            "criteria": lines,
+            "figures": figures,
+            "scored_on": scored,
+            "notes": "val_loss_reduction uses the unweighted sum of validation task losses (first epoch vs "
+            "best). The threshold and the best epoch were chosen on the validation windows; "
+            + (
+                f"span F1 and separation are of the {len(test_set)} test windows, at that threshold."
+                if scored == "test"
+                else "there is no test block (test_fraction 0, or too few windows), "
+                "so span F1 and separation are of the validation windows themselves: optimistic."
+            ),
+        },
+        folder / DIAGNOSTICS_FILE,
+    )
     diag.log("final: " + ", ".join(f"{k}={v:.4f}" for k, v in out.items()))
     for line in lines:
-        diag.log(f"criterion {line['level']}: {line['metric']} {line['condition']}: "
-                 f"{'PASS' if line['passed'] else 'FAIL'} ({line['value']})")
+        diag.log(
+            f"criterion {line['level']}: {line['metric']} {line['condition']}: "
+            f"{'PASS' if line['passed'] else 'FAIL'} ({line['value']})"
+        )
     model.load_state_dict(current)
     return out
 
 
 def _ensemble(model: SpanModel, val_set: Batch, test_set: Batch, cfg: Config, folder: Path) -> dict:
     """Average the soft span predictions of the last k periodic checkpoints."""
-    found = sorted(((int(m.group(1)), p) for p in folder.glob("checkpoint_epoch_*.pt")
-                    if (m := re.fullmatch(r"checkpoint_epoch_(\d+)\.pt", p.name))))
-    chosen = [p for _, p in found[-cfg.ensemble_last_k:]]
+    found = sorted(
+        (int(m.group(1)), p)
+        for p in folder.glob("checkpoint_epoch_*.pt")
+        if (m := re.fullmatch(r"checkpoint_epoch_(\d+)\.pt", p.name))
+    )
+    chosen = [p for _, p in found[-cfg.ensemble_last_k :]]
     if not chosen:
         return {}
     probs_val, probs_test = [], []
@@ -411,9 +566,12 @@ def _ensemble(model: SpanModel, val_set: Batch, test_set: Batch, cfg: Config, fo
     model.train()
     p_val = torch.stack(probs_val).mean(0)
     best = span_metrics.best_threshold(span_metrics.sweep(p_val, val_set.hard))
-    out = {"ensemble/members": len(chosen), "ensemble/threshold": best["threshold"],
-           "ensemble/val_span_f1": best["span_f1"],
-           "ensemble/val_separation": span_metrics.probability_stats(p_val, val_set.hard)["separation"]}
+    out = {
+        "ensemble/members": len(chosen),
+        "ensemble/threshold": best["threshold"],
+        "ensemble/val_span_f1": best["span_f1"],
+        "ensemble/val_separation": span_metrics.probability_stats(p_val, val_set.hard)["separation"],
+    }
     if probs_test:
         p_test = torch.stack(probs_test).mean(0)
         out["ensemble/test_span_f1"] = span_metrics.at_threshold(p_test, test_set.hard, best["threshold"])["span_f1"]

@@ -75,8 +75,10 @@ def aggregate_markdown(agg: pd.DataFrame) -> str:
     for _, row in agg.iterrows():
         cells = [_text(row[k]) for k in keys] + [cell(row, m) for m in metrics]
         lines.append("| " + " | ".join(cells + ([_text(row.get("note"))] if notes else [])) + " |")
-    return "\n".join(lines) + ("\n\nmean ± half-width of the 95% t-interval over seeds; n = independent seeds per "
-                                "row (a seed's trials averaged first)\n")
+    return "\n".join(lines) + (
+        "\n\nmean ± half-width of the 95% t-interval over seeds; n = independent seeds per "
+        "row (a seed's trials averaged first)\n"
+    )
 
 
 def paired_markdown(pairs: pd.DataFrame) -> str:
@@ -98,8 +100,11 @@ def paired_markdown(pairs: pd.DataFrame) -> str:
             else:
                 cells.append(f"{d:+.4g} [{lo:+.3g}, {hi:+.3g}]")
             cells[-1] += _metric_n(row, m) if cells[-1] else ""
-        lines.append("| " + " | ".join([_text(row[k]) for k in keys] + cells
-                                       + ([_text(row.get("note"))] if notes else [])) + " |")
+        lines.append(
+            "| "
+            + " | ".join([_text(row[k]) for k in keys] + cells + ([_text(row.get("note"))] if notes else []))
+            + " |"
+        )
     return "\n".join(lines) + "\n\nΔ = variant - baseline, paired by seed; [95% t-interval]; n = paired seeds\n"
 
 
@@ -109,8 +114,18 @@ def _text(value) -> str:
     return str(value).replace("|", "\\|")
 
 
-LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
 
 
 def latex_escape(text: str) -> str:
@@ -123,16 +138,20 @@ def aggregate_latex(agg: pd.DataFrame, selects: dict[str, dict] | None = None, c
     metrics = metric_names(agg)
     bold: set[tuple[int, str]] = set()
     for m in metrics:
-        for stage, group in (agg.groupby("stage") if "stage" in agg else [("", agg)]):
+        for stage, group in agg.groupby("stage") if "stage" in agg else [("", agg)]:
             mode = better(m, (selects or {}).get(stage))
             values = group[f"{m}:mean"].dropna()
             if mode and len(values) > 1:
                 bold.add(((values.idxmin() if mode == "min" else values.idxmax()), m))
-    lines = [r"\begin{table}[t]", r"\centering", r"\begin{tabular}{" + "l" * len(keys) + "r" * len(metrics) + "}",
-             r"\toprule",
-             " & ".join(latex_escape(c) for c in keys + [m.removeprefix("best.").removeprefix("final.")
-                                                         for m in metrics]) + r" \\",
-             r"\midrule"]
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\begin{tabular}{" + "l" * len(keys) + "r" * len(metrics) + "}",
+        r"\toprule",
+        " & ".join(latex_escape(c) for c in keys + [m.removeprefix("best.").removeprefix("final.") for m in metrics])
+        + r" \\",
+        r"\midrule",
+    ]
     for idx, row in agg.iterrows():
         cells = [latex_escape(row[k]) for k in keys]
         for m in metrics:

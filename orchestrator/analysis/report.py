@@ -76,14 +76,21 @@ def curve_metrics(curves: pd.DataFrame, stage: str, select: dict | None) -> list
 
 def cost_rows(t: study_tables.StudyTables, price: float | None) -> list[dict]:
     rows = []
-    for name, record in t.records.items():
+    for name in t.records:
         trials = t.trials[t.trials["stage"] == name] if not t.trials.empty else t.trials
         if trials.empty:
             continue
         gpu_h = float(trials["gpu_hours"].sum()) if "gpu_hours" in trials else 0.0
-        rows.append({"stage": name, "trials": len(trials), "trial_hours": float(trials["duration_s"].sum()) / 3600,
-                     "gpu_hours": gpu_h, "cpu_hours": float(trials.get("cpu_hours", pd.Series([0.0])).sum()),
-                     "cost_usd": gpu_h * price if price is not None else math.nan})
+        rows.append(
+            {
+                "stage": name,
+                "trials": len(trials),
+                "trial_hours": float(trials["duration_s"].sum()) / 3600,
+                "gpu_hours": gpu_h,
+                "cpu_hours": float(trials.get("cpu_hours", pd.Series([0.0])).sum()),
+                "cost_usd": gpu_h * price if price is not None else math.nan,
+            }
+        )
     return rows
 
 
@@ -96,8 +103,7 @@ def stage_needs(store: Store) -> dict[str, list[str]]:
     return {name: list((stage or {}).get("needs") or []) for name, stage in (study.get("stages") or {}).items()}
 
 
-def write_report(run_dir: str, console: Console, gpu_price: str | None = None,
-                 gpu_util_threshold: float = 60.0) -> str:
+def write_report(run_dir: str, console: Console, gpu_price: str | None = None, gpu_util_threshold: float = 60.0) -> str:
     """Write `report/report.md` (and its figures) into the study's storage; returns the text.
     A trial folder with `diagnostics.json` gets a trial report of its own instead."""
     if trial_report.is_trial_folder(run_dir) and not Store(run_dir).exists(STUDY_META):
@@ -110,9 +116,13 @@ def write_report(run_dir: str, console: Console, gpu_price: str | None = None,
     price = price_of(gpu_price)
     t = study_tables.build(records)
     out = store.child(REPORT_DIR)
-    md = [f"# Study report: {meta['name']}", "",
-          f"Storage: `{store.uri}`; created {meta.get('created_at')}; runs: {', '.join(meta.get('runs', []))}; "
-          f"git: {(meta.get('git') or {}).get('commit', 'unknown')}", ""]
+    md = [
+        f"# Study report: {meta['name']}",
+        "",
+        f"Storage: `{store.uri}`; created {meta.get('created_at')}; runs: {', '.join(meta.get('runs', []))}; "
+        f"git: {(meta.get('git') or {}).get('commit', 'unknown')}",
+        "",
+    ]
     md += _plan_section(store, records)
     md += ["", "## Results", "", render_markdown(t)]
     md += _curves_section(store, t, out)
@@ -133,8 +143,10 @@ def _plan_section(store: Store, records: dict[str, dict]) -> list[str]:
     md = ["## Plan", "", "| stage | trainable | trials | state | needs |", "|---|---|---|---|---|"]
     needs = stage_needs(store)
     for name, record in records.items():
-        md.append(f"| {name} | {record.get('trainable')} | {len(record.get('trials', {}))} | {record.get('state')} | "
-                  f"{', '.join(record.get('needs') or needs.get(name, []))} |")
+        md.append(
+            f"| {name} | {record.get('trainable')} | {len(record.get('trials', {}))} | {record.get('state')} | "
+            f"{', '.join(record.get('needs') or needs.get(name, []))} |"
+        )
     return md
 
 
@@ -156,14 +168,18 @@ def _curves_section(store: Store, t: study_tables.StudyTables, out: Store) -> li
 
 def _diagnostics_section(store: Store, t: study_tables.StudyTables, out: Store) -> list[str]:
     """A section per trial that wrote `diagnostics.json`, its figures copied into `out`."""
-    diagnosed = [r for _, r in t.trials.iterrows()
-                 if store.exists(r["stage"], r["trial_id"], trial_report.DIAGNOSTICS)] if not t.trials.empty else []
+    diagnosed = (
+        [r for _, r in t.trials.iterrows() if store.exists(r["stage"], r["trial_id"], trial_report.DIAGNOSTICS)]
+        if not t.trials.empty
+        else []
+    )
     if not diagnosed:
         return []
     md = ["## Trial diagnostics", ""]
     for r in diagnosed:
-        md += trial_report.section(store.child(r["stage"], r["trial_id"]), r["trial"], out,
-                                   f"trials/{r['stage']}/{r['trial_id']}/")
+        md += trial_report.section(
+            store.child(r["stage"], r["trial_id"]), r["trial"], out, f"trials/{r['stage']}/{r['trial_id']}/"
+        )
     return md
 
 
@@ -184,8 +200,11 @@ def _utilisation_section(t: study_tables.StudyTables, threshold: float) -> list[
     if "final.gpu/util_mean" not in t.trials.columns:
         return []
     md = ["## GPU utilisation", "", f"Trials below {threshold:.0f}% mean utilisation of their GPUs:", ""]
-    flagged = [(r["trial"], low_utilisation(r["final.gpu/util_mean"], threshold))
-               for _, r in t.trials.iterrows() if pd.notna(r.get("final.gpu/util_mean"))]
+    flagged = [
+        (r["trial"], low_utilisation(r["final.gpu/util_mean"], threshold))
+        for _, r in t.trials.iterrows()
+        if pd.notna(r.get("final.gpu/util_mean"))
+    ]
     md += [f"- `{name}`: {why}" for name, why in flagged if why] or ["None."]
     return md + [""]
 
@@ -194,19 +213,30 @@ def low_utilisation(util_mean: float | None, threshold: float) -> str | None:
     """The report's flag for a trial below `threshold` percent, with the usual causes."""
     if util_mean is None or util_mean >= threshold:
         return None
-    return (f"GPU utilisation {util_mean:.0f}% < {threshold:.0f}%: likely the batch is too small for the GPU, "
-            "the input pipeline (data loading, augmentation on the CPU) starves it, or several trials "
-            "share the GPU with too little work each")
+    return (
+        f"GPU utilisation {util_mean:.0f}% < {threshold:.0f}%: likely the batch is too small for the GPU, "
+        "the input pipeline (data loading, augmentation on the CPU) starves it, or several trials "
+        "share the GPU with too little work each"
+    )
 
 
 def _cost_section(t: study_tables.StudyTables, key: str | None, price: float | None) -> list[str]:
-    md = ["## Time and cost", "", "| stage | trials | trial-hours | GPU-hours | CPU-hours | cost (USD) |",
-          "|---|---|---|---|---|---|"]
+    md = [
+        "## Time and cost",
+        "",
+        "| stage | trials | trial-hours | GPU-hours | CPU-hours | cost (USD) |",
+        "|---|---|---|---|---|---|",
+    ]
     for c in cost_rows(t, price):
         cost = "" if math.isnan(c["cost_usd"]) else f"{c['cost_usd']:.2f}"
-        md.append(f"| {c['stage']} | {c['trials']} | {c['trial_hours']:.3f} | {c['gpu_hours']:.3f} | "
-                  f"{c['cpu_hours']:.3f} | {cost} |")
+        md.append(
+            f"| {c['stage']} | {c['trials']} | {c['trial_hours']:.3f} | {c['gpu_hours']:.3f} | "
+            f"{c['cpu_hours']:.3f} | {cost} |"
+        )
     md.append("")
-    md.append(f"Price: {key} = ${price:.2f} per GPU-hour (cluster/prices.yaml)." if price is not None
-              else "Cost: pass `--gpu-price KEY` (keys in cluster/prices.yaml) to price the GPU-hours.")
+    md.append(
+        f"Price: {key} = ${price:.2f} per GPU-hour (cluster/prices.yaml)."
+        if price is not None
+        else "Cost: pass `--gpu-price KEY` (keys in cluster/prices.yaml) to price the GPU-hours."
+    )
     return md

@@ -24,8 +24,17 @@ def _name(path: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", "_".join(parts[-2:]))
 
 
-def evaluate(models: list[str], datasets: list[str], out: Path, console: Console, *, split: str = "test",
-             similarity: str = "cosine", batch_size: int = 64, sample: int = 1000) -> pd.DataFrame:
+def evaluate(
+    models: list[str],
+    datasets: list[str],
+    out: Path,
+    console: Console,
+    *,
+    split: str = "test",
+    similarity: str = "cosine",
+    batch_size: int = 64,
+    sample: int = 1000,
+) -> pd.DataFrame:
     """Score every model on every dataset; writes the tables and run files into `out`."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from trainables.data.retrieval import load_beir
@@ -52,9 +61,11 @@ def evaluate(models: list[str], datasets: list[str], out: Path, console: Console
             name = f"{_name(model_path)}__{dataset_name(source)}"
             write_trec_run(out / "runs" / f"{name}.trec", run, _name(model_path))
             rows.append({"model": model_path, "dataset": dataset_name(source), **{k: metrics[k] for k in COLUMNS}})
-            console.print(f"{model_path} on {dataset_name(source)}: NDCG@10 {metrics['ndcg@10']:.4f}, "
-                          f"Recall@100 {metrics['recall@100']:.4f}, MRR@10 {metrics['mrr@10']:.4f}, "
-                          f"isotropy {metrics['isotropy_cosine']:.3f}")
+            console.print(
+                f"{model_path} on {dataset_name(source)}: NDCG@10 {metrics['ndcg@10']:.4f}, "
+                f"Recall@100 {metrics['recall@100']:.4f}, MRR@10 {metrics['mrr@10']:.4f}, "
+                f"isotropy {metrics['isotropy_cosine']:.3f}"
+            )
     table = pd.DataFrame(rows)
     means = table.groupby("model", sort=False)[list(COLUMNS[:-1])].mean().reset_index().assign(dataset="(mean)")
     table = pd.concat([table, means], ignore_index=True)

@@ -27,12 +27,19 @@ def write_and_show(store: Store, records: list[dict], console: Console) -> None:
         agg = tables.aggregated.get(record["stage"])
         if agg is not None and (agg["n"] > 1).any():
             console.print(f"[bold]{record['stage']}: over seeds[/] (mean ± 95% CI)")
-            console.print(aggregate_markdown(agg.drop(columns=["stage"])), markup=False, highlight=False,
-                          soft_wrap=True)
+            console.print(
+                aggregate_markdown(agg.drop(columns=["stage"])), markup=False, highlight=False, soft_wrap=True
+            )
         if record["stage"] in tables.paired:
-            console.print(paired_markdown(tables.paired[record["stage"]].drop(columns=["stage"])),
-                          markup=False, highlight=False, soft_wrap=True)
-    console.print(f"\nresults: {store.child_uri(trials_table.TABLE + '.parquet')} (also .csv, .md; per stage in tables/)")
+            console.print(
+                paired_markdown(tables.paired[record["stage"]].drop(columns=["stage"])),
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
+    console.print(
+        f"\nresults: {store.child_uri(trials_table.TABLE + '.parquet')} (also .csv, .md; per stage in tables/)"
+    )
 
 
 def write_summary_tables(store: Store, tables: study_tables.StudyTables) -> None:

@@ -42,14 +42,20 @@ def default_metrics(df: pd.DataFrame) -> list[str]:
     best = [c for c in df.columns if c.startswith("best.")]
     # A trainable's own end-of-training evaluation (metrics named final/...) is what the study
     # compares; its per-epoch val/* metrics are then the training record, not the result.
-    evaluated = sorted((c for c in df.columns if c.startswith("final.final/") and df[c].dtype.kind in "fi"),
-                       key=lambda c: c.count("/"))
+    evaluated = sorted(
+        (c for c in df.columns if c.startswith("final.final/") and df[c].dtype.kind in "fi"), key=lambda c: c.count("/")
+    )
     if evaluated:
         return best + evaluated
-    finals = [c for c in df.columns if c.startswith("final.") and df[c].dtype.kind in "fi"
-              and any(k in c for k in ("val/", "oof/", "train/loss", "test/", "eval/"))
-              and not c.startswith(("final.best/", "final.oof/acc/", "final.oof_so_far/"))
-              and not c.endswith("/windows")]
+    finals = [
+        c
+        for c in df.columns
+        if c.startswith("final.")
+        and df[c].dtype.kind in "fi"
+        and any(k in c for k in ("val/", "oof/", "train/loss", "test/", "eval/"))
+        and not c.startswith(("final.best/", "final.oof/acc/", "final.oof_so_far/"))
+        and not c.endswith("/windows")
+    ]
     return best + finals
 
 
@@ -72,8 +78,9 @@ def _ci(values: np.ndarray) -> tuple[float, float, float, float]:
 def _check_columns(df: pd.DataFrame, columns: list[str], what: str) -> None:
     missing = [c for c in columns if c not in df.columns]
     if missing:
-        raise UserError(Problem(f"--{what}", f"unknown column(s) {', '.join(missing)}; columns are: "
-                                f"{', '.join(df.columns)}"))
+        raise UserError(
+            Problem(f"--{what}", f"unknown column(s) {', '.join(missing)}; columns are: {', '.join(df.columns)}")
+        )
 
 
 def _keyed(df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
@@ -85,8 +92,11 @@ def distinguishing_columns(df: pd.DataFrame, base: list[str]) -> list[str]:
     """Columns other than the seed that tell apart trials of one `base` cell (stage, variant,
     grid values): upstream trials of fan-out references and config values (search samples,
     values resolved from a fan-out), those that differ within some cell."""
-    candidates = [c for c in df.columns if (c.startswith("config.") and c != "config.seed")
-                  or (c.startswith("upstream.") and c.endswith(".trial_id"))]
+    candidates = [
+        c
+        for c in df.columns
+        if (c.startswith("config.") and c != "config.seed") or (c.startswith("upstream.") and c.endswith(".trial_id"))
+    ]
     if df.empty or not candidates:
         return []
     keyed = _keyed(df, base + candidates)
@@ -138,8 +148,9 @@ def _groups(ok: pd.DataFrame, group_by: list[str] | None, within_seed: str) -> t
     return base + extras, base + _shown(ok, extras)
 
 
-def aggregate(df: pd.DataFrame, metrics: list[str] | None = None, group_by: list[str] | None = None,
-              within_seed: str = "separate") -> pd.DataFrame:
+def aggregate(
+    df: pd.DataFrame, metrics: list[str] | None = None, group_by: list[str] | None = None, within_seed: str = "separate"
+) -> pd.DataFrame:
     """One row per group: n (distinct seeds), seeds, trials, note and, per metric, mean / std /
     ci_low / ci_high over the per-seed values (and `:n`, seeds with a value of that metric)."""
     ok = df[df["status"].isin(OK)] if "status" in df.columns else df
@@ -149,7 +160,7 @@ def aggregate(df: pd.DataFrame, metrics: list[str] | None = None, group_by: list
     keys, shown = _groups(ok, group_by, within_seed)
     rows = []
     keyed = _keyed(ok, sorted(set(keys) | set(shown)))
-    for _, group in (keyed.groupby(keys, sort=True, dropna=False) if keys else [((), keyed)]):
+    for _, group in keyed.groupby(keys, sort=True, dropna=False) if keys else [((), keyed)]:
         row = {c: group[c].iloc[0] for c in shown}
         seeds = sorted(set(group["seed"].tolist()))
         row.update(n=len(seeds), seeds=",".join(map(str, seeds)), trials=len(group), note=_per_seed_note(group))
@@ -158,19 +169,30 @@ def aggregate(df: pd.DataFrame, metrics: list[str] | None = None, group_by: list
             if len(values) == 0:
                 continue
             mean, std, lo, hi = _ci(values)
-            row.update({f"{m}:mean": mean, f"{m}:std": std, f"{m}:ci_low": lo, f"{m}:ci_high": hi,
-                        f"{m}:n": len(values)})
+            row.update(
+                {f"{m}:mean": mean, f"{m}:std": std, f"{m}:ci_low": lo, f"{m}:ci_high": hi, f"{m}:n": len(values)}
+            )
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def paired(df: pd.DataFrame, baseline: str, metrics: list[str] | None = None,
-           group_by: list[str] | None = None, within_seed: str = "separate") -> pd.DataFrame:
+def paired(
+    df: pd.DataFrame,
+    baseline: str,
+    metrics: list[str] | None = None,
+    group_by: list[str] | None = None,
+    within_seed: str = "separate",
+) -> pd.DataFrame:
     """Δ of every variant group against `baseline`, paired by seed (see the module doc)."""
     ok = df[df["status"].isin(OK)] if "status" in df.columns else df
     if baseline not in set(ok["variant"].dropna()):
-        raise UserError(Problem("--baseline", f"no successful trials of variant {baseline!r}; variants are: "
-                                f"{', '.join(sorted(set(ok['variant'].dropna())))}"))
+        raise UserError(
+            Problem(
+                "--baseline",
+                f"no successful trials of variant {baseline!r}; variants are: "
+                f"{', '.join(sorted(set(ok['variant'].dropna())))}",
+            )
+        )
     metrics = metrics or default_metrics(ok)
     keys, shown = _groups(ok, group_by, within_seed)
     cell = [c for c in keys if c != "variant" and not (c.startswith("config.") or c.startswith("upstream."))]
@@ -179,23 +201,29 @@ def paired(df: pd.DataFrame, baseline: str, metrics: list[str] | None = None,
     shown_extra = [c for c in shown if c not in cell and c != "variant"]
     keyed = _keyed(ok, sorted(set(keys) | set(shown)))
     rows = []
-    for _, group in (keyed.groupby(cell, sort=True) if cell else [((), keyed)]):
+    for _, group in keyed.groupby(cell, sort=True) if cell else [((), keyed)]:
         base_rows = group[group["variant"] == baseline]
         if base_rows.empty:
             continue
         others = group[group["variant"] != baseline]
         for _, vrows in others.groupby(["variant", *extras], sort=True):
             match = base_rows
-            for c in extras:   # the baseline's own distinguishing values must agree, where it has them
+            for c in extras:  # the baseline's own distinguishing values must agree, where it has them
                 if (base_rows[c] != "").any():
                     match = match[match[c] == vrows[c].iloc[0]]
-            row = {**{c: vrows[c].iloc[0] for c in shown_cell}, "variant": vrows["variant"].iloc[0],
-                   **{c: vrows[c].iloc[0] for c in shown_extra}, "baseline": baseline}
+            row = {
+                **{c: vrows[c].iloc[0] for c in shown_cell},
+                "variant": vrows["variant"].iloc[0],
+                **{c: vrows[c].iloc[0] for c in shown_extra},
+                "baseline": baseline,
+            }
             v_seeds, b_seeds = set(vrows["seed"]), set(match["seed"])
             seeds = sorted(v_seeds & b_seeds)
             notes = [n for n in (_per_seed_note(vrows), _per_seed_note(match, "baseline: ")) if n]
             if match.empty:
-                notes.append("no baseline trials with the same " + ", ".join(c for c in extras if (base_rows[c] != "").any()))
+                notes.append(
+                    "no baseline trials with the same " + ", ".join(c for c in extras if (base_rows[c] != "").any())
+                )
             if v_seeds - b_seeds:
                 notes.append("unpaired (no baseline): seed(s) " + ",".join(map(str, sorted(v_seeds - b_seeds))))
             if b_seeds - v_seeds and not match.empty:
@@ -208,7 +236,14 @@ def paired(df: pd.DataFrame, baseline: str, metrics: list[str] | None = None,
                     continue
                 d = (v.loc[common] - b.loc[common]).to_numpy(dtype=float)
                 mean, std, lo, hi = _ci(d)
-                row.update({f"{m}:delta": mean, f"{m}:delta_ci_low": lo, f"{m}:delta_ci_high": hi,
-                            f"{m}:baseline_mean": float(b.loc[common].mean()), f"{m}:n": len(common)})
+                row.update(
+                    {
+                        f"{m}:delta": mean,
+                        f"{m}:delta_ci_low": lo,
+                        f"{m}:delta_ci_high": hi,
+                        f"{m}:baseline_mean": float(b.loc[common].mean()),
+                        f"{m}:n": len(common),
+                    }
+                )
             rows.append(row)
     return pd.DataFrame(rows)

@@ -17,8 +17,11 @@ from orchestrator.storage.store import Store
 
 def status_view(store: Store, meta: dict):
     """(renderable, ended): trials by state per stage, running trials, and whether every stage ended."""
-    status = json.loads(store.read_text(STATE_DIR, "status.json")) \
-        if store.exists(STATE_DIR, "status.json") else {"stages": {}}
+    status = (
+        json.loads(store.read_text(STATE_DIR, "status.json"))
+        if store.exists(STATE_DIR, "status.json")
+        else {"stages": {}}
+    )
     table = Table(header_style="bold")
     for col in ("stage", "state", "trials", "done", "running", "pending", "error", "diverged"):
         table.add_column(col)
@@ -34,14 +37,17 @@ def status_view(store: Store, meta: dict):
             counts, state = {}, "not started"
         if entry and entry["state"] == "running":
             counts, state = entry["counts"], "running"
-            running += [(stage, t) for t in entry.get("trials", {}).values() if t.get("status") == "running"]
+            running += [t for t in entry.get("trials", {}).values() if t.get("status") == "running"]
         ended &= record is not None and state != "running"
         total = entry["total"] if entry and entry.get("total") else len(meta["stages"][stage])
-        table.add_row(stage, state, str(total), *[str(counts.get(k, 0)) for k in
-                                                  ("done", "running", "pending", "error", "diverged")])
-    parts = [Text.from_markup(f"[bold]study {meta['name']}[/] ({store.uri}), created {meta.get('created_at')}"),
-             table]
-    for stage, t in running:
+        table.add_row(
+            stage,
+            state,
+            str(total),
+            *[str(counts.get(k, 0)) for k in ("done", "running", "pending", "error", "diverged")],
+        )
+    parts = [Text.from_markup(f"[bold]study {meta['name']}[/] ({store.uri}), created {meta.get('created_at')}"), table]
+    for t in running:
         best = f"  best {t['best']:.4g}" if isinstance(t.get("best"), (int, float)) else ""
         parts.append(Text(f"  running {t.get('name')}: {t.get('iterations') or 0} reports{best}"))
     if status.get("updated_at"):

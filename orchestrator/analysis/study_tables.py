@@ -21,8 +21,14 @@ class StudyTables:
         return {name: r.get("select") for name, r in self.records.items() if r.get("select")}
 
 
-def build(records: dict[str, dict], metrics: list[str] | None = None, group_by: list[str] | None = None,
-          baseline: str | None = None, stage: str | None = None, within_seed: str | None = None) -> StudyTables:
+def build(
+    records: dict[str, dict],
+    metrics: list[str] | None = None,
+    group_by: list[str] | None = None,
+    baseline: str | None = None,
+    stage: str | None = None,
+    within_seed: str | None = None,
+) -> StudyTables:
     """Every table of the chosen stages; `within_seed` overrides each stage's own setting."""
     chosen = {n: r for n, r in records.items() if r and (stage is None or n == stage)}
     trials = trials_table.build_table(list(chosen.values()))

@@ -31,15 +31,20 @@ def section(trial: Store, title: str, figures_out: Store | None, figure_prefix: 
     md = [f"### {title}", ""]
     reduction = diag.get("val_loss_reduction")
     if diag.get("epochs") is not None:
-        md.append(f"Epochs: {diag['epochs']}; best epoch: {diag.get('best_epoch')}; validation task loss "
-                  f"{_fmt(diag.get('val_task_loss_first'))} -> {_fmt(diag.get('val_task_loss_best'))}"
-                  + (f" ({reduction:.1%} lower)." if isinstance(reduction, (int, float)) else "."))
+        md.append(
+            f"Epochs: {diag['epochs']}; best epoch: {diag.get('best_epoch')}; validation task loss "
+            f"{_fmt(diag.get('val_task_loss_first'))} -> {_fmt(diag.get('val_task_loss_best'))}"
+            + (f" ({reduction:.1%} lower)." if isinstance(reduction, (int, float)) else ".")
+        )
         md.append("")
     criteria = diag.get("criteria") or []
     if criteria:
         md += ["| level | criterion | value | result |", "|---|---|---|---|"]
-        md += [f"| {c['level']} | {c['metric']} {c['condition']} | {_fmt(c.get('value'))} | "
-               f"{'PASS' if c['passed'] else 'FAIL'} |" for c in criteria]
+        md += [
+            f"| {c['level']} | {c['metric']} {c['condition']} | {_fmt(c.get('value'))} | "
+            f"{'PASS' if c['passed'] else 'FAIL'} |"
+            for c in criteria
+        ]
         md.append("")
     final = diag.get("final") or {}
     if final:

@@ -34,10 +34,18 @@ def rows_of(record: dict) -> list[dict]:
     rows = []
     for t in record["trials"].values():
         row = {
-            "stage": t["stage"], "trial_id": t["trial_id"], "trial": t["name"], "variant": t["variant"],
-            "seed": t["seed"], "status": t["status"], "iterations": t.get("iterations"),
-            "duration_s": t.get("duration_s"), "gpu_hours": (t.get("gpu_s") or 0.0) / 3600,
-            "cpu_hours": (t.get("cpu_s") or 0.0) / 3600, "checkpoint": t.get("checkpoint"), "path": t.get("path"),
+            "stage": t["stage"],
+            "trial_id": t["trial_id"],
+            "trial": t["name"],
+            "variant": t["variant"],
+            "seed": t["seed"],
+            "status": t["status"],
+            "iterations": t.get("iterations"),
+            "duration_s": t.get("duration_s"),
+            "gpu_hours": (t.get("gpu_s") or 0.0) / 3600,
+            "cpu_hours": (t.get("cpu_s") or 0.0) / 3600,
+            "checkpoint": t.get("checkpoint"),
+            "path": t.get("path"),
             "error": t.get("error"),
         }
         flatten("grid", t.get("grid") or {}, row)
@@ -96,6 +104,7 @@ def summary_columns(df: pd.DataFrame) -> list[str]:
     """The columns worth reading in a terminal / Markdown: ids, varied config, main metrics."""
     # progress in the trainable's own unit (epochs, folds), not Tune's report count
     cols = [c for c in ("stage", "trial", "status", "final.step", "final.epoch", "final.fold") if c in df.columns]
+
     def varies(col: str) -> bool:  # within a stage: columns of other stages are not "varied"
         values = df[col].astype(object).fillna("<unset>").astype(str)
         groups = values.groupby(df["stage"]) if "stage" in df.columns else [(None, values)]
@@ -107,14 +116,20 @@ def summary_columns(df: pd.DataFrame) -> list[str]:
     # a trainable's own end-of-training evaluation (metrics named final/...) first
     # the final value of each stage's selection metric first, then the trainable's own
     # end-of-training evaluation (metrics named final/...)
-    selected = [f"final.{c[len('best.'):]}" for c in best if f"final.{c[len('best.'):]}" in df.columns]
-    evaluated = sorted((c for c in df.columns if c.startswith("final.final/") and c not in selected),
-                       key=lambda c: c.count("/"))
+    selected = [f"final.{c[len('best.') :]}" for c in best if f"final.{c[len('best.') :]}" in df.columns]
+    evaluated = sorted(
+        (c for c in df.columns if c.startswith("final.final/") and c not in selected), key=lambda c: c.count("/")
+    )
     evaluated = selected + evaluated
-    finals = evaluated + [c for c in df.columns if c.startswith("final.") and not c.startswith("final.best/")
-                          and c not in evaluated
-                          and c not in ("final.epoch", "final.fold", "final.diverged", "final.stopped_early", "final.lr")
-                          and ("loss" in c or c.startswith("final.val/"))]
+    finals = evaluated + [
+        c
+        for c in df.columns
+        if c.startswith("final.")
+        and not c.startswith("final.best/")
+        and c not in evaluated
+        and c not in ("final.epoch", "final.fold", "final.diverged", "final.stopped_early", "final.lr")
+        and ("loss" in c or c.startswith("final.val/"))
+    ]
     return cols + varied[:6] + lineage + best + finals[:5] + [c for c in ("duration_s", "trial_id") if c in df.columns]
 
 

@@ -58,16 +58,27 @@ def run(trial: dict, config: dict, context: dict) -> None:
     backend = os.environ.get("ORCHESTRATOR_DIST_BACKEND") or ("nccl" if per_worker["gpu"] > 0 else "gloo")
     trainer = TorchTrainer(
         _worker_loop,
-        train_loop_config={"trainable": trial["trainable"], "config": config, "context": context,
-                           "checkpoint_every": trial["checkpoint_every"], "select": trial.get("select")},
+        train_loop_config={
+            "trainable": trial["trainable"],
+            "config": config,
+            "context": context,
+            "checkpoint_every": trial["checkpoint_every"],
+            "select": trial.get("select"),
+        },
         torch_config=TorchConfig(backend=backend),
-        scaling_config=ScalingConfig(num_workers=trial["workers"], use_gpu=per_worker["gpu"] > 0,
-                                     resources_per_worker={"CPU": per_worker["cpu"], "GPU": per_worker["gpu"]}),
-        run_config=RunConfig(name=context["trial_id"],
-                             storage_path=f"{storage_path.rstrip('/')}/{trial['stage']}/_train",
-                             storage_filesystem=storage_fs, callbacks=[_forward_callback(queue)],
-                             checkpoint_config=CheckpointConfig(num_to_keep=2),
-                             failure_config=FailureConfig(max_failures=0)),
+        scaling_config=ScalingConfig(
+            num_workers=trial["workers"],
+            use_gpu=per_worker["gpu"] > 0,
+            resources_per_worker={"CPU": per_worker["cpu"], "GPU": per_worker["gpu"]},
+        ),
+        run_config=RunConfig(
+            name=context["trial_id"],
+            storage_path=f"{storage_path.rstrip('/')}/{trial['stage']}/_train",
+            storage_filesystem=storage_fs,
+            callbacks=[_forward_callback(queue)],
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            failure_config=FailureConfig(max_failures=0),
+        ),
     )
     outcome: dict = {}
 

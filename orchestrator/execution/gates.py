@@ -26,8 +26,13 @@ def trial_value(trial: dict, metric: str, select: dict | None) -> float | None:
 def evaluate(record: dict, gates: list[Gate]) -> list[dict]:
     out = []
     for gate in gates:
-        values = [v for t in record["trials"].values() if t["status"] == "done"
-                  for v in [trial_value(t, gate.metric, record.get("select"))] if v is not None and math.isfinite(v)]
+        values = [
+            v
+            for t in record["trials"].values()
+            if t["status"] == "done"
+            for v in [trial_value(t, gate.metric, record.get("select"))]
+            if v is not None and math.isfinite(v)
+        ]
         if not values:
             measured = None
         elif gate.over == "mean":
@@ -35,10 +40,20 @@ def evaluate(record: dict, gates: list[Gate]) -> list[dict]:
         else:
             measured = max(values) if gate.op in (">", ">=") else min(values)
         passed = measured is not None and OPS[gate.op](measured, gate.value)
-        out.append({**gate.model_dump(), "measured": measured, "n": len(values), "passed": passed,
-                    "text": f"{gate.describe()}: {'passed' if passed else 'failed'}, measured "
-                            + (f"{measured:.4g} over {len(values)} trial(s)" if measured is not None
-                               else "nothing (no successful trial reports it)")})
+        out.append(
+            {
+                **gate.model_dump(),
+                "measured": measured,
+                "n": len(values),
+                "passed": passed,
+                "text": f"{gate.describe()}: {'passed' if passed else 'failed'}, measured "
+                + (
+                    f"{measured:.4g} over {len(values)} trial(s)"
+                    if measured is not None
+                    else "nothing (no successful trial reports it)"
+                ),
+            }
+        )
     return out
 
 

@@ -26,12 +26,17 @@ class StudyMetrics:
 
         self.study = study
         self.trials = Gauge("orchestrator_trials", "Trials of a stage by state.", tag_keys=("study", "stage", "state"))
-        self.epochs = Gauge("orchestrator_epochs_done", "Epochs (or folds) reported by a stage's trials.",
-                            tag_keys=("study", "stage"))
-        self.samples = Gauge("orchestrator_samples_per_second", "Summed samples/s of a stage's running trials.",
-                             tag_keys=("study", "stage"))
-        self.best = Gauge("orchestrator_best_metric", "A stage's best select metric so far.",
-                          tag_keys=("study", "stage", "metric"))
+        self.epochs = Gauge(
+            "orchestrator_epochs_done", "Epochs (or folds) reported by a stage's trials.", tag_keys=("study", "stage")
+        )
+        self.samples = Gauge(
+            "orchestrator_samples_per_second",
+            "Summed samples/s of a stage's running trials.",
+            tag_keys=("study", "stage"),
+        )
+        self.best = Gauge(
+            "orchestrator_best_metric", "A stage's best select metric so far.", tag_keys=("study", "stage", "metric")
+        )
 
     def update(self, stage: str, trials: dict[str, dict], total: int | None, select: dict | None) -> None:
         tags = {"study": self.study, "stage": stage}
@@ -51,8 +56,11 @@ class StudyMetrics:
         self.epochs.set(epochs, tags=tags)
         self.samples.set(samples, tags=tags)
         if select:
-            scores = [t["best"] for t in trials.values() if isinstance(t.get("best"), (int, float))
-                      and math.isfinite(t["best"])]
+            scores = [
+                t["best"]
+                for t in trials.values()
+                if isinstance(t.get("best"), (int, float)) and math.isfinite(t["best"])
+            ]
             if scores:
                 best = min(scores) if select.get("mode") == "min" else max(scores)
                 self.best.set(best, tags={**tags, "metric": select["metric"]})

@@ -24,8 +24,9 @@ class StudyStatus:
         self._last_write = 0.0
         self.metrics = study_metrics(study)  # ray.util.metrics gauges (dashboard / Prometheus)
 
-    def stage(self, name: str, state: str, trials: dict | None = None, total: int | None = None,
-              select: dict | None = None) -> None:
+    def stage(
+        self, name: str, state: str, trials: dict | None = None, total: int | None = None, select: dict | None = None
+    ) -> None:
         entry = self.stages.setdefault(name, {"state": state, "trials": {}, "total": total, "select": select})
         entry["state"] = state
         if trials is not None:
@@ -47,9 +48,14 @@ class StudyStatus:
             counts = status_counts(trials)
             if self.metrics is not None:
                 self.metrics.update(name, trials, entry["total"], entry.get("select"))
-            summary["stages"][name] = {"state": entry["state"], "total": entry["total"], "counts": counts,
-                                       "trials": {k: {f: t.get(f) for f in ("name", "status", "iterations", "best")}
-                                                  for k, t in trials.items()}}
+            summary["stages"][name] = {
+                "state": entry["state"],
+                "total": entry["total"],
+                "counts": counts,
+                "trials": {
+                    k: {f: t.get(f) for f in ("name", "status", "iterations", "best")} for k, t in trials.items()
+                },
+            }
         try:
             # Live status is advisory: a storage outage must not stop the study (records and
             # tables are written with retries at the end of each stage).

@@ -62,8 +62,13 @@ def _is_stand_in(before, after) -> bool:
         return any(_is_stand_in(b, a) for b, a in zip(before, after))
     from trainables.configs.contrastive_isotropy import OFFLINE_MINILM
 
-    return (isinstance(before, str) and isinstance(after, str) and before != after
-            and (after.startswith("synthetic:") or after == OFFLINE_MINILM) and not before.startswith("synthetic:"))
+    return (
+        isinstance(before, str)
+        and isinstance(after, str)
+        and before != after
+        and (after.startswith("synthetic:") or after == OFFLINE_MINILM)
+        and not before.startswith("synthetic:")
+    )
 
 
 def _one_line(exc: BaseException) -> str:
@@ -96,14 +101,29 @@ def run_trial(sp: StagePlan, spec, workdir: Path) -> tuple[Outcome, dict | None]
         return Outcome(sp.name, spec.name, spec.id, False, seconds, "diverged (non-finite loss)"), None
     best = session.selection.best
     if session.selection.active and best is None:
-        return Outcome(sp.name, spec.name, spec.id, False, seconds,
-                       f"never reported its select metric {session.selection.metric!r}"), None
+        return Outcome(
+            sp.name,
+            spec.name,
+            spec.id,
+            False,
+            seconds,
+            f"never reported its select metric {session.selection.metric!r}",
+        ), None
     ckpts = session.checkpoints()
     latest = str(ckpts[-1]) if ckpts else None
     chosen = str(session.best_checkpoint) if session.best_checkpoint else latest
-    record = {"trial_id": spec.id, "name": spec.name, "variant": spec.variant, "seed": spec.seed, "status": "done",
-              "config": spec.config, "metrics": metrics, "best": best, "checkpoint": chosen,
-              "latest_checkpoint": latest}
+    record = {
+        "trial_id": spec.id,
+        "name": spec.name,
+        "variant": spec.variant,
+        "seed": spec.seed,
+        "status": "done",
+        "config": spec.config,
+        "metrics": metrics,
+        "best": best,
+        "checkpoint": chosen,
+        "latest_checkpoint": latest,
+    }
     note = f"; {', '.join(stand_in)}: not on this machine, synthetic data stood in" if stand_in else ""
     return Outcome(sp.name, spec.name, spec.id, True, seconds, f"{len(session.metrics)} report(s){note}"), record
 
@@ -111,8 +131,9 @@ def run_trial(sp: StagePlan, spec, workdir: Path) -> tuple[Outcome, dict | None]
 def preflight(plan: Plan, console: Console, workdir: str | None = None) -> int:
     root = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="preflight-"))
     root.mkdir(parents=True, exist_ok=True)
-    console.print(f"pre-flight of study {plan.study.name!r}: {plan.num_trials} trial(s), tiny data, CPU, "
-                  f"outputs in {root}")
+    console.print(
+        f"pre-flight of study {plan.study.name!r}: {plan.num_trials} trial(s), tiny data, CPU, outputs in {root}"
+    )
     records: dict[str, dict] = {}
     outcomes: list[Outcome] = []
     for name in plan.order:
@@ -137,8 +158,11 @@ def preflight(plan: Plan, console: Console, workdir: str | None = None) -> int:
             console.print(f"{mark} {escape(outcome.name)}  [dim]{outcome.seconds:.1f}s[/]  {escape(outcome.detail)}")
             if record:
                 trials[spec.id] = record
-        records[name] = {"trials": trials, "select": sp.stage.select.model_dump() if sp.stage.select else None,
-                         "state": "complete"}
+        records[name] = {
+            "trials": trials,
+            "select": sp.stage.select.model_dump() if sp.stage.select else None,
+            "state": "complete",
+        }
     failed = [o for o in outcomes if not o.ok]
     if failed:
         console.print(f"[red]pre-flight failed[/]: {len(failed)} of {len(outcomes)} trial(s):")

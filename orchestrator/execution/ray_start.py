@@ -79,7 +79,7 @@ def _warm_local_workers(preload: list[str]):
     class_cache.ENV_VARS_TO_PROPAGATE = set()
     # read by the raylet when ray.init starts it; not left behind for other Rays of this process
     before = os.environ.get("RAY_preload_python_modules")
-    if preload and before is None:   # a user's own setting wins
+    if preload and before is None:  # a user's own setting wins
         os.environ["RAY_preload_python_modules"] = ",".join(preload)
     try:
         yield
@@ -111,16 +111,27 @@ def init_ray(options: RunOptions, console: Console, preload: list[str] = ()) -> 
         # address="local": always a new in-process Ray. Without it ray.init() attaches to any
         # cluster `ray start` left on this machine (/tmp/ray/ray_current_cluster), even a dead one.
         with _warm_local_workers(preload):
-            ray.init(address="local", num_cpus=options.num_cpus, num_gpus=options.num_gpus,
-                     include_dashboard=options.dashboard, dashboard_host="127.0.0.1", log_to_driver=False,
-                     configure_logging=True, logging_level="ERROR")
+            ray.init(
+                address="local",
+                num_cpus=options.num_cpus,
+                num_gpus=options.num_gpus,
+                include_dashboard=options.dashboard,
+                dashboard_host="127.0.0.1",
+                log_to_driver=False,
+                configure_logging=True,
+                logging_level="ERROR",
+            )
         pass_through = "started a local Ray" + (" (dashboard http://127.0.0.1:8265)" if options.dashboard else "")
     res = ray.cluster_resources()
-    nodes = tuple((float(n["Resources"].get("CPU", 0)), float(n["Resources"].get("GPU", 0)))
-                  for n in ray.nodes() if n.get("Alive"))
+    nodes = tuple(
+        (float(n["Resources"].get("CPU", 0)), float(n["Resources"].get("GPU", 0)))
+        for n in ray.nodes()
+        if n.get("Alive")
+    )
     shape = ClusterShape(cpus=float(res.get("CPU", 0)), gpus=float(res.get("GPU", 0)), nodes=nodes)
-    console.print(f"[dim]{pass_through}: {shape.cpus:g} CPUs, {shape.gpus:g} GPUs "
-                  f"({time.perf_counter() - started:.1f} s)[/]")
+    console.print(
+        f"[dim]{pass_through}: {shape.cpus:g} CPUs, {shape.gpus:g} GPUs ({time.perf_counter() - started:.1f} s)[/]"
+    )
     node = getattr(ray._private.worker, "_global_node", None)
     if not address and node is not None and getattr(node, "metrics_export_port", None):
         console.print(f"[dim]study metrics (Prometheus format): http://127.0.0.1:{node.metrics_export_port}/metrics[/]")

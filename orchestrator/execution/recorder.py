@@ -23,20 +23,35 @@ from trainables.runtime import selection
 from trainables.runtime.selection import finite
 from trainables.runtime.session import checkpoints_newest_first, read_selection
 
-TUNE_STATUS = {"TERMINATED": "done", "ERROR": "error", "RUNNING": "running", "PENDING": "pending",
-               "PAUSED": "paused"}
+TUNE_STATUS = {"TERMINATED": "done", "ERROR": "error", "RUNNING": "running", "PENDING": "pending", "PAUSED": "paused"}
 # Tune's bookkeeping keys: not metrics of the trial.
 TUNE_KEYS = {
-    "timestamp", "checkpoint_dir_name", "should_checkpoint", "done", "training_iteration", "trial_id", "date",
-    "time_this_iter_s", "time_total_s", "pid", "hostname", "node_ip", "config", "time_since_restore",
-    "iterations_since_restore", "experiment_tag",
+    "timestamp",
+    "checkpoint_dir_name",
+    "should_checkpoint",
+    "done",
+    "training_iteration",
+    "trial_id",
+    "date",
+    "time_this_iter_s",
+    "time_total_s",
+    "pid",
+    "hostname",
+    "node_ip",
+    "config",
+    "time_since_restore",
+    "iterations_since_restore",
+    "experiment_tag",
 }
 
 
 def final_metrics(last_result: dict) -> dict:
     """The trial's own metrics of a Tune result (numbers only, Tune's bookkeeping left out)."""
-    return {k: v for k, v in last_result.items()
-            if k not in TUNE_KEYS and isinstance(v, (int, float, bool)) and not isinstance(v, dict)}
+    return {
+        k: v
+        for k, v in last_result.items()
+        if k not in TUNE_KEYS and isinstance(v, (int, float, bool)) and not isinstance(v, dict)
+    }
 
 
 def trial_uri(store: Store, path: str | None) -> str | None:
@@ -54,16 +69,27 @@ def _trial_id(trial) -> str:
 class StageRecorder(Callback):
     """Keeps one record per trial of a stage and reports progress to the terminal."""
 
-    def __init__(self, plan: StagePlan, store: Store, status: StudyStatus, console: Console,
-                 previous: dict | None = None, resources: dict | None = None):
+    def __init__(
+        self,
+        plan: StagePlan,
+        store: Store,
+        status: StudyStatus,
+        console: Console,
+        previous: dict | None = None,
+        resources: dict | None = None,
+    ):
         self.plan, self.store, self.status, self.console = plan, store, status, console
         select = plan.stage.select
         self.resources = resources or {"cpu": plan.resources.cpu, "gpu": plan.resources.gpu}
         self.record: dict[str, Any] = {
-            "stage": plan.name, "trainable": plan.stage.trainable, "state": "running",
-            "select": select.model_dump() if select else None, "resources": self.resources,
+            "stage": plan.name,
+            "trainable": plan.stage.trainable,
+            "state": "running",
+            "select": select.model_dump() if select else None,
+            "resources": self.resources,
             "compare": plan.stage.compare.model_dump() if plan.stage.compare else None,
-            "within_seed": plan.stage.within_seed, "needs": list(plan.stage.needs),
+            "within_seed": plan.stage.within_seed,
+            "needs": list(plan.stage.needs),
             "trials": dict((previous or {}).get("trials", {})),
         }
         self.status.stage(plan.name, "running", self.record["trials"], plan.num_trials, self.record["select"])
@@ -97,18 +123,31 @@ class StageRecorder(Callback):
         cfg = trial_config(trial.config)
         cfg.pop("seed", None)
         entry = self.record["trials"].get(tid, {})
-        entry.update({
-            "stage": self.plan.name, "trial_id": tid, "name": trial.trial_name if hasattr(trial, "trial_name")
-            else str(trial), "variant": spec["variant"], "seed": spec["seed"], "config": cfg,
-            "sampled": trial.config.get("search") or {}, "upstream": spec.get("upstream") or {}, "status": status,
-            "iterations": last.get("training_iteration"), "duration_s": last.get("time_total_s"),
-            "gpu_s": (last.get("time_total_s") or 0.0) * self.resources["gpu"],
-            "cpu_s": (last.get("time_total_s") or 0.0) * self.resources["cpu"], "grid": spec.get("grid") or {},
-            "metrics": metrics, "best": best, "best_epoch": last.get(selection.BEST_EPOCH),
-            "checkpoint": trial_uri(self.store, chosen.path) if chosen else None,
-            "latest_checkpoint": trial_uri(self.store, latest.path) if latest else None,
-            "path": trial_uri(self.store, trial.path), "failures": trial.num_failures,
-        })
+        entry.update(
+            {
+                "stage": self.plan.name,
+                "trial_id": tid,
+                "name": trial.trial_name if hasattr(trial, "trial_name") else str(trial),
+                "variant": spec["variant"],
+                "seed": spec["seed"],
+                "config": cfg,
+                "sampled": trial.config.get("search") or {},
+                "upstream": spec.get("upstream") or {},
+                "status": status,
+                "iterations": last.get("training_iteration"),
+                "duration_s": last.get("time_total_s"),
+                "gpu_s": (last.get("time_total_s") or 0.0) * self.resources["gpu"],
+                "cpu_s": (last.get("time_total_s") or 0.0) * self.resources["cpu"],
+                "grid": spec.get("grid") or {},
+                "metrics": metrics,
+                "best": best,
+                "best_epoch": last.get(selection.BEST_EPOCH),
+                "checkpoint": trial_uri(self.store, chosen.path) if chosen else None,
+                "latest_checkpoint": trial_uri(self.store, latest.path) if latest else None,
+                "path": trial_uri(self.store, trial.path),
+                "failures": trial.num_failures,
+            }
+        )
         if status == "error":
             error = _error_text(trial)
             entry["error"] = " ".join(str(error).split())[-400:] if error else "unknown error"
@@ -130,21 +169,25 @@ class StageRecorder(Callback):
         entry = self._update(trial)
         entry["status"] = "diverged" if entry["metrics"].get("diverged") else "done"
         colour = "yellow" if entry["status"] == "diverged" else "green"
-        self.console.print(f"[{colour}]{entry['status']:<8}[/] {escape(entry['name'])}  {self._summary(entry)}  "
-                           f"[dim]{escape(self._progress())}[/]")
+        self.console.print(
+            f"[{colour}]{entry['status']:<8}[/] {escape(entry['name'])}  {self._summary(entry)}  "
+            f"[dim]{escape(self._progress())}[/]"
+        )
         self.status.write(force=True)
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         entry = self._update(trial, "retrying")
-        self.console.print(f"[yellow]retrying[/] {escape(entry['name'])} from its last checkpoint "
-                           f"(failure {trial.num_failures})")
+        self.console.print(
+            f"[yellow]retrying[/] {escape(entry['name'])} from its last checkpoint (failure {trial.num_failures})"
+        )
         self.status.write(force=True)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         entry = self._update(trial, "error")
         line = _exception_line(_error_text(trial) or "") or "unknown error"
-        self.console.print(f"[red]error[/]    {escape(entry['name'])}: {escape(line[:300])}  "
-                           f"[dim]{escape(self._progress())}[/]")
+        self.console.print(
+            f"[red]error[/]    {escape(entry['name'])}: {escape(line[:300])}  [dim]{escape(self._progress())}[/]"
+        )
         self.status.write(force=True)
 
     def on_experiment_end(self, trials, **info):
@@ -228,4 +271,4 @@ def _exception_line(trace: str) -> str:
     to the end (a message may span lines), else the last line."""
     lines = [line.strip() for line in trace.strip().splitlines() if line.strip()]
     named = [i for i, line in enumerate(lines) if re.match(r"^[\w.]+(Error|Exception|Interrupt|Exit)\b:?", line)]
-    return " ".join(lines[named[-1]:]) if named else (lines[-1] if lines else "")
+    return " ".join(lines[named[-1] :]) if named else (lines[-1] if lines else "")

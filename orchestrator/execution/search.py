@@ -13,7 +13,7 @@ def to_tune(space: dict) -> dict:
     """Build the Ray Tune `param_space` fragment for a checked space."""
     out = {}
     for key, spec in space.items():
-        (name, args), = spec.items()
+        ((name, args),) = spec.items()
         if name == "grid":
             out[key] = tune.grid_search(list(args))
         elif name == "choice":
@@ -35,7 +35,15 @@ def scheduler(sp: StagePlan):
     # PBT perturbs a Domain by multiplying it: categorical keys must be given as plain lists
     # (which it resamples or shifts instead).
     domains = to_tune(sp.search_space)
-    mutations = {k: (list(spec["choice"]) if "choice" in spec else domains[k])
-                 for k, spec in sp.search_space.items() if "grid" not in spec}
-    return PopulationBasedTraining(metric=select.metric, mode=select.mode, time_attr="training_iteration",
-                                   hyperparam_mutations={"search": mutations}, **kwargs)
+    mutations = {
+        k: (list(spec["choice"]) if "choice" in spec else domains[k])
+        for k, spec in sp.search_space.items()
+        if "grid" not in spec
+    }
+    return PopulationBasedTraining(
+        metric=select.metric,
+        mode=select.mode,
+        time_attr="training_iteration",
+        hyperparam_mutations={"search": mutations},
+        **kwargs,
+    )

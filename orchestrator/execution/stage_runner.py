@@ -88,8 +88,9 @@ def checkpoint_config(keep: int | None, selects: bool) -> tune.CheckpointConfig:
     improvements). Without a select metric, the `keep` newest."""
     if not selects:
         return tune.CheckpointConfig(num_to_keep=keep)
-    return tune.CheckpointConfig(num_to_keep=keep, checkpoint_score_attribute=CHECKPOINT_SCORE,
-                                 checkpoint_score_order="max")
+    return tune.CheckpointConfig(
+        num_to_keep=keep, checkpoint_score_attribute=CHECKPOINT_SCORE, checkpoint_score_order="max"
+    )
 
 
 def stage_trainable(study: str, stage: str, resources: dict):
@@ -116,13 +117,17 @@ def run_stage(run: StudyRun, sp: StagePlan, previous: dict | None) -> dict:
         run.console.print(f"[yellow]note[/]: stage {sp.name}: {note}")
     max_conc = max(1, concurrency(res, run.shape, run.options.max_concurrent or sp.stage.max_concurrent))
     workers = sp.resources.workers
-    each = f"{res['cpu']:g} CPU, {res['gpu']:g} GPU each" if workers == 1 else \
-        f"{workers} data-parallel workers of {sp.resources.cpu:g} CPU, {res['gpu'] / workers:g} GPU each"
+    each = (
+        f"{res['cpu']:g} CPU, {res['gpu']:g} GPU each"
+        if workers == 1
+        else f"{workers} data-parallel workers of {sp.resources.cpu:g} CPU, {res['gpu'] / workers:g} GPU each"
+    )
     keep = run.plan.study.checkpoint_of(sp.stage).keep
     if sp.stage.search and sp.stage.search.scheduler == "pbt" and keep is not None and keep < 4:
         # PBT clones other trials' checkpoints; deleting them too early breaks exploitation.
-        run.console.print(f"[yellow]note[/]: stage {sp.name}: PBT keeps 4 checkpoints per trial "
-                          f"(checkpoint.keep={keep})")
+        run.console.print(
+            f"[yellow]note[/]: stage {sp.name}: PBT keeps 4 checkpoints per trial (checkpoint.keep={keep})"
+        )
         keep = 4
     run.console.print(f"[bold]stage {sp.name}[/]: {sp.num_trials} trials, {max_conc} at a time ({each})")
     recorder = StageRecorder(sp, run.store, run.status, run.console, previous, res)
@@ -138,8 +143,10 @@ def run_stage(run: StudyRun, sp: StagePlan, previous: dict | None) -> dict:
         # is known, save the traceback with the study, and report it in one line.
         run.store.write_text(traceback.format_exc(), STATE_DIR, "errors", f"{sp.name}.txt")
         last = [line for line in str(exc).strip().splitlines() if line.strip()][-1:] or ["unknown error"]
-        run.console.print(f"[red]stage {sp.name}: Ray Tune stopped[/]: {last[0][:300]} (traceback in "
-                          f"{run.store.child_uri(STATE_DIR, 'errors', sp.name + '.txt')})")
+        run.console.print(
+            f"[red]stage {sp.name}: Ray Tune stopped[/]: {last[0][:300]} (traceback in "
+            f"{run.store.child_uri(STATE_DIR, 'errors', sp.name + '.txt')})"
+        )
         recorder.record["state"] = "failed"
         recorder.record["reason"] = last[0][:300]
     save_stage_record(run.store, sp.name, recorder.record)
@@ -152,10 +159,17 @@ def _param_space(run: StudyRun, sp: StagePlan, res: dict) -> dict:
     study = run.plan.study
     policy = study.checkpoint_of(sp.stage)
     workers = sp.resources.workers
-    common = {"study": study.name, "checkpoint_every": policy.every, "checkpoint_interval_s": policy.interval_s,
-              "report_interval_s": study.report_interval_of(sp.stage), "git": run.git, "workers": workers,
-              "storage": run.store.uri, "select": sp.stage.select.model_dump() if sp.stage.select else None,
-              "worker_resources": {"cpu": sp.resources.cpu, "gpu": res["gpu"] / workers}}
+    common = {
+        "study": study.name,
+        "checkpoint_every": policy.every,
+        "checkpoint_interval_s": policy.interval_s,
+        "report_interval_s": study.report_interval_of(sp.stage),
+        "git": run.git,
+        "workers": workers,
+        "storage": run.store.uri,
+        "select": sp.stage.select.model_dump() if sp.stage.select else None,
+        "worker_resources": {"cpu": sp.resources.cpu, "gpu": res["gpu"] / workers},
+    }
     space = {"trial": tune.grid_search([dict(t.to_dict(), **common) for t in sp.trials])}
     if sp.search_space:
         space["search"] = search.to_tune(sp.search_space)
@@ -168,16 +182,24 @@ def _tuner(run: StudyRun, sp: StagePlan, res: dict, max_conc: int, keep: int | N
     study = run.plan.study
     # A data-parallel trial's own process only waits for its Ray Train workers, which reserve
     # the CPUs and GPUs themselves; max_concurrent_trials keeps such trials from piling up.
-    trainable = stage_trainable(study.name, sp.name, {"cpu": res["cpu"], "gpu": res["gpu"]}
-                                if sp.resources.workers == 1 else {"cpu": 0.01, "gpu": 0})
+    trainable = stage_trainable(
+        study.name,
+        sp.name,
+        {"cpu": res["cpu"], "gpu": res["gpu"]} if sp.resources.workers == 1 else {"cpu": 0.01, "gpu": 0},
+    )
     param_space = _param_space(run, sp, res)
     storage_path, storage_fs = run.store.ray_storage()
     experiment = run.store.path(sp.name) if storage_fs else run.store.child_uri(sp.name)
     if tune.Tuner.can_restore(experiment, storage_filesystem=storage_fs):
         _resolve_legacy_pickles()
         run.console.print(f"[dim]stage {sp.name}: continuing the interrupted run in {run.store.child_uri(sp.name)}[/]")
-        return tune.Tuner.restore(experiment, trainable, resume_errored=run.options.retry_errored,
-                                  param_space=param_space, storage_filesystem=storage_fs)
+        return tune.Tuner.restore(
+            experiment,
+            trainable,
+            resume_errored=run.options.retry_errored,
+            param_space=param_space,
+            storage_filesystem=storage_fs,
+        )
     # No metric/mode here: Tune would then demand the metric in every report, and some metrics
     # (final out-of-fold scores) exist only in the last one. The recorder ranks trials by their
     # best value of `select.metric` instead.
@@ -200,8 +222,10 @@ def _tuner(run: StudyRun, sp: StagePlan, res: dict, max_conc: int, keep: int | N
             checkpoint_config=checkpoint_config(keep, sp.stage.select is not None),
             failure_config=tune.FailureConfig(max_failures=study.max_failures_of(sp.stage)),
             sync_config=tune.SyncConfig(sync_artifacts=True),
-            callbacks=[RecorderProxy(sp.name),
-                       *trackers.build(study.callbacks, study.name, sp.name, run.store.uri, run.store.local)],
+            callbacks=[
+                RecorderProxy(sp.name),
+                *trackers.build(study.callbacks, study.name, sp.name, run.store.uri, run.store.local),
+            ],
             verbose=0,
         ),
     )

@@ -48,17 +48,26 @@ def prepare_storage(plan: Plan, store: Store, study_text: str) -> dict:
     if store.exists(STUDY_META):
         meta = read_meta(store)
         if meta.get("spec_hash") != digest:
-            raise UserError(Problem(
-                plan.doc.file,
-                f"storage {store.uri} holds study {plan.study.name!r} run from a different study file "
-                f"(content hash {meta.get('spec_hash')} != {digest}); give the study a new name or use "
-                "--storage to run it elsewhere (nothing was changed)", "name"))
+            raise UserError(
+                Problem(
+                    plan.doc.file,
+                    f"storage {store.uri} holds study {plan.study.name!r} run from a different study file "
+                    f"(content hash {meta.get('spec_hash')} != {digest}); give the study a new name or use "
+                    "--storage to run it elsewhere (nothing was changed)",
+                    "name",
+                )
+            )
         meta.setdefault("runs", []).append(time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     else:
-        meta = {"name": plan.study.name, "spec_hash": digest, "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "study_file": os.path.abspath(plan.doc.file), "git": git_commit(plan.study_dir),
-                "runs": [time.strftime("%Y-%m-%dT%H:%M:%S%z")],
-                "stages": {name: [t.id for t in sp.trials] for name, sp in plan.stages.items()}}
+        meta = {
+            "name": plan.study.name,
+            "spec_hash": digest,
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "study_file": os.path.abspath(plan.doc.file),
+            "git": git_commit(plan.study_dir),
+            "runs": [time.strftime("%Y-%m-%dT%H:%M:%S%z")],
+            "stages": {name: [t.id for t in sp.trials] for name, sp in plan.stages.items()},
+        }
         store.write_text(study_text, STUDY_FILE)
     store.write_text(json.dumps(meta, indent=1, default=str), STUDY_META)
     return meta

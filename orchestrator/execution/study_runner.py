@@ -46,14 +46,17 @@ class StudyOutcome:
         """Say how the run ended; the exit code: 130 interrupted, 1 when a trial failed or a stage
         failed or was skipped, else 0 (a gated stage is a decision of the study, not a failure)."""
         if self.interrupted:
-            console.print("[yellow]interrupted[/]: run the same command again (or `orchestrator resume "
-                          f"{self.store.uri}`) to continue; finished trials are kept")
+            console.print(
+                "[yellow]interrupted[/]: run the same command again (or `orchestrator resume "
+                f"{self.store.uri}`) to continue; finished trials are kept"
+            )
             return 130
         failed = sum(t["status"] == "error" for r in self.ended for t in r.get("trials", {}).values())
         skipped = [r["stage"] for r in self.ended if r.get("state") in ("skipped", "failed")]
         if failed:
-            console.print(f"[red]{failed} trial(s) failed[/]; their errors are in the table; "
-                          "`--retry-errored` runs them again")
+            console.print(
+                f"[red]{failed} trial(s) failed[/]; their errors are in the table; `--retry-errored` runs them again"
+            )
         if skipped:
             console.print(f"[red]stage(s) failed or skipped[/]: {', '.join(skipped)} (see above)")
         gated = [r["stage"] for r in self.ended if r.get("state") == "gated"]
@@ -104,12 +107,16 @@ def run_study(plan: Plan, study_text: str, options: RunOptions, console: Console
     return StudyOutcome(store, records, interrupted=False)
 
 
-def _start(plan: Plan, first: StagePlan, store: Store, options: RunOptions, console: Console,
-           todo: list[str]) -> StudyRun:
+def _start(
+    plan: Plan, first: StagePlan, store: Store, options: RunOptions, console: Console, todo: list[str]
+) -> StudyRun:
     """Start (or connect to) Ray for the stages still to run; an in-process Ray preloads the
     trial code into its workers when the first stage keeps them all busy."""
-    modules = ["ray.tune", "orchestrator.execution.trial",
-               *sorted({trainables.TRAINABLES[plan.stages[n].stage.trainable] for n in todo})]
+    modules = [
+        "ray.tune",
+        "orchestrator.execution.trial",
+        *sorted({trainables.TRAINABLES[plan.stages[n].stage.trainable] for n in todo}),
+    ]
     shape = init_ray(options, console, modules if preload_pays(first, options) else [])
     status = StudyStatus(store, plan.study.name, console)
     return StudyRun(plan, store, shape, options, status, console, git_commit(plan.study_dir))
@@ -129,7 +136,9 @@ def ready_stage(plan: Plan, name: str, records: dict[str, dict | None]) -> tuple
         if record and record.get("state") == "gated":
             return None, f"gated: it needs stage {dep!r}, which was not run ({record.get('reason')})"
         if gates.failed(record):
-            return None, f"gated: stage {dep!r} did not pass its gate " + "; ".join(g["text"] for g in gates.failed(record))
+            return None, f"gated: stage {dep!r} did not pass its gate " + "; ".join(
+                g["text"] for g in gates.failed(record)
+            )
         if not record or record.get("state") != "complete":
             state = record.get("state") if record else "not run"
             return None, f"it needs stage {dep!r}, which is {state}"
@@ -144,6 +153,13 @@ def ready_stage(plan: Plan, name: str, records: dict[str, dict | None]) -> tuple
 
 
 def skipped_record(sp: StagePlan, reason: str, state: str = "skipped") -> dict:
-    return {"stage": sp.name, "trainable": sp.stage.trainable, "state": state, "reason": reason,
-            "select": sp.stage.select.model_dump() if sp.stage.select else None,
-            "within_seed": sp.stage.within_seed, "needs": list(sp.stage.needs), "trials": {}}
+    return {
+        "stage": sp.name,
+        "trainable": sp.stage.trainable,
+        "state": state,
+        "reason": reason,
+        "select": sp.stage.select.model_dump() if sp.stage.select else None,
+        "within_seed": sp.stage.within_seed,
+        "needs": list(sp.stage.needs),
+        "trials": {},
+    }

@@ -17,8 +17,11 @@ def build(callbacks: list, study: str, stage: str, study_uri: str, local: bool) 
         if name == "mlflow":
             from ray.air.integrations.mlflow import MLflowLoggerCallback
 
-            uri = options.get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI") or (
-                f"file://{study_uri}/mlruns" if local else None)
+            uri = (
+                options.get("tracking_uri")
+                or os.environ.get("MLFLOW_TRACKING_URI")
+                or (f"file://{study_uri}/mlruns" if local else None)
+            )
             if uri and "://" not in uri:
                 uri = f"file://{os.path.abspath(uri)}"
             if uri and uri.startswith("file://"):
@@ -26,8 +29,13 @@ def build(callbacks: list, study: str, stage: str, study_uri: str, local: bool) 
                 # on one machine wants (use a tracking server or sqlite:/// for more).
                 os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
             preflight_mlflow(uri, options.get("experiment", study))
-            out.append(MLflowLoggerCallback(tracking_uri=uri, experiment_name=options.get("experiment", study),
-                                            tags={"study": study, "stage": stage}))
+            out.append(
+                MLflowLoggerCallback(
+                    tracking_uri=uri,
+                    experiment_name=options.get("experiment", study),
+                    tags={"study": study, "stage": stage},
+                )
+            )
         elif name == "wandb":
             from ray.air.integrations.wandb import WandbLoggerCallback
 
@@ -44,5 +52,9 @@ def preflight_mlflow(uri: str | None, experiment: str) -> None:
         if client.get_experiment_by_name(experiment) is None:
             client.create_experiment(experiment)
     except Exception as exc:  # noqa: BLE001 - any MLflow failure becomes one clear line
-        raise UserError(Problem("callbacks", f"mlflow tracking store {uri or '(default)'} is not usable: "
-                                f"{' '.join(str(exc).split())[:300]}")) from None
+        raise UserError(
+            Problem(
+                "callbacks",
+                f"mlflow tracking store {uri or '(default)'} is not usable: {' '.join(str(exc).split())[:300]}",
+            )
+        ) from None

@@ -47,15 +47,23 @@ def run_trial(config: dict) -> None:
         report_interval_s=trial.get("report_interval_s", 0.0),
         select=trial.get("select"),
         context={
-            "study": trial["study"], "stage": trial["stage"], "variant": trial["variant"], "seed": trial["seed"],
-            "trial_id": os.path.basename(ctx.get_trial_dir().rstrip("/")), "trial_name": ctx.get_trial_name(),
-            "sampled": config.get("search") or {}, "git": trial.get("git"),
+            "study": trial["study"],
+            "stage": trial["stage"],
+            "variant": trial["variant"],
+            "seed": trial["seed"],
+            "trial_id": os.path.basename(ctx.get_trial_dir().rstrip("/")),
+            "trial_name": ctx.get_trial_name(),
+            "sampled": config.get("search") or {},
+            "git": trial.get("git"),
             "upstream": trial.get("upstream") or {},
             "placement": {} if parallel else _placement(),  # data-parallel: per worker
             # when this worker process started and when this trial began in it: the first trial
             # of a worker pays the process start and imports (see bench/orchestration.py)
-            "timing": {"process_started_at": psutil.Process().create_time(),
-                       "function_started_at": function_started_at, "import_s": import_s},
+            "timing": {
+                "process_started_at": psutil.Process().create_time(),
+                "function_started_at": function_started_at,
+                "import_s": import_s,
+            },
         },
     )
     if parallel:

@@ -19,12 +19,27 @@ CLUSTER_DIR = Path(__file__).resolve().parents[2] / "cluster"
 
 # vCPUs and GPUs of instance types worth planning for (AWS documentation).
 INSTANCE_TYPES: dict[str, tuple[int, int]] = {
-    "p4d.24xlarge": (96, 8), "p4de.24xlarge": (96, 8), "p5.48xlarge": (192, 8), "p5e.48xlarge": (192, 8),
-    "p3.2xlarge": (8, 1), "p3.8xlarge": (32, 4), "p3.16xlarge": (64, 8),
-    "g5.xlarge": (4, 1), "g5.2xlarge": (8, 1), "g5.12xlarge": (48, 4), "g5.48xlarge": (192, 8),
-    "g6.xlarge": (4, 1), "g6.12xlarge": (48, 4), "g6.48xlarge": (192, 8),
-    "m6i.large": (2, 0), "m6i.xlarge": (4, 0), "m6i.2xlarge": (8, 0), "m6i.4xlarge": (16, 0),
-    "m5.large": (2, 0), "m5.xlarge": (4, 0), "m5.2xlarge": (8, 0),
+    "p4d.24xlarge": (96, 8),
+    "p4de.24xlarge": (96, 8),
+    "p5.48xlarge": (192, 8),
+    "p5e.48xlarge": (192, 8),
+    "p3.2xlarge": (8, 1),
+    "p3.8xlarge": (32, 4),
+    "p3.16xlarge": (64, 8),
+    "g5.xlarge": (4, 1),
+    "g5.2xlarge": (8, 1),
+    "g5.12xlarge": (48, 4),
+    "g5.48xlarge": (192, 8),
+    "g6.xlarge": (4, 1),
+    "g6.12xlarge": (48, 4),
+    "g6.48xlarge": (192, 8),
+    "m6i.large": (2, 0),
+    "m6i.xlarge": (4, 0),
+    "m6i.2xlarge": (8, 0),
+    "m6i.4xlarge": (16, 0),
+    "m5.large": (2, 0),
+    "m5.xlarge": (4, 0),
+    "m5.2xlarge": (8, 0),
 }
 
 
@@ -46,8 +61,13 @@ def _node(node_type: dict, where: str, file: str) -> tuple[float, float]:
     cpus = res.get("CPU", cpus)
     gpus = res.get("GPU", gpus)
     if cpus is None or gpus is None:
-        raise UserError(Problem(file, f"{where}: cannot tell its CPUs/GPUs (instance type {instance!r} unknown); "
-                                "set `resources: {CPU: n, GPU: m}` on the node type"))
+        raise UserError(
+            Problem(
+                file,
+                f"{where}: cannot tell its CPUs/GPUs (instance type {instance!r} unknown); "
+                "set `resources: {CPU: n, GPU: m}` on the node type",
+            )
+        )
     return float(cpus), float(gpus)
 
 
@@ -59,8 +79,12 @@ def shape_of(name: str, cpus: float | None = None, gpus: float | None = None) ->
     if provider == "local":
         ips = [doc["provider"].get("head_ip")] + list(doc["provider"].get("worker_ips") or [])
         if cpus is None or gpus is None:
-            raise UserError(Problem("--cluster", f"{path}: a local-provider file does not say what its nodes have; "
-                                    "add --cpus and --gpus (per node)"))
+            raise UserError(
+                Problem(
+                    "--cluster",
+                    f"{path}: a local-provider file does not say what its nodes have; add --cpus and --gpus (per node)",
+                )
+            )
         nodes = [(cpus, gpus)] * len([ip for ip in ips if ip])
     else:
         types = doc.get("available_node_types") or {}

@@ -29,6 +29,7 @@ def gpu_price(key: str | None) -> float | None:
         return None
     prices = load_prices()
     if key not in prices:
-        raise UserError(Problem("--gpu-price", f"unknown price {key!r}; cluster/prices.yaml has: "
-                                f"{', '.join(prices) or '(none)'}"))
+        raise UserError(
+            Problem("--gpu-price", f"unknown price {key!r}; cluster/prices.yaml has: {', '.join(prices) or '(none)'}")
+        )
     return prices[key]

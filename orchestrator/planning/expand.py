@@ -19,8 +19,12 @@ from orchestrator.study.search_space import describe, load_space, representative
 from orchestrator.study.yaml_doc import YamlDoc
 
 # what a reference stands for while its stage has not run (the values `validate` checks with)
-PLACEHOLDERS = {"checkpoint": "/reference/checkpoint", "latest_checkpoint": "/reference/checkpoint",
-                "trial_id": "reference", "metric": 0.0}
+PLACEHOLDERS = {
+    "checkpoint": "/reference/checkpoint",
+    "latest_checkpoint": "/reference/checkpoint",
+    "trial_id": "reference",
+    "metric": 0.0,
+}
 
 
 @dataclass
@@ -103,9 +107,13 @@ class _StageExpansion:
         seen: dict[str, str] = {}
         for spec, row in self._specs():
             if spec.id in seen:
-                problems.append(Row(self.doc, self.name, self.stage, None).problem(
-                    f"trials {seen[spec.id]} and {spec.name} resolve to the same config and seed; make the "
-                    "variants differ", ("stages", self.name)))
+                problems.append(
+                    Row(self.doc, self.name, self.stage, None).problem(
+                        f"trials {seen[spec.id]} and {spec.name} resolve to the same config and seed; make the "
+                        "variants differ",
+                        ("stages", self.name),
+                    )
+                )
                 continue
             seen[spec.id] = spec.name
             spec.run_config = resolve_inputs(spec.config, module, self.study_dir)
@@ -120,9 +128,16 @@ class _StageExpansion:
             trials.append(spec)
         if problems:
             raise UserError(problems)
-        return StagePlan(self.name, self.stage, trials, self.study.resources_of(self.stage), space,
-                         _differing(trials), list(dict.fromkeys(checks.notes)),
-                         fan_out=math.prod(self.fan_out.values()) if self.fan_out else 1)
+        return StagePlan(
+            self.name,
+            self.stage,
+            trials,
+            self.study.resources_of(self.stage),
+            space,
+            _differing(trials),
+            list(dict.fromkeys(checks.notes)),
+            fan_out=math.prod(self.fan_out.values()) if self.fan_out else 1,
+        )
 
     def _module(self):
         """The trainable's settings module; also checks that it runs data-parallel if asked to."""
@@ -133,13 +148,21 @@ class _StageExpansion:
         except trainables.UnknownTrainable as exc:
             raise UserError(row.problem(str(exc), where)) from None
         if self.study.resources_of(self.stage).workers > 1 and not getattr(module, "DATA_PARALLEL", False):
-            where = ("stages", self.name, "resources", "workers") if self.stage.resources else \
-                ("defaults", "resources", "workers")
-            parallel = sorted(n for n in trainables.TRAINABLES
-                              if getattr(trainables.settings(n), "DATA_PARALLEL", False))
-            raise UserError(row.problem(
-                f"trainable {self.stage.trainable!r} does not run data-parallel; workers > 1 needs one that "
-                f"does ({', '.join(parallel)}); use gpu: N for one process with N GPUs", where))
+            where = (
+                ("stages", self.name, "resources", "workers")
+                if self.stage.resources
+                else ("defaults", "resources", "workers")
+            )
+            parallel = sorted(
+                n for n in trainables.TRAINABLES if getattr(trainables.settings(n), "DATA_PARALLEL", False)
+            )
+            raise UserError(
+                row.problem(
+                    f"trainable {self.stage.trainable!r} does not run data-parallel; workers > 1 needs one that "
+                    f"does ({', '.join(parallel)}); use gpu: N for one process with N GPUs",
+                    where,
+                )
+            )
         return module
 
     def _specs(self):
@@ -190,12 +213,15 @@ class _StageExpansion:
             return None
         per_variant = len(upstream.trials) // max(1, len({t.variant for t in upstream.trials}))
         needs_select = ref.selector in ("best", "top") or (
-            ref.selector == "trials" and (per_variant > 1 or upstream.stage.search is not None))
+            ref.selector == "trials" and (per_variant > 1 or upstream.stage.search is not None)
+        )
         if needs_select and upstream.stage.select is None:
             return f"stage {ref.stage!r} has no `select` (metric and mode), so its best trial is undefined"
         if ref.selector == "trials" and ref.variant not in upstream.stage.variants:
-            return (f"stage {ref.stage!r} has no variant {ref.variant!r}; "
-                    f"variants: {', '.join(upstream.stage.variants) or '(none)'}")
+            return (
+                f"stage {ref.stage!r} has no variant {ref.variant!r}; "
+                f"variants: {', '.join(upstream.stage.variants) or '(none)'}"
+            )
         if ref.field.startswith("config."):
             key = ref.field.split(".")[1]
             if key not in trainables.settings(upstream.stage.trainable).Config.model_fields:
@@ -216,5 +242,6 @@ def _differing(trials: list[TrialSpec]) -> list[str]:
     """Config keys whose value differs between trials, then keys set by references."""
     keys = {k for t in trials for k in t.config}
     differing = sorted(k for k in keys if len({value_key(t.config.get(k)) for t in trials}) > 1)
-    return differing + sorted({k for t in trials for k, v in t.config.items() if refs.looks_like_ref(v)}
-                              - set(differing))
+    return differing + sorted(
+        {k for t in trials for k, v in t.config.items() if refs.looks_like_ref(v)} - set(differing)
+    )

@@ -58,7 +58,7 @@ def field_value(ref: Ref, trial: dict) -> Any:
     value: Any = dict(trial.get("config", {}), seed=trial.get("seed"))
     for part in ref.field.split(".")[1:]:
         if not isinstance(value, dict) or part not in value:
-            raise RefError(f"{ref.text}: trial {trial['name']} has no config key {ref.field[len('config.'):]!r}")
+            raise RefError(f"{ref.text}: trial {trial['name']} has no config key {ref.field[len('config.') :]!r}")
         value = value[part]
     return value
 
@@ -83,8 +83,10 @@ def expand(config: dict, records: dict[str, dict]) -> list[tuple[dict, dict, dic
                 ok = [t for t in successful(records[ref.stage]) if not ref.variant or t["variant"] == ref.variant]
                 select = records[ref.stage].get("select")
                 if ok and select:
-                    raise RefError(f"{ref.text}: none of the {len(ok)} successful trial(s) of {what}stage "
-                                   f"{ref.stage!r} reported a finite value of its select metric {select['metric']!r}")
+                    raise RefError(
+                        f"{ref.text}: none of the {len(ok)} successful trial(s) of {what}stage "
+                        f"{ref.stage!r} reported a finite value of its select metric {select['metric']!r}"
+                    )
                 raise RefError(f"{ref.text}: {what}stage {ref.stage!r} has no successful trial")
             groups[ref.group] = found
     combos: list[dict[tuple, dict]] = [{}]
@@ -98,10 +100,18 @@ def expand(config: dict, records: dict[str, dict]) -> list[tuple[dict, dict, dic
             trial = combo[ref.group]
             set_path(resolved, path, field_value(ref, trial))
             set_path(id_config, path, f"ref:{trial['trial_id']}:{ref.field}")
-            label = ref.stage if ref.selector == "best" else f"{ref.stage}.{ref.selector}" + (
-                f"[{ref.k}]" if ref.k else f"[{ref.variant}]" if ref.variant else "")
-            lineage[label] = {"stage": ref.stage, "trial_id": trial["trial_id"], "trial": trial["name"],
-                              "checkpoint": trial.get("checkpoint")}
+            label = (
+                ref.stage
+                if ref.selector == "best"
+                else f"{ref.stage}.{ref.selector}"
+                + (f"[{ref.k}]" if ref.k else f"[{ref.variant}]" if ref.variant else "")
+            )
+            lineage[label] = {
+                "stage": ref.stage,
+                "trial_id": trial["trial_id"],
+                "trial": trial["name"],
+                "checkpoint": trial.get("checkpoint"),
+            }
         out.append((resolved, lineage, id_config))
     return out
 
@@ -114,15 +124,26 @@ def resolve_stage(sp: StagePlan, records: dict[str, dict], study_dir: Path) -> S
     for spec in sp.trials:
         for resolved, lineage, id_config in expand(spec.config, records):
             tid = trial_id(spec.trainable, id_config, spec.seed)
-            new = TrialSpec(spec.stage, spec.trainable, spec.variant, spec.seed, resolved, spec.grid, tid,
-                            resolve_inputs(resolved, module, study_dir), lineage)
+            new = TrialSpec(
+                spec.stage,
+                spec.trainable,
+                spec.variant,
+                spec.seed,
+                resolved,
+                spec.grid,
+                tid,
+                resolve_inputs(resolved, module, study_dir),
+                lineage,
+            )
             if tid in seen:
                 # e.g. ${pre.best} in one variant and ${pre.top[1]} (or trials[x], x the best) in
                 # another: the same upstream trial, so the same config and seed. Two trials in one
                 # folder would overwrite each other's checkpoints and records.
                 used = ", ".join(sorted(f"{v['trial']}" for v in lineage.values())) or "the same inputs"
-                raise RefError(f"trials {seen[tid].name} and {new.name} are the same trial once references are "
-                               f"resolved (same config and seed; both use {used}); make the variants differ")
+                raise RefError(
+                    f"trials {seen[tid].name} and {new.name} are the same trial once references are "
+                    f"resolved (same config and seed; both use {used}); make the variants differ"
+                )
             seen[tid] = new
             trials.append(new)
     return StagePlan(sp.name, sp.stage, trials, sp.resources, sp.search_space, sp.differing, sp.notes, resolved=True)

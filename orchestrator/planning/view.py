@@ -29,14 +29,23 @@ def measured_minutes(history: list[str]) -> dict[str, float]:
     return {k: statistics.median(v) for k, v in durations.items()}
 
 
-def plan_rows(plan: Plan, shape: ClusterShape, measured: dict[str, float] | None = None,
-              gpu_price: float | None = None) -> dict:
+def plan_rows(
+    plan: Plan, shape: ClusterShape, measured: dict[str, float] | None = None, gpu_price: float | None = None
+) -> dict:
     """Everything `plan` shows, as plain data (`plan --json`).
 
     Time per trial: the stage's `expected_trial_minutes`, else the median measured in earlier
     studies of the same trainable (`--history`)."""
-    out = {"study": plan.study.name, "cluster": {"cpus": shape.cpus, "gpus": shape.gpus, "name": shape.name,
-                                                 "nodes": [list(n) for n in shape.node_list]}, "stages": []}
+    out = {
+        "study": plan.study.name,
+        "cluster": {
+            "cpus": shape.cpus,
+            "gpus": shape.gpus,
+            "name": shape.name,
+            "nodes": [list(n) for n in shape.node_list],
+        },
+        "stages": [],
+    }
     for name in plan.order:
         sp = plan.stages[name]
         res, note = effective_resources(sp.resources, shape)
@@ -45,47 +54,80 @@ def plan_rows(plan: Plan, shape: ClusterShape, measured: dict[str, float] | None
         minutes = sp.stage.expected_trial_minutes or (measured or {}).get(sp.stage.trainable)
         source = "declared" if sp.stage.expected_trial_minutes else "measured" if minutes else None
         stage = {
-            "stage": name, "trainable": sp.stage.trainable, "needs": sp.stage.needs, "trials": sp.num_trials,
-            "resources": res, "note": note, "concurrent": conc, "waves": waves,
-            "search": sp.describe_search(), "num_samples": sp.stage.search.num_samples if sp.stage.search else 1,
+            "stage": name,
+            "trainable": sp.stage.trainable,
+            "needs": sp.stage.needs,
+            "trials": sp.num_trials,
+            "resources": res,
+            "note": note,
+            "concurrent": conc,
+            "waves": waves,
+            "search": sp.describe_search(),
+            "num_samples": sp.stage.search.num_samples if sp.stage.search else 1,
             "select": sp.stage.select.model_dump() if sp.stage.select else None,
             "gates": [g.describe() for g in sp.stage.gates],
             "estimate": None,
-            "rows": [{"trial_id": t.id, "name": t.name, "variant": t.variant, "seed": t.seed,
-                      "differs": {k: t.config.get(k) for k in sp.differing}} for t in sp.trials],
+            "rows": [
+                {
+                    "trial_id": t.id,
+                    "name": t.name,
+                    "variant": t.variant,
+                    "seed": t.seed,
+                    "differs": {k: t.config.get(k) for k in sp.differing},
+                }
+                for t in sp.trials
+            ],
         }
         if minutes and waves:
             gpu_hours = sp.num_trials * minutes / 60 * res["gpu"]
-            stage["estimate"] = {"wall_minutes": waves * minutes, "gpu_hours": gpu_hours, "trial_minutes": minutes,
-                                 "source": source, "cost_usd": gpu_hours * gpu_price if gpu_price is not None else None}
+            stage["estimate"] = {
+                "wall_minutes": waves * minutes,
+                "gpu_hours": gpu_hours,
+                "trial_minutes": minutes,
+                "source": source,
+                "cost_usd": gpu_hours * gpu_price if gpu_price is not None else None,
+            }
         out["stages"].append(stage)
     est = [s["estimate"] for s in out["stages"]]
     if est and all(est):
-        out["estimate"] = {"wall_minutes": sum(e["wall_minutes"] for e in est),
-                           "gpu_hours": sum(e["gpu_hours"] for e in est),
-                           "cost_usd": sum(e["cost_usd"] for e in est) if gpu_price is not None else None}
+        out["estimate"] = {
+            "wall_minutes": sum(e["wall_minutes"] for e in est),
+            "gpu_hours": sum(e["gpu_hours"] for e in est),
+            "cost_usd": sum(e["cost_usd"] for e in est) if gpu_price is not None else None,
+        }
     return out
 
 
-def render_plan(plan: Plan, shape: ClusterShape, console: Console, measured: dict[str, float] | None = None,
-                gpu_price: float | None = None) -> None:
+def render_plan(
+    plan: Plan,
+    shape: ClusterShape,
+    console: Console,
+    measured: dict[str, float] | None = None,
+    gpu_price: float | None = None,
+) -> None:
     data = plan_rows(plan, shape, measured, gpu_price)
     where = f"cluster {shape.name} ({len(shape.node_list)} node(s), fully scaled): " if shape.name else "a cluster of "
-    console.print(f"[bold]study {data['study']}[/]: {plan.num_trials} trials on {where}"
-                  f"{shape.cpus:g} CPUs, {shape.gpus:g} GPUs")
+    console.print(
+        f"[bold]study {data['study']}[/]: {plan.num_trials} trials on {where}{shape.cpus:g} CPUs, {shape.gpus:g} GPUs"
+    )
     for stage in data["stages"]:
         res = stage["resources"]
-        head = (f"\n[bold]stage {stage['stage']}[/] ({stage['trainable']}"
-                + (f", needs {', '.join(stage['needs'])}" if stage["needs"] else "") + "): "
-                f"{stage['trials']} trials, {res['cpu']:g} CPU + {res['gpu']:g} GPU each"
-                + (f" ({res['workers']} data-parallel workers)" if res.get("workers", 1) > 1 else "") + ", "
-                f"{stage['concurrent']} at once, {stage['waves']} wave(s)")
+        head = (
+            f"\n[bold]stage {stage['stage']}[/] ({stage['trainable']}"
+            + (f", needs {', '.join(stage['needs'])}" if stage["needs"] else "")
+            + "): "
+            f"{stage['trials']} trials, {res['cpu']:g} CPU + {res['gpu']:g} GPU each"
+            + (f" ({res['workers']} data-parallel workers)" if res.get("workers", 1) > 1 else "")
+            + ", "
+            f"{stage['concurrent']} at once, {stage['waves']} wave(s)"
+        )
         console.print(head)
         if stage["note"]:
             console.print(f"  [yellow]note[/]: {stage['note']}")
         if stage["search"]:
-            console.print(f"  search x{stage['num_samples']}: " +
-                          ", ".join(f"{k}={v}" for k, v in stage["search"].items()))
+            console.print(
+                f"  search x{stage['num_samples']}: " + ", ".join(f"{k}={v}" for k, v in stage["search"].items())
+            )
         if stage["select"]:
             console.print(f"  best = {stage['select']['mode']} {stage['select']['metric']}")
         for gate in stage["gates"]:
@@ -95,18 +137,28 @@ def render_plan(plan: Plan, shape: ClusterShape, console: Console, measured: dic
         for col in ["trial id", "variant", "seed", *differs]:
             table.add_column(col)
         for row in stage["rows"]:
-            table.add_row(row["trial_id"], row["variant"] or "-", str(row["seed"]),
-                          *[_fmt(row["differs"].get(k)) for k in differs])
+            table.add_row(
+                row["trial_id"],
+                row["variant"] or "-",
+                str(row["seed"]),
+                *[_fmt(row["differs"].get(k)) for k in differs],
+            )
         console.print(table)
         if stage["estimate"]:
             e = stage["estimate"]
             cost = f", ${e['cost_usd']:.2f}" if e.get("cost_usd") is not None else ""
-            console.print(f"  estimate: {e['wall_minutes']:.1f} min wall, {e['gpu_hours']:.2f} GPU-hours{cost} "
-                          f"({e['trial_minutes']:.2f} min per trial, {e['source']})")
+            console.print(
+                f"  estimate: {e['wall_minutes']:.1f} min wall, {e['gpu_hours']:.2f} GPU-hours{cost} "
+                f"({e['trial_minutes']:.2f} min per trial, {e['source']})"
+            )
     if data.get("estimate"):
         e = data["estimate"]
         cost = f", ${e['cost_usd']:.2f}" if e.get("cost_usd") is not None else ""
-        console.print(f"\n[bold]total estimate[/]: {e['wall_minutes']:.1f} min wall, {e['gpu_hours']:.2f} GPU-hours{cost}")
+        console.print(
+            f"\n[bold]total estimate[/]: {e['wall_minutes']:.1f} min wall, {e['gpu_hours']:.2f} GPU-hours{cost}"
+        )
     elif plan.num_trials:
-        console.print("\n[dim]time estimate: set `expected_trial_minutes` on a stage, or pass `--history RUN_DIR` "
-                      "of an earlier study of the same trainable[/]")
+        console.print(
+            "\n[dim]time estimate: set `expected_trial_minutes` on a stage, or pass `--history RUN_DIR` "
+            "of an earlier study of the same trainable[/]"
+        )

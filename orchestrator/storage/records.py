@@ -24,8 +24,13 @@ def open_study(run_dir: str) -> Store:
     except OSError as exc:
         raise UserError(Problem(run_dir, f"cannot read storage: {' '.join(str(exc).split())[:200]}")) from None
     if not found:
-        raise UserError(Problem(run_dir, f"no study here (expected {STUDY_META}); give the study's folder, "
-                                "e.g. runs/<study name> or s3://bucket/prefix/<study name>"))
+        raise UserError(
+            Problem(
+                run_dir,
+                f"no study here (expected {STUDY_META}); give the study's folder, "
+                "e.g. runs/<study name> or s3://bucket/prefix/<study name>",
+            )
+        )
     return store
 
 

@@ -18,6 +18,7 @@ import pyarrow.fs as pafs
 
 from trainables.runtime.retries import RETRY_DELAYS_S, with_retries
 
+
 def is_remote(uri: str) -> bool:
     return "://" in uri and not uri.startswith("file://")
 
@@ -38,9 +39,9 @@ def _s3_filesystem() -> pafs.S3FileSystem:
 def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
     """Map a storage URI or local path to (filesystem, path without scheme)."""
     if uri.startswith("s3://"):
-        return _s3_filesystem(), uri[len("s3://"):].rstrip("/")
+        return _s3_filesystem(), uri[len("s3://") :].rstrip("/")
     if uri.startswith("file://"):
-        uri = uri[len("file://"):]
+        uri = uri[len("file://") :]
     if is_remote(uri):
         fs, path = pafs.FileSystem.from_uri(uri)
         return fs, path
@@ -74,12 +75,13 @@ class Store:
         base = self.uri.rstrip("/")
         return "/".join([base, *parts]) if parts else base
 
-    def child(self, *parts: str) -> "Store":
+    def child(self, *parts: str) -> Store:
         return Store(self.child_uri(*parts))
 
     def exists(self, *parts: str) -> bool:
-        info = with_retries(f"checking {self.child_uri(*parts)}", lambda: self.fs.get_file_info(self.path(*parts)),
-                            self._delays)
+        info = with_retries(
+            f"checking {self.child_uri(*parts)}", lambda: self.fs.get_file_info(self.path(*parts)), self._delays
+        )
         return info.type != pafs.FileType.NotFound
 
     def read_bytes(self, *parts: str) -> bytes:

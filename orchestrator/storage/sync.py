@@ -42,10 +42,16 @@ def sync(src_uri: str, dst_uri: str, console: Console) -> tuple[int, int, int]:
         dst.write_bytes(data, rel)
         back = dst.read_bytes(rel)
         if len(back) != len(data) or hashlib.sha256(back).hexdigest() != digest:
-            raise UserError(Problem(dst.child_uri(rel), "checksum mismatch after copy (storage returned "
-                                    f"{len(back)} bytes, expected {len(data)})"))
+            raise UserError(
+                Problem(
+                    dst.child_uri(rel),
+                    f"checksum mismatch after copy (storage returned {len(back)} bytes, expected {len(data)})",
+                )
+            )
         copied += 1
         nbytes += len(data)
-    console.print(f"synced {src.uri} -> {dst.uri}: {copied} file(s) copied ({nbytes / 1e6:.1f} MB), "
-                  f"{skipped} already in place, all verified by SHA-256")
+    console.print(
+        f"synced {src.uri} -> {dst.uri}: {copied} file(s) copied ({nbytes / 1e6:.1f} MB), "
+        f"{skipped} already in place, all verified by SHA-256"
+    )
     return copied, skipped, nbytes

@@ -21,8 +21,9 @@ and its hidden size come from the same trial); different ones are crossed.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 REF_RE = re.compile(
     r"^\$\{(?P<stage>[A-Za-z0-9][A-Za-z0-9_.-]*?)\."
@@ -35,10 +36,10 @@ REF_RE = re.compile(
 class Ref:
     text: str
     stage: str
-    selector: str          # best | all | top | trials
+    selector: str  # best | all | top | trials
     k: int | None
     variant: str | None
-    field: str             # checkpoint | latest_checkpoint | trial_id | metric | config.KEY
+    field: str  # checkpoint | latest_checkpoint | trial_id | metric | config.KEY
 
     @property
     def fan_out(self) -> bool:
@@ -66,8 +67,7 @@ def parse(value: str) -> Ref:
             "[.checkpoint|.latest_checkpoint|.trial_id|.metric|.config.KEY]}} as the whole value"
         )
     selector = m["selector"].split("[")[0]
-    return Ref(value, m["stage"], selector, int(m["k"]) if m["k"] else None, m["variant"],
-               m["field"] or "checkpoint")
+    return Ref(value, m["stage"], selector, int(m["k"]) if m["k"] else None, m["variant"], m["field"] or "checkpoint")
 
 
 def walk(config: Any, path: tuple = ()) -> Iterator[tuple[tuple, str]]:

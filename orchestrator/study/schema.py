@@ -45,14 +45,20 @@ class Resources(_Strict):
 
     cpu: float = Field(1.0, gt=0, description="CPUs per trial (per worker when workers > 1).")
     gpu: float = Field(
-        0.0, ge=0, description="GPUs per trial; fractions pack several trials on one GPU. "
-        "Dropped (with a note) on a cluster without GPUs."
+        0.0,
+        ge=0,
+        description="GPUs per trial; fractions pack several trials on one GPU. "
+        "Dropped (with a note) on a cluster without GPUs.",
     )
-    workers: int = Field(1, ge=1, description="Data-parallel Ray Train workers per trial, each with `cpu` "
-                         "and `gpu`; only for trainables that declare DATA_PARALLEL.")
+    workers: int = Field(
+        1,
+        ge=1,
+        description="Data-parallel Ray Train workers per trial, each with `cpu` "
+        "and `gpu`; only for trainables that declare DATA_PARALLEL.",
+    )
 
     @model_validator(mode="after")
-    def _gpu_fraction(self) -> "Resources":
+    def _gpu_fraction(self) -> Resources:
         if self.gpu > 1 and self.gpu != int(self.gpu):
             raise ValueError("gpu above 1 must be a whole number")
         return self
@@ -85,8 +91,9 @@ class Gate(_Strict):
     metric: str
     op: Literal[">=", ">", "<=", "<"]
     value: float
-    over: Literal["best", "mean"] = Field("best", description="The best trial's value, or the mean over "
-                                          "successful trials.")
+    over: Literal["best", "mean"] = Field(
+        "best", description="The best trial's value, or the mean over successful trials."
+    )
 
     def describe(self) -> str:
         return f"{self.metric} {self.op} {self.value:g} ({self.over})"
@@ -112,9 +119,13 @@ class Defaults(_Strict):
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     max_failures: int = Field(1, ge=0, description="Retries of a trial whose worker dies.")
     checkpoint: CheckpointPolicy = Field(default_factory=CheckpointPolicy)
-    report_interval_s: float = Field(1.0, ge=0, description="Trials report to Tune at most this often "
-                                     "(the last report and reports with checkpoints always go out; every "
-                                     "epoch is in the trial's metrics.csv). 0 reports every epoch.")
+    report_interval_s: float = Field(
+        1.0,
+        ge=0,
+        description="Trials report to Tune at most this often "
+        "(the last report and reports with checkpoints always go out; every "
+        "epoch is in the trial's metrics.csv). 0 reports every epoch.",
+    )
 
     _unique_seeds = field_validator("seeds")(_unique)
 
@@ -131,9 +142,11 @@ class Stage(_Strict):
     select: Select | None = None
     compare: Compare | None = None
     within_seed: Literal["separate", "mean"] = Field(
-        "separate", description="Tables over seeds: trials of a variant that differ in more than the seed (a "
+        "separate",
+        description="Tables over seeds: trials of a variant that differ in more than the seed (a "
         "fan-out's upstream trial, a search sample) are separate rows (`separate`), or are averaged per seed "
-        "first (`mean`); n counts seeds either way.")
+        "first (`mean`); n counts seeds either way.",
+    )
     gate: Gate | list[Gate] | None = None
     stop: dict[str, float] = Field(default_factory=dict, description="Tune stopping criteria.")
     checkpoint: CheckpointPolicy | None = None
@@ -143,10 +156,12 @@ class Stage(_Strict):
     expected_trial_minutes: float | None = Field(None, gt=0, description="For plan's time estimate.")
 
     @model_validator(mode="after")
-    def _scheduler_needs_select(self) -> "Stage":
+    def _scheduler_needs_select(self) -> Stage:
         if self.search and self.search.scheduler != "fifo" and self.select is None:
-            raise ValueError(f"scheduler {self.search.scheduler!r} needs `select: {{metric: ..., mode: ...}}` "
-                             "on the stage (the metric it schedules on)")
+            raise ValueError(
+                f"scheduler {self.search.scheduler!r} needs `select: {{metric: ..., mode: ...}}` "
+                "on the stage (the metric it schedules on)"
+            )
         return self
 
     @property
@@ -156,10 +171,12 @@ class Stage(_Strict):
         return self.gate if isinstance(self.gate, list) else [self.gate]
 
     @model_validator(mode="after")
-    def _baseline_is_a_variant(self) -> "Stage":
+    def _baseline_is_a_variant(self) -> Stage:
         if self.compare and self.compare.baseline not in self.variants:
-            raise ValueError(f"compare.baseline {self.compare.baseline!r} is not a variant of this stage; "
-                             f"variants: {', '.join(self.variants) or '(none)'}")
+            raise ValueError(
+                f"compare.baseline {self.compare.baseline!r} is not a variant of this stage; "
+                f"variants: {', '.join(self.variants) or '(none)'}"
+            )
         return self
 
     @field_validator("variants")
@@ -187,8 +204,10 @@ class Study(_Strict):
     description: str = ""
     storage: str = "./runs"
     defaults: Defaults = Field(default_factory=Defaults)
-    callbacks: list[str | dict[str, Any]] = Field(default_factory=list, description="Experiment trackers: "
-                                                   "tensorboard, mlflow, wandb (see orchestrator/study/trackers.py).")
+    callbacks: list[str | dict[str, Any]] = Field(
+        default_factory=list,
+        description="Experiment trackers: tensorboard, mlflow, wandb (see orchestrator/study/trackers.py).",
+    )
     stages: dict[str, Stage] = Field(min_length=1)
 
     @field_validator("name")
@@ -260,9 +279,7 @@ def _model_in(annotation: Any) -> Any:
     return None
 
 
-def pydantic_problems(
-    exc: ValidationError, doc: YamlDoc, model: type[BaseModel], prefix: tuple = ()
-) -> list[Problem]:
+def pydantic_problems(exc: ValidationError, doc: YamlDoc, model: type[BaseModel], prefix: tuple = ()) -> list[Problem]:
     """Turn pydantic errors into one-line problems with key paths and YAML lines."""
     problems = []
     for err in exc.errors():
@@ -276,7 +293,7 @@ def pydantic_problems(
         else:
             msg = err["msg"]
             if msg.startswith("Value error, "):
-                msg = msg[len("Value error, "):]
+                msg = msg[len("Value error, ") :]
             got = err.get("input")
             if err["type"] not in {"value_error"} and not isinstance(got, (dict, list)):
                 msg += f" (got {got!r})"
@@ -302,21 +319,36 @@ def _check_graph(study: Study, doc: YamlDoc) -> list[Problem]:
     for name, stage in study.stages.items():
         for i, dep in enumerate(stage.needs):
             if dep not in study.stages:
-                problems.append(Problem(
-                    doc.file, f"unknown stage {dep!r}; stages are: {', '.join(study.stages)}",
-                    join_path("stages", name, "needs", i), doc.line_of(("stages", name, "needs", i)),
-                ))
+                problems.append(
+                    Problem(
+                        doc.file,
+                        f"unknown stage {dep!r}; stages are: {', '.join(study.stages)}",
+                        join_path("stages", name, "needs", i),
+                        doc.line_of(("stages", name, "needs", i)),
+                    )
+                )
             elif dep == name:
-                problems.append(Problem(doc.file, "a stage cannot need itself",
-                                        join_path("stages", name, "needs", i),
-                                        doc.line_of(("stages", name, "needs", i))))
+                problems.append(
+                    Problem(
+                        doc.file,
+                        "a stage cannot need itself",
+                        join_path("stages", name, "needs", i),
+                        doc.line_of(("stages", name, "needs", i)),
+                    )
+                )
     if problems:
         return problems
     cycle = find_cycle({n: s.needs for n, s in study.stages.items()})
     if cycle:
         first = cycle[0]
-        problems.append(Problem(doc.file, "stages depend on each other in a cycle: " + " -> ".join(cycle),
-                                join_path("stages", first, "needs"), doc.line_of(("stages", first, "needs"))))
+        problems.append(
+            Problem(
+                doc.file,
+                "stages depend on each other in a cycle: " + " -> ".join(cycle),
+                join_path("stages", first, "needs"),
+                doc.line_of(("stages", first, "needs")),
+            )
+        )
     return problems
 
 
@@ -330,7 +362,7 @@ def find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
         stack.append(node)
         for dep in graph.get(node, []):
             if state.get(dep) == 1:
-                return stack[stack.index(dep):] + [dep]
+                return stack[stack.index(dep) :] + [dep]
             if dep not in state:
                 found = visit(dep)
                 if found:

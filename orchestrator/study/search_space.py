@@ -41,8 +41,9 @@ def load_space(space: str | dict, study_dir: Path, doc: YamlDoc, key_path: tuple
         if not path.is_absolute():
             path = study_dir / path
         if not path.exists():
-            raise UserError(Problem(doc.file, f"search-space file not found: {path}",
-                                    join_path(*key_path), doc.line_of(key_path)))
+            raise UserError(
+                Problem(doc.file, f"search-space file not found: {path}", join_path(*key_path), doc.line_of(key_path))
+            )
         sdoc = load_yaml(path)
         data = sdoc.data.get("space", sdoc.data) if isinstance(sdoc.data, dict) else sdoc.data
         prefix = ("space",) if "space" in sdoc.data else ()
@@ -55,19 +56,31 @@ def load_space(space: str | dict, study_dir: Path, doc: YamlDoc, key_path: tuple
 def check_space(space: Any, doc: YamlDoc, prefix: tuple) -> None:
     problems = []
     if not isinstance(space, dict) or not space:
-        raise UserError(Problem(doc.file, "a search space must be a non-empty mapping of key: {sampler: args}",
-                                join_path(*prefix), doc.line_of(prefix)))
+        raise UserError(
+            Problem(
+                doc.file,
+                "a search space must be a non-empty mapping of key: {sampler: args}",
+                join_path(*prefix),
+                doc.line_of(prefix),
+            )
+        )
     for key, spec in space.items():
         path = prefix + (key,)
         where = dict(file=doc.file, path=join_path(*path), line=doc.line_of(path))
         if not isinstance(spec, dict) or len(spec) != 1:
-            problems.append(Problem(message="expected exactly one sampler, e.g. {loguniform: [1.0e-4, 1.0e-2]}; "
-                                    f"samplers: {', '.join(SAMPLERS)}", **where))
+            problems.append(
+                Problem(
+                    message="expected exactly one sampler, e.g. {loguniform: [1.0e-4, 1.0e-2]}; "
+                    f"samplers: {', '.join(SAMPLERS)}",
+                    **where,
+                )
+            )
             continue
-        (name, args), = spec.items()
+        ((name, args),) = spec.items()
         if name not in SAMPLERS:
-            problems.append(Problem(message=f"unknown sampler {name!r}; expected one of: {', '.join(SAMPLERS)}",
-                                    **where))
+            problems.append(
+                Problem(message=f"unknown sampler {name!r}; expected one of: {', '.join(SAMPLERS)}", **where)
+            )
             continue
         nargs, numeric, positive = SAMPLERS[name]
         if not isinstance(args, list) or not args:
@@ -97,7 +110,7 @@ def describe(space: dict) -> dict[str, str]:
 def representative(sampler: dict) -> Any:
     """A value the sampler can draw (its first choice, its lower bound): what `validate` checks a
     trainable's settings with, and what `preflight` runs."""
-    (kind, args), = sampler.items()
+    ((kind, args),) = sampler.items()
     if kind in ("choice", "grid"):
         return args[0]
     if kind in ("randint", "lograndint"):

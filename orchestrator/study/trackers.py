@@ -34,7 +34,7 @@ def entries(callbacks: list) -> list[tuple[str, dict]]:
         if isinstance(entry, str):
             out.append((entry, {}))
         else:
-            (name, options), = entry.items()
+            ((name, options),) = entry.items()
             out.append((name, dict(options or {})))
     return out
 
@@ -50,19 +50,31 @@ def check(callbacks: list, doc: YamlDoc) -> list[Problem]:
         name, options = entries([entry])[0]
         spec = TRACKERS.get(name)
         if spec is None:
-            problems.append(Problem(message=f"unknown tracker {name!r}; expected one of: {', '.join(TRACKERS)}", **where))
+            problems.append(
+                Problem(message=f"unknown tracker {name!r}; expected one of: {', '.join(TRACKERS)}", **where)
+            )
             continue
         if not isinstance(options, dict) or set(options) - spec["options"]:
             allowed = ", ".join(sorted(spec["options"])) or "none"
-            problems.append(Problem(message=f"unknown option(s) for {name}: "
-                                    f"{', '.join(sorted(set(options) - spec['options']))}; options: {allowed}", **where))
+            problems.append(
+                Problem(
+                    message=f"unknown option(s) for {name}: "
+                    f"{', '.join(sorted(set(options) - spec['options']))}; options: {allowed}",
+                    **where,
+                )
+            )
             continue
         if importlib.util.find_spec(spec["package"]) is None:
-            problems.append(Problem(message=f"{name} needs the package {spec['package']!r}: pip install "
-                                    f"{spec['extra']}", **where))
+            problems.append(
+                Problem(message=f"{name} needs the package {spec['package']!r}: pip install {spec['extra']}", **where)
+            )
             continue
-        if name == "wandb" and not os.environ.get("WANDB_API_KEY") and \
-                os.environ.get("WANDB_MODE") not in ("offline", "disabled"):
-            problems.append(Problem(message="wandb needs WANDB_API_KEY in the environment (or WANDB_MODE=offline)",
-                                    **where))
+        if (
+            name == "wandb"
+            and not os.environ.get("WANDB_API_KEY")
+            and os.environ.get("WANDB_MODE") not in ("offline", "disabled")
+        ):
+            problems.append(
+                Problem(message="wandb needs WANDB_API_KEY in the environment (or WANDB_MODE=offline)", **where)
+            )
     return problems

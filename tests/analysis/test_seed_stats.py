@@ -10,8 +10,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from orchestrator.analysis import seed_stats
-from orchestrator.analysis import study_tables
+from orchestrator.analysis import seed_stats, study_tables
 from orchestrator.analysis.rendering import aggregate_latex, aggregate_markdown, latex_escape, paired_markdown
 
 
@@ -20,11 +19,19 @@ def _trials() -> pd.DataFrame:
     rows = []
     for variant, shift in (("base_line", 0.0), ("iso", 0.05)):
         for seed in (1, 2, 3):
-            rows.append({"stage": "train", "variant": variant, "seed": seed, "status": "done",
-                         "best.val/acc": 0.7 + shift + 0.01 * seed + rng.normal(0, 0.01),
-                         "final.val/loss": 0.5 - shift + rng.normal(0, 0.02)})
-    rows.append({"stage": "train", "variant": "iso", "seed": 4, "status": "error",
-                 "best.val/acc": 0.0, "final.val/loss": 9.0})
+            rows.append(
+                {
+                    "stage": "train",
+                    "variant": variant,
+                    "seed": seed,
+                    "status": "done",
+                    "best.val/acc": 0.7 + shift + 0.01 * seed + rng.normal(0, 0.01),
+                    "final.val/loss": 0.5 - shift + rng.normal(0, 0.02),
+                }
+            )
+    rows.append(
+        {"stage": "train", "variant": "iso", "seed": 4, "status": "error", "best.val/acc": 0.0, "final.val/loss": 9.0}
+    )
     return pd.DataFrame(rows)
 
 
@@ -52,7 +59,9 @@ def test_paired_delta_uses_matched_seeds():
     d = a - b
     lo, hi = stats.t.interval(0.95, len(d) - 1, loc=d.mean(), scale=stats.sem(d))
     assert row["best.val/acc:delta"] == pytest.approx(d.mean())
-    assert row["best.val/acc:delta_ci_low"] == pytest.approx(lo) and row["best.val/acc:delta_ci_high"] == pytest.approx(hi)
+    assert row["best.val/acc:delta_ci_low"] == pytest.approx(lo) and row["best.val/acc:delta_ci_high"] == pytest.approx(
+        hi
+    )
 
 
 def test_single_seed_has_no_interval_and_unknown_columns_are_errors():
@@ -88,21 +97,45 @@ def test_markdown_tables_have_consistent_columns():
 
 
 def test_study_tables_use_the_declared_baseline():
-    record = {"stage": "train", "select": {"metric": "val/acc", "mode": "max"}, "compare": {"baseline": "base_line"},
-              "trials": {}}
+    record = {
+        "stage": "train",
+        "select": {"metric": "val/acc", "mode": "max"},
+        "compare": {"baseline": "base_line"},
+        "trials": {},
+    }
     for i, row in _trials().iterrows():
-        record["trials"][f"t{i}"] = {"stage": "train", "trial_id": f"t{i}", "name": f"train/{row.variant}/s{row.seed}",
-                                     "variant": row.variant, "seed": row.seed, "status": row.status,
-                                     "best": row["best.val/acc"], "metrics": {"val/loss": row["final.val/loss"]}}
+        record["trials"][f"t{i}"] = {
+            "stage": "train",
+            "trial_id": f"t{i}",
+            "name": f"train/{row.variant}/s{row.seed}",
+            "variant": row.variant,
+            "seed": row.seed,
+            "status": row.status,
+            "best": row["best.val/acc"],
+            "metrics": {"val/loss": row["final.val/loss"]},
+        }
     t = study_tables.build({"train": record})
     assert set(t.aggregated["train"]["variant"]) == {"base_line", "iso"}
     assert t.paired["train"].iloc[0]["n"] == 3
 
 
 def test_stage_without_successful_trials_has_no_aggregate():
-    record = {"stage": "broken", "select": None, "trials": {"t": {
-        "stage": "broken", "trial_id": "t", "name": "broken/base/s1", "variant": None, "seed": 1,
-        "status": "error", "metrics": {}, "error": "CUDA not available"}}}
+    record = {
+        "stage": "broken",
+        "select": None,
+        "trials": {
+            "t": {
+                "stage": "broken",
+                "trial_id": "t",
+                "name": "broken/base/s1",
+                "variant": None,
+                "seed": 1,
+                "status": "error",
+                "metrics": {},
+                "error": "CUDA not available",
+            }
+        },
+    }
     t = study_tables.build({"broken": record})
     assert "broken" not in t.aggregated and len(t.trials) == 1
 
@@ -111,11 +144,22 @@ def test_results_table_does_not_depend_on_the_order_trials_finished():
     from orchestrator.analysis import trials_table
 
     def trial(name, metrics):
-        return {"stage": "s", "trial_id": name, "name": name, "variant": name, "seed": 0, "status": "done",
-                "best": metrics["final/val_f1"], "metrics": metrics, "config": {"crf": "crf" in name}}
+        return {
+            "stage": "s",
+            "trial_id": name,
+            "name": name,
+            "variant": name,
+            "seed": 0,
+            "status": "done",
+            "best": metrics["final/val_f1"],
+            "metrics": metrics,
+            "config": {"crf": "crf" in name},
+        }
 
-    plain = trial("s/plain/s0", {"final/a": 1.0, "final/b": 2.0, "final/c": 3.0, "final/d": 4.0,
-                                 "final/e": 5.0, "final/val_f1": 0.5})
+    plain = trial(
+        "s/plain/s0",
+        {"final/a": 1.0, "final/b": 2.0, "final/c": 3.0, "final/d": 4.0, "final/e": 5.0, "final/val_f1": 0.5},
+    )
     crf = trial("s/crf/s0", {**plain["metrics"], "final/a_crf1": 0.1, "final/a_crf2": 0.2, "final/a_crf3": 0.3})
     tables = []
     for order in ([plain, crf], [crf, plain]):
@@ -141,19 +185,25 @@ def _random_study(rng: np.random.Generator) -> pd.DataFrame:
     search = bool(rng.integers(0, 2))
     rows = []
     for variant in ("scratch", "pre_a", "pre_b"):
-        for up in ([None] if variant == "scratch" else ups):
+        for up in [None] if variant == "scratch" else ups:
             for seed in seeds:
                 for _ in range(rng.integers(1, 3) if search else 1):
                     if rng.random() < 0.15:
                         continue  # a missing trial
                     lr = float(rng.choice([1e-3, 3e-4])) if search else None
-                    row = {"stage": "fine", "variant": variant, "seed": seed,
-                           "status": "error" if rng.random() < 0.1 else "done",
-                           "config.hidden_size": 8, "config.lr": lr,
-                           "config.encoder": None if up is None else f"/ck/{up}",
-                           f"{UP}.checkpoint": None if up is None else f"/ck/{up}",
-                           f"{UP}.trial": None if up is None else f"pre/{up}",
-                           f"{UP}.trial_id": up, "best.acc": rng.normal(0.7, 0.05) + 0.01 * seed}
+                    row = {
+                        "stage": "fine",
+                        "variant": variant,
+                        "seed": seed,
+                        "status": "error" if rng.random() < 0.1 else "done",
+                        "config.hidden_size": 8,
+                        "config.lr": lr,
+                        "config.encoder": None if up is None else f"/ck/{up}",
+                        f"{UP}.checkpoint": None if up is None else f"/ck/{up}",
+                        f"{UP}.trial": None if up is None else f"pre/{up}",
+                        f"{UP}.trial_id": up,
+                        "best.acc": rng.normal(0.7, 0.05) + 0.01 * seed,
+                    }
                     rows.append(row)
     return pd.DataFrame(rows)
 
@@ -162,8 +212,7 @@ def _reference_groups(df: pd.DataFrame, keys: list[str]) -> dict[tuple, pd.Serie
     """Per group (by `keys`), the per-seed mean of best.acc: the direct computation."""
     ok = df[df.status == "done"].copy()
     ok[keys] = ok[keys].astype(object).where(ok[keys].notna(), "")
-    return {k if isinstance(k, tuple) else (k,): g.groupby("seed")["best.acc"].mean()
-            for k, g in ok.groupby(keys)}
+    return {k if isinstance(k, tuple) else (k,): g.groupby("seed")["best.acc"].mean() for k, g in ok.groupby(keys)}
 
 
 def _t(values: np.ndarray) -> tuple[float, float]:
@@ -178,8 +227,9 @@ def test_aggregates_count_seeds_not_trials_against_a_direct_computation():
     for _ in range(60):
         df = _random_study(rng)
         done = df[df.status == "done"]
-        varies = [c for c in (f"{UP}.trial_id", "config.lr")
-                  if (done.groupby("variant")[c].nunique() > 1).any()]   # within some variant
+        varies = [
+            c for c in (f"{UP}.trial_id", "config.lr") if (done.groupby("variant")[c].nunique() > 1).any()
+        ]  # within some variant
         for how, keys in (("separate", ["variant", *varies]), ("mean", ["variant"])):
             agg = seed_stats.aggregate(df, ["best.acc"], within_seed=how)
             shown = [k.replace(".trial_id", ".trial") for k in keys]
@@ -239,17 +289,27 @@ def test_fan_out_duplicates_are_never_aligned_as_seeds():
     """The issue's case: fine-tuning over ${pre.top[2]} x 3 seeds. Pooling both upstream trials
     as if they were 6 replicates (or aligning duplicate seeds) makes the interval too narrow."""
     rows = []
-    effect = {"u0": 0.25, "u1": -0.25}   # the two upstream encoders differ a lot
+    effect = {"u0": 0.25, "u1": -0.25}  # the two upstream encoders differ a lot
     for seed, noise in zip((1, 2, 3), (0.0, 0.02, -0.01)):
         rows.append({"stage": "fine", "variant": "scratch", "seed": seed, "status": "done", "best.acc": 0.7 + noise})
         for up, shift in effect.items():
-            rows.append({"stage": "fine", "variant": "pre", "seed": seed, "status": "done", f"{UP}.trial_id": up,
-                         f"{UP}.trial": f"pre/{up}", f"{UP}.checkpoint": f"/ck/{up}", "config.encoder": f"/ck/{up}",
-                         "best.acc": 0.7 + shift + noise})
+            rows.append(
+                {
+                    "stage": "fine",
+                    "variant": "pre",
+                    "seed": seed,
+                    "status": "done",
+                    f"{UP}.trial_id": up,
+                    f"{UP}.trial": f"pre/{up}",
+                    f"{UP}.checkpoint": f"/ck/{up}",
+                    "config.encoder": f"/ck/{up}",
+                    "best.acc": 0.7 + shift + noise,
+                }
+            )
     df = pd.DataFrame(rows)
     agg = seed_stats.aggregate(df, ["best.acc"]).set_index("variant")
     assert agg.loc["pre", "n"].tolist() == [3, 3] and agg.loc["scratch", "n"] == 3
-    assert "config.encoder" not in agg.columns and f"{UP}.trial" in agg.columns   # the name, not the path
+    assert "config.encoder" not in agg.columns and f"{UP}.trial" in agg.columns  # the name, not the path
     pooled = seed_stats.aggregate(df, ["best.acc"], within_seed="mean").set_index("variant")
     assert pooled.loc["pre", "n"] == 3 and "2 trials per seed averaged" in pooled.loc["pre", "note"]
     pairs = seed_stats.paired(df, "scratch", ["best.acc"]).set_index(f"{UP}.trial")

@@ -18,31 +18,42 @@ FINE = """\
              folds: 2, epochs: 2, hidden_size: "${pre.best.config.hidden_size}"}
 """
 
-STUDY = """\
+STUDY = (
+    """\
 name: chain
 storage: {storage}
 defaults: {seeds: [1], max_failures: 0}
 stages:
   pre:
-""" + TINY_STAGE + """\
+"""
+    + TINY_STAGE
+    + """\
     variants: {a: {mask_strategy: patch}, b: {mask_strategy: random}, c: {mask_strategy: block}}
     select: {metric: val/loss, mode: min}
   broken:
-""" + TINY_STAGE.replace("patch_len: 8}", "patch_len: 8, device: cuda}") + """\
+"""
+    + TINY_STAGE.replace("patch_len: 8}", "patch_len: 8, device: cuda}")
+    + """\
   fine:
     needs: [pre]
-""" + FINE + """\
+"""
+    + FINE
+    + """\
     variants:
       pretrained: {encoder: "${pre.best.checkpoint}", freeze_encoder_epochs: 1}
       scratch: {}
   fan:
     needs: [pre]
-""" + FINE + """\
+"""
+    + FINE
+    + """\
     variants:
       top2: {encoder: "${pre.top[2]}"}
   after_broken:
     needs: [broken]
-""" + FINE.replace('"${pre.best.config.hidden_size}"', "8")
+"""
+    + FINE.replace('"${pre.best.config.hidden_size}"', "8")
+)
 
 
 def test_chain_resolves_references_records_lineage_and_isolates_failures(tmp_path):
@@ -60,12 +71,14 @@ def test_chain_resolves_references_records_lineage_and_isolates_failures(tmp_pat
     df = pd.read_parquet(root / "results.parquet")
     pre = df[df.stage == "pre"]
     best = pre.sort_values("best.val/loss").iloc[0]
-    for _, row in pre.iterrows():   # the best value is of every epoch, its checkpoint the best epoch's
+    for _, row in pre.iterrows():  # the best value is of every epoch, its checkpoint the best epoch's
         epochs = pd.read_csv(root / "pre" / row["trial_id"] / "metrics.csv")
         assert row["best.val/loss"] == epochs["val/loss"].min()
         state = torch.load(f"{row['checkpoint']}/state.pt", weights_only=True)
         assert state["epoch"] == epochs.loc[epochs["val/loss"].idxmin(), "epoch"]
-        assert torch.load(f"{row['checkpoint']}/encoder.pt", weights_only=True)["source"]["best_epoch"] == state["epoch"]
+        assert (
+            torch.load(f"{row['checkpoint']}/encoder.pt", weights_only=True)["source"]["best_epoch"] == state["epoch"]
+        )
     assert set(df[df.stage == "broken"]["status"]) == {"error"}
     assert "CUDA" in df[df.stage == "broken"]["error"].iloc[0]
 
@@ -89,7 +102,7 @@ def test_chain_resolves_references_records_lineage_and_isolates_failures(tmp_pat
     assert "skipped" in status
     assert run_cli("report", root, cwd=tmp_path).returncode == 0
     plan = (root / "report" / "report.md").read_text()
-    assert "| fine | lstm_classifier_finetune | 2 | complete | pre |" in plan   # the needs column
+    assert "| fine | lstm_classifier_finetune | 2 | complete | pre |" in plan  # the needs column
     assert "| after_broken | lstm_classifier_finetune | 0 | skipped | broken |" in plan
 
     # a re-run keeps every finished stage; the skipped one is re-evaluated (still skipped)

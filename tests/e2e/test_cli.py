@@ -17,19 +17,23 @@ from tests.conftest import REPO, TINY_STAGE, run_cli
 
 pytestmark = pytest.mark.e2e
 
-STUDY = """\
+STUDY = (
+    """\
 name: e2e
 storage: {storage}
 defaults: {seeds: [1, 2]}
 callbacks: [tensorboard, {mlflow: {tracking_uri: {mlruns}}}]
 stages:
   pretrain:
-""" + TINY_STAGE + """\
+"""
+    + TINY_STAGE
+    + """\
     variants:
       patch: {mask_strategy: patch}
       block: {mask_strategy: block}
     select: {metric: val/masked_mse, mode: min}
 """
+)
 
 
 def _study(folder) -> str:
@@ -77,8 +81,11 @@ def test_run_writes_tables_checkpoints_artifacts_and_rerun_skips(finished):
     assert status.returncode == 0 and "complete" in status.stdout
 
     # plan with measured durations of this run of the same trainable
-    planned = json.loads(run_cli("plan", study, "--history", root, "--json", "--gpus", "1",
-                                 "--gpu-price", "runpod-rtx4090", cwd=tmp_path).stdout)
+    planned = json.loads(
+        run_cli(
+            "plan", study, "--history", root, "--json", "--gpus", "1", "--gpu-price", "runpod-rtx4090", cwd=tmp_path
+        ).stdout
+    )
     estimate = planned["stages"][0]["estimate"]
     assert estimate["source"] == "measured"
     assert estimate["trial_minutes"] == pytest.approx(df["duration_s"].median() / 60)
@@ -131,8 +138,12 @@ def test_changed_study_in_same_storage_is_refused(finished, tmp_path):
 
 def test_interrupted_run_continues_without_rerunning_finished_trials(tmp_path):
     # one variant x 3 seeds, one at a time: one finished, one interrupted, one not started
-    body = _study(tmp_path).replace("epochs: 2", "epochs: 60").replace(
-        "patch_len: 8}", "patch_len: 8, early_stopping_patience: null}").replace("seeds: [1, 2]", "seeds: [1, 2, 3]")
+    body = (
+        _study(tmp_path)
+        .replace("epochs: 2", "epochs: 60")
+        .replace("patch_len: 8}", "patch_len: 8, early_stopping_patience: null}")
+        .replace("seeds: [1, 2]", "seeds: [1, 2, 3]")
+    )
     body = body.replace("name: e2e", "name: e2e-interrupt").replace("      block: {mask_strategy: block}\n", "")
     body = "\n".join(line for line in body.splitlines() if not line.startswith("callbacks:")) + "\n"
     study = tmp_path / "study.yaml"
@@ -140,8 +151,14 @@ def test_interrupted_run_continues_without_rerunning_finished_trials(tmp_path):
     import os
 
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "run", str(study), "--max-concurrent", "1"],
-                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", "run", str(study), "--max-concurrent", "1"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     seen = []
     deadline = time.time() + 240
     for line in proc.stdout:  # wait until one trial finished and the next one is running

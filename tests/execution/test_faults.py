@@ -22,15 +22,27 @@ pytestmark = pytest.mark.e2e
 
 def _study(name: str, epochs: int, seeds: str, variants: str = "", keep: int | None = 2) -> str:
     stage = TINY_STAGE.replace("epochs: 2", f"epochs: {epochs}").replace(
-        "patch_len: 8}", "patch_len: 8, early_stopping_patience: null}")
-    return (f"name: {name}\nstorage: ./runs\ndefaults: {{seeds: {seeds}, max_failures: 2}}\nstages:\n  pretrain:\n"
-            + stage + variants + f"    checkpoint: {{every: 1, keep: {'null' if keep is None else keep}}}\n")
+        "patch_len: 8}", "patch_len: 8, early_stopping_patience: null}"
+    )
+    return (
+        f"name: {name}\nstorage: ./runs\ndefaults: {{seeds: {seeds}, max_failures: 2}}\nstages:\n  pretrain:\n"
+        + stage
+        + variants
+        + f"    checkpoint: {{every: 1, keep: {'null' if keep is None else keep}}}\n"
+    )
 
 
 def _popen(args, cwd, **env_vars):
     env = dict(os.environ, PYTHONPATH=str(REPO), **env_vars)
-    return subprocess.Popen([sys.executable, "-m", "orchestrator", *map(str, args)], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", *map(str, args)],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def _epochs(trial_dir: Path) -> list[int]:
@@ -38,9 +50,15 @@ def _epochs(trial_dir: Path) -> list[int]:
 
 
 def test_driver_killed_then_resume_completes_every_trial_once(tmp_path):
-    (tmp_path / "study.yaml").write_text(_study("killed", 25, "[1, 2, 3]",
-                                                "    variants: {a: {mask_strategy: patch}, b: {mask_strategy: random}}\n",
-                                                keep=None))
+    (tmp_path / "study.yaml").write_text(
+        _study(
+            "killed",
+            25,
+            "[1, 2, 3]",
+            "    variants: {a: {mask_strategy: patch}, b: {mask_strategy: random}}\n",
+            keep=None,
+        )
+    )
     # Tune's experiment snapshot (what `resume` restores) is taken every ~10 s, and more often
     # with `keep`; here only once, at the start, so that the driver always dies with finished
     # and checkpointed trials the snapshot does not know of, as it can at any moment.
@@ -56,8 +74,12 @@ def test_driver_killed_then_resume_completes_every_trial_once(tmp_path):
     finished_before = {}
     for trial_dir in root.iterdir():
         meta = trial_dir / "metadata.json"
-        if trial_dir.is_dir() and meta.exists() and (trial_dir / "metrics.csv").exists() \
-                and _epochs(trial_dir)[-1:] == [25]:
+        if (
+            trial_dir.is_dir()
+            and meta.exists()
+            and (trial_dir / "metrics.csv").exists()
+            and _epochs(trial_dir)[-1:] == [25]
+        ):
             finished_before[trial_dir.name] = json.loads(meta.read_text())["environment"]["started_at"]
     assert len(finished_before) >= 2, "".join(lines)
     time.sleep(2)  # the killed driver's local Ray shuts down
@@ -80,7 +102,7 @@ def test_killed_worker_resumes_its_trial_from_the_checkpoint(tmp_path):
     victim, deadline = None, time.time() + 180
     while victim is None and time.time() < deadline:
         time.sleep(0.5)
-        for trial_dir in (root.iterdir() if root.exists() else []):
+        for trial_dir in root.iterdir() if root.exists() else []:
             meta = trial_dir / "metadata.json"
             if meta.exists() and (trial_dir / "metrics.csv").exists() and 5 <= _epochs(trial_dir)[-1] < 40:
                 victim = (trial_dir.name, json.loads(meta.read_text())["environment"]["pid"], _epochs(trial_dir)[-1])
@@ -126,7 +148,7 @@ def test_node_lost_mid_study_trials_retried_elsewhere(tmp_path):
             while time.time() < deadline:
                 time.sleep(0.1)
                 mid = 0
-                for metrics in (root.glob("*/metrics.csv") if root.exists() else []):
+                for metrics in root.glob("*/metrics.csv") if root.exists() else []:
                     try:
                         mid += 3 <= _epochs(metrics.parent)[-1] <= 120
                     except (OSError, ValueError, IndexError, pd.errors.EmptyDataError):

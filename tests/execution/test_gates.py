@@ -13,41 +13,57 @@ from tests.conftest import TINY_STAGE, run_cli
 
 TINY = TINY_STAGE.replace("{", "{{").replace("}", "}}")
 # Two chains in one study (one run of Ray): the gate of `pass_pre` holds, that of `fail_pre` not.
-STUDY = """\
+STUDY = (
+    """\
 name: gated
 storage: {storage}
 defaults: {{seeds: [1]}}
 stages:
   pass_pre:
-""" + TINY + """\
+"""
+    + TINY
+    + """\
     select: {{metric: val/loss, mode: min}}
     gate: [{{metric: val/loss, op: "<=", value: 1000.0, over: best}}, {{metric: val/masked_mse, op: "<", value: 10}}]
   pass_fine:
     needs: [pass_pre]
-""" + TINY + """\
+"""
+    + TINY
+    + """\
   fail_pre:
-""" + TINY + """\
+"""
+    + TINY
+    + """\
     select: {{metric: val/loss, mode: min}}
     gate: [{{metric: val/loss, op: "<=", value: 0.000001, over: best}}, {{metric: val/masked_mse, op: "<", value: 10}}]
   fail_fine:
     needs: [fail_pre]
-""" + TINY
+"""
+    + TINY
+)
 
 
 def _record(values, status="done"):
-    return {"select": {"metric": "acc", "mode": "max"},
-            "trials": {str(i): {"status": status, "best": v, "metrics": {"loss": 1 - v}} for i, v in enumerate(values)}}
+    return {
+        "select": {"metric": "acc", "mode": "max"},
+        "trials": {str(i): {"status": status, "best": v, "metrics": {"loss": 1 - v}} for i, v in enumerate(values)},
+    }
 
 
 def test_gate_semantics():
     rec = _record([0.2, 0.5, 0.4])
-    best, mean, low = evaluate(rec, [Gate(metric="acc", op=">=", value=0.45), Gate(metric="acc", op=">=", value=0.45,
-                                                                                    over="mean"),
-                                     Gate(metric="loss", op="<", value=0.6)])
+    best, mean, low = evaluate(
+        rec,
+        [
+            Gate(metric="acc", op=">=", value=0.45),
+            Gate(metric="acc", op=">=", value=0.45, over="mean"),
+            Gate(metric="loss", op="<", value=0.6),
+        ],
+    )
     assert best["passed"] and best["measured"] == 0.5
     assert not mean["passed"] and mean["measured"] == pytest.approx(1.1 / 3)
     assert low["passed"] and low["measured"] == pytest.approx(0.5)  # lowest loss for "<"
-    none, = evaluate(_record([0.9], status="error"), [Gate(metric="acc", op=">", value=0)])
+    (none,) = evaluate(_record([0.9], status="error"), [Gate(metric="acc", op=">", value=0)])
     assert not none["passed"] and none["measured"] is None
 
 

@@ -20,7 +20,7 @@ from tests.conftest import REPO
 def two_gpu_nodes():
     from ray.cluster_utils import Cluster
 
-    os.environ["ORCHESTRATOR_DIST_BACKEND"] = "gloo"   # logical GPUs only: no NCCL here
+    os.environ["ORCHESTRATOR_DIST_BACKEND"] = "gloo"  # logical GPUs only: no NCCL here
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 4, "num_gpus": 4})
     cluster.add_node(num_cpus=4, num_gpus=4)
     cluster.wait_for_nodes()
@@ -31,8 +31,10 @@ def two_gpu_nodes():
 
 @pytest.mark.e2e
 def test_sixteen_half_gpu_trials_and_a_two_gpu_trial(two_gpu_nodes, tmp_path, write_study):
-    tiny = ('{data: "synthetic:ohlc?n=60&length=40&seed=0", window_length: 40, epochs: 1, hidden_size: 8, '
-            'patch_len: 8, aug_multiplier: 0, batch_size: 32}')
+    tiny = (
+        '{data: "synthetic:ohlc?n=60&length=40&seed=0", window_length: 40, epochs: 1, hidden_size: 8, '
+        "patch_len: 8, aug_multiplier: 0, batch_size: 32}"
+    )
     study = write_study(f"""\
         # gpu packing
         name: gpus
@@ -50,8 +52,14 @@ def test_sixteen_half_gpu_trials_and_a_two_gpu_trial(two_gpu_nodes, tmp_path, wr
             config: {tiny}
     """)
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.run([sys.executable, "-m", "orchestrator", "run", study, "--address", two_gpu_nodes.address],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "run", study, "--address", two_gpu_nodes.address],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "16 trials, 16 at a time" in proc.stdout
 
@@ -64,8 +72,8 @@ def test_sixteen_half_gpu_trials_and_a_two_gpu_trial(two_gpu_nodes, tmp_path, wr
         place = meta["placement"]
         assert place["node_id"] in nodes
         assert len(place["gpu_ids"]) == 1 and place["gpu_ids"][0] in {"0", "1", "2", "3"}
-        assert place["cuda_visible_devices"] == place["gpu_ids"][0]    # the trial sees only its GPU
-        assert meta["device"] == "cpu"                                   # no real CUDA: CPU fallback
+        assert place["cuda_visible_devices"] == place["gpu_ids"][0]  # the trial sees only its GPU
+        assert meta["device"] == "cpu"  # no real CUDA: CPU fallback
         result = [json.loads(line) for line in (folder / "result.json").read_text().splitlines()][-1]
         start = meta["timing"]["function_started_at"]
         intervals.append((start, start + result["time_total_s"], (place["node_id"], place["gpu_ids"][0])))
@@ -84,4 +92,4 @@ def test_sixteen_half_gpu_trials_and_a_two_gpu_trial(two_gpu_nodes, tmp_path, wr
     workers = json.loads((wide[0] / "metadata.json").read_text())["workers"]
     assert [w["rank"] for w in workers] == [0, 1]
     gpus = {(w["node_id"], g) for w in workers for g in w["gpu_ids"]}
-    assert len(gpus) == 2 and all(len(w["gpu_ids"]) == 1 for w in workers)   # two GPUs, one per worker
+    assert len(gpus) == 2 and all(len(w["gpu_ids"]) == 1 for w in workers)  # two GPUs, one per worker

@@ -37,8 +37,14 @@ def test_custom_metrics_and_status_watch_during_a_study(tmp_path, write_study):
             select: {metric: val/loss, mode: min}
     """)
     env = dict(os.environ, PYTHONPATH=str(REPO), RAY_metrics_report_interval_ms="1000")
-    run = subprocess.Popen([sys.executable, "-m", "orchestrator", "run", study], cwd=tmp_path, env=env,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    run = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", "run", study],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     watch = None
     try:
         port = None
@@ -48,22 +54,29 @@ def test_custom_metrics_and_status_watch_during_a_study(tmp_path, write_study):
                 port = int(m.group(1))
                 break
         assert port, "the run prints its metrics endpoint"
-        seen: dict[str, float] = {}   # the largest value each metric showed while the study ran
+        seen: dict[str, float] = {}  # the largest value each metric showed while the study ran
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and run.poll() is None:
             if watch is None and (tmp_path / "runs" / "mon" / "_orchestrator" / "status.json").exists():
-                watch = subprocess.Popen([sys.executable, "-m", "orchestrator", "status", "runs/mon", "--watch",
-                                          "--interval", "0.5"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                                         stderr=subprocess.STDOUT, text=True)
+                watch = subprocess.Popen(
+                    [sys.executable, "-m", "orchestrator", "status", "runs/mon", "--watch", "--interval", "0.5"],
+                    cwd=tmp_path,
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                )
             try:
                 text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
             except OSError:
                 time.sleep(0.5)
                 continue
-            now = {"running": _metric(text, "orchestrator_trials", study="mon", stage="pre", state="running"),
-                   "epochs": _metric(text, "orchestrator_epochs_done", study="mon", stage="pre"),
-                   "samples": _metric(text, "orchestrator_samples_per_second", study="mon", stage="pre"),
-                   "best": _metric(text, "orchestrator_best_metric", study="mon", stage="pre", metric="val/loss")}
+            now = {
+                "running": _metric(text, "orchestrator_trials", study="mon", stage="pre", state="running"),
+                "epochs": _metric(text, "orchestrator_epochs_done", study="mon", stage="pre"),
+                "samples": _metric(text, "orchestrator_samples_per_second", study="mon", stage="pre"),
+                "best": _metric(text, "orchestrator_best_metric", study="mon", stage="pre", metric="val/loss"),
+            }
             seen.update({k: max(v, seen.get(k, v)) for k, v in now.items() if v is not None})
             if len(seen) == 4 and seen["running"] >= 1 and seen["epochs"] >= 1 and seen["samples"] > 0:
                 break

@@ -45,7 +45,7 @@ def test_a_trial_that_would_fail_is_reported_by_name(cli, write_study, tmp_path)
     assert "fine/bad/s1" in failed and "fine/good/s1" not in failed
     assert "weight_ih_l0" in failed and "(64, 4)" in failed and "(32, 4)" in failed  # names both shapes
     assert list((tmp_path / "pf" / "fine").glob("*/error.txt"))
-    assert not (tmp_path / "runs").exists()   # nothing written to the study's storage
+    assert not (tmp_path / "runs").exists()  # nothing written to the study's storage
 
 
 def test_preflight_of_a_malformed_study_is_a_one_line_error(cli, write_study):

@@ -25,7 +25,8 @@ def test_search_stage_samples_the_space(ray_local, tmp_path, scheduler):
     extra = {"fifo": "", "asha": "grace_period: 1", "pbt": "perturbation_interval: 1"}[scheduler]
     path = tmp_path / "study.yaml"
     path.write_text(
-        f"name: search-{scheduler}\nstages:\n  pretrain:\n" + TINY_STAGE
+        f"name: search-{scheduler}\nstages:\n  pretrain:\n"
+        + TINY_STAGE
         + "    search:\n"
         + "      space: {lr: {loguniform: [1.0e-4, 1.0e-2]}, mask_strategy: {choice: [random, block]}}\n"
         + f"      num_samples: 3\n      scheduler: {scheduler}\n      scheduler_config: {{{extra}}}\n"
@@ -41,21 +42,27 @@ def test_search_stage_samples_the_space(ray_local, tmp_path, scheduler):
         assert df["config.lr"].nunique() == 3  # three independent samples
 
 
-@pytest.mark.parametrize("cores,trials,cpu,expected", [
-    (2, 4, 1, True),      # this machine: both prestarted workers run trials
-    (32, 4, 1, False),    # a 32-core pod with 4 trials: 28 idle workers would hold torch
-    (32, 64, 1, True),
-    (32, 64, 4, False),   # 8 trials at a time on 32 cores
-])
-def test_torch_is_preloaded_only_when_every_prestarted_worker_runs_a_trial(tmp_path, monkeypatch, cores, trials,
-                                                                           cpu, expected):
+@pytest.mark.parametrize(
+    "cores,trials,cpu,expected",
+    [
+        (2, 4, 1, True),  # this machine: both prestarted workers run trials
+        (32, 4, 1, False),  # a 32-core pod with 4 trials: 28 idle workers would hold torch
+        (32, 64, 1, True),
+        (32, 64, 4, False),  # 8 trials at a time on 32 cores
+    ],
+)
+def test_torch_is_preloaded_only_when_every_prestarted_worker_runs_a_trial(
+    tmp_path, monkeypatch, cores, trials, cpu, expected
+):
     from orchestrator.execution import ray_start
 
     monkeypatch.setattr(ray_start.os, "cpu_count", lambda: cores)
     seeds = ", ".join(str(s) for s in range(trials))
     study = tmp_path / "study.yaml"
-    study.write_text(f"name: warm\nstorage: ./runs\ndefaults: {{seeds: [{seeds}], resources: {{cpu: {cpu}}}}}\n"
-                     "stages:\n  pretrain:\n" + TINY_STAGE)
+    study.write_text(
+        f"name: warm\nstorage: ./runs\ndefaults: {{seeds: [{seeds}], resources: {{cpu: {cpu}}}}}\n"
+        "stages:\n  pretrain:\n" + TINY_STAGE
+    )
     sp = load_plan(study, check_inputs=False).stages["pretrain"]
     assert ray_start.preload_pays(sp, RunOptions()) is expected
 

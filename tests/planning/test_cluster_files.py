@@ -27,7 +27,7 @@ def test_cluster_file_validates_against_rays_schema(path: Path):
     from ray.autoscaler._private.util import prepare_config, validate_config
 
     config = yaml.safe_load(path.read_text())
-    validate_config(prepare_config(copy.deepcopy(config)))   # what `ray up` runs before anything
+    validate_config(prepare_config(copy.deepcopy(config)))  # what `ray up` runs before anything
     text = path.read_text()
     assert "StrictHostKeyChecking" not in text
     assert not re.search(r"AKIA[0-9A-Z]{16}|aws_secret_access_key|BEGIN .*PRIVATE KEY", text)
@@ -65,9 +65,16 @@ def _script(env: dict, *args: str, timeout: float = 120) -> subprocess.Completed
 @pytest.mark.e2e
 def test_runpod_bootstrap_brings_up_head_and_worker_on_loopback(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "NCCL_"))}
-    env.update(PATH=f"{BIN}:{env['PATH']}", HOME=str(tmp_path), PRIMARY_ADDR="127.0.0.1", NUM_NODES="2",
-               RAY_PORT="6391", RAY_NUM_CPUS="1", RAY_START_ARGS="--disable-usage-stats",
-               JOIN_TIMEOUT_S="60")
+    env.update(
+        PATH=f"{BIN}:{env['PATH']}",
+        HOME=str(tmp_path),
+        PRIMARY_ADDR="127.0.0.1",
+        NUM_NODES="2",
+        RAY_PORT="6391",
+        RAY_NUM_CPUS="1",
+        RAY_START_ARGS="--disable-usage-stats",
+        JOIN_TIMEOUT_S="60",
+    )
     rank0 = dict(env, NODE_RANK="0", RAY_START_ARGS="--disable-usage-stats --include-dashboard=false")
     rank1 = dict(env, NODE_RANK="1")
     try:
@@ -77,11 +84,16 @@ def test_runpod_bootstrap_brings_up_head_and_worker_on_loopback(tmp_path):
         assert missing.returncode == 2 and "RAY_AUTH_TOKEN" in missing.stderr
         head = _script(rank0)
         assert head.returncode == 0, head.stderr[-2000:]
-        assert (tmp_path / ".ray" / "auth_token").stat().st_size > 0   # token auth is on
+        assert (tmp_path / ".ray" / "auth_token").stat().st_size > 0  # token auth is on
         worker = _script(rank1)
         assert worker.returncode == 0, worker.stderr[-2000:]
-        status = subprocess.run([str(BIN / "ray"), "status", "--address", "127.0.0.1:6391"], capture_output=True,
-                                text=True, env=dict(rank0, RAY_AUTH_MODE="token"), timeout=60)
+        status = subprocess.run(
+            [str(BIN / "ray"), "status", "--address", "127.0.0.1:6391"],
+            capture_output=True,
+            text=True,
+            env=dict(rank0, RAY_AUTH_MODE="token"),
+            timeout=60,
+        )
         assert "node_rank_0" in status.stdout and "node_rank_1" in status.stdout and "2.0 CPU" in status.stdout
         again = _script(rank1)
         assert again.returncode == 0 and "nothing to do" in again.stderr
@@ -104,17 +116,20 @@ def _stop_cluster_on_port(port: int) -> None:
     other tests' included when tests run in parallel."""
     import psutil  # declared in [dev]; Ray also puts a copy on sys.path
 
-    mine = [p for p in psutil.process_iter(["cmdline"])
-            if any(f":{port}" in a or a.endswith(f"port={port}") for a in (p.info.get("cmdline") or []))]
+    mine = [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if any(f":{port}" in a or a.endswith(f"port={port}") for a in (p.info.get("cmdline") or []))
+    ]
     # with their children: the raylets' agents (renamed ray::DashboardAgent...) outlive them
     mine += [child for p in list(mine) for child in _children(p)]
     for proc in mine:
-        with contextlib.suppress(psutil.NoSuchProcess):   # gone already: what we wanted
+        with contextlib.suppress(psutil.NoSuchProcess):  # gone already: what we wanted
             proc.terminate()
     _, alive = psutil.wait_procs(mine, timeout=3)
     for proc in alive:
         with contextlib.suppress(psutil.NoSuchProcess):
             proc.kill()
-    marker = Path("/tmp/ray/ray_current_cluster")   # what `ray start` left for ray.init() to find
+    marker = Path("/tmp/ray/ray_current_cluster")  # what `ray start` left for ray.init() to find
     if marker.exists() and marker.read_text().strip().endswith(f":{port}"):
         marker.unlink()

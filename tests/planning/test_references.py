@@ -6,12 +6,25 @@ from orchestrator.study import references as refs
 
 def _record(select=("val/loss", "min")):
     trials = {}
-    for i, (variant, seed, best, status) in enumerate([
-        ("a", 1, 0.5, "done"), ("a", 2, 0.2, "done"), ("b", 1, 0.3, "done"), ("b", 2, 0.1, "error"),
-    ]):
+    for i, (variant, seed, best, status) in enumerate(
+        [
+            ("a", 1, 0.5, "done"),
+            ("a", 2, 0.2, "done"),
+            ("b", 1, 0.3, "done"),
+            ("b", 2, 0.1, "error"),
+        ]
+    ):
         tid = f"t{i}"
-        trials[tid] = {"trial_id": tid, "name": f"pre/{variant}/s{seed}", "variant": variant, "seed": seed,
-                       "status": status, "best": best, "checkpoint": f"/ck/{tid}", "config": {"hidden_size": 8 * (i + 1)}}
+        trials[tid] = {
+            "trial_id": tid,
+            "name": f"pre/{variant}/s{seed}",
+            "variant": variant,
+            "seed": seed,
+            "status": status,
+            "best": best,
+            "checkpoint": f"/ck/{tid}",
+            "config": {"hidden_size": 8 * (i + 1)},
+        }
     return {"stage": "pre", "select": {"metric": select[0], "mode": select[1]} if select else None, "trials": trials}
 
 
@@ -28,8 +41,9 @@ def test_parse_forms():
 
 
 def test_best_picks_by_select_among_successful_trials():
-    (cfg, lineage, id_cfg), = resolution.expand({"encoder": "${pre.best}", "h": "${pre.best.config.hidden_size}"},
-                                          {"pre": _record()})
+    ((cfg, lineage, id_cfg),) = resolution.expand(
+        {"encoder": "${pre.best}", "h": "${pre.best.config.hidden_size}"}, {"pre": _record()}
+    )
     assert cfg == {"encoder": "/ck/t1", "h": 16}  # t3 has a better value but errored
     assert lineage["pre"]["trial"] == "pre/a/s2"
     assert id_cfg == {"encoder": "ref:t1:checkpoint", "h": "ref:t1:config.hidden_size"}
@@ -37,9 +51,9 @@ def test_best_picks_by_select_among_successful_trials():
 
 def test_max_mode_and_variant_selector():
     rec = _record(("acc", "max"))
-    (cfg, _, _), = resolution.expand({"e": "${pre.best}"}, {"pre": rec})
+    ((cfg, _, _),) = resolution.expand({"e": "${pre.best}"}, {"pre": rec})
     assert cfg["e"] == "/ck/t0"
-    (cfg, _, _), = resolution.expand({"e": "${pre.trials[b]}"}, {"pre": rec})
+    ((cfg, _, _),) = resolution.expand({"e": "${pre.trials[b]}"}, {"pre": rec})
     assert cfg["e"] == "/ck/t2"
 
 
@@ -63,21 +77,25 @@ def test_no_successful_trial_is_an_error():
 
 
 def test_nested_values_and_plain_configs():
-    (cfg, lineage, _), = resolution.expand({"opt": {"enc": "${pre.best}"}, "x": [1, 2]}, {"pre": _record()})
+    ((cfg, lineage, _),) = resolution.expand({"opt": {"enc": "${pre.best}"}, "x": [1, 2]}, {"pre": _record()})
     assert cfg == {"opt": {"enc": "/ck/t1"}, "x": [1, 2]}
     assert resolution.expand({"x": 1}, {}) == [({"x": 1}, {}, {"x": 1})]
 
 
 def test_nan_and_missing_values_never_rank_and_ties_break_by_name():
     rec = _record()
-    rec["trials"]["t0"]["best"] = float("nan")    # sorted() would put a NaN anywhere
+    rec["trials"]["t0"]["best"] = float("nan")  # sorted() would put a NaN anywhere
     rec["trials"]["t2"]["best"] = None
     assert [t["trial_id"] for t in resolution.ranked(rec, resolution.successful(rec))] == ["t1"]
     for mode in ("min", "max"):
-        tied = _record((("val/loss", mode)))
+        tied = _record(("val/loss", mode))
         for t in tied["trials"].values():
             t["best"] = 0.5
-        assert [t["name"] for t in resolution.ranked(tied, resolution.successful(tied))] == ["pre/a/s1", "pre/a/s2", "pre/b/s1"]
+        assert [t["name"] for t in resolution.ranked(tied, resolution.successful(tied))] == [
+            "pre/a/s1",
+            "pre/a/s2",
+            "pre/b/s1",
+        ]
     for t in rec["trials"].values():
         t["best"] = None
     with pytest.raises(refs.RefError, match="reported a finite value of its select metric 'val/loss'"):
@@ -88,7 +106,9 @@ def test_latest_checkpoint_is_the_newest_and_checkpoint_the_best_epochs():
     rec = _record()
     for t in rec["trials"].values():
         t["latest_checkpoint"] = t["checkpoint"] + "-latest"
-    (cfg, _, ids), = resolution.expand({"best": "${pre.best}", "resume": "${pre.best.latest_checkpoint}"}, {"pre": rec})
+    ((cfg, _, ids),) = resolution.expand(
+        {"best": "${pre.best}", "resume": "${pre.best.latest_checkpoint}"}, {"pre": rec}
+    )
     assert cfg == {"best": "/ck/t1", "resume": "/ck/t1-latest"}
     assert ids["resume"] == "ref:t1:latest_checkpoint"
 
@@ -117,6 +137,6 @@ stages:
     rec = _record()
     with pytest.raises(refs.RefError, match=r"trials fine/best/s0 and fine/first/s0@a/s2 are the same trial"):
         resolve_stage(plan.stages["fine"], {"pre": rec}, tmp_path)
-    rec["trials"]["t1"]["status"] = "error"   # now best is pre/b/s1 and top[1] too: still the same
+    rec["trials"]["t1"]["status"] = "error"  # now best is pre/b/s1 and top[1] too: still the same
     with pytest.raises(refs.RefError, match="pre/b/s1"):
         resolve_stage(plan.stages["fine"], {"pre": rec}, tmp_path)

@@ -28,8 +28,12 @@ def s3():
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
-    env = {"AWS_ACCESS_KEY_ID": "AKIATESTKEY", "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_ENDPOINT_URL": f"http://{host}:{port}"}
+    env = {
+        "AWS_ACCESS_KEY_ID": "AKIATESTKEY",
+        "AWS_SECRET_ACCESS_KEY": SECRET,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+    }
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     client = boto3.client("s3")
@@ -53,9 +57,9 @@ def _objects(client, prefix: str) -> dict[str, bytes]:
 
 
 def _study(name: str, epochs: int = 2, seeds: str = "[1, 2]") -> str:
-    return (f"name: {name}\ndefaults: {{seeds: {seeds}, max_failures: 2}}\nstages:\n  pretrain:\n"
-            + TINY_STAGE.replace("epochs: 2", f"epochs: {epochs}").replace("patch_len: 8}",
-                                                                           "patch_len: 8, early_stopping_patience: null}"))
+    return f"name: {name}\ndefaults: {{seeds: {seeds}, max_failures: 2}}\nstages:\n  pretrain:\n" + TINY_STAGE.replace(
+        "epochs: 2", f"epochs: {epochs}"
+    ).replace("patch_len: 8}", "patch_len: 8, early_stopping_patience: null}")
 
 
 def test_study_on_s3_survives_an_outage_lands_in_the_bucket_and_reads_back_without_secrets(s3, tmp_path):
@@ -66,9 +70,14 @@ def test_study_on_s3_survives_an_outage_lands_in_the_bucket_and_reads_back_witho
     elsewhere.mkdir()
     (work / "study.yaml").write_text(_study("outage", epochs=30, seeds="[1, 2, 3]"))
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "run", "study.yaml", "--storage",
-                             "s3://studies/team"], cwd=work, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", "run", "study.yaml", "--storage", "s3://studies/team"],
+        cwd=work,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     lines = []
     for line in proc.stdout:
         lines.append(line)
@@ -123,10 +132,16 @@ def test_a_missing_bucket_or_denied_access_is_not_retried_for_minutes(s3):
     started = time.perf_counter()
     with pytest.raises(OSError, match="not found|NoSuchBucket|NO_SUCH_BUCKET"):
         Store("s3://no-such-bucket/study").write_text("x", "a.txt")
-    assert time.perf_counter() - started < 5   # was ~2 minutes of backoff
-    for message in ("When reading information for key 'a' in bucket 'b': AWS Error ACCESS_DENIED during HeadObject",
-                    "AWS Error [code 15]: No response body.", "AWS Error INVALID_ACCESS_KEY_ID during PutObject"):
+    assert time.perf_counter() - started < 5  # was ~2 minutes of backoff
+    for message in (
+        "When reading information for key 'a' in bucket 'b': AWS Error ACCESS_DENIED during HeadObject",
+        "AWS Error [code 15]: No response body.",
+        "AWS Error INVALID_ACCESS_KEY_ID during PutObject",
+    ):
         assert permanent(OSError(message)), message
-    for message in ("AWS Error NETWORK_CONNECTION during PutObject: curlCode: 7, Couldn't connect to server",
-                    "AWS Error SLOW_DOWN during PutObject", "AWS Error [code 99]: curlCode: 28, Timeout was reached"):
+    for message in (
+        "AWS Error NETWORK_CONNECTION during PutObject: curlCode: 7, Couldn't connect to server",
+        "AWS Error SLOW_DOWN during PutObject",
+        "AWS Error [code 99]: curlCode: 28, Timeout was reached",
+    ):
         assert not permanent(OSError(message)), message

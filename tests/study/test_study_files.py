@@ -68,9 +68,11 @@ def test_plan_packs_trials_node_by_node_on_a_cluster_file(cli, write_study):
     from orchestrator.planning.resources import ClusterShape, concurrency
 
     two_nodes = ClusterShape(cpus=16, gpus=8, nodes=((8, 4), (8, 4)))
-    assert concurrency({"cpu": 0.5, "gpu": 0.3, "workers": 1}, two_nodes, None) == 24   # 3 per GPU, not 3.33
-    assert concurrency({"cpu": 2, "gpu": 6, "workers": 2}, two_nodes, None) == 1      # 3-GPU workers: 1 per node, 2 per trial
-    assert concurrency({"cpu": 2, "gpu": 8, "workers": 1}, two_nodes, None) == 0      # 8 GPUs exist, not on one node
+    assert concurrency({"cpu": 0.5, "gpu": 0.3, "workers": 1}, two_nodes, None) == 24  # 3 per GPU, not 3.33
+    assert (
+        concurrency({"cpu": 2, "gpu": 6, "workers": 2}, two_nodes, None) == 1
+    )  # 3-GPU workers: 1 per node, 2 per trial
+    assert concurrency({"cpu": 2, "gpu": 8, "workers": 1}, two_nodes, None) == 0  # 8 GPUs exist, not on one node
     study = write_study("""\
         # packing
         name: pack
@@ -99,12 +101,14 @@ def test_plan_packs_trials_node_by_node_on_a_cluster_file(cli, write_study):
 def test_within_seed_is_not_part_of_the_study_identity(tmp_path):
     """How tables group seeds changes no trial: a stored study (also one stored before the
     setting existed) continues when only that changes."""
-    from orchestrator.planning.expand import load_plan
     from orchestrator.execution.study_folder import spec_hash
+    from orchestrator.planning.expand import load_plan
 
     text = (REPO / "matrix.yaml").read_text()
     plain, grouped = tmp_path / "a.yaml", tmp_path / "b.yaml"
     plain.write_text(text)
-    grouped.write_text(text.replace("    compare: {baseline: scratch}", "    compare: {baseline: scratch}\n    within_seed: mean"))
+    grouped.write_text(
+        text.replace("    compare: {baseline: scratch}", "    compare: {baseline: scratch}\n    within_seed: mean")
+    )
     assert load_plan(grouped, check_inputs=False).study.stages["finetune"].within_seed == "mean"
     assert spec_hash(load_plan(plain, check_inputs=False)) == spec_hash(load_plan(grouped, check_inputs=False))

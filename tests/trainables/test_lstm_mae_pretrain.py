@@ -11,14 +11,29 @@ from trainables import lstm_mae_pretrain as mae
 from trainables.models import encoders
 from trainables.runtime.session import LocalSession
 
-SMALL = {"data": "synthetic:ohlc?n=400&length=60&seed=0", "window_length": 60, "hidden_size": 16,
-         "batch_size": 64, "aug_multiplier": 1, "lr": 3e-3, "patch_len": 12, "early_stopping_patience": None}
+SMALL = {
+    "data": "synthetic:ohlc?n=400&length=60&seed=0",
+    "window_length": 60,
+    "hidden_size": 16,
+    "batch_size": 64,
+    "aug_multiplier": 1,
+    "lr": 3e-3,
+    "patch_len": 12,
+    "early_stopping_patience": None,
+}
 
 
 def test_beats_linear_interpolation_on_synthetic_data(tmp_path):
     session = LocalSession(tmp_path)
-    cfg = dict(SMALL, data="synthetic:ohlc?n=1500&length=60&seed=0", epochs=12, hidden_size=48,
-               mask_strategy="random", aug_multiplier=0, seed=0)
+    cfg = dict(
+        SMALL,
+        data="synthetic:ohlc?n=1500&length=60&seed=0",
+        epochs=12,
+        hidden_size=48,
+        mask_strategy="random",
+        aug_multiplier=0,
+        seed=0,
+    )
     final = mae.train(cfg, session)
     first = session.metrics[0]
     assert final["val/masked_mse"] < 0.85 * final["val/interp_mse"], final

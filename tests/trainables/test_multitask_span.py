@@ -12,18 +12,18 @@ import torch
 from sklearn.metrics import f1_score, precision_score, recall_score
 
 from trainables import multitask_span as mt
-from trainables.inputs import multitask_span as mt_inputs
 from trainables.configs.multitask_span import Config
+from trainables.data import span_features
+from trainables.data import synthetic_ohlc as synthetic
 from trainables.data.folds import time_blocks
 from trainables.data.labeled import load_spans
-from trainables.models.span_model import SpanModel
-from trainables.data import span_features
-from trainables.metrics import span as span_metrics
-from trainables.data import synthetic_ohlc as synthetic
 from trainables.data.ohlc import windows_table
-from trainables.runtime.session import LocalSession
-from trainables.metrics.span_diagnostics import TABLES
+from trainables.inputs import multitask_span as mt_inputs
 from trainables.losses.uncertainty import TaskWeighting
+from trainables.metrics import span as span_metrics
+from trainables.metrics.span_diagnostics import TABLES
+from trainables.models.span_model import SpanModel
+from trainables.runtime.session import LocalSession
 
 F = {name: i for i, name in enumerate(span_features.FEATURES)}
 
@@ -33,6 +33,7 @@ def _window(bars: list[tuple[float, float, float, float]]) -> torch.Tensor:
 
 
 # --- features -------------------------------------------------------------------------------
+
 
 def test_price_features_follow_their_formulas():
     x = _window([(10, 12, 9, 11), (11, 13, 10, 12), (12, 12.5, 8, 9)])
@@ -61,9 +62,9 @@ def test_expansion_proxy_is_range_over_its_recent_mean():
     x = _window([(10, 10 + r, 10 - 0 * r, 10) for r in ranges])  # o = c = low, high = low + r
     x[..., 2] = 10.0
     f = span_features.compute(x)[0, :, F["expansion_proxy"]]
-    assert f[0] == pytest.approx(1.0)          # no earlier bar
-    assert f[4] == pytest.approx(3.0)          # 3 / mean(1, 1, 1, 1)
-    assert f[5] == pytest.approx(1 / 1.4)      # 1 / mean(1, 1, 1, 1, 3)
+    assert f[0] == pytest.approx(1.0)  # no earlier bar
+    assert f[4] == pytest.approx(3.0)  # 3 / mean(1, 1, 1, 1)
+    assert f[5] == pytest.approx(1 / 1.4)  # 1 / mean(1, 1, 1, 1, 3)
     long = _window([(10, 10 + (50 if i == 30 else 1), 10, 10) for i in range(31)])
     assert span_features.compute(long)[0, 30, F["expansion_proxy"]] == pytest.approx(span_features.EXPANSION_CLIP)
 
@@ -100,14 +101,14 @@ def test_no_feature_looks_ahead():
     x = torch.as_tensor(synthetic.generate(6, 60, seed=3)["ohlc"])
     changed = x.clone()
     gen = torch.Generator().manual_seed(0)
-    changed[:, 9:] *= torch.exp(0.05 * torch.randn(6, 51, 1, generator=gen, dtype=torch.float64))   # keeps OHLC order
-    changed[:, 9:, 1] *= 1.01                                                                       # and highs move
+    changed[:, 9:] *= torch.exp(0.05 * torch.randn(6, 51, 1, generator=gen, dtype=torch.float64))  # keeps OHLC order
+    changed[:, 9:, 1] *= 1.01  # and highs move
     f, g = span_features.compute(x).double(), span_features.compute(changed).double()
     a, b = f * _scales(x)[:, None], g * _scales(changed)[:, None]
-    assert not torch.allclose(f[:, 9:], g[:, 9:])                   # the change is visible later on
+    assert not torch.allclose(f[:, 9:], g[:, 9:])  # the change is visible later on
     for name, i in F.items():
         assert torch.allclose(a[:, :9, i], b[:, :9, i], atol=1e-5), f"{name} at bars 0..8 sees bars >= 9"
-    assert _scales(x)[0, 0] != _scales(changed)[0, 0]                # the unit itself did change
+    assert _scales(x)[0, 0] != _scales(changed)[0, 0]  # the unit itself did change
 
 
 def test_features_have_the_documented_shape_and_are_finite():
@@ -121,14 +122,20 @@ def test_features_have_the_documented_shape_and_are_finite():
 
 # --- loss weighting, targets, metrics ---------------------------------------------------------
 
+
 def test_uncertainty_loss_equals_the_formula_on_hand_values():
-    w = TaskWeighting({"type": "classification", "ptr": "regression", "span": "classification",
-                       "countdown": "regression"})
+    w = TaskWeighting(
+        {"type": "classification", "ptr": "regression", "span": "classification", "countdown": "regression"}
+    )
     with torch.no_grad():
         w.log_var.copy_(torch.tensor([0.5, -1.0, 0.0, 2.0]))
     losses = torch.tensor([1.2, 0.3, 0.7, 2.0])
-    expected = (1.0 * math.exp(-0.5) * 1.2 + 0.25) + (0.5 * math.exp(1.0) * 0.3 - 0.5) \
-        + (1.0 * 0.7 + 0.0) + (0.5 * math.exp(-2.0) * 2.0 + 1.0)
+    expected = (
+        (1.0 * math.exp(-0.5) * 1.2 + 0.25)
+        + (0.5 * math.exp(1.0) * 0.3 - 0.5)
+        + (1.0 * 0.7 + 0.0)
+        + (0.5 * math.exp(-2.0) * 2.0 + 1.0)
+    )
     assert float(w(losses).detach()) == pytest.approx(expected, rel=1e-6)
     sig = w.sigmas()
     assert sig.tolist() == pytest.approx([math.exp(0.25), math.exp(-0.5), 1.0, math.exp(1.0)], rel=1e-6)
@@ -159,7 +166,7 @@ def test_soft_span_target_and_metrics():
     assert soft[0, 3] > soft[0, 2] > 0.5 > soft[0, 1] > soft[0, 0]
     assert torch.equal(span_metrics.span_masks(torch.tensor([2]), torch.tensor([4]), 8, 0.0)[1], hard)
     prob = torch.tensor([[0.1, 0.6, 0.9, 0.8, 0.4, 0.2, 0.1, 0.7]])
-    m = span_metrics.at_threshold(prob, hard, 0.5)   # predicted bars 1, 2, 3, 7; true 2, 3, 4
+    m = span_metrics.at_threshold(prob, hard, 0.5)  # predicted bars 1, 2, 3, 7; true 2, 3, 4
     assert m["span_precision"] == pytest.approx(2 / 4) and m["span_recall"] == pytest.approx(2 / 3)
     assert m["span_f1"] == pytest.approx(2 * 0.5 * (2 / 3) / (0.5 + 2 / 3))
     rows = span_metrics.sweep(prob, hard)
@@ -168,15 +175,25 @@ def test_soft_span_target_and_metrics():
         assert r["span_f1"] == pytest.approx(span_metrics.at_threshold(prob, hard, r["threshold"])["span_f1"])
     stats = span_metrics.probability_stats(prob, hard)
     assert stats["separation"] == pytest.approx(np.mean([0.9, 0.8, 0.4]) - np.mean([0.1, 0.6, 0.2, 0.1, 0.7]))
-    assert span_metrics.spans_from_mask(torch.tensor([[0, 1, 1, 0, 1], [1, 1, 1, 1, 1]]).bool()) == \
-        [[(1, 2), (4, 4)], [(0, 4)]]
+    assert span_metrics.spans_from_mask(torch.tensor([[0, 1, 1, 0, 1], [1, 1, 1, 1, 1]]).bool()) == [
+        [(1, 2), (4, 4)],
+        [(0, 4)],
+    ]
 
 
 # --- training ---------------------------------------------------------------------------------
 
+
 def _train(tmp_path, name: str, **overrides) -> tuple[dict, LocalSession]:
-    cfg = {"data": "synthetic:ohlc?n=120&labeled=1&seed=4", "epochs": 4, "hidden_size": 24, "seed": 0,
-           "checkpoint_epoch_interval": 2, "gradient_stats_interval": 2, **overrides}
+    cfg = {
+        "data": "synthetic:ohlc?n=120&labeled=1&seed=4",
+        "epochs": 4,
+        "hidden_size": 24,
+        "seed": 0,
+        "checkpoint_epoch_interval": 2,
+        "gradient_stats_interval": 2,
+        **overrides,
+    }
     session = LocalSession(tmp_path / name, checkpoint_every=2)
     return mt.train(cfg, session), session
 
@@ -192,7 +209,9 @@ def test_every_diagnostic_file_has_the_documented_columns(tmp_path):
     lc = pd.read_csv(folder / "loss_components.csv")
     assert sorted(set(lc["phase"])) == ["train", "val"] and len(lc) == 8
     fs = pd.read_csv(folder / "feature_stats.csv")
-    assert sorted(set(fs["epoch"])) == [1] and set(fs["feature_name"]) == set(span_features.FEATURES)  # fixed inputs: once
+    assert sorted(set(fs["epoch"])) == [1] and set(fs["feature_name"]) == set(
+        span_features.FEATURES
+    )  # fixed inputs: once
     gs = pd.read_csv(folder / "gradient_stats.csv")
     assert gs["epoch"].tolist() == [1, 2, 4] and "lstm.weight_ih_l0" in gs.columns and (gs["total_grad_norm"] > 0).all()
     up = pd.read_csv(folder / "uncertainty_params.csv")
@@ -207,8 +226,13 @@ def test_every_diagnostic_file_has_the_documented_columns(tmp_path):
     assert meta["data"]["train"] + meta["data"]["val"] + meta["data"]["test"] == 120 and meta["data"]["test"] == 24
     diag = json.loads((folder / "diagnostics.json").read_text())
     assert {c["level"] for c in diag["criteria"]} == {"minimum", "strong", "exceptional"}
-    assert set(diag["figures"]) == {"loss_curves.png", "loss_components.png", "span_f1.png", "uncertainty.png",
-                                    "span_probabilities.png"}
+    assert set(diag["figures"]) == {
+        "loss_curves.png",
+        "loss_components.png",
+        "span_f1.png",
+        "uncertainty.png",
+        "span_probabilities.png",
+    }
     assert all((folder / f).stat().st_size > 1000 for f in diag["figures"])
     assert metrics["ensemble/members"] == 2
 
@@ -217,10 +241,17 @@ def test_sigmas_move_during_training_and_fixed_weights_do_not(tmp_path):
     _, s = _train(tmp_path, "unc", epochs=6, checkpoint_epoch_interval=None, plots=False)
     up = pd.read_csv(s.artifact_dir / "uncertainty_params.csv")
     sig = up[[c for c in up.columns if c.startswith("sigma_")]]
-    moved = (sig - 1.0).abs()                                   # sigma starts at 1 (s = log sigma^2 = 0)
+    moved = (sig - 1.0).abs()  # sigma starts at 1 (s = log sigma^2 = 0)
     assert (moved.iloc[-1] > 0.005).all() and (moved.iloc[-1] > moved.iloc[0]).all()
-    _, s = _train(tmp_path, "fixed", epochs=3, loss_weighting="fixed", checkpoint_epoch_interval=None, plots=False,
-                  loss_weights={"type": 2.0, "ptr": 1.0, "span": 1.0, "countdown": 0.0})
+    _, s = _train(
+        tmp_path,
+        "fixed",
+        epochs=3,
+        loss_weighting="fixed",
+        checkpoint_epoch_interval=None,
+        plots=False,
+        loss_weights={"type": 2.0, "ptr": 1.0, "span": 1.0, "countdown": 0.0},
+    )
     up = pd.read_csv(s.artifact_dir / "uncertainty_params.csv")
     assert up["sigma_type"].eq(1.0).all() and up["weight_type"].eq(0.5).all() and up["weight_countdown"].eq(0).all()
 
@@ -236,7 +267,9 @@ def test_crf_path_trains_and_decodes_valid_spans(tmp_path):
     # the reported Viterbi span F1 is the per-bar F1 of the best model's decoded validation spans
     windows, _, _, starts, ends = load_spans(cfg.data, cfg.window_length)
     _, (_, val_idx, _) = time_blocks(windows, cfg.split_fractions(len(windows)), cfg.window_length)
-    feats = (span_features.compute(torch.as_tensor(windows.ohlc[val_idx])) - state["feature_mean"]) / state["feature_std"]
+    feats = (span_features.compute(torch.as_tensor(windows.ohlc[val_idx])) - state["feature_mean"]) / state[
+        "feature_std"
+    ]
     model.eval()
     with torch.no_grad():
         decoded = model.decode(model(feats)["span"])
@@ -257,8 +290,17 @@ def test_crf_path_trains_and_decodes_valid_spans(tmp_path):
 
 @pytest.mark.parametrize("use_crf", [False, True])
 def test_learns_planted_spans(tmp_path, use_crf):
-    metrics, _ = _train(tmp_path, f"learn{use_crf}", data="synthetic:ohlc?n=240&labeled=1&seed=11", epochs=25,
-                        hidden_size=96, seed=42, use_crf=use_crf, checkpoint_epoch_interval=None, plots=False)
+    metrics, _ = _train(
+        tmp_path,
+        f"learn{use_crf}",
+        data="synthetic:ohlc?n=240&labeled=1&seed=11",
+        epochs=25,
+        hidden_size=96,
+        seed=42,
+        use_crf=use_crf,
+        checkpoint_epoch_interval=None,
+        plots=False,
+    )
     # scored on the test block (48 windows that chose neither the epoch nor the threshold);
     # measured 2026-12-01: F1 0.953 / 0.955 (CRF), separation 0.873, pointer MAE 0.035
     assert metrics["final/test_span_f1"] >= 0.90
@@ -278,15 +320,21 @@ def test_resume_continues_and_diagnostics_hold_each_epoch_once(tmp_path):
             if metrics["epoch"] == 3:
                 raise Interrupt
 
-    cfg = {"data": "synthetic:ohlc?n=80&labeled=1&seed=2", "epochs": 5, "hidden_size": 16, "seed": 1,
-           "checkpoint_epoch_interval": None, "plots": False}
+    cfg = {
+        "data": "synthetic:ohlc?n=80&labeled=1&seed=2",
+        "epochs": 5,
+        "hidden_size": 16,
+        "seed": 1,
+        "checkpoint_epoch_interval": None,
+        "plots": False,
+    }
     root = tmp_path / "resume"
     with pytest.raises(Interrupt):
         mt.train(cfg, Failing(root, checkpoint_every=2))
     assert pd.read_csv(root / "epoch_metrics.csv")["epoch"].tolist() == [1, 2, 3]
     resumed = LocalSession(root, checkpoint_every=2)
     metrics = mt.train(cfg, resumed)
-    assert [m["epoch"] for m in resumed.metrics] == [3, 4, 5]   # restarted after the epoch-2 checkpoint
+    assert [m["epoch"] for m in resumed.metrics] == [3, 4, 5]  # restarted after the epoch-2 checkpoint
     assert pd.read_csv(root / "epoch_metrics.csv")["epoch"].tolist() == [1, 2, 3, 4, 5]
     assert pd.read_csv(root / "loss_components.csv")["epoch"].tolist() == [1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
     assert "resumed after epoch 2" in (root / "training.log").read_text()
@@ -300,13 +348,13 @@ def test_non_finite_loss_ends_the_trial_as_diverged(tmp_path, monkeypatch):
     def poisoned(*args):
         calls["n"] += 1
         losses = real(*args)
-        return losses * float("nan") if calls["n"] > 8 else losses   # NaN from the 3rd epoch on
+        return losses * float("nan") if calls["n"] > 8 else losses  # NaN from the 3rd epoch on
 
     monkeypatch.setattr(mt, "task_losses", poisoned)
     metrics, session = _train(tmp_path, "nan", epochs=6, plots=False)  # 3 train batches + 1 val per epoch
     assert metrics["diverged"] is True and metrics["epoch"] == 3
     assert [m["epoch"] for m in session.metrics] == [1, 2, 3]
-    assert len(session.checkpoints()) == 1                                 # the epoch-2 one; no NaN state saved
+    assert len(session.checkpoints()) == 1  # the epoch-2 one; no NaN state saved
     assert "non-finite loss" in (session.artifact_dir / "training.log").read_text()
 
 
@@ -316,13 +364,22 @@ def test_bad_spans_are_rejected_with_the_rows(tmp_path):
     path = tmp_path / "bad.parquet"
     import pyarrow.parquet as pq
 
-    pq.write_table(windows_table(data["ohlc"], list(data["window_id"]), label=data["label"],
-                                 expansion_start=data["expansion_start"], expansion_end=data["expansion_end"]), path)
+    pq.write_table(
+        windows_table(
+            data["ohlc"],
+            list(data["window_id"]),
+            label=data["label"],
+            expansion_start=data["expansion_start"],
+            expansion_end=data["expansion_end"],
+        ),
+        path,
+    )
     with pytest.raises(ValueError, match=r"bad.parquet: rows 1, 4: expected 0 <= expansion_start <= expansion_end"):
         mt_inputs.check(Config(data=str(path), window_length=40))
 
 
 # --- through the CLI --------------------------------------------------------------------------
+
 
 @pytest.mark.e2e
 def test_ablation_runs_through_the_cli_and_the_report_shows_criteria_and_plots(tmp_path, write_study):
@@ -352,8 +409,9 @@ def test_ablation_runs_through_the_cli_and_the_report_shows_criteria_and_plots(t
     report = (tmp_path / "runs" / "mt" / "report" / "report.md").read_text()
     assert report.count("### ablation/") == 2 and "| strong | span_f1 > 0.3 |" in report
     assert "final/val_crf_span_f1" in report
-    images = [line.split("](")[1].rstrip(")") for line in report.splitlines() if line.startswith("![")
-              and "trials/" in line]
+    images = [
+        line.split("](")[1].rstrip(")") for line in report.splitlines() if line.startswith("![") and "trials/" in line
+    ]
     assert len(images) == 10 and all((tmp_path / "runs" / "mt" / "report" / p).exists() for p in images)
     trial = next(p.parent for p in (tmp_path / "runs" / "mt" / "ablation").glob("*/diagnostics.json"))
     proc = run_cli("report", trial, cwd=tmp_path)

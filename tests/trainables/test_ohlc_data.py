@@ -48,8 +48,9 @@ def test_broken_invariant_rows_are_named(tmp_path):
 
 def test_wrong_window_length_and_bar_width(tmp_path):
     path = tmp_path / "ragged.parquet"
-    pq.write_table(pa.table({"window_id": ["a", "b"], "ohlc": [[[1, 2, 0.5, 1.5]] * 30, [[1, 2, 0.5, 1.5]] * 29]}),
-                   path)
+    pq.write_table(
+        pa.table({"window_id": ["a", "b"], "ohlc": [[[1, 2, 0.5, 1.5]] * 30, [[1, 2, 0.5, 1.5]] * 29]}), path
+    )
     with pytest.raises(ValueError, match=r"row 1: window has 29 bars; expected 30"):
         ohlc_data.load_windows(str(path), 30)
     path2 = tmp_path / "wide.parquet"

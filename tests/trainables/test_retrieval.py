@@ -22,7 +22,7 @@ def _random_case(seed: int, n_queries: int = 30, n_docs: int = 300):
         cand = rng.choice(docs, size=150, replace=False)
         run[qid] = {d: float(s) for d, s in zip(cand, rng.normal(size=len(cand)))}
         judged = rng.choice(docs, size=int(rng.integers(1, 25)), replace=False)
-        qrels[qid] = {d: int(rng.integers(0, 3)) for d in judged}   # graded: 0, 1, 2
+        qrels[qid] = {d: int(rng.integers(0, 3)) for d in judged}  # graded: 0, 1, 2
     return run, qrels
 
 
@@ -58,7 +58,8 @@ def test_trec_run_file_rescored_by_pytrec_eval_matches(tmp_path):
     assert all(len(d) == 100 for d in parsed.values())
     ref = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut_10"}).evaluate(parsed)
     assert np.mean([r["ndcg_cut_10"] for r in ref.values()]) == pytest.approx(
-        retrieval.evaluate_run(run, qrels)["ndcg@10"], abs=1e-5)
+        retrieval.evaluate_run(run, qrels)["ndcg@10"], abs=1e-5
+    )
 
 
 def test_sigreg_is_small_for_gaussians_and_large_otherwise():
@@ -68,7 +69,7 @@ def test_sigreg_is_small_for_gaussians_and_large_otherwise():
     collapsed = float(sigreg.sigreg(torch.ones(1024, 64) * 0.3 + 0.01 * torch.randn(1024, 64), k=256))
     anisotropic = float(sigreg.sigreg(gauss * torch.linspace(0.05, 3, 64), k=256))
     shifted = float(sigreg.sigreg(gauss + 2.0, k=256))
-    assert small < 2.0                      # O(1): its expectation does not grow with N
+    assert small < 2.0  # O(1): its expectation does not grow with N
     assert collapsed > 50 * small and anisotropic > 10 * small and shifted > 50 * small
     # the same directions for the same step (data-parallel ranks agree), new ones next step
     assert torch.equal(sigreg.directions(64, 8, step=3), sigreg.directions(64, 8, step=3))
@@ -78,7 +79,7 @@ def test_sigreg_is_small_for_gaussians_and_large_otherwise():
 def test_sigreg_gradient_is_finite_in_float32_under_autocast():
     z = (torch.randn(256, 32) * 5).requires_grad_()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        h = torch.nn.functional.linear(z, torch.randn(32, 32))   # a bf16 activation
+        h = torch.nn.functional.linear(z, torch.randn(32, 32))  # a bf16 activation
         loss = sigreg.sigreg(h, k=128)
     assert loss.dtype == torch.float32
     loss.backward()
@@ -120,8 +121,12 @@ def test_malformed_inputs_name_file_and_line(tmp_path):
 def test_beir_blank_qrels_lines_and_titles(tmp_path):
     beir = tmp_path / "beir"
     (beir / "qrels").mkdir(parents=True)
-    (beir / "corpus.jsonl").write_text(json.dumps({"_id": "d1", "title": "T", "text": "x"}) + "\n"
-                                       + json.dumps({"_id": "d2", "title": None, "text": "z"}) + "\n")
+    (beir / "corpus.jsonl").write_text(
+        json.dumps({"_id": "d1", "title": "T", "text": "x"})
+        + "\n"
+        + json.dumps({"_id": "d2", "title": None, "text": "z"})
+        + "\n"
+    )
     (beir / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "y"}) + "\n")
     (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n\nq1\td1\t2\nq9\td2\t1\n\n")
     data = retrieval_data.load_beir(beir)

@@ -20,7 +20,7 @@ def test_strict_improvements_ignore_nan_and_keep_the_first_of_ties():
     assert improved == [True, False, True, False, False, False, True, False]
     assert s.best == 0.3 and s.best_epoch == 7 and s.improvements == 3
     top = sel.Selection("acc", "max")
-    for epoch, v in enumerate([0.1, 0.9, 0.9, True], 1):   # a bool is not a metric value
+    for epoch, v in enumerate([0.1, 0.9, 0.9, True], 1):  # a bool is not a metric value
         top.update({"epoch": epoch, "acc": v})
     assert top.best == 0.9 and top.best_epoch == 2
     assert sel.Selection().summary() == {} and not sel.Selection().update({"x": 1.0})
@@ -35,7 +35,7 @@ def test_state_resumes_only_for_the_same_metric():
     again.load_state_dict(json.loads(json.dumps(s.state_dict())))
     assert again.summary() == s.summary() and not again.improves({"val/loss": 0.25})
     other = sel.Selection("val/masked_mse", "min")
-    other.load_state_dict(s.state_dict())   # the study now selects on another metric: start over
+    other.load_state_dict(s.state_dict())  # the study now selects on another metric: start over
     assert other.best is None
 
 
@@ -45,7 +45,7 @@ def test_model_choice_uses_the_select_metric_only_when_every_epoch_reports_it():
     assert per_epoch.metric == "val/masked_mse"
     final_only = sel.ModelChoice(sel.Selection("final/ndcg@10", "max"), "val/loss", "min")
     final_only.update({"val/loss": 1.0})
-    final_only.update({"val/loss": 2.0, "final/ndcg@10": 0.4})   # the final report does not switch it
+    final_only.update({"val/loss": 2.0, "final/ndcg@10": 0.4})  # the final report does not switch it
     assert final_only.metric == "val/loss" and final_only.best == 1.0
 
 
@@ -73,21 +73,24 @@ def fake_tune(monkeypatch, tmp_path):
 def test_held_reports_still_count_and_the_last_report_carries_the_exact_best(fake_tune):
     # Reports within report_interval_s of the previous one are held and overwritten: Tune sees
     # epoch 1 and the flushed last epoch only. The best (epoch 3) must still be what it ranks by.
-    session = TuneSession(checkpoint_every=None, checkpoint_interval_s=1e9, report_interval_s=1e9,
-                          select={"metric": "val/loss", "mode": "min"})
+    session = TuneSession(
+        checkpoint_every=None,
+        checkpoint_interval_s=1e9,
+        report_interval_s=1e9,
+        select={"metric": "val/loss", "mode": "min"},
+    )
     losses = [0.9, 0.6, 0.2, 0.5, 0.4]
     for epoch, loss in enumerate(losses, 1):
         session.report({"epoch": epoch, "val/loss": loss})
     session.flush()
-    assert [m["epoch"] for m in fake_tune.sent] == [1, 5]            # what reached Tune
-    assert min(m["val/loss"] for m in fake_tune.sent) == 0.4          # what Tune alone would call best
+    assert [m["epoch"] for m in fake_tune.sent] == [1, 5]  # what reached Tune
+    assert min(m["val/loss"] for m in fake_tune.sent) == 0.4  # what Tune alone would call best
     assert fake_tune.sent[-1][sel.BEST] == 0.2 and fake_tune.sent[-1][sel.BEST_EPOCH] == 3
 
 
 def test_an_improving_epoch_asks_for_a_checkpoint_and_scores_it(fake_tune, tmp_path):
-    session = TuneSession(checkpoint_every=None, checkpoint_interval_s=1e9,
-                          select={"metric": "acc", "mode": "max"})
-    session.checkpoint_due(1)   # the clock's first call
+    session = TuneSession(checkpoint_every=None, checkpoint_interval_s=1e9, select={"metric": "acc", "mode": "max"})
+    session.checkpoint_due(1)  # the clock's first call
     scores = []
     for epoch, acc in enumerate([0.5, 0.4, 0.7], 1):
         metrics = {"epoch": epoch, "acc": acc}
@@ -126,8 +129,11 @@ def test_pbt_exploit_restores_the_donor_and_keeps_its_own_selection(monkeypatch,
         ckpt = folder / "checkpoint_000003"
         ckpt.mkdir(parents=True)
         checkpoints.save({"w": torch.tensor(weights), "epoch": 3}, ckpt / checkpoints.STATE_FILE)
-        (ckpt / sel.STATE_FILE).write_text(json.dumps({"metric": "val/loss", "mode": "min", "best": best,
-                                                       "best_epoch": 2.0, "improvements": 2, "reports": 3}))
+        (ckpt / sel.STATE_FILE).write_text(
+            json.dumps(
+                {"metric": "val/loss", "mode": "min", "best": best, "best_epoch": 2.0, "improvements": 2, "reports": 3}
+            )
+        )
     import pyarrow.fs as pafs
 
     storage = types.SimpleNamespace(storage_filesystem=pafs.LocalFileSystem(), trial_fs_path=str(own_dir))
@@ -137,8 +143,8 @@ def test_pbt_exploit_restores_the_donor_and_keeps_its_own_selection(monkeypatch,
 
     session = TuneSession(select={"metric": "val/loss", "mode": "min"})
     state = session.restore_state()
-    assert float(state["w"]) == 2.0                     # the donor's weights
-    assert session.selection.best == 0.9                # this trial's own best so far
+    assert float(state["w"]) == 2.0  # the donor's weights
+    assert session.selection.best == 0.9  # this trial's own best so far
 
     monkeypatch.setattr(tune, "get_checkpoint", lambda: tune.Checkpoint(str(own_dir / "checkpoint_000003")))
     resumed = TuneSession(select={"metric": "val/loss", "mode": "min"})
@@ -155,20 +161,25 @@ def test_driver_finds_the_best_epochs_checkpoint_that_a_restored_tune_does_not_k
 
     from orchestrator.execution.recorder import best_checkpoint
 
-    saved = [("checkpoint_000001", 2, True, 1_000), ("checkpoint_000002", 3, True, 2_000),
-             ("checkpoint_000003", 3, False, 3_000)]
+    saved = [
+        ("checkpoint_000001", 2, True, 1_000),
+        ("checkpoint_000002", 3, True, 2_000),
+        ("checkpoint_000003", 3, False, 3_000),
+    ]
     for name, improvements, is_best, mtime in saved:
         (tmp_path / name).mkdir()
         (tmp_path / name / "state.pt").write_bytes(b"x")
         os.utime(tmp_path / name / "state.pt", (mtime, mtime))
         (tmp_path / name / sel.STATE_FILE).write_text(json.dumps({"improvements": improvements, "is_best": is_best}))
-    known = types.SimpleNamespace(metrics={sel.CHECKPOINT_SCORE: 2},
-                                  checkpoint=types.SimpleNamespace(path=str(tmp_path / "checkpoint_000001")))
+    known = types.SimpleNamespace(
+        metrics={sel.CHECKPOINT_SCORE: 2}, checkpoint=types.SimpleNamespace(path=str(tmp_path / "checkpoint_000001"))
+    )
     trial = types.SimpleNamespace(
         run_metadata=types.SimpleNamespace(checkpoint_manager=types.SimpleNamespace(best_checkpoint_result=known)),
-        storage=types.SimpleNamespace(storage_filesystem=pafs.LocalFileSystem(), trial_fs_path=str(tmp_path)))
+        storage=types.SimpleNamespace(storage_filesystem=pafs.LocalFileSystem(), trial_fs_path=str(tmp_path)),
+    )
     assert best_checkpoint(trial, {sel.IMPROVEMENTS: 3}).path.endswith("checkpoint_000002")
-    assert best_checkpoint(trial, {sel.IMPROVEMENTS: 2}).path.endswith("checkpoint_000001")   # Tune knew it
+    assert best_checkpoint(trial, {sel.IMPROVEMENTS: 2}).path.endswith("checkpoint_000001")  # Tune knew it
 
 
 def test_a_resumed_local_session_still_keeps_the_best_checkpoint(tmp_path):

@@ -16,7 +16,7 @@ def test_checkpoints_are_ordered_by_when_their_state_was_written_not_by_name(tmp
         (tmp_path / name).mkdir()
         (tmp_path / name / "state.pt").write_bytes(b"x")
         os.utime(tmp_path / name / "state.pt", (mtime, mtime))
-    (tmp_path / "checkpoint_000003").mkdir()            # upload cut short: no state.pt
+    (tmp_path / "checkpoint_000003").mkdir()  # upload cut short: no state.pt
     (tmp_path / "checkpoint_notes.txt").write_text("")  # not a folder
     (tmp_path / "metrics.csv").write_text("")
 

@@ -24,9 +24,12 @@ class Config(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    base_model: str = Field(OFFLINE_MINILM, description="A sentence-transformers model folder, a hub name "
-                            "(e.g. sentence-transformers/all-mpnet-base-v2; needs the hub or its cache), or "
-                            f"'{OFFLINE_MINILM}' for the MiniLM shipped in that PyPI package (offline).")
+    base_model: str = Field(
+        OFFLINE_MINILM,
+        description="A sentence-transformers model folder, a hub name "
+        "(e.g. sentence-transformers/all-mpnet-base-v2; needs the hub or its cache), or "
+        f"'{OFFLINE_MINILM}' for the MiniLM shipped in that PyPI package (offline).",
+    )
     train_data: str = Field(description="JSONL of {query, positive, negative} triples.")
     val_data: str | None = Field(None, description="JSONL triples for validation (loss, triplet accuracy, isotropy).")
     beir: list[str] = Field(default_factory=list, description="BEIR folders evaluated after training.")
@@ -51,8 +54,9 @@ class Config(BaseModel):
     epochs: int = Field(1, ge=1)
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (smoke runs).")
     eval_every_steps: int = Field(100, ge=1, description="Validate, report and maybe checkpoint every N steps.")
-    similarity: Literal["cosine", "euclidean"] = Field("cosine", description="Retrieval scoring: use the one "
-                                                      "the model was trained for.")
+    similarity: Literal["cosine", "euclidean"] = Field(
+        "cosine", description="Retrieval scoring: use the one the model was trained for."
+    )
     isotropy_sample: int = Field(1000, ge=10, description="Corpus embeddings sampled for the isotropy scores.")
     encode_batch_size: int = Field(64, ge=1)
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
@@ -60,7 +64,7 @@ class Config(BaseModel):
     seed: int = 0
 
     @model_validator(mode="after")
-    def _cross_checks(self) -> "Config":
+    def _cross_checks(self) -> Config:
         if self.freeze_base and self.base_learning_rate > 0:
             self.base_learning_rate = 0.0  # nothing to train in the base: say so in metadata, not fail
         return self

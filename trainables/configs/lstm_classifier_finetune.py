@@ -16,8 +16,11 @@ class Config(BaseModel):
 
     data: str = Field(description="Labeled windows Parquet, or `synthetic:ohlc?n=..&labeled=1`.")
     window_length: int = Field(105, ge=8)
-    encoder: str | None = Field(None, description="Pretrained encoder: encoder.pt, a checkpoint folder, or a "
-                                "reference such as ${pretrain.best.checkpoint}.")
+    encoder: str | None = Field(
+        None,
+        description="Pretrained encoder: encoder.pt, a checkpoint folder, or a "
+        "reference such as ${pretrain.best.checkpoint}.",
+    )
     hidden_size: int = Field(128, ge=1, description="LSTM units; must equal the encoder's per-direction size.")
     num_heads: int = Field(8, ge=1, description="Attention heads; must divide hidden_size.")
     dropout: float = Field(0.1, ge=0, lt=1)
@@ -31,15 +34,16 @@ class Config(BaseModel):
     encoder_lr_factor: float = Field(1.0, gt=0, description="LR multiplier of the transferred LSTM.")
     class_weights: Literal["none", "balanced"] = Field("none", description="balanced: weight n / (C * n_c).")
     sampler: Literal["shuffle", "balanced"] = Field("shuffle", description="balanced: resample classes equally.")
-    inner_val_fraction: float = Field(0.15, gt=0, lt=0.5, description="Share of a fold's training windows "
-                                      "used for early stopping.")
+    inner_val_fraction: float = Field(
+        0.15, gt=0, lt=0.5, description="Share of a fold's training windows used for early stopping."
+    )
     early_stopping_patience: int | None = Field(10, ge=1)
     device: str = "auto"
     deterministic: bool = False
     seed: int = 0
 
     @model_validator(mode="after")
-    def _cross_checks(self) -> "Config":
+    def _cross_checks(self) -> Config:
         if self.hidden_size % self.num_heads:
             raise ValueError(f"num_heads ({self.num_heads}) must divide hidden_size ({self.hidden_size})")
         return self

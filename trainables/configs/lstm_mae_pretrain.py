@@ -43,7 +43,7 @@ class Config(BaseModel):
     seed: int = 0
 
     @model_validator(mode="after")
-    def _cross_checks(self) -> "Config":
+    def _cross_checks(self) -> Config:
         if self.patch_len > self.window_length:
             raise ValueError(f"patch_len ({self.patch_len}) must not exceed window_length ({self.window_length})")
         return self

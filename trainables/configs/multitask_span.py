@@ -17,24 +17,37 @@ class Config(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    data: str = Field(description="Labeled windows (Parquet with label, expansion_start, expansion_end) "
-                                  "or `synthetic:ohlc?n=..&labeled=1`.")
+    data: str = Field(
+        description="Labeled windows (Parquet with label, expansion_start, expansion_end) "
+        "or `synthetic:ohlc?n=..&labeled=1`."
+    )
     window_length: int = Field(105, ge=20, description="Bars per window (T).")
-    val_fraction: float = Field(0.2, gt=0, lt=1, description="Share of windows (the last ones by `start`, "
-                                "else file order) for validation; overlapping training windows are purged.")
-    test_fraction: float | None = Field(None, ge=0, lt=1, description="Share of windows after validation held "
-                                        "out to report the scores of what was chosen on validation (threshold, "
-                                        "best epoch, ensemble) on windows that did not choose it. None: "
-                                        f"{AUTO_TEST_FRACTION} when that leaves at least {MIN_TEST_WINDOWS} test "
-                                        "windows, else 0; 0: no test block (final/val_* are then the only, "
-                                        "optimistic, scores).")
+    val_fraction: float = Field(
+        0.2,
+        gt=0,
+        lt=1,
+        description="Share of windows (the last ones by `start`, "
+        "else file order) for validation; overlapping training windows are purged.",
+    )
+    test_fraction: float | None = Field(
+        None,
+        ge=0,
+        lt=1,
+        description="Share of windows after validation held "
+        "out to report the scores of what was chosen on validation (threshold, "
+        "best epoch, ensemble) on windows that did not choose it. None: "
+        f"{AUTO_TEST_FRACTION} when that leaves at least {MIN_TEST_WINDOWS} test "
+        "windows, else 0; 0: no test block (final/val_* are then the only, "
+        "optimistic, scores).",
+    )
     epochs: int = Field(100, ge=1)
     batch_size: int = Field(32, ge=1)
     lr: float = Field(1e-3, gt=0, description="AdamW learning rate (model and uncertainty parameters).")
     weight_decay: float = Field(1e-4, ge=0)
     grad_clip: float | None = Field(1.0, gt=0, description="Max gradient norm; None disables clipping.")
-    early_stopping_patience: int | None = Field(None, ge=1, description="Epochs without val_loss improvement; "
-                                                "None trains all epochs (the baseline protocol).")
+    early_stopping_patience: int | None = Field(
+        None, ge=1, description="Epochs without val_loss improvement; None trains all epochs (the baseline protocol)."
+    )
     # model
     hidden_size: int = Field(96, ge=4, description="LSTM units per direction.")
     num_layers: int = Field(1, ge=1)
@@ -45,25 +58,28 @@ class Config(BaseModel):
     loss_weighting: Literal["uncertainty", "fixed"] = "uncertainty"
     loss_weights: dict[Literal["type", "ptr", "span", "countdown"], float] = Field(
         default_factory=lambda: {"type": 1.0, "ptr": 1.0, "span": 1.0, "countdown": 1.0},
-        description="Task weights for loss_weighting: fixed.")
+        description="Task weights for loss_weighting: fixed.",
+    )
     span_edge_softness: float = Field(1.0, ge=0, description="tau (bars) of the soft span target; 0 = hard mask.")
     pointer_delta: float = Field(0.08, gt=0, description="Huber delta of the pointer loss (window fractions).")
     countdown_delta: float = Field(1.0, gt=0, description="Huber delta of the countdown loss.")
     countdown_scale: float = Field(10.0, gt=0, description="Countdown target unit in bars: (onset - t) / scale.")
     # diagnostics
     threshold: float = Field(0.5, gt=0, lt=1, description="Span threshold of the per-epoch metrics.")
-    checkpoint_epoch_interval: int | None = Field(10, ge=1, description="Write checkpoint_epoch_N.pt every N "
-                                                  "epochs (and at the last); None: never.")
+    checkpoint_epoch_interval: int | None = Field(
+        10, ge=1, description="Write checkpoint_epoch_N.pt every N epochs (and at the last); None: never."
+    )
     gradient_stats_interval: int = Field(10, ge=1, description="Epochs between gradient_stats.csv rows (and epoch 1).")
-    ensemble_last_k: int = Field(0, ge=0, description="Average soft span predictions of the last k periodic "
-                                 "checkpoints after training (0: off).")
+    ensemble_last_k: int = Field(
+        0, ge=0, description="Average soft span predictions of the last k periodic checkpoints after training (0: off)."
+    )
     plots: bool = Field(True, description="Write PNG plots after training.")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     deterministic: bool = False
     seed: int = 0
 
     @model_validator(mode="after")
-    def _cross_checks(self) -> "Config":
+    def _cross_checks(self) -> Config:
         if self.ensemble_last_k and self.checkpoint_epoch_interval is None:
             raise ValueError("ensemble_last_k needs checkpoint_epoch_interval (the ensemble reads those checkpoints)")
         return self

@@ -23,8 +23,9 @@ def _catmull_rom(knots: torch.Tensor, length: int) -> torch.Tensor:
     u = (pos - i.to(pos.dtype)).unsqueeze(0)
     padded = torch.cat([knots[:, :1], knots, knots[:, -1:]], dim=1)  # clamp the ends
     p0, p1, p2, p3 = (padded[:, i + j] for j in range(4))
-    return 0.5 * ((2 * p1) + (-p0 + p2) * u + (2 * p0 - 5 * p1 + 4 * p2 - p3) * u**2
-                  + (-p0 + 3 * p1 - 3 * p2 + p3) * u**3)
+    return 0.5 * (
+        (2 * p1) + (-p0 + p2) * u + (2 * p0 - 5 * p1 + 4 * p2 - p3) * u**2 + (-p0 + 3 * p1 - 3 * p2 + p3) * u**3
+    )
 
 
 def time_warp(x: torch.Tensor, sigma: float, knots: int = 4, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -73,7 +74,12 @@ def jitter(x: torch.Tensor, sigma: float, generator: torch.Generator | None = No
     return repair_ohlc(x + noise)
 
 
-def augment(x: torch.Tensor, warp_sigma: float, scale_sigma: float, jitter_sigma: float,
-            generator: torch.Generator | None = None) -> torch.Tensor:
+def augment(
+    x: torch.Tensor,
+    warp_sigma: float,
+    scale_sigma: float,
+    jitter_sigma: float,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Time warp, then scaling, then jitter (the order keeps every step invariant-preserving)."""
     return jitter(scale(time_warp(x, warp_sigma, generator=generator), scale_sigma, generator), jitter_sigma, generator)

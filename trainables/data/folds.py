@@ -65,8 +65,9 @@ def pieces(starts: np.ndarray, length: int, k: int) -> np.ndarray:
     return group
 
 
-def make_folds(labels: np.ndarray, k: int, seed: int, starts: np.ndarray | None = None,
-               length: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+def make_folds(
+    labels: np.ndarray, k: int, seed: int, starts: np.ndarray | None = None, length: int | None = None
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """K (train, validation) index pairs; see the module docstring."""
     n = len(labels)
     if k < 2 or k > n:
@@ -90,8 +91,9 @@ def make_folds(labels: np.ndarray, k: int, seed: int, starts: np.ndarray | None 
     return out
 
 
-def time_split(n: int, fractions: tuple[float, ...], starts: np.ndarray | None = None,
-               length: int | None = None) -> list[np.ndarray]:
+def time_split(
+    n: int, fractions: tuple[float, ...], starts: np.ndarray | None = None, length: int | None = None
+) -> list[np.ndarray]:
     """Split n windows into consecutive blocks: train first, then one block per fraction (e.g.
     validation, test), each the last windows by `start` (file order without `start`). A window
     that shares a bar with any later block is purged, so overlapping windows never straddle
@@ -106,7 +108,7 @@ def time_split(n: int, fractions: tuple[float, ...], starts: np.ndarray | None =
         if length is None:
             raise ValueError("purging overlapping windows needs the window length")
         for i in range(len(blocks) - 1):
-            later = np.concatenate(blocks[i + 1:])
+            later = np.concatenate(blocks[i + 1 :])
             if len(later):
                 blocks[i] = blocks[i][starts[blocks[i]] + length <= starts[later].min()]
     if len(blocks[0]) == 0:
@@ -114,8 +116,9 @@ def time_split(n: int, fractions: tuple[float, ...], starts: np.ndarray | None =
     return [np.sort(b) for b in blocks]
 
 
-def inner_split(labels: np.ndarray, fraction: float, seed: int, starts: np.ndarray | None = None,
-                length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def inner_split(
+    labels: np.ndarray, fraction: float, seed: int, starts: np.ndarray | None = None, length: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(fit, early-stopping) indices of a fold's training windows; see the module docstring."""
     n = len(labels)
     if _independent(starts, length):
@@ -136,8 +139,10 @@ def split_note(line, n: int, blocks, names: tuple[str, ...]) -> str:
     sizes = ", ".join(f"{name} {len(b)}" for name, b in zip(names, blocks))
     purged = n - sum(len(b) for b in blocks)
     if line.overlapping:
-        return (f"{line.overlapping} of {n} windows share bars with another (positions: {line.source}); split by "
-                f"time with {purged} purged so that none shares a bar across blocks: {sizes}")
+        return (
+            f"{line.overlapping} of {n} windows share bars with another (positions: {line.source}); split by "
+            f"time with {purged} purged so that none shares a bar across blocks: {sizes}"
+        )
     return f"no window shares a bar with another (positions: {line.source}); split by time: {sizes}"
 
 
@@ -153,7 +158,9 @@ def folds_note(line: Timeline, folds: list, n: int) -> str:
     when some share bars (trainables/data/overlap.py), else stratified ones."""
     purged = sum(n - len(tr) - len(va) for tr, va in folds)
     if line.overlapping:
-        return (f"{line.overlapping} of {n} windows share bars with another (positions: {line.source}); "
-                f"{len(folds)} grouped, purged folds ({purged} training windows purged over all folds), early "
-                "stopping split the same way; no window shares a bar with one on the other side")
+        return (
+            f"{line.overlapping} of {n} windows share bars with another (positions: {line.source}); "
+            f"{len(folds)} grouped, purged folds ({purged} training windows purged over all folds), early "
+            "stopping split the same way; no window shares a bar with one on the other side"
+        )
     return f"no window shares a bar with another (positions: {line.source}); {len(folds)} stratified folds"

@@ -27,8 +27,10 @@ def load_spans(source: str, window_length: int):
     ends = np.asarray(windows.extra["expansion_end"])
     bad = np.flatnonzero(~((starts >= 0) & (starts <= ends) & (ends < window_length)))
     if bad.size:
-        raise ValueError(f"{source}: {ohlc.row_list(bad)}: expected 0 <= expansion_start <= expansion_end "
-                         f"< window_length ({window_length})")
+        raise ValueError(
+            f"{source}: {ohlc.row_list(bad)}: expected 0 <= expansion_start <= expansion_end "
+            f"< window_length ({window_length})"
+        )
     return windows, classes, y, starts.astype(np.int64), ends.astype(np.int64)
 
 

@@ -33,8 +33,9 @@ def _geometric(shape, mean: float, device, generator) -> torch.Tensor:
     return torch.floor(torch.log(u) / math.log1p(-p)) + 1
 
 
-def block_mask(shape: tuple[int, int, int], ratio: float, device, mean_block: float = 3.0,
-               generator=None) -> torch.Tensor:
+def block_mask(
+    shape: tuple[int, int, int], ratio: float, device, mean_block: float = 3.0, generator=None
+) -> torch.Tensor:
     b, t, c = shape
     if ratio <= 0:
         return torch.zeros(shape, dtype=torch.bool, device=device)
@@ -45,7 +46,9 @@ def block_mask(shape: tuple[int, int, int], ratio: float, device, mean_block: fl
     # The start state is drawn from the stationary distribution; geometric runs are memoryless,
     # so the window is then a stationary sample of the chain and its hidden share is r.
     starts_hidden = torch.rand(b * c, device=device, generator=generator) < ratio
-    first = torch.where(starts_hidden.view(-1, 1, 1), torch.stack([hidden, visible], 2), torch.stack([visible, hidden], 2))
+    first = torch.where(
+        starts_hidden.view(-1, 1, 1), torch.stack([hidden, visible], 2), torch.stack([visible, hidden], 2)
+    )
     lengths = first.reshape(b * c, 2 * n_runs)
     ends = torch.cumsum(lengths, dim=1)
     pos = torch.arange(t, device=device, dtype=ends.dtype).expand(b * c, t).contiguous()
@@ -54,8 +57,7 @@ def block_mask(shape: tuple[int, int, int], ratio: float, device, mean_block: fl
     return is_hidden.reshape(b, c, t).transpose(1, 2)
 
 
-def patch_mask(shape: tuple[int, int, int], ratio: float, device, patch_len: int = 12,
-               generator=None) -> torch.Tensor:
+def patch_mask(shape: tuple[int, int, int], ratio: float, device, patch_len: int = 12, generator=None) -> torch.Tensor:
     b, t, c = shape
     n_patches = math.ceil(t / patch_len)
     k = torch.floor(ratio * n_patches + torch.rand(b, 1, device=device, generator=generator))
@@ -66,8 +68,16 @@ def patch_mask(shape: tuple[int, int, int], ratio: float, device, patch_len: int
     return per_bar.unsqueeze(-1).expand(b, t, c).contiguous()
 
 
-def make_mask(strategy: str, shape: tuple[int, int, int], ratio: float, device, *, patch_len: int = 12,
-              mean_block: float = 3.0, generator=None) -> torch.Tensor:
+def make_mask(
+    strategy: str,
+    shape: tuple[int, int, int],
+    ratio: float,
+    device,
+    *,
+    patch_len: int = 12,
+    mean_block: float = 3.0,
+    generator=None,
+) -> torch.Tensor:
     if strategy == "random":
         return random_mask(shape, ratio, device, generator)
     if strategy == "block":
@@ -97,6 +107,7 @@ def interpolate_masked(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     span = (next_src - prev_idx).clamp_min(1).to(x.dtype)
     w = (pos - prev_idx).to(x.dtype) / span
     both = prev_val + w * (next_val - prev_val)
-    filled = torch.where(has_prev & has_next, both,
-                         torch.where(has_prev, prev_val, torch.where(has_next, next_val, torch.zeros_like(x))))
+    filled = torch.where(
+        has_prev & has_next, both, torch.where(has_prev, prev_val, torch.where(has_next, next_val, torch.zeros_like(x)))
+    )
     return torch.where(mask, filled, x)

@@ -23,10 +23,10 @@ OHLC = ("open", "high", "low", "close")
 
 @dataclass
 class Windows:
-    ohlc: np.ndarray                 # (N, T, 4) float32, raw prices
-    window_id: np.ndarray            # (N,) str
+    ohlc: np.ndarray  # (N, T, 4) float32, raw prices
+    window_id: np.ndarray  # (N,) str
     start: np.ndarray | None = None  # (N,) bar index in the source series, if known
-    extra: dict | None = None        # other columns (labels, spans) as numpy arrays
+    extra: dict | None = None  # other columns (labels, spans) as numpy arrays
 
     def __len__(self) -> int:
         return len(self.ohlc)
@@ -36,7 +36,9 @@ def row_list(idx: np.ndarray, limit: int = 5, noun: str = "row") -> str:
     """`rows 3, 7, 9 (and 12 more)`: the rows an error is about (0-based, as in the file)."""
     idx = np.asarray(idx).ravel()
     shown = ", ".join(str(int(i)) for i in idx[:limit])
-    return f"{noun}{'s' if len(idx) > 1 else ''} {shown}" + (f" (and {len(idx) - limit} more)" if len(idx) > limit else "")
+    return f"{noun}{'s' if len(idx) > 1 else ''} {shown}" + (
+        f" (and {len(idx) - limit} more)" if len(idx) > limit else ""
+    )
 
 
 def broken_bars(ohlc: np.ndarray) -> np.ndarray:
@@ -54,8 +56,10 @@ def check_invariants(ohlc: np.ndarray, name: str) -> None:
         raise ValueError(f"{name}: {row_list(np.flatnonzero(bad))}: NaN or infinite prices")
     broken = broken_bars(ohlc).any(axis=1)
     if broken.any():
-        raise ValueError(f"{name}: {row_list(np.flatnonzero(broken))}: OHLC invariant broken "
-                         "(expected high >= max(open, close) >= min(open, close) >= low)")
+        raise ValueError(
+            f"{name}: {row_list(np.flatnonzero(broken))}: OHLC invariant broken "
+            "(expected high >= max(open, close) >= min(open, close) >= low)"
+        )
 
 
 def load_windows(source: str, length: int | None = None, labeled: bool = False) -> Windows:
@@ -88,10 +92,17 @@ def load_windows(source: str, length: int | None = None, labeled: bool = False) 
     if labeled:
         _check_label_columns(table, source)
     start = table.column("start").to_numpy() if "start" in table.column_names else None
-    extra = {c: table.column(c).to_numpy(zero_copy_only=False)
-             for c in ("label", "expansion_start", "expansion_end") if c in table.column_names}
-    return Windows(ohlc.astype(np.float32), table.column("window_id").to_numpy(zero_copy_only=False).astype(str),
-                   start, extra or None)
+    extra = {
+        c: table.column(c).to_numpy(zero_copy_only=False)
+        for c in ("label", "expansion_start", "expansion_end")
+        if c in table.column_names
+    }
+    return Windows(
+        ohlc.astype(np.float32),
+        table.column("window_id").to_numpy(zero_copy_only=False).astype(str),
+        start,
+        extra or None,
+    )
 
 
 def _check_label_columns(table: pa.Table, source: str) -> None:
@@ -105,7 +116,7 @@ def _check_label_columns(table: pa.Table, source: str) -> None:
         col = table.column(name)
         if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)):
             raise ValueError(f"{source}: column '{name}' has type {col.type}; expected integer bar indices")
-        values = col.to_numpy(zero_copy_only=False).astype(np.float64)   # nulls become NaN
+        values = col.to_numpy(zero_copy_only=False).astype(np.float64)  # nulls become NaN
         bad = np.flatnonzero(~np.isfinite(values) | (values != np.round(values)))
         if bad.size:
             raise ValueError(f"{source}: {row_list(bad)}: {name} is missing or not a whole bar index")
@@ -114,28 +125,36 @@ def _check_label_columns(table: pa.Table, source: str) -> None:
 def _ohlc_array(column: pa.ChunkedArray, source: str, length: int | None) -> np.ndarray:
     col = column.combine_chunks()
     if not (pa.types.is_list(col.type) or pa.types.is_large_list(col.type)) or not (
-        pa.types.is_list(col.type.value_type) or pa.types.is_large_list(col.type.value_type)
+        pa.types.is_list(col.type.value_type)
+        or pa.types.is_large_list(col.type.value_type)
         or pa.types.is_fixed_size_list(col.type.value_type)
     ):
-        raise ValueError(f"{source}: column 'ohlc' has type {col.type}; expected a list of [open, high, low, close] bars")
+        raise ValueError(
+            f"{source}: column 'ohlc' has type {col.type}; expected a list of [open, high, low, close] bars"
+        )
     if col.null_count:
-        raise ValueError(f"{source}: {row_list(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False)))}: "
-                         "'ohlc' is null")
+        raise ValueError(
+            f"{source}: {row_list(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False)))}: 'ohlc' is null"
+        )
     outer = col.value_lengths().to_numpy()
     expected = length if length is not None else int(outer[0])
     wrong = np.flatnonzero(outer != expected)
     if wrong.size:
-        raise ValueError(f"{source}: {row_list(wrong)}: window has {int(outer[wrong[0]])} bars; "
-                         f"expected {expected}")
+        raise ValueError(f"{source}: {row_list(wrong)}: window has {int(outer[wrong[0]])} bars; expected {expected}")
     bars = col.flatten()
     if bars.null_count:
         raise ValueError(f"{source}: a bar in 'ohlc' is null")
-    inner = bars.value_lengths().to_numpy() if not pa.types.is_fixed_size_list(bars.type) else \
-        np.full(len(bars), bars.type.list_size)
+    inner = (
+        bars.value_lengths().to_numpy()
+        if not pa.types.is_fixed_size_list(bars.type)
+        else np.full(len(bars), bars.type.list_size)
+    )
     bad_bars = np.flatnonzero(inner != 4)
     if bad_bars.size:
-        raise ValueError(f"{source}: {row_list(np.unique(bad_bars // expected))}: a bar has {int(inner[bad_bars[0]])} "
-                         "values; expected 4 (open, high, low, close)")
+        raise ValueError(
+            f"{source}: {row_list(np.unique(bad_bars // expected))}: a bar has {int(inner[bad_bars[0]])} "
+            "values; expected 4 (open, high, low, close)"
+        )
     values = bars.flatten().to_numpy(zero_copy_only=False).astype(np.float64)
     return values.reshape(len(col), expected, 4)
 
@@ -156,8 +175,10 @@ def windows_table(ohlc: np.ndarray, ids: list[str], start: np.ndarray | None = N
     n, t, _ = ohlc.shape
     bars = pa.FixedSizeListArray.from_arrays(pa.array(ohlc.reshape(-1), pa.float64()), 4)
     offsets = pa.array(np.arange(0, (n + 1) * t, t, dtype=np.int32))
-    data = {"window_id": pa.array(ids, pa.string()),
-            "ohlc": pa.ListArray.from_arrays(offsets, bars.cast(pa.list_(pa.float64())))}
+    data = {
+        "window_id": pa.array(ids, pa.string()),
+        "ohlc": pa.ListArray.from_arrays(offsets, bars.cast(pa.list_(pa.float64()))),
+    }
     if start is not None:
         data["start"] = pa.array(start, pa.int64())
     for name, values in columns.items():
@@ -180,7 +201,9 @@ def csv_to_windows(csv_path: str, out_path: str, length: int = 105, stride: int 
     cols = {c.lower().strip(): c for c in df.columns}
     missing = [c for c in OHLC if c not in cols]
     if missing:
-        raise ValueError(f"{csv_path}: missing column(s) {', '.join(missing)}; found: {', '.join(map(str, df.columns))}")
+        raise ValueError(
+            f"{csv_path}: missing column(s) {', '.join(missing)}; found: {', '.join(map(str, df.columns))}"
+        )
     for ts in ("timestamp", "time", "date", "datetime"):
         if ts in cols:
             df = df.sort_values(cols[ts], kind="stable")
@@ -194,8 +217,10 @@ def csv_to_windows(csv_path: str, out_path: str, length: int = 105, stride: int 
         raise ValueError(f"{csv_path}: {row_list(np.flatnonzero(bad) + 2, noun='line')}: missing or non-numeric price")
     broken = broken_bars(prices)
     if broken.any():
-        raise ValueError(f"{csv_path}: {row_list(np.flatnonzero(broken) + 2, noun='line')}: OHLC invariant broken "
-                         "(expected high >= max(open, close) >= min(open, close) >= low)")
+        raise ValueError(
+            f"{csv_path}: {row_list(np.flatnonzero(broken) + 2, noun='line')}: OHLC invariant broken "
+            "(expected high >= max(open, close) >= min(open, close) >= low)"
+        )
     if length < 2 or stride < 1:
         raise ValueError(f"length must be >= 2 and stride >= 1, got {length}, {stride}")
     if len(prices) < length:

@@ -39,20 +39,25 @@ _MIX = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9], dt
 class Timeline:
     """Start bar of every window on one timeline, and how it was found."""
 
-    start: np.ndarray           # (N,) int64
-    source: str                 # "start column" | "inferred from shared bars"
-    overlapping: int            # windows that share at least one bar with another window
-    chains: int                 # groups of windows connected by shared bars (singletons included)
+    start: np.ndarray  # (N,) int64
+    source: str  # "start column" | "inferred from shared bars"
+    overlapping: int  # windows that share at least one bar with another window
+    chains: int  # groups of windows connected by shared bars (singletons included)
 
     def describe(self, length: int) -> dict:
-        return {"positions": self.source, "windows": len(self.start), "overlapping_windows": self.overlapping,
-                "chains": self.chains, "window_length": length}
+        return {
+            "positions": self.source,
+            "windows": len(self.start),
+            "overlapping_windows": self.overlapping,
+            "chains": self.chains,
+            "window_length": length,
+        }
 
 
 def bar_keys(ohlc: np.ndarray) -> np.ndarray:
     """(N, T) uint64 keys of the bars of (N, T, 4) prices: equal bars have equal keys (a few
     unequal ones may share one: candidates are verified on the prices themselves)."""
-    pairs = np.ascontiguousarray(ohlc, dtype=np.float32).view(np.uint64)   # (N, T, 2): (open, high), (low, close)
+    pairs = np.ascontiguousarray(ohlc, dtype=np.float32).view(np.uint64)  # (N, T, 2): (open, high), (low, close)
     with np.errstate(over="ignore"):
         return (pairs[..., 0] * _MIX[0]) ^ ((pairs[..., 1] + _MIX[2]) * _MIX[1])
 
@@ -69,12 +74,12 @@ def infer_starts(ohlc: np.ndarray, max_candidates: int | None = None) -> tuple[n
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     limit = max_candidates or 4 * t
     keys = bar_keys(ohlc).ravel()
-    order = np.argsort(keys, kind="stable")          # equal keys stay in file order
+    order = np.argsort(keys, kind="stable")  # equal keys stay in file order
     where = np.empty_like(order)
     where[order] = np.arange(len(order))
     sorted_keys = keys[order]
     first = keys.reshape(n, t)[:, 0]
-    own = where[np.arange(n) * t]                    # each window's first bar in the sorted keys
+    own = where[np.arange(n) * t]  # each window's first bar in the sorted keys
     lo = np.maximum(np.searchsorted(sorted_keys, first, "left"), own - limit)
     hi = np.minimum(np.searchsorted(sorted_keys, first, "right"), own + limit + 1)
     counts = hi - lo
@@ -86,10 +91,10 @@ def infer_starts(ohlc: np.ndarray, max_candidates: int | None = None) -> tuple[n
     # nearest first: sorted by (w, q, b); each window's first candidate that verifies wins.
     # Verified in rounds, one candidate per window each (almost every window is done in the
     # first round: its nearest candidate is its predecessor), not all candidates at once.
-    idx = np.argsort(w * t + q, kind="stable")       # stable: equal (w, q) stay in file order of b
+    idx = np.argsort(w * t + q, kind="stable")  # stable: equal (w, q) stay in file order of b
     w, b, q = w[idx], b[idx], q[idx]
     parent = np.arange(n)
-    offset = np.zeros(n, dtype=np.int64)              # bars after the parent's start
+    offset = np.zeros(n, dtype=np.int64)  # bars after the parent's start
     if len(w):
         begin = np.flatnonzero(np.r_[True, w[1:] != w[:-1]])
         end = np.r_[begin[1:], len(w)]
@@ -112,7 +117,7 @@ def infer_starts(ohlc: np.ndarray, max_candidates: int | None = None) -> tuple[n
     np.maximum.at(span, chain, offset + t)
     first_row = np.full(len(roots), n, dtype=np.int64)
     np.minimum.at(first_row, chain, np.arange(n))
-    placed = np.argsort(first_row, kind="stable")      # chains in file order of their first window
+    placed = np.argsort(first_row, kind="stable")  # chains in file order of their first window
     base = np.zeros(len(roots), dtype=np.int64)
     base[placed] = np.concatenate([[0], np.cumsum(span[placed] + t)[:-1]])
     return base[chain] + offset, chain
@@ -124,13 +129,13 @@ def _verify(ohlc: np.ndarray, w: np.ndarray, b: np.ndarray, q: np.ndarray, chunk
     ok = np.zeros(len(w), dtype=bool)
     cols = np.arange(t)
     for s in range(0, len(w), chunk):
-        ww, bb, qq = w[s:s + chunk], b[s:s + chunk], q[s:s + chunk]
-        src = cols[None, :] + qq[:, None]              # bar j of w is bar j + q of b
+        ww, bb, qq = w[s : s + chunk], b[s : s + chunk], q[s : s + chunk]
+        src = cols[None, :] + qq[:, None]  # bar j of w is bar j + q of b
         valid = src < t
         a = ohlc[ww]
         other = ohlc[bb[:, None], np.minimum(src, t - 1)]
         same = (a == other).all(axis=-1) | ~valid
-        ok[s:s + chunk] = same.all(axis=1)
+        ok[s : s + chunk] = same.all(axis=1)
     return ok
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 @dataclass
 class BeirDataset:
     name: str
-    corpus: dict[str, str]        # doc id -> "title text"
+    corpus: dict[str, str]  # doc id -> "title text"
     queries: dict[str, str]
     qrels: dict[str, dict[str, int]]
 
@@ -34,8 +34,9 @@ def _jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
                 raise ValueError(f"{path}:{i}: expected a JSON object, got {type(row).__name__}")
             missing = [k for k in required if not isinstance(row.get(k), str)]
             if missing:
-                raise ValueError(f"{path}:{i}: missing or non-string key(s) {', '.join(missing)}; "
-                                 f"expected {', '.join(required)}")
+                raise ValueError(
+                    f"{path}:{i}: missing or non-string key(s) {', '.join(missing)}; expected {', '.join(required)}"
+                )
             rows.append(row)
     if not rows:
         raise ValueError(f"{path}: no rows")
@@ -61,8 +62,10 @@ def load_beir(folder: str | Path, split: str = "test") -> BeirDataset:
         data = load_beir(beir_folder(name), split)
         return BeirDataset(name, data.corpus, data.queries, data.qrels)
     folder = Path(folder)
-    corpus = {r["_id"]: (f"{r['title']} {r['text']}" if r.get("title") else r["text"])
-              for r in _jsonl(folder / "corpus.jsonl", ("_id", "text"))}
+    corpus = {
+        r["_id"]: (f"{r['title']} {r['text']}" if r.get("title") else r["text"])
+        for r in _jsonl(folder / "corpus.jsonl", ("_id", "text"))
+    }
     queries = {r["_id"]: r["text"] for r in _jsonl(folder / "queries.jsonl", ("_id", "text"))}
     qrels_path = folder / "qrels" / f"{split}.tsv"
     if not qrels_path.exists():

@@ -22,7 +22,7 @@ eps = 1e-12 guards divisions.
 | 8 | swing_high_dist | (c_t - H_t) / atr, H_t the high of the last swing high confirmed by bar t |
 | 9 | swing_low_dist | (c_t - L_t) / atr, L_t the low of the last swing low confirmed by bar t |
 | 10 | bars_since_swing | (t - s_t) / T, s_t the bar of the last swing (high or low) confirmed by t |
-| 11 | expansion_proxy | min(r_t / mean(r_{t-n} .. r_{t-1}), 10), n = `EXPANSION_LOOKBACK` (fewer bars near t = 0; 1 at t = 0) |
+| 11 | expansion_proxy | min(r_t / mean(r_{t-n} .. r_{t-1}), 10), n = `EXPANSION_LOOKBACK` (fewer near t = 0; 1 at 0) |
 
 Swings (the zig-zag structure): bar j is a swing high when h_j is the strict maximum of
 h_{j-k} .. h_{j+k} (k = `SWING_ORDER`), a swing low likewise with the minimum of lows. A swing
@@ -36,8 +36,20 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-FEATURES = ("open_rel", "high_rel", "low_rel", "close_rel", "body", "upper_wick", "lower_wick",
-            "log_return", "swing_high_dist", "swing_low_dist", "bars_since_swing", "expansion_proxy")
+FEATURES = (
+    "open_rel",
+    "high_rel",
+    "low_rel",
+    "close_rel",
+    "body",
+    "upper_wick",
+    "lower_wick",
+    "log_return",
+    "swing_high_dist",
+    "swing_low_dist",
+    "bars_since_swing",
+    "expansion_proxy",
+)
 SWING_ORDER = 2
 EXPANSION_LOOKBACK = 10
 EXPANSION_CLIP = 10.0
@@ -49,10 +61,10 @@ def _confirmed_swings(values: torch.Tensor, k: int, highs: bool) -> torch.Tensor
     n, t = values.shape
     sign = 1.0 if highs else -1.0
     v = sign * values
-    padded = F.pad(v[:, None], (k, k), value=float("-inf"))[:, 0]   # (N, T + 2k)
-    windows = padded.unfold(1, 2 * k + 1, 1)                        # (N, T, 2k+1), centred on j
+    padded = F.pad(v[:, None], (k, k), value=float("-inf"))[:, 0]  # (N, T + 2k)
+    windows = padded.unfold(1, 2 * k + 1, 1)  # (N, T, 2k+1), centred on j
     centre = windows[..., k]
-    others = torch.cat([windows[..., :k], windows[..., k + 1:]], dim=-1)
+    others = torch.cat([windows[..., :k], windows[..., k + 1 :]], dim=-1)
     is_swing = centre > others.max(dim=-1).values
     # A swing needs its k bars on both sides inside the window.
     idx = torch.arange(t, device=values.device)
@@ -107,15 +119,30 @@ def compute(x: torch.Tensor) -> torch.Tensor:
     last_swing_bar = torch.maximum(hi_idx, lo_idx).to(x.dtype) - k  # confirming bar -> swing bar
     since = torch.where(last_swing_bar >= 0, bar - last_swing_bar, bar) / t
 
-    csum = F.pad(rng.cumsum(dim=1), (1, 0))                           # csum[:, j] = sum r_0 .. r_{j-1}
+    csum = F.pad(rng.cumsum(dim=1), (1, 0))  # csum[:, j] = sum r_0 .. r_{j-1}
     lo_edge = (torch.arange(t, device=x.device) - EXPANSION_LOOKBACK).clamp_min(0)
     count = (torch.arange(t, device=x.device) - lo_edge).to(x.dtype)
     prior_sum = csum[:, :t] - csum[:, lo_edge]
     prior_mean = prior_sum / count.clamp_min(1)
     expansion = torch.where(count > 0, rng / prior_mean.clamp_min(EPS), torch.ones_like(rng)).clamp(max=EXPANSION_CLIP)
 
-    feats = torch.stack([rel[..., 0], rel[..., 1], rel[..., 2], rel[..., 3], body, upper, lower, log_ret,
-                         swing_high_dist, swing_low_dist, since, expansion], dim=-1)
+    feats = torch.stack(
+        [
+            rel[..., 0],
+            rel[..., 1],
+            rel[..., 2],
+            rel[..., 3],
+            body,
+            upper,
+            lower,
+            log_ret,
+            swing_high_dist,
+            swing_low_dist,
+            since,
+            expansion,
+        ],
+        dim=-1,
+    )
     return feats.to(torch.float32)
 
 

@@ -69,7 +69,7 @@ def generate(n: int, length: int = 105, seed: int = 0) -> dict[str, np.ndarray]:
 
 def parse_uri(uri: str) -> dict:
     """`synthetic:ohlc?n=..&length=..&seed=..&labeled=0|1` -> generator arguments."""
-    body = uri[len("synthetic:"):]
+    body = uri[len("synthetic:") :]
     kind, _, query = body.partition("?")
     if kind != "ohlc":
         raise ValueError(f"{uri}: unknown synthetic data kind {kind!r}; expected 'synthetic:ohlc?n=...'")

@@ -74,7 +74,7 @@ def beir(docs: int, queries: int, seed: int = 0) -> dict:
 
 
 def _args(uri: str, kind: str, defaults: dict) -> dict:
-    body = uri[len("synthetic:"):]
+    body = uri[len("synthetic:") :]
     name, _, query = body.partition("?")
     if name != kind:
         raise ValueError(f"{uri}: expected synthetic:{kind}?...")

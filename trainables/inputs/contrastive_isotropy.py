@@ -19,12 +19,23 @@ def preflight(config: dict, workdir) -> dict:
     data files that are not on this machine."""
     base = config.get("base_model", OFFLINE_MINILM)
     local = base == OFFLINE_MINILM or Path(base).is_dir()
-    beir = ["synthetic:beir?docs=30&queries=5" if str(b).startswith("synthetic:") or not Path(b).exists() else b
-            for b in config.get("beir", [])]
-    return {"max_steps": 2, "eval_every_steps": 1, "batch_size": 4, "epochs": 1, "warmup_steps": 1,
-            "isotropy_sample": 20, "base_model": base if local else OFFLINE_MINILM, "output_dim": 32,
-            "train_data": head_triples(config.get("train_data"), 32, Path(workdir) / "train.jsonl"),
-            "val_data": head_triples(config.get("val_data"), 32, Path(workdir) / "val.jsonl"), "beir": beir}
+    beir = [
+        "synthetic:beir?docs=30&queries=5" if str(b).startswith("synthetic:") or not Path(b).exists() else b
+        for b in config.get("beir", [])
+    ]
+    return {
+        "max_steps": 2,
+        "eval_every_steps": 1,
+        "batch_size": 4,
+        "epochs": 1,
+        "warmup_steps": 1,
+        "isotropy_sample": 20,
+        "base_model": base if local else OFFLINE_MINILM,
+        "output_dim": 32,
+        "train_data": head_triples(config.get("train_data"), 32, Path(workdir) / "train.jsonl"),
+        "val_data": head_triples(config.get("val_data"), 32, Path(workdir) / "val.jsonl"),
+        "beir": beir,
+    }
 
 
 def check(cfg: Config) -> None:

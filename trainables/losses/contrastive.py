@@ -26,7 +26,7 @@ def var_cov(z: torch.Tensor) -> torch.Tensor:
     zc = z - z.mean(dim=0)
     cov = zc.T @ zc / max(len(z) - 1, 1)
     off = cov - torch.diag(torch.diag(cov))
-    return F.relu(1 - std).mean() + (off ** 2).sum() / z.shape[1]
+    return F.relu(1 - std).mean() + (off**2).sum() / z.shape[1]
 
 
 def step_losses(enc, model, batch: list[tuple[str, str, str]], cfg: Config, *, step: int, device) -> dict:
@@ -36,7 +36,9 @@ def step_losses(enc, model, batch: list[tuple[str, str, str]], cfg: Config, *, s
     docs = [t[1] for t in batch] + [t[2] for t in batch]
     q = enc(features(model, queries, device))
     d = enc(features(model, docs, device))
-    scores = cfg.scale * similarity(q, d, cfg.similarity) if cfg.similarity == "cosine" else similarity(q, d, "euclidean")
+    scores = (
+        cfg.scale * similarity(q, d, cfg.similarity) if cfg.similarity == "cosine" else similarity(q, d, "euclidean")
+    )
     mnrl = F.cross_entropy(scores.float(), torch.arange(len(batch), device=device))
     z = torch.cat([q, d])
     out = {"mnrl": mnrl}

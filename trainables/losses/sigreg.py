@@ -35,9 +35,9 @@ def epps_pulley(x: torch.Tensor, knots: int = KNOTS, t_max: float = T_MAX) -> to
     """Per column of x (N x K): the Epps-Pulley statistic against N(0, 1)."""
     n = x.shape[0]
     t = torch.linspace(-t_max, t_max, knots, device=x.device, dtype=torch.float32)
-    tx = x.float()[..., None] * t                                   # (N, K, T)
+    tx = x.float()[..., None] * t  # (N, K, T)
     gauss = torch.exp(-0.5 * t * t)
-    err = (torch.cos(tx).mean(0) - gauss) ** 2 + torch.sin(tx).mean(0) ** 2   # (K, T)
+    err = (torch.cos(tx).mean(0) - gauss) ** 2 + torch.sin(tx).mean(0) ** 2  # (K, T)
     return n * torch.trapezoid(err * gauss, t, dim=-1)
 
 

@@ -27,7 +27,7 @@ class Batch:
     def __len__(self) -> int:
         return len(self.y)
 
-    def take(self, idx: torch.Tensor) -> "Batch":
+    def take(self, idx: torch.Tensor) -> Batch:
         sub = object.__new__(Batch)
         for name, value in vars(self).items():
             setattr(sub, name, value[idx])
@@ -43,8 +43,9 @@ def task_losses(model: SpanModel, out: dict, b: Batch, cfg: Config) -> torch.Ten
     loss_span = F.binary_cross_entropy_with_logits(out["span"], b.soft) + (1 - dice).mean()
     if model.crf is not None:
         tags = b.hard.long()
-        nll = -model.crf(model.emissions(out["span"]), tags, mask=torch.ones_like(tags, dtype=torch.bool),
-                         reduction="mean")
+        nll = -model.crf(
+            model.emissions(out["span"]), tags, mask=torch.ones_like(tags, dtype=torch.bool), reduction="mean"
+        )
         loss_span = loss_span + nll / b.x.shape[1]
     loss_countdown = F.huber_loss(out["countdown"], b.countdown, delta=cfg.countdown_delta)
     return torch.stack([loss_type, loss_ptr, loss_span, loss_countdown])

@@ -40,9 +40,11 @@ def query_metrics(run: dict[str, float], qrels: dict[str, int]) -> dict[str, flo
     ideal = sorted((r for r in qrels.values() if r > 0), reverse=True)[:10]
     idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
     first = next((i for i, d in enumerate(ranked[:10]) if d in relevant), None)
-    return {"ndcg@10": dcg / idcg if idcg > 0 else 0.0,
-            "recall@100": len(relevant & set(ranked[:100])) / len(relevant) if relevant else 0.0,
-            "mrr@10": 1.0 / (first + 1) if first is not None else 0.0}
+    return {
+        "ndcg@10": dcg / idcg if idcg > 0 else 0.0,
+        "recall@100": len(relevant & set(ranked[:100])) / len(relevant) if relevant else 0.0,
+        "mrr@10": 1.0 / (first + 1) if first is not None else 0.0,
+    }
 
 
 def evaluate_run(run: dict[str, dict[str, float]], qrels: dict[str, dict[str, int]]) -> dict[str, float]:
@@ -53,8 +55,9 @@ def evaluate_run(run: dict[str, dict[str, float]], qrels: dict[str, dict[str, in
     return {m: float(np.mean([p[m] for p in per_query])) for m in METRICS} | {"queries": len(per_query)}
 
 
-def search(queries: torch.Tensor, docs: torch.Tensor, k: int, similarity: str = "cosine",
-           chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+def search(
+    queries: torch.Tensor, docs: torch.Tensor, k: int, similarity: str = "cosine", chunk: int = 1024
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact top-k: (scores, indices), each (Q, k). cosine: dot of L2-normalised vectors;
     euclidean: negative L2 distance."""
     k = min(k, len(docs))
@@ -63,7 +66,7 @@ def search(queries: torch.Tensor, docs: torch.Tensor, k: int, similarity: str = 
         docs = torch.nn.functional.normalize(docs, dim=-1)
     out_s, out_i = [], []
     for i in range(0, len(queries), chunk):
-        q = queries[i:i + chunk]
+        q = queries[i : i + chunk]
         s = q @ docs.T if similarity == "cosine" else -torch.cdist(q, docs)
         top = s.topk(k, dim=-1)
         out_s.append(top.values)
@@ -89,7 +92,7 @@ def isotropy(emb: torch.Tensor) -> dict[str, float]:
     total = u.sum(0)
     mean_cos = float((total @ total - (u * u).sum()) / (n * (n - 1))) if n > 1 else float("nan")
     _, vecs = torch.linalg.eigh(w.T @ w)
-    z = torch.logsumexp(w @ vecs, dim=0)          # log Z(c) for each eigenvector c
+    z = torch.logsumexp(w @ vecs, dim=0)  # log Z(c) for each eigenvector c
     return {"isotropy_cosine": 1.0 - mean_cos, "isotropy_partition": float(torch.exp(z.min() - z.max()))}
 
 
@@ -98,18 +101,23 @@ def dataset_name(source: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(source).name if not source.startswith("synthetic:") else source[10:])
 
 
-def evaluate_beir(model, dataset: BeirDataset, similarity_kind: str, *, batch_size: int, sample: int,
-                  seed: int = 0, depth: int = 100) -> tuple[dict, dict]:
+def evaluate_beir(
+    model, dataset: BeirDataset, similarity_kind: str, *, batch_size: int, sample: int, seed: int = 0, depth: int = 100
+) -> tuple[dict, dict]:
     """Encode corpus and queries (SentenceTransformer.encode), exact top-`depth` search, metrics
     and isotropy of a seeded sample of corpus embeddings. Returns (metrics, run)."""
     doc_ids, qids = list(dataset.corpus), [q for q in dataset.queries if q in dataset.qrels]
-    docs = model.encode([dataset.corpus[d] for d in doc_ids], batch_size=batch_size, convert_to_tensor=True,
-                        show_progress_bar=False)
-    queries = model.encode([dataset.queries[q] for q in qids], batch_size=batch_size, convert_to_tensor=True,
-                           show_progress_bar=False)
+    docs = model.encode(
+        [dataset.corpus[d] for d in doc_ids], batch_size=batch_size, convert_to_tensor=True, show_progress_bar=False
+    )
+    queries = model.encode(
+        [dataset.queries[q] for q in qids], batch_size=batch_size, convert_to_tensor=True, show_progress_bar=False
+    )
     scores, idx = search(queries, docs, depth, similarity_kind)
-    run = {q: {doc_ids[j]: float(s) for s, j in zip(srow.tolist(), irow.tolist())}
-           for q, srow, irow in zip(qids, scores, idx)}
+    run = {
+        q: {doc_ids[j]: float(s) for s, j in zip(srow.tolist(), irow.tolist())}
+        for q, srow, irow in zip(qids, scores, idx)
+    }
     metrics = evaluate_run(run, dataset.qrels)
     gen = torch.Generator().manual_seed(seed)
     pick = torch.randperm(len(docs), generator=gen)[:sample]

@@ -15,7 +15,9 @@ import torch
 SWEEP = tuple(round(0.1 + 0.05 * i, 2) for i in range(17))  # 0.10, 0.15, ..., 0.90
 
 
-def span_masks(starts: torch.Tensor, ends: torch.Tensor, length: int, softness: float) -> tuple[torch.Tensor, torch.Tensor]:
+def span_masks(
+    starts: torch.Tensor, ends: torch.Tensor, length: int, softness: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(hard, soft) masks, both (N, T) float."""
     t = torch.arange(length, device=starts.device, dtype=torch.float32)[None]
     s, e = starts.float()[:, None], ends.float()[:, None]
@@ -40,8 +42,9 @@ def prf(c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     tp, fp, fn = c.unbind(-1)
     precision = torch.where(tp + fp > 0, tp / (tp + fp).clamp_min(1), torch.zeros_like(tp))
     recall = torch.where(tp + fn > 0, tp / (tp + fn).clamp_min(1), torch.zeros_like(tp))
-    f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall).clamp_min(1e-12),
-                     torch.zeros_like(tp))
+    f1 = torch.where(
+        precision + recall > 0, 2 * precision * recall / (precision + recall).clamp_min(1e-12), torch.zeros_like(tp)
+    )
     return precision, recall, f1
 
 
@@ -60,8 +63,10 @@ def sweep(prob: torch.Tensor, truth: torch.Tensor, thresholds=SWEEP) -> list[dic
     """Precision/recall/F1 at every threshold, in one vectorised pass."""
     thr = torch.tensor(thresholds, device=prob.device, dtype=prob.dtype)
     p, r, f = prf(counts(prob[None] >= thr[:, None, None], truth))
-    return [{"threshold": float(t), "span_precision": float(a), "span_recall": float(b), "span_f1": float(c)}
-            for t, a, b, c in zip(thresholds, p.tolist(), r.tolist(), f.tolist())]
+    return [
+        {"threshold": float(t), "span_precision": float(a), "span_recall": float(b), "span_f1": float(c)}
+        for t, a, b, c in zip(thresholds, p.tolist(), r.tolist(), f.tolist())
+    ]
 
 
 def best_threshold(rows: list[dict[str, float]]) -> dict[str, float]:
@@ -73,10 +78,18 @@ def probability_stats(prob: torch.Tensor, truth: torch.Tensor) -> dict[str, floa
     """Mean/std of span probabilities on in-span and out-of-span bars, and their separation."""
     inside = truth.bool()
     vin, vout = prob[inside], prob[~inside]
-    stats = torch.stack([vin.mean(), vin.std(), vout.mean(), vout.std()]).tolist() if vin.numel() > 1 and vout.numel() > 1 \
+    stats = (
+        torch.stack([vin.mean(), vin.std(), vout.mean(), vout.std()]).tolist()
+        if vin.numel() > 1 and vout.numel() > 1
         else [float("nan")] * 4
-    return {"in_span_mean": stats[0], "in_span_std": stats[1], "out_span_mean": stats[2], "out_span_std": stats[3],
-            "separation": stats[0] - stats[2]}
+    )
+    return {
+        "in_span_mean": stats[0],
+        "in_span_std": stats[1],
+        "out_span_mean": stats[2],
+        "out_span_std": stats[3],
+        "separation": stats[0] - stats[2],
+    }
 
 
 def spans_from_mask(pred: torch.Tensor) -> list[list[tuple[int, int]]]:

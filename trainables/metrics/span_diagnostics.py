@@ -31,8 +31,15 @@ TABLES = {
     "epoch_metrics.csv": ["epoch", "train_loss", "val_loss", "span_f1", "span_precision", "span_recall", "epoch_time"],
     "loss_components.csv": ["epoch", "phase", "loss_type", "loss_ptr", "loss_span", "loss_countdown", "total_loss"],
     "uncertainty_params.csv": ["epoch"] + [f"sigma_{t}" for t in TASKS] + [f"weight_{t}" for t in TASKS],
-    "probability_stats.csv": ["epoch", "phase", "in_span_mean", "in_span_std", "out_span_mean", "out_span_std",
-                              "separation"],
+    "probability_stats.csv": [
+        "epoch",
+        "phase",
+        "in_span_mean",
+        "in_span_std",
+        "out_span_mean",
+        "out_span_std",
+        "separation",
+    ],
     "feature_stats.csv": ["epoch", "phase", "feature_name", "mean", "std", "min", "max", "median"],
     "gradient_stats.csv": None,  # epoch, total_grad_norm, <parameter names>: known when the model exists
 }
@@ -103,8 +110,9 @@ def criteria(values: dict[str, float]) -> list[dict]:
     for level, metric, op, target in CRITERIA:
         value = values.get(metric)
         passed = value is not None and (value >= target if op == ">=" else value > target)
-        out.append({"level": level, "metric": metric, "condition": f"{op} {target:g}", "value": value,
-                    "passed": bool(passed)})
+        out.append(
+            {"level": level, "metric": metric, "condition": f"{op} {target:g}", "value": value, "passed": bool(passed)}
+        )
     return out
 
 

@@ -26,8 +26,9 @@ class CausalLSTMClassifier(nn.Module):
         return self.head(self.norm(h + a)[:, -1])
 
 
-def build(n_classes: int, *, hidden_size: int, num_heads: int, dropout: float, encoder: str | None,
-          device: torch.device) -> tuple[CausalLSTMClassifier, dict | None]:
+def build(
+    n_classes: int, *, hidden_size: int, num_heads: int, dropout: float, encoder: str | None, device: torch.device
+) -> tuple[CausalLSTMClassifier, dict | None]:
     """The classifier, its LSTM transferred from `encoder` when given; (model, transfer info)."""
     model = CausalLSTMClassifier(n_classes, hidden_size, num_heads, dropout)
     info = encoders.transfer_forward_direction(encoder, model.lstm) if encoder else None

@@ -21,10 +21,20 @@ FORMAT = "bilstm-encoder/1"
 class BiLSTMEncoder(nn.Module):
     def __init__(self, input_size: int = 4, hidden_size: int = 128, num_layers: int = 1, dropout: float = 0.0):
         super().__init__()
-        self.hparams = {"input_size": input_size, "hidden_size": hidden_size, "num_layers": num_layers,
-                        "bidirectional": True}
-        self.lstm = nn.LSTM(input_size, hidden_size, num_layers, batch_first=True, bidirectional=True,
-                            dropout=dropout if num_layers > 1 else 0.0)
+        self.hparams = {
+            "input_size": input_size,
+            "hidden_size": hidden_size,
+            "num_layers": num_layers,
+            "bidirectional": True,
+        }
+        self.lstm = nn.LSTM(
+            input_size,
+            hidden_size,
+            num_layers,
+            batch_first=True,
+            bidirectional=True,
+            dropout=dropout if num_layers > 1 else 0.0,
+        )
 
     @property
     def output_size(self) -> int:
@@ -37,8 +47,9 @@ class BiLSTMEncoder(nn.Module):
 
 def export(encoder: BiLSTMEncoder, path: str | Path, source: dict | None = None) -> None:
     state = {k: v.detach().cpu().clone() for k, v in encoder.lstm.state_dict().items()}
-    checkpoints.save({"format": FORMAT, "state_dict": state, "hparams": dict(encoder.hparams),
-                      "source": source or {}}, path)
+    checkpoints.save(
+        {"format": FORMAT, "state_dict": state, "hparams": dict(encoder.hparams), "source": source or {}}, path
+    )
 
 
 def load_export(path: str | Path) -> dict:

@@ -18,7 +18,7 @@ def resolve_base(name: str) -> str:
     return name
 
 
-def load_base(name: str, device) -> "SentenceTransformer":  # noqa: F821
+def load_base(name: str, device) -> SentenceTransformer:  # noqa: F821
     from sentence_transformers import SentenceTransformer
     from transformers.utils import logging as hf_logging
 
@@ -29,9 +29,10 @@ def load_base(name: str, device) -> "SentenceTransformer":  # noqa: F821
     try:
         return SentenceTransformer(path, device=str(device))
     except (OSError, ValueError) as exc:
-        raise ValueError(f"base_model {name!r}: cannot load it ({' '.join(str(exc).split())[:200]}); give a "
-                         f"local sentence-transformers folder, a hub name reachable from here, or {OFFLINE_MINILM!r}") \
-            from None
+        raise ValueError(
+            f"base_model {name!r}: cannot load it ({' '.join(str(exc).split())[:200]}); give a "
+            f"local sentence-transformers folder, a hub name reachable from here, or {OFFLINE_MINILM!r}"
+        ) from None
 
 
 def build_model(cfg: Config, device: torch.device):

@@ -30,11 +30,17 @@ class LockedDropout(nn.Module):
 class SpanModel(nn.Module):
     def __init__(self, n_features: int, n_classes: int, cfg: Config):
         super().__init__()
-        self.lstm = nn.LSTM(n_features, cfg.hidden_size, cfg.num_layers, batch_first=True,
-                            bidirectional=cfg.bidirectional, dropout=cfg.dropout if cfg.num_layers > 1 else 0.0)
+        self.lstm = nn.LSTM(
+            n_features,
+            cfg.hidden_size,
+            cfg.num_layers,
+            batch_first=True,
+            bidirectional=cfg.bidirectional,
+            dropout=cfg.dropout if cfg.num_layers > 1 else 0.0,
+        )
         width = cfg.hidden_size * (2 if cfg.bidirectional else 1)
         self.drop = LockedDropout(cfg.dropout)
-        self.bar_head = nn.Linear(width, 4)          # span logit, countdown, start logit, end logit
+        self.bar_head = nn.Linear(width, 4)  # span logit, countdown, start logit, end logit
         self.type_head = nn.Linear(2 * width, n_classes)
         self.crf = None
         if cfg.use_crf:

@@ -21,8 +21,9 @@ def wrap(model: nn.Module, device: torch.device, find_unused_parameters: bool = 
     (e.g. a transformer's pooler that mean pooling never uses)."""
     if world()[1] == 1:
         return model
-    return nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None,
-                                               find_unused_parameters=find_unused_parameters)
+    return nn.parallel.DistributedDataParallel(
+        model, device_ids=[device] if device.type == "cuda" else None, find_unused_parameters=find_unused_parameters
+    )
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -37,7 +38,7 @@ def shard(index: torch.Tensor) -> torch.Tensor:
     if size == 1:
         return index
     per_rank = len(index) // size
-    return index[rank * per_rank:(rank + 1) * per_rank]
+    return index[rank * per_rank : (rank + 1) * per_rank]
 
 
 def gather(obj) -> list:
@@ -88,8 +89,11 @@ def placement() -> dict:
     import os
     import socket
 
-    out = {"rank": world()[0], "hostname": socket.gethostname(),
-           "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+    out = {
+        "rank": world()[0],
+        "hostname": socket.gethostname(),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+    }
     try:
         import ray
 

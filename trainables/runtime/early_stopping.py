@@ -8,8 +8,8 @@ from dataclasses import asdict, dataclass
 
 @dataclass
 class EarlyStopping:
-    patience: int | None        # epochs without improvement before stopping; None disables
-    min_delta: float = 0.0      # an improvement must beat the best by more than this
+    patience: int | None  # epochs without improvement before stopping; None disables
+    min_delta: float = 0.0  # an improvement must beat the best by more than this
     mode: str = "min"
     best: float = math.inf
     best_epoch: int = -1
@@ -36,5 +36,5 @@ class EarlyStopping:
         return asdict(self)
 
     @classmethod
-    def from_state(cls, state: dict) -> "EarlyStopping":
+    def from_state(cls, state: dict) -> EarlyStopping:
         return cls(**state)

@@ -7,6 +7,7 @@ import random
 
 import numpy as np
 import torch
+
 # torch.optim's optimizers import torch._dynamo on their first construction (about 1.5 s on a
 # 2-core machine). Importing it with the trainable makes it part of the one-time import a
 # worker process pays, instead of a surprise inside its first trial.
@@ -47,10 +48,16 @@ def rng_state() -> dict:
     uninterrupted one would."""
     _, keys, pos, has_gauss, gauss = np.random.get_state()
     version, internal, gauss_next = random.getstate()
-    state = {"torch": torch.get_rng_state(),
-             "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
-                       "cached_gaussian": float(gauss)},
-             "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next}}
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(gauss),
+        },
+        "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next},
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -61,9 +68,16 @@ def set_rng_state(state: dict) -> None:
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
     saved = state.get("numpy")
-    if isinstance(saved, dict):   # checkpoints before 2026-12 saved the keys only: not restorable
-        np.random.set_state(("MT19937", saved["keys"].numpy().astype(np.uint32), saved["pos"], saved["has_gauss"],
-                             saved["cached_gaussian"]))
+    if isinstance(saved, dict):  # checkpoints before 2026-12 saved the keys only: not restorable
+        np.random.set_state(
+            (
+                "MT19937",
+                saved["keys"].numpy().astype(np.uint32),
+                saved["pos"],
+                saved["has_gauss"],
+                saved["cached_gaussian"],
+            )
+        )
     saved = state.get("python")
     if isinstance(saved, dict):
         random.setstate((saved["version"], tuple(saved["internal"]), saved["gauss_next"]))

@@ -29,13 +29,16 @@ PERMANENT = re.compile(
     r"ACCESS_DENIED|AccessDenied|NO_SUCH_BUCKET|NoSuchBucket|Bucket '[^']*' not found|bucket does not exist"
     r"|INVALID_ACCESS_KEY_ID|InvalidAccessKeyId|SIGNATURE_DOES_NOT_MATCH|SignatureDoesNotMatch"
     r"|INVALID_CLIENT_TOKEN_ID|UNRECOGNIZED_CLIENT|MISSING_AUTHENTICATION_TOKEN|\[code (3|8|15|17|21|22|23)\]"
-    r"|HTTP status 40[13]\b", re.I)
+    r"|HTTP status 40[13]\b",
+    re.I,
+)
 
 
 def permanent(exc: BaseException) -> bool:
     """Whether a storage error is one that no retry can fix (credentials, permissions, bucket)."""
-    return isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)) or \
-        bool(PERMANENT.search(str(exc)))
+    return isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)) or bool(
+        PERMANENT.search(str(exc))
+    )
 
 
 def with_retries(what: str, fn: Callable[[], T], delays: tuple = RETRY_DELAYS_S) -> T:
@@ -47,7 +50,8 @@ def with_retries(what: str, fn: Callable[[], T], delays: tuple = RETRY_DELAYS_S)
         except (OSError, pa.ArrowException) as exc:
             if delay is None or permanent(exc):
                 raise
-            log.warning("storage: %s failed (%s); retry %d in %.1fs", what, " ".join(str(exc).split())[:200],
-                        attempt + 1, delay)
+            log.warning(
+                "storage: %s failed (%s); retry %d in %.1fs", what, " ".join(str(exc).split())[:200], attempt + 1, delay
+            )
             time.sleep(delay)
     raise AssertionError("unreachable")

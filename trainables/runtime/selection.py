@@ -23,11 +23,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-BEST = "select/best"                    # best value of the select metric over every epoch so far
-BEST_EPOCH = "select/best_epoch"        # the epoch (or step, fold: the trainable's unit) it was reached
-IMPROVEMENTS = "select/improvements"    # how many reports improved it so far
-CHECKPOINT_SCORE = "select/checkpoint_score"    # on reports with a checkpoint: IMPROVEMENTS if this one improved, else 0
-STATE_FILE = "selection.json"           # the selection as of a checkpoint, inside the checkpoint folder
+BEST = "select/best"  # best value of the select metric over every epoch so far
+BEST_EPOCH = "select/best_epoch"  # the epoch (or step, fold: the trainable's unit) it was reached
+IMPROVEMENTS = "select/improvements"  # how many reports improved it so far
+CHECKPOINT_SCORE = "select/checkpoint_score"  # on reports with a checkpoint: IMPROVEMENTS if this one improved, else 0
+STATE_FILE = "selection.json"  # the selection as of a checkpoint, inside the checkpoint folder
 UNITS = ("epoch", "step", "fold")
 
 
@@ -55,7 +55,7 @@ class Selection:
         self.reports = 0
 
     @classmethod
-    def of(cls, select: dict | None) -> "Selection":
+    def of(cls, select: dict | None) -> Selection:
         """From a stage's `select` as the orchestrator passes it ({"metric", "mode"}) or None."""
         return cls(select["metric"], select["mode"]) if select else cls()
 
@@ -91,8 +91,14 @@ class Selection:
         return {BEST: self.best, BEST_EPOCH: self.best_epoch, IMPROVEMENTS: self.improvements}
 
     def state_dict(self) -> dict:
-        return {"metric": self.metric, "mode": self.mode, "best": self.best, "best_epoch": self.best_epoch,
-                "improvements": self.improvements, "reports": self.reports}
+        return {
+            "metric": self.metric,
+            "mode": self.mode,
+            "best": self.best,
+            "best_epoch": self.best_epoch,
+            "improvements": self.improvements,
+            "reports": self.reports,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         # (a saved state may carry more keys, e.g. the session's `is_best`: ignored here)

@@ -22,8 +22,9 @@ import posixpath
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Protocol
 
 import pyarrow.fs as pafs
 
@@ -133,8 +134,14 @@ class LocalSession(CheckpointClock):
     (`best_checkpoint`), as the Tune runner does.
     """
 
-    def __init__(self, root: str | Path, checkpoint_every: int | None = 1, keep: int | None = 2,
-                 checkpoint_interval_s: float = 30.0, select: dict | None = None):
+    def __init__(
+        self,
+        root: str | Path,
+        checkpoint_every: int | None = 1,
+        keep: int | None = 2,
+        checkpoint_interval_s: float = 30.0,
+        select: dict | None = None,
+    ):
         super().__init__(checkpoint_every, checkpoint_interval_s, select)
         self.artifact_dir = Path(root)
         self.artifact_dir.mkdir(parents=True, exist_ok=True)
@@ -159,7 +166,7 @@ class LocalSession(CheckpointClock):
         if metrics.get(sel.CHECKPOINT_SCORE):
             self.best_checkpoint = target
         if self.keep is not None:
-            for old in self.checkpoints()[:-self.keep]:
+            for old in self.checkpoints()[: -self.keep]:
                 if old != self.best_checkpoint:
                     shutil.rmtree(old)
 
@@ -171,7 +178,7 @@ class LocalSession(CheckpointClock):
     def restore_state(self, map_location="cpu") -> dict | None:
         newest = list(reversed(self.checkpoints()))  # numbered in the order they were written
         state = self._restored(first_readable((contextlib.nullcontext(str(p)) for p in newest), map_location))
-        for folder in newest:   # which kept checkpoint is the best epoch's (not to be pruned)
+        for folder in newest:  # which kept checkpoint is the best epoch's (not to be pruned)
             saved = read_selection(pafs.LocalFileSystem(), str(folder))
             if saved and saved.get("is_best") and saved.get("improvements") == self.selection.improvements:
                 self.best_checkpoint = folder
@@ -182,8 +189,14 @@ class LocalSession(CheckpointClock):
 class TuneSession(CheckpointClock):
     """Reports to Ray Tune; artifacts go to the trial's working folder, which Tune syncs to storage."""
 
-    def __init__(self, checkpoint_every: int | None = 1, context: dict | None = None,
-                 checkpoint_interval_s: float = 30.0, report_interval_s: float = 0.0, select: dict | None = None):
+    def __init__(
+        self,
+        checkpoint_every: int | None = 1,
+        context: dict | None = None,
+        checkpoint_interval_s: float = 30.0,
+        report_interval_s: float = 0.0,
+        select: dict | None = None,
+    ):
         super().__init__(checkpoint_every, checkpoint_interval_s, select)
         self.artifact_dir = Path.cwd()
         self.context = context or {}
@@ -263,8 +276,9 @@ class TuneSession(CheckpointClock):
             paths.append(latest.path.rstrip("/"))
         if not paths:
             return None
-        return self._restored(first_readable((tune.Checkpoint(path, filesystem=fs).as_directory() for path in paths),
-                                             map_location))
+        return self._restored(
+            first_readable((tune.Checkpoint(path, filesystem=fs).as_directory() for path in paths), map_location)
+        )
 
 
 def _inside(path: str, folder: str) -> bool:
@@ -286,12 +300,19 @@ def checkpoints_newest_first(fs: pafs.FileSystem, trial_dir: str) -> list[str]:
     from trainables.runtime.checkpoints import STATE_FILE
 
     infos = fs.get_file_info(pafs.FileSelector(trial_dir, allow_not_found=True))
-    folders = [i.path.rstrip("/") for i in infos
-               if i.type == pafs.FileType.Directory and posixpath.basename(i.path.rstrip("/")).startswith("checkpoint_")]
+    folders = [
+        i.path.rstrip("/")
+        for i in infos
+        if i.type == pafs.FileType.Directory and posixpath.basename(i.path.rstrip("/")).startswith("checkpoint_")
+    ]
     states = fs.get_file_info([posixpath.join(folder, STATE_FILE) for folder in folders])
     written = [(info.mtime, folder) for info, folder in zip(states, folders) if info.type == pafs.FileType.File]
-    return [folder for _, folder in sorted(written, key=lambda pair: (pair[0].timestamp() if pair[0] else 0.0, pair[1]),
-                                             reverse=True)]
+    return [
+        folder
+        for _, folder in sorted(
+            written, key=lambda pair: (pair[0].timestamp() if pair[0] else 0.0, pair[1]), reverse=True
+        )
+    ]
 
 
 class TrainSession(CheckpointClock):

@@ -61,7 +61,7 @@ class GpuSampler:
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, daemon=True, name="gpu-telemetry")
 
-    def start(self) -> "GpuSampler":
+    def start(self) -> GpuSampler:
         self.sample_once()
         self._thread.start()
         return self
