@@ -117,32 +117,42 @@ def criteria(values: dict[str, float]) -> list[dict]:
 
 
 def plot_all(folder: Path, log: DiagnosticLog, val_probs, val_truth) -> list[str]:
-    """Loss curves, loss components, span F1, sigma/weights, span-probability histogram (PNG)."""
+    """Loss curves, loss components, span F1, sigma/weights, span-probability histogram (PNG);
+    the names of the files written."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    made = []
-
-    def save(fig, name):
+    em = pd.DataFrame(log.rows["epoch_metrics.csv"])
+    if em.empty:
+        return []
+    plots = {
+        "loss_curves.png": lambda: _loss_curves(plt, em),
+        "loss_components.png": lambda: _loss_components(plt, pd.DataFrame(log.rows["loss_components.csv"])),
+        "span_f1.png": lambda: _span_metrics(plt, em),
+        "uncertainty.png": lambda: _uncertainty(plt, pd.DataFrame(log.rows["uncertainty_params.csv"])),
+        "span_probabilities.png": lambda: _probabilities(plt, val_probs, val_truth),
+    }
+    for name, plot in plots.items():
+        fig = plot()
         fig.tight_layout()
         fig.savefig(folder / name, dpi=90)
         plt.close(fig)
-        made.append(name)
+    return list(plots)
 
-    em = pd.DataFrame(log.rows["epoch_metrics.csv"])
-    if em.empty:
-        return made
+
+def _loss_curves(plt, em):
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(em["epoch"], em["train_loss"], label="train")
     ax.plot(em["epoch"], em["val_loss"], label="val")
     ax.set(xlabel="epoch", ylabel="objective", title="Loss")
     ax.legend()
-    save(fig, "loss_curves.png")
+    return fig
 
-    lc = pd.DataFrame(log.rows["loss_components.csv"])
+
+def _loss_components(plt, lc):
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     for ax, phase in zip(axes, ("train", "val")):
         part = lc[lc["phase"] == phase]
@@ -150,16 +160,19 @@ def plot_all(folder: Path, log: DiagnosticLog, val_probs, val_truth) -> list[str
             ax.plot(part["epoch"], part[col], label=col[5:])
         ax.set(xlabel="epoch", title=f"Task losses ({phase})", yscale="log")
     axes[0].legend()
-    save(fig, "loss_components.png")
+    return fig
 
+
+def _span_metrics(plt, em):
     fig, ax = plt.subplots(figsize=(6, 4))
     for col in ("span_f1", "span_precision", "span_recall"):
         ax.plot(em["epoch"], em[col], label=col)
     ax.set(xlabel="epoch", ylim=(0, 1), title="Span metrics (val, threshold of the config)")
     ax.legend()
-    save(fig, "span_f1.png")
+    return fig
 
-    up = pd.DataFrame(log.rows["uncertainty_params.csv"])
+
+def _uncertainty(plt, up):
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for task in TASKS:
         axes[0].plot(up["epoch"], up[f"sigma_{task}"], label=task)
@@ -167,8 +180,10 @@ def plot_all(folder: Path, log: DiagnosticLog, val_probs, val_truth) -> list[str
     axes[0].set(xlabel="epoch", title="sigma per task")
     axes[1].set(xlabel="epoch", title="effective weight share", ylim=(0, 1))
     axes[0].legend()
-    save(fig, "uncertainty.png")
+    return fig
 
+
+def _probabilities(plt, val_probs, val_truth):
     inside = val_truth.bool()
     fig, ax = plt.subplots(figsize=(6, 4))
     bins = [i / 40 for i in range(41)]
@@ -176,5 +191,4 @@ def plot_all(folder: Path, log: DiagnosticLog, val_probs, val_truth) -> list[str
     ax.hist(val_probs[inside].cpu().numpy(), bins=bins, alpha=0.6, density=True, label="in span")
     ax.set(xlabel="span probability", title="Span probabilities (val, best model)")
     ax.legend()
-    save(fig, "span_probabilities.png")
-    return made
+    return fig
