@@ -107,23 +107,12 @@ def fit_fold(
         if frozen and epoch == cfg.freeze_encoder_epochs:
             model.lstm.requires_grad_(True)
             frozen = False
-        model.train()
         order = (
             torch.multinomial(draw_p, len(y), replacement=True)
             if draw_p is not None
             else torch.randperm(len(y), device=y.device)
         )
-        losses = []
-        for i in range(0, len(y), cfg.batch_size):
-            idx = order[i : i + cfg.batch_size]
-            loss = loss_fn(model(x[idx]), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            losses.append(loss.detach())
-        train_loss = float(torch.stack(losses).mean())
+        train_loss = _train_epoch(model, opt, loss_fn, (x[order], y[order]), cfg)
         model.eval()
         with torch.no_grad():
             stop_loss = float(loss_fn(model(x_stop), y_stop)) if len(y_stop) else train_loss
@@ -137,6 +126,24 @@ def fit_fold(
         if stopper.should_stop:
             break
     return best_state, history
+
+
+def _train_epoch(
+    model: CausalLSTMClassifier, opt, loss_fn, data: tuple[torch.Tensor, torch.Tensor], cfg: Config
+) -> float:
+    """One pass over `data` (x, y) in its order, in batches; the mean training loss."""
+    x, y = data
+    model.train()
+    losses = []
+    for i in range(0, len(y), cfg.batch_size):
+        loss = loss_fn(model(x[i : i + cfg.batch_size]), y[i : i + cfg.batch_size])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        losses.append(loss.detach())
+    return float(torch.stack(losses).mean())
 
 
 def train(config: dict, session: Session | None = None) -> dict:

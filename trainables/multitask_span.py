@@ -457,11 +457,31 @@ def _feature_rows(epoch: int, raw_by_phase: dict[str, torch.Tensor]) -> list[dic
 
 
 def _finish(state: TrainState, data: SpanData, cfg: Config, folder: Path) -> dict:
-    """Threshold sweep, evaluation, ensemble, plots and criteria (after the last epoch)."""
-    model, weighting, diag, val_set, test_set = state.model, state.weighting, state.diag, data.val, data.test
+    """Threshold sweep, evaluation, ensemble, plots and criteria (after the last epoch), with the
+    best epoch's weights; the model keeps its last weights afterwards."""
+    model, diag = state.model, state.diag
     current = {k: v.detach().clone() for k, v in model.state_dict().items()}
     model.load_state_dict(state.best_state)
-    val = evaluate(model, weighting, val_set, cfg)
+    out, val_prob = _final_scores(state, data, cfg, folder)
+    if cfg.ensemble_last_k:
+        out.update(_ensemble(model, data.val, data.test, cfg, folder))
+    figures = plot_all(folder, diag, val_prob, data.val.hard) if cfg.plots else []
+    lines = _write_criteria(state, out, figures, len(data.test), folder)
+    diag.log("final: " + ", ".join(f"{k}={v:.4f}" for k, v in out.items()))
+    for line in lines:
+        diag.log(
+            f"criterion {line['level']}: {line['metric']} {line['condition']}: "
+            f"{'PASS' if line['passed'] else 'FAIL'} ({line['value']})"
+        )
+    model.load_state_dict(current)
+    return out
+
+
+def _final_scores(state: TrainState, data: SpanData, cfg: Config, folder: Path) -> tuple[dict, torch.Tensor]:
+    """The threshold chosen on validation (sweep in threshold_sweep.csv), the validation scores
+    at it, and the test block's at the same threshold; (scores, validation probabilities)."""
+    val_set, test_set = data.val, data.test
+    val = evaluate(state.model, state.weighting, val_set, cfg)
     sweep = span_metrics.sweep(val["prob"], val_set.hard)
     write_metrics_csv(sweep, folder / "threshold_sweep.csv")
     chosen = span_metrics.best_threshold(sweep)
@@ -477,34 +497,31 @@ def _finish(state: TrainState, data: SpanData, cfg: Config, folder: Path) -> dic
     }
     if val["decoded"] is not None:
         out.update({f"final/val_crf_{k}": v for k, v in span_metrics.decoded(val["decoded"], val_set.hard).items()})
-    if len(test_set):
-        test = evaluate(model, weighting, test_set, cfg)
-        out.update(
-            {
-                f"final/test_{k}": v
-                for k, v in span_metrics.at_threshold(test["prob"], test_set.hard, chosen["threshold"]).items()
-            }
-        )
-        out.update(
-            {
-                "final/test_separation": span_metrics.probability_stats(test["prob"], test_set.hard)["separation"],
-                "final/test_pointer_mae": test["pointer_mae"],
-                "final/test_accuracy": test["accuracy"],
-            }
-        )
-        if test["decoded"] is not None:
-            out.update(
-                {f"final/test_crf_{k}": v for k, v in span_metrics.decoded(test["decoded"], test_set.hard).items()}
-            )
-    if cfg.ensemble_last_k:
-        out.update(_ensemble(model, val_set, test_set, cfg, folder))
-    figures = plot_all(folder, diag, val["prob"], val_set.hard) if cfg.plots else []
-    em = diag.rows["epoch_metrics.csv"]
+    if not len(test_set):
+        return out, val["prob"]
+    test = evaluate(state.model, state.weighting, test_set, cfg)
+    at = span_metrics.at_threshold(test["prob"], test_set.hard, chosen["threshold"])
+    out.update({f"final/test_{k}": v for k, v in at.items()})
+    out.update(
+        {
+            "final/test_separation": span_metrics.probability_stats(test["prob"], test_set.hard)["separation"],
+            "final/test_pointer_mae": test["pointer_mae"],
+            "final/test_accuracy": test["accuracy"],
+        }
+    )
+    if test["decoded"] is not None:
+        out.update({f"final/test_crf_{k}": v for k, v in span_metrics.decoded(test["decoded"], test_set.hard).items()})
+    return out, val["prob"]
+
+
+def _write_criteria(state: TrainState, out: dict, figures: list[str], n_test: int, folder: Path) -> list[dict]:
+    """The seed's success criteria, judged, into diagnostics.json with the final scores; the criteria."""
+    diag = state.diag
     task_loss = [sum(r[f"loss_{t}"] for t in TASKS) for r in diag.rows["loss_components.csv"] if r["phase"] == "val"]
     reduction = (task_loss[0] - min(task_loss)) / task_loss[0] if task_loss and task_loss[0] > 0 else None
     # The criteria judge the scores of windows that chose nothing (the test block) when there is
     # one; validation chose the threshold and the best epoch, so its scores are optimistic.
-    scored = "test" if len(test_set) else "val"
+    scored = "test" if n_test else "val"
     lines = criteria(
         {
             "val_loss_reduction": reduction,
@@ -512,10 +529,16 @@ def _finish(state: TrainState, data: SpanData, cfg: Config, folder: Path) -> dic
             "separation": out[f"final/{scored}_separation"],
         }
     )
+    on_what = (
+        f"span F1 and separation are of the {n_test} test windows, at that threshold."
+        if scored == "test"
+        else "there is no test block (test_fraction 0, or too few windows), "
+        "so span F1 and separation are of the validation windows themselves: optimistic."
+    )
     write_json(
         {
             "trainable": "multitask_span",
-            "epochs": len(em),
+            "epochs": len(diag.rows["epoch_metrics.csv"]),
             "best_epoch": state.stopper.best_epoch,
             "val_task_loss_first": task_loss[0] if task_loss else None,
             "val_task_loss_best": min(task_loss) if task_loss else None,
@@ -525,24 +548,11 @@ def _finish(state: TrainState, data: SpanData, cfg: Config, folder: Path) -> dic
             "figures": figures,
             "scored_on": scored,
             "notes": "val_loss_reduction uses the unweighted sum of validation task losses (first epoch vs "
-            "best). The threshold and the best epoch were chosen on the validation windows; "
-            + (
-                f"span F1 and separation are of the {len(test_set)} test windows, at that threshold."
-                if scored == "test"
-                else "there is no test block (test_fraction 0, or too few windows), "
-                "so span F1 and separation are of the validation windows themselves: optimistic."
-            ),
+            "best). The threshold and the best epoch were chosen on the validation windows; " + on_what,
         },
         folder / DIAGNOSTICS_FILE,
     )
-    diag.log("final: " + ", ".join(f"{k}={v:.4f}" for k, v in out.items()))
-    for line in lines:
-        diag.log(
-            f"criterion {line['level']}: {line['metric']} {line['condition']}: "
-            f"{'PASS' if line['passed'] else 'FAIL'} ({line['value']})"
-        )
-    model.load_state_dict(current)
-    return out
+    return lines
 
 
 def _ensemble(model: SpanModel, val_set: Batch, test_set: Batch, cfg: Config, folder: Path) -> dict:

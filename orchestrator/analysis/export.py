@@ -28,6 +28,8 @@ def export_results(
     stage: str | None = None,
     within_seed: str | None = None,
 ) -> None:
+    """Write a view of the study's tables (all, trials, aggregate, paired) in `fmt` to `output`,
+    or to stdout."""
     store = open_study(run_dir)
     records = load_records(store)
     if not records:
@@ -48,32 +50,33 @@ def export_results(
         raise UserError(
             Problem("--baseline", "no paired comparison: give --baseline VARIANT (or compare: in the study)")
         )
-    if fmt == "md":
-        text = (
-            render_markdown(t)
-            if view in (None, "all")
-            else trials_table.to_markdown(views[view], list(views[view].columns))
-        )
-    elif fmt == "latex":
-        if view not in (None, "aggregate", "all"):
-            raise UserError(Problem("--format", "latex renders the aggregate view"))
-        text = aggregate_latex(views["aggregate"], t.selects, caption=f"{run_dir}: mean ± 95% CI over seeds")
-    else:
+    if fmt == "parquet":
+        if output is None:
+            raise UserError(Problem("--format", "parquet needs --output FILE"))
         df = views["trials" if view in (None, "all") else view]
-        if fmt == "csv":
-            text = df.to_csv(index=False)
-        elif fmt == "json":
-            text = df.to_json(orient="records", indent=1)
-        elif fmt == "parquet":
-            if output is None:
-                raise UserError(Problem("--format", "parquet needs --output FILE"))
-            trials_table.for_parquet(df).to_parquet(output, index=False)
-            console.print(f"wrote {len(df)} rows to {output}")
-            return
-        else:
-            raise UserError(Problem("--format", f"unknown format {fmt!r}; expected md, csv, parquet, json or latex"))
+        trials_table.for_parquet(df).to_parquet(output, index=False)
+        console.print(f"wrote {len(df)} rows to {output}")
+        return
+    text = _as_text(fmt, view, t, views, run_dir)
     if output is not None:
         output.write_text(text)
         console.print(f"wrote {output}")
     else:
         sys.stdout.write(text)
+
+
+def _as_text(fmt: str, view: str | None, t: study_tables.StudyTables, views: dict, run_dir: str) -> str:
+    if fmt == "md":
+        if view in (None, "all"):
+            return render_markdown(t)
+        return trials_table.to_markdown(views[view], list(views[view].columns))
+    if fmt == "latex":
+        if view not in (None, "aggregate", "all"):
+            raise UserError(Problem("--format", "latex renders the aggregate view"))
+        return aggregate_latex(views["aggregate"], t.selects, caption=f"{run_dir}: mean ± 95% CI over seeds")
+    df = views["trials" if view in (None, "all") else view]
+    if fmt == "csv":
+        return df.to_csv(index=False)
+    if fmt == "json":
+        return df.to_json(orient="records", indent=1)
+    raise UserError(Problem("--format", f"unknown format {fmt!r}; expected md, csv, parquet, json or latex"))

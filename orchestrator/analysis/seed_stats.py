@@ -217,33 +217,42 @@ def paired(
                 **{c: vrows[c].iloc[0] for c in shown_extra},
                 "baseline": baseline,
             }
-            v_seeds, b_seeds = set(vrows["seed"]), set(match["seed"])
-            seeds = sorted(v_seeds & b_seeds)
-            notes = [n for n in (_per_seed_note(vrows), _per_seed_note(match, "baseline: ")) if n]
-            if match.empty:
-                notes.append(
-                    "no baseline trials with the same " + ", ".join(c for c in extras if (base_rows[c] != "").any())
-                )
-            if v_seeds - b_seeds:
-                notes.append("unpaired (no baseline): seed(s) " + ",".join(map(str, sorted(v_seeds - b_seeds))))
-            if b_seeds - v_seeds and not match.empty:
-                notes.append("unpaired (baseline only): seed(s) " + ",".join(map(str, sorted(b_seeds - v_seeds))))
+            seeds = sorted(set(vrows["seed"]) & set(match["seed"]))
+            notes = _pairing_notes(vrows, match, [c for c in extras if (base_rows[c] != "").any()])
             row.update(n=len(seeds), seeds=",".join(map(str, seeds)), note="; ".join(notes))
             for m in metrics:
-                v, b = _per_seed(vrows, m), _per_seed(match, m)
-                common = sorted(set(v.index) & set(b.index))
-                if not common:
-                    continue
-                d = (v.loc[common] - b.loc[common]).to_numpy(dtype=float)
-                mean, std, lo, hi = _ci(d)
-                row.update(
-                    {
-                        f"{m}:delta": mean,
-                        f"{m}:delta_ci_low": lo,
-                        f"{m}:delta_ci_high": hi,
-                        f"{m}:baseline_mean": float(b.loc[common].mean()),
-                        f"{m}:n": len(common),
-                    }
-                )
+                row.update(_deltas(vrows, match, m))
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _pairing_notes(vrows: pd.DataFrame, match: pd.DataFrame, matched_on: list[str]) -> list[str]:
+    """What a pairing could not do: several trials of a seed averaged, no matching baseline,
+    seeds that only one side has."""
+    v_seeds, b_seeds = set(vrows["seed"]), set(match["seed"])
+    notes = [n for n in (_per_seed_note(vrows), _per_seed_note(match, "baseline: ")) if n]
+    if match.empty:
+        notes.append("no baseline trials with the same " + ", ".join(matched_on))
+    if v_seeds - b_seeds:
+        notes.append("unpaired (no baseline): seed(s) " + ",".join(map(str, sorted(v_seeds - b_seeds))))
+    if b_seeds - v_seeds and not match.empty:
+        notes.append("unpaired (baseline only): seed(s) " + ",".join(map(str, sorted(b_seeds - v_seeds))))
+    return notes
+
+
+def _deltas(variant: pd.DataFrame, baseline: pd.DataFrame, m: str) -> dict:
+    """Mean and 95% t-interval of the per-seed differences of metric `m` over the seeds both sides
+    have (none when they share no seed)."""
+    v, b = _per_seed(variant, m), _per_seed(baseline, m)
+    common = sorted(set(v.index) & set(b.index))
+    if not common:
+        return {}
+    d = (v.loc[common] - b.loc[common]).to_numpy(dtype=float)
+    mean, _, lo, hi = _ci(d)
+    return {
+        f"{m}:delta": mean,
+        f"{m}:delta_ci_low": lo,
+        f"{m}:delta_ci_high": hi,
+        f"{m}:baseline_mean": float(b.loc[common].mean()),
+        f"{m}:n": len(common),
+    }

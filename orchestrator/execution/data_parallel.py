@@ -44,42 +44,13 @@ def _forward_callback(queue):
 def run(trial: dict, config: dict, context: dict) -> None:
     """Run the trial's Train workers and relay their reports to Tune (called in the Tune trial)."""
     from ray import tune
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
     from ray.util.queue import Empty, Queue
 
     from orchestrator.storage.store import Store
 
     storage_path, storage_fs = Store(trial["storage"]).ray_storage()
     queue = Queue(maxsize=1, actor_options={"num_cpus": 0})
-    per_worker = trial["worker_resources"]
-    # NCCL between GPU workers, gloo on CPU. ORCHESTRATOR_DIST_BACKEND=gloo overrides it for
-    # clusters whose "GPUs" are logical only (tests on ray.cluster_utils, a CPU machine).
-    backend = os.environ.get("ORCHESTRATOR_DIST_BACKEND") or ("nccl" if per_worker["gpu"] > 0 else "gloo")
-    trainer = TorchTrainer(
-        _worker_loop,
-        train_loop_config={
-            "trainable": trial["trainable"],
-            "config": config,
-            "context": context,
-            "checkpoint_every": trial["checkpoint_every"],
-            "select": trial.get("select"),
-        },
-        torch_config=TorchConfig(backend=backend),
-        scaling_config=ScalingConfig(
-            num_workers=trial["workers"],
-            use_gpu=per_worker["gpu"] > 0,
-            resources_per_worker={"CPU": per_worker["cpu"], "GPU": per_worker["gpu"]},
-        ),
-        run_config=RunConfig(
-            name=context["trial_id"],
-            storage_path=f"{storage_path.rstrip('/')}/{trial['stage']}/_train",
-            storage_filesystem=storage_fs,
-            callbacks=[_forward_callback(queue)],
-            checkpoint_config=CheckpointConfig(num_to_keep=2),
-            failure_config=FailureConfig(max_failures=0),
-        ),
-    )
+    trainer = _trainer(trial, {"config": config, "context": context}, queue, (storage_path, storage_fs))
     outcome: dict = {}
 
     def fit() -> None:
@@ -105,6 +76,42 @@ def run(trial: dict, config: dict, context: dict) -> None:
         raise outcome["error"]
     if last_checkpoint is not None:
         _copy_artifacts(last_checkpoint)
+
+
+def _trainer(trial: dict, loop_config: dict, queue, storage: tuple):
+    """The trial's TorchTrainer: `workers` ranks with their share of the trial's resources, its
+    run in `<stage>/_train/<trial id>` of the study's storage, reports forwarded into `queue`."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    storage_path, storage_fs = storage
+    per_worker = trial["worker_resources"]
+    # NCCL between GPU workers, gloo on CPU. ORCHESTRATOR_DIST_BACKEND=gloo overrides it for
+    # clusters whose "GPUs" are logical only (tests on ray.cluster_utils, a CPU machine).
+    backend = os.environ.get("ORCHESTRATOR_DIST_BACKEND") or ("nccl" if per_worker["gpu"] > 0 else "gloo")
+    return TorchTrainer(
+        _worker_loop,
+        train_loop_config={
+            "trainable": trial["trainable"],
+            **loop_config,
+            "checkpoint_every": trial["checkpoint_every"],
+            "select": trial.get("select"),
+        },
+        torch_config=TorchConfig(backend=backend),
+        scaling_config=ScalingConfig(
+            num_workers=trial["workers"],
+            use_gpu=per_worker["gpu"] > 0,
+            resources_per_worker={"CPU": per_worker["cpu"], "GPU": per_worker["gpu"]},
+        ),
+        run_config=RunConfig(
+            name=loop_config["context"]["trial_id"],
+            storage_path=f"{storage_path.rstrip('/')}/{trial['stage']}/_train",
+            storage_filesystem=storage_fs,
+            callbacks=[_forward_callback(queue)],
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            failure_config=FailureConfig(max_failures=0),
+        ),
+    )
 
 
 def _copy_artifacts(checkpoint) -> None:

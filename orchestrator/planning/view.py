@@ -9,7 +9,7 @@ import statistics
 from rich.console import Console
 from rich.table import Table
 
-from orchestrator.planning.expand import Plan
+from orchestrator.planning.expand import Plan, StagePlan
 from orchestrator.planning.resources import ClusterShape, concurrency, effective_resources
 from orchestrator.storage.records import load_records, open_study
 
@@ -44,50 +44,8 @@ def plan_rows(
             "name": shape.name,
             "nodes": [list(n) for n in shape.node_list],
         },
-        "stages": [],
+        "stages": [_stage_row(plan.stages[name], shape, measured or {}, gpu_price) for name in plan.order],
     }
-    for name in plan.order:
-        sp = plan.stages[name]
-        res, note = effective_resources(sp.resources, shape)
-        conc = min(concurrency(res, shape, sp.stage.max_concurrent), sp.num_trials)
-        waves = math.ceil(sp.num_trials / conc) if conc else None
-        minutes = sp.stage.expected_trial_minutes or (measured or {}).get(sp.stage.trainable)
-        source = "declared" if sp.stage.expected_trial_minutes else "measured" if minutes else None
-        stage = {
-            "stage": name,
-            "trainable": sp.stage.trainable,
-            "needs": sp.stage.needs,
-            "trials": sp.num_trials,
-            "resources": res,
-            "note": note,
-            "concurrent": conc,
-            "waves": waves,
-            "search": sp.describe_search(),
-            "num_samples": sp.stage.search.num_samples if sp.stage.search else 1,
-            "select": sp.stage.select.model_dump() if sp.stage.select else None,
-            "gates": [g.describe() for g in sp.stage.gates],
-            "estimate": None,
-            "rows": [
-                {
-                    "trial_id": t.id,
-                    "name": t.name,
-                    "variant": t.variant,
-                    "seed": t.seed,
-                    "differs": {k: t.config.get(k) for k in sp.differing},
-                }
-                for t in sp.trials
-            ],
-        }
-        if minutes and waves:
-            gpu_hours = sp.num_trials * minutes / 60 * res["gpu"]
-            stage["estimate"] = {
-                "wall_minutes": waves * minutes,
-                "gpu_hours": gpu_hours,
-                "trial_minutes": minutes,
-                "source": source,
-                "cost_usd": gpu_hours * gpu_price if gpu_price is not None else None,
-            }
-        out["stages"].append(stage)
     est = [s["estimate"] for s in out["stages"]]
     if est and all(est):
         out["estimate"] = {
@@ -96,6 +54,50 @@ def plan_rows(
             "cost_usd": sum(e["cost_usd"] for e in est) if gpu_price is not None else None,
         }
     return out
+
+
+def _stage_row(sp: StagePlan, shape: ClusterShape, measured: dict[str, float], gpu_price: float | None) -> dict:
+    """One stage of `plan_rows`: its trials, resources, packing and estimate."""
+    res, note = effective_resources(sp.resources, shape)
+    conc = min(concurrency(res, shape, sp.stage.max_concurrent), sp.num_trials)
+    waves = math.ceil(sp.num_trials / conc) if conc else None
+    minutes = sp.stage.expected_trial_minutes or measured.get(sp.stage.trainable)
+    source = "declared" if sp.stage.expected_trial_minutes else "measured" if minutes else None
+    estimate = None
+    if minutes and waves:
+        gpu_hours = sp.num_trials * minutes / 60 * res["gpu"]
+        estimate = {
+            "wall_minutes": waves * minutes,
+            "gpu_hours": gpu_hours,
+            "trial_minutes": minutes,
+            "source": source,
+            "cost_usd": gpu_hours * gpu_price if gpu_price is not None else None,
+        }
+    rows = [
+        {"trial_id": t.id, "name": t.name, "variant": t.variant, "seed": t.seed, "differs": _differs(t, sp)}
+        for t in sp.trials
+    ]
+    return {
+        "stage": sp.name,
+        "trainable": sp.stage.trainable,
+        "needs": sp.stage.needs,
+        "trials": sp.num_trials,
+        "resources": res,
+        "note": note,
+        "concurrent": conc,
+        "waves": waves,
+        "search": sp.describe_search(),
+        "num_samples": sp.stage.search.num_samples if sp.stage.search else 1,
+        "select": sp.stage.select.model_dump() if sp.stage.select else None,
+        "gates": [g.describe() for g in sp.stage.gates],
+        "estimate": estimate,
+        "rows": rows,
+    }
+
+
+def _differs(trial, sp: StagePlan) -> dict:
+    """The trial's values of the config keys that differ between the stage's trials."""
+    return {k: trial.config.get(k) for k in sp.differing}
 
 
 def render_plan(
@@ -111,46 +113,7 @@ def render_plan(
         f"[bold]study {data['study']}[/]: {plan.num_trials} trials on {where}{shape.cpus:g} CPUs, {shape.gpus:g} GPUs"
     )
     for stage in data["stages"]:
-        res = stage["resources"]
-        head = (
-            f"\n[bold]stage {stage['stage']}[/] ({stage['trainable']}"
-            + (f", needs {', '.join(stage['needs'])}" if stage["needs"] else "")
-            + "): "
-            f"{stage['trials']} trials, {res['cpu']:g} CPU + {res['gpu']:g} GPU each"
-            + (f" ({res['workers']} data-parallel workers)" if res.get("workers", 1) > 1 else "")
-            + ", "
-            f"{stage['concurrent']} at once, {stage['waves']} wave(s)"
-        )
-        console.print(head)
-        if stage["note"]:
-            console.print(f"  [yellow]note[/]: {stage['note']}")
-        if stage["search"]:
-            console.print(
-                f"  search x{stage['num_samples']}: " + ", ".join(f"{k}={v}" for k, v in stage["search"].items())
-            )
-        if stage["select"]:
-            console.print(f"  best = {stage['select']['mode']} {stage['select']['metric']}")
-        for gate in stage["gates"]:
-            console.print(f"  gate: {gate} (stages that need {stage['stage']} run only if it holds)")
-        table = Table(header_style="bold", box=None, pad_edge=False)
-        differs = list(stage["rows"][0]["differs"]) if stage["rows"] else []
-        for col in ["trial id", "variant", "seed", *differs]:
-            table.add_column(col)
-        for row in stage["rows"]:
-            table.add_row(
-                row["trial_id"],
-                row["variant"] or "-",
-                str(row["seed"]),
-                *[_fmt(row["differs"].get(k)) for k in differs],
-            )
-        console.print(table)
-        if stage["estimate"]:
-            e = stage["estimate"]
-            cost = f", ${e['cost_usd']:.2f}" if e.get("cost_usd") is not None else ""
-            console.print(
-                f"  estimate: {e['wall_minutes']:.1f} min wall, {e['gpu_hours']:.2f} GPU-hours{cost} "
-                f"({e['trial_minutes']:.2f} min per trial, {e['source']})"
-            )
+        _render_stage(stage, console)
     if data.get("estimate"):
         e = data["estimate"]
         cost = f", ${e['cost_usd']:.2f}" if e.get("cost_usd") is not None else ""
@@ -161,4 +124,39 @@ def render_plan(
         console.print(
             "\n[dim]time estimate: set `expected_trial_minutes` on a stage, or pass `--history RUN_DIR` "
             "of an earlier study of the same trainable[/]"
+        )
+
+
+def _render_stage(stage: dict, console: Console) -> None:
+    """One stage of `plan`: its header, notes, search, selection, gates, trials and estimate."""
+    res = stage["resources"]
+    workers = f" ({res['workers']} data-parallel workers)" if res.get("workers", 1) > 1 else ""
+    needs = f", needs {', '.join(stage['needs'])}" if stage["needs"] else ""
+    console.print(
+        f"\n[bold]stage {stage['stage']}[/] ({stage['trainable']}{needs}): {stage['trials']} trials, "
+        f"{res['cpu']:g} CPU + {res['gpu']:g} GPU each{workers}, {stage['concurrent']} at once, "
+        f"{stage['waves']} wave(s)"
+    )
+    if stage["note"]:
+        console.print(f"  [yellow]note[/]: {stage['note']}")
+    if stage["search"]:
+        console.print(f"  search x{stage['num_samples']}: " + ", ".join(f"{k}={v}" for k, v in stage["search"].items()))
+    if stage["select"]:
+        console.print(f"  best = {stage['select']['mode']} {stage['select']['metric']}")
+    for gate in stage["gates"]:
+        console.print(f"  gate: {gate} (stages that need {stage['stage']} run only if it holds)")
+    table = Table(header_style="bold", box=None, pad_edge=False)
+    differs = list(stage["rows"][0]["differs"]) if stage["rows"] else []
+    for col in ["trial id", "variant", "seed", *differs]:
+        table.add_column(col)
+    for row in stage["rows"]:
+        cells = [_fmt(row["differs"].get(k)) for k in differs]
+        table.add_row(row["trial_id"], row["variant"] or "-", str(row["seed"]), *cells)
+    console.print(table)
+    if stage["estimate"]:
+        e = stage["estimate"]
+        cost = f", ${e['cost_usd']:.2f}" if e.get("cost_usd") is not None else ""
+        console.print(
+            f"  estimate: {e['wall_minutes']:.1f} min wall, {e['gpu_hours']:.2f} GPU-hours{cost} "
+            f"({e['trial_minutes']:.2f} min per trial, {e['source']})"
         )
