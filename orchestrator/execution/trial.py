@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import os
 
+import pyarrow.fs as pafs
+
 import trainables
 from orchestrator.planning.trials import deep_merge
-from trainables.runtime.session import TuneSession
+from trainables.runtime.session import TuneSession, checkpoints_newest_first
 
 
 def trial_config(config: dict) -> dict:
@@ -84,3 +86,41 @@ def run_trial(config: dict) -> None:
     finally:
         if session.telemetry is not None:
             session.telemetry.stop()
+
+
+class RestoreFromNewestCheckpoint:
+    """Part of the trial actor that Tune builds from `run_trial` (Tune's `__mixins__` hook).
+
+    A restored experiment restarts each unfinished trial from the checkpoint its last experiment
+    snapshot names. After a killed driver that checkpoint may be gone: the snapshot is taken
+    every ~10 s, and in between Tune may have pruned it (`checkpoint.keep`). Tune would then
+    fail the trial on every retry ("does not exist on storage anymore") and the study would lose
+    it. Here the trial starts from its newest checkpoint on storage instead (the one
+    `TuneSession.restore_state` loads anyway), or afresh when it has none.
+    """
+
+    def restore(self, checkpoint_path):
+        checkpoint = getattr(checkpoint_path, "checkpoint", None)
+        storage = getattr(self, "_storage", None)
+        if checkpoint is not None and storage is not None and not _exists(checkpoint):
+            from ray import tune
+
+            fs = storage.storage_filesystem
+            newest = checkpoints_newest_first(fs, storage.trial_fs_path)
+            print(
+                f"checkpoint {checkpoint.path} of the experiment snapshot is gone; "
+                f"restoring {newest[0] if newest else 'nothing: the trial starts afresh'}",
+                flush=True,
+            )
+            if not newest:
+                return None
+            # the same result type, with the snapshot's metrics (iteration counts) kept
+            checkpoint_path = type(checkpoint_path)(tune.Checkpoint(newest[0], filesystem=fs), checkpoint_path.metrics)
+        return super().restore(checkpoint_path)
+
+
+def _exists(checkpoint) -> bool:
+    return checkpoint.filesystem.get_file_info(checkpoint.path).type != pafs.FileType.NotFound
+
+
+run_trial.__mixins__ = (RestoreFromNewestCheckpoint,)
