@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from collections import defaultdict
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import run_cli
 
 
 @pytest.fixture(scope="module")
@@ -51,15 +49,7 @@ def test_sixteen_half_gpu_trials_and_a_two_gpu_trial(two_gpu_nodes, tmp_path, wr
             resources: {{cpu: 1, gpu: 1, workers: 2}}
             config: {tiny}
     """)
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.run(
-        [sys.executable, "-m", "orchestrator", "run", study, "--address", two_gpu_nodes.address],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    proc = run_cli("run", study, "--address", two_gpu_nodes.address, cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "16 trials, 16 at a time" in proc.stdout
 

@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import run_cli
 from trainables import contrastive_isotropy as ci
 from trainables.runtime.session import LocalSession
 
@@ -116,15 +114,7 @@ def test_two_worker_data_parallel_trial_through_the_orchestrator(tmp_path, write
             config: *cfg
             select: {metric: final/ndcg@10, mode: max}
     """)
-    env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1")
-    proc = subprocess.run(
-        [sys.executable, "-m", "orchestrator", "run", study],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    proc = run_cli("run", study, cwd=tmp_path, timeout=600, env={"HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "2 data-parallel workers" in proc.stdout
     results = pd.read_csv(tmp_path / "runs" / "dp" / "results.csv")
