@@ -36,7 +36,7 @@ def _keep_credentials_out_of_ray() -> None:
     as runtime_env variables, and Ray's runtime-env agent writes runtime_envs to its log in
     plain text. Trials do not need it: on a local Ray they inherit the driver's environment
     through the raylet, and cluster nodes should use their instance role or their own
-    environment. (Checked by tests/test_s3_storage.py, which greps Ray's logs for the secret.)
+    environment. (Checked by tests/storage/test_s3_storage.py, which greps Ray's logs for the secret.)
     """
     from ray.tune.execution import class_cache
 

@@ -1,5 +1,5 @@
 """Tracker callbacks: validation errors at `validate` (MLflow and TensorBoard recording every trial
-are checked on the study of tests/test_e2e_cli.py)."""
+are checked on the study of tests/e2e/test_cli.py)."""
 
 from __future__ import annotations
 
