@@ -42,10 +42,6 @@ def task_losses(model: SpanModel, out: dict, b: Batch, cfg: Config) -> torch.Ten
     dice = (2 * (p * b.soft).sum(-1) + 1e-6) / (p.sum(-1) + b.soft.sum(-1) + 1e-6)
     loss_span = F.binary_cross_entropy_with_logits(out["span"], b.soft) + (1 - dice).mean()
     if model.crf is not None:
-        tags = b.hard.long()
-        nll = -model.crf(
-            model.emissions(out["span"]), tags, mask=torch.ones_like(tags, dtype=torch.bool), reduction="mean"
-        )
-        loss_span = loss_span + nll / b.x.shape[1]
+        loss_span = loss_span + model.crf_nll(out["span"], b.hard.long()) / b.x.shape[1]
     loss_countdown = F.huber_loss(out["countdown"], b.countdown, delta=cfg.countdown_delta)
     return torch.stack([loss_type, loss_ptr, loss_span, loss_countdown])

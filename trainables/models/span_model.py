@@ -1,6 +1,7 @@
 """The model of `multitask_span`: an LSTM encoder (bidirectional by default) with locked dropout,
 a per-bar head (span logit, countdown, start and end pointer logits) and a pooled class head;
-optionally a linear-chain CRF over per-bar in/out span tags, decoded by Viterbi."""
+optionally a linear-chain CRF over per-bar in/out span tags (pytorch-crf's module holds its
+parameters; likelihood and Viterbi decoding are batched on the device by `crf.py`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import torch
 from torch import nn
 
 from trainables.configs.multitask_span import Config
+from trainables.models.crf import log_likelihood, viterbi_decode
 
 
 class LockedDropout(nn.Module):
@@ -62,6 +64,8 @@ class SpanModel(nn.Module):
 
     def decode(self, span_logit: torch.Tensor) -> torch.Tensor:
         """Viterbi paths (N, T) of in-span tags (CRF models only)."""
-        em = self.emissions(span_logit)
-        paths = self.crf.decode(em, mask=torch.ones(em.shape[:2], dtype=torch.bool, device=em.device))
-        return torch.tensor(paths, device=span_logit.device, dtype=torch.bool)
+        return viterbi_decode(self.crf, self.emissions(span_logit)).bool()
+
+    def crf_nll(self, span_logit: torch.Tensor, tags: torch.Tensor) -> torch.Tensor:
+        """The CRF's mean negative log-likelihood of the windows' tags (CRF models only)."""
+        return -log_likelihood(self.crf, self.emissions(span_logit), tags).mean()
