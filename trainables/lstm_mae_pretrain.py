@@ -136,14 +136,14 @@ def train_step(
 
 @torch.no_grad()
 def masked_error(model, x: torch.Tensor, mask: torch.Tensor, batch: int) -> float:
+    """Masked MSE over every hidden value of `x`, summed on the device (one host sync)."""
     model.eval()
-    total, count = 0.0, 0.0
+    total = torch.zeros((), dtype=torch.float64, device=x.device)
     for i in range(0, len(x), batch):
         xb, mb = x[i : i + batch], mask[i : i + batch]
-        total += float((((model(xb, mb) - xb) ** 2) * mb).sum())
-        count += float(mb.sum())
+        total += (((model(xb, mb) - xb) ** 2) * mb).sum()
     model.train()
-    return total / max(count, 1.0)
+    return float(total) / max(float(mask.sum()), 1.0)
 
 
 def train(config: dict, session: Session | None = None) -> dict:
@@ -175,25 +175,28 @@ def train(config: dict, session: Session | None = None) -> dict:
 
 
 def load_windows(cfg: Config, device: torch.device) -> Windows:
-    """The data, split by time (seed-independent), normalised, on the device, and the fixed
-    validation masks."""
+    """The data, split by time (seed-independent), normalised, and the fixed validation masks.
+
+    Everything here is computed on the CPU and only then moved to the trial's device: a CUDA
+    generator draws other numbers than a CPU one for the same seed, so masks drawn on the device
+    would score GPU trials on other masks than CPU trials (or a CPU pre-flight)."""
     windows = ohlc.load_windows(cfg.data, cfg.window_length)
     line, (train_idx, val_idx) = time_blocks(windows, (cfg.val_fraction,), cfg.window_length)
-    data = ohlc.normalise(torch.as_tensor(windows.ohlc, dtype=torch.float32, device=device))
-    x_train, x_val = data[torch.as_tensor(train_idx, device=device)], data[torch.as_tensor(val_idx, device=device)]
+    data = ohlc.normalise(torch.as_tensor(windows.ohlc, dtype=torch.float32))
+    x_train, x_val = data[torch.as_tensor(train_idx)], data[torch.as_tensor(val_idx)]
     # Validation masks are drawn once with fixed seeds: same masks every epoch and every trial.
     # Two separate generators: the common mask must not depend on the trial's strategy.
     val_mask = masking.make_mask(
         cfg.mask_strategy,
         tuple(x_val.shape),
         cfg.mask_ratio,
-        device,
+        "cpu",
         patch_len=cfg.patch_len,
         mean_block=cfg.mean_block,
-        generator=torch.Generator(device=device).manual_seed(EVAL_MASK_SEED),
+        generator=torch.Generator().manual_seed(EVAL_MASK_SEED),
     )
     common_mask = masking.random_mask(
-        tuple(x_val.shape), EVAL_MASK_RATIO, device, torch.Generator(device=device).manual_seed(EVAL_MASK_SEED + 1)
+        tuple(x_val.shape), EVAL_MASK_RATIO, "cpu", torch.Generator().manual_seed(EVAL_MASK_SEED + 1)
     )
     interp = masking.interpolate_masked(x_val, common_mask)
     interp_mse = float(masking.masked_mse(interp, x_val, common_mask))
@@ -201,6 +204,7 @@ def load_windows(cfg: Config, device: torch.device) -> Windows:
         **line.describe(cfg.window_length),
         "split": split_note(line, len(windows), (train_idx, val_idx), ("train", "val")),
     }
+    x_train, x_val, val_mask, common_mask = (t.to(device) for t in (x_train, x_val, val_mask, common_mask))
     return Windows(x_train, x_val, val_mask, common_mask, interp_mse, overlap)
 
 
@@ -246,7 +250,7 @@ def _epoch(net, state: TrainState, data: Windows, cfg: Config) -> dict:
         for i in range(0, len(perm), cfg.batch_size):
             xb = data.train[perm[i : i + cfg.batch_size]]
             losses.append(train_step(net, state.opt, xb, cfg, generator, augmented=aug_pass > 0))
-    train_loss = distributed.mean(float(torch.stack(losses).mean()))
+    train_loss = float(distributed.mean(torch.stack(losses).mean()))  # the epoch's one host sync of training
     train_time = time.perf_counter() - t0
     val_loss = masked_error(state.model, data.val, data.val_mask, cfg.batch_size * 4)
     val_common = masked_error(state.model, data.val, data.common_mask, cfg.batch_size * 4)

@@ -132,3 +132,18 @@ def test_finished_trial_restored_returns_without_retraining(tmp_path):
     again = LocalSession(tmp_path)
     final = mae.train(dict(SMALL, epochs=2), again)
     assert again.metrics == [] and final["epoch"] == 2
+
+
+def test_data_and_validation_masks_do_not_depend_on_the_device():
+    """Splits, normalisation, masks and the interpolation baseline are computed on the CPU and
+    then moved: a device whose values cannot even be read ("meta") gets the same shapes and the
+    same baseline, so a CUDA trial is scored on the CPU trial's masks (equal on CUDA below)."""
+    cfg = mae.Config.model_validate(dict(SMALL, mask_strategy="block"))
+    cpu = mae.load_windows(cfg, torch.device("cpu"))
+    meta = mae.load_windows(cfg, torch.device("meta"))
+    assert meta.val_mask.is_meta and meta.val_mask.shape == cpu.val_mask.shape
+    assert meta.interp_mse == cpu.interp_mse
+    if torch.cuda.is_available():
+        gpu = mae.load_windows(cfg, torch.device("cuda"))
+        assert torch.equal(gpu.val_mask.cpu(), cpu.val_mask) and torch.equal(gpu.common_mask.cpu(), cpu.common_mask)
+        assert torch.equal(gpu.val.cpu(), cpu.val)

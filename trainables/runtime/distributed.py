@@ -51,21 +51,15 @@ def gather(obj) -> list:
     return out
 
 
-def _device() -> torch.device:
-    """Where collectives need their tensors: NCCL reduces CUDA tensors only, gloo CPU ones."""
-    if dist.get_backend() == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
-
-
-def mean(value: float) -> float:
-    """The mean of a per-rank scalar over all ranks."""
-    rank, size = world()
-    if size == 1:
+def mean(value: torch.Tensor) -> torch.Tensor:
+    """The mean over all ranks of a per-rank tensor, reduced where it lives: on the model's device
+    (NCCL reduces CUDA tensors only, gloo CPU ones, and a trial's model is on CUDA exactly when
+    its process group is NCCL). No host synchronisation: the caller reads the result once."""
+    if world()[1] == 1:
         return value
-    t = torch.tensor([value], dtype=torch.float64, device=_device())
-    dist.all_reduce(t)
-    return float(t) / size
+    out = value.detach().clone()
+    dist.all_reduce(out)
+    return out / world()[1]
 
 
 def param_spread(model: nn.Module) -> float:
@@ -77,7 +71,7 @@ def param_spread(model: nn.Module) -> float:
     would be too many in a training step)."""
     if world()[1] == 1:
         return 0.0
-    sums = torch.stack([p.detach().double().sum() for p in unwrap(model).parameters()]).to(_device())
+    sums = torch.stack([p.detach().double().sum() for p in unwrap(model).parameters()])  # on the model's device
     high, low = sums.clone(), sums.clone()
     dist.all_reduce(high, op=dist.ReduceOp.MAX)
     dist.all_reduce(low, op=dist.ReduceOp.MIN)

@@ -15,20 +15,29 @@ import torch._dynamo  # noqa: F401,E402
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
-    """Seed Python, numpy and torch (all devices); optionally force deterministic kernels."""
+    """Seed Python, numpy and torch (all devices); optionally force deterministic kernels.
+
+    Not deterministic: cuDNN benchmarks its kernels for each input shape on first use and keeps
+    the fastest (the trainables' shapes are fixed: a window length and a batch size, plus one
+    last partial batch), as a GPU user expects."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+    torch.backends.cudnn.benchmark = not deterministic
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
 
 
 def pick_device(requested: str = "auto") -> torch.device:
-    """`auto` -> CUDA when this trial sees a GPU (Ray sets CUDA_VISIBLE_DEVICES), else CPU."""
+    """`auto` -> CUDA when this trial sees a GPU (Ray sets CUDA_VISIBLE_DEVICES), else CPU.
+
+    A CUDA device always has its index (the current device, which Ray Train sets to the
+    worker's GPU): `torch.device("cuda")` would not compare equal to the tensors' `cuda:0`."""
     if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())
     if requested.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"device {requested!r} requested but CUDA is not available on this node")
     return torch.device(requested)
