@@ -41,6 +41,7 @@ directions agree across ranks (seeded by step).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import tempfile
 import time
@@ -52,7 +53,8 @@ import torch.nn.functional as F
 
 from trainables.configs.contrastive_isotropy import Config
 from trainables.data.retrieval import load_beir, load_triples
-from trainables.losses.contrastive import features, similarity, step_losses
+from trainables.data.token_prefetch import TriplePrefetch, tokenise_triples
+from trainables.losses.contrastive import similarity, step_losses
 from trainables.metrics.retrieval import METRICS, dataset_name, evaluate_beir, isotropy, write_trec_run
 from trainables.models.sentence_encoder import Projected, build_model, resolve_base
 from trainables.runtime import checkpoints, distributed
@@ -98,20 +100,21 @@ class ContrastiveRecipe:
         cfg = self.cfg
         self.train_triples = load_triples(cfg.train_data)
         self.val_triples = load_triples(cfg.val_data) if cfg.val_data else []
-        self.model = build_model(cfg, self.device)
-        self.enc = distributed.wrap(Projected(self.model), self.device, find_unused_parameters=True)
-        base_params = [p for m in (self.model[0], self.model[1]) for p in m.parameters() if p.requires_grad]
-        proj_params = [p for m in list(self.model)[2:] for p in m.parameters()]
-        self.groups = [{"params": proj_params, "lr": cfg.projection_learning_rate}]
-        if base_params and cfg.base_learning_rate > 0:
-            self.groups.insert(0, {"params": base_params, "lr": cfg.base_learning_rate})
-        self.opt = torch.optim.AdamW(self.groups, weight_decay=cfg.weight_decay)
         self.micro_per_epoch = len(self.train_triples) // self.world // cfg.batch_size
         if self.micro_per_epoch < 1:
             raise ValueError(
                 f"{cfg.train_data}: {len(self.train_triples)} triples are fewer than batch_size "
                 f"({cfg.batch_size}) x workers ({self.world})"
             )
+        self.model = build_model(cfg, self.device)
+        freeze_unused(Projected(self.model), self.model, self.train_triples[:2], self.device)
+        self.enc = distributed.wrap(Projected(self.model), self.device)
+        base_params = [p for m in (self.model[0], self.model[1]) for p in m.parameters() if p.requires_grad]
+        proj_params = [p for m in list(self.model)[2:] for p in m.parameters()]
+        self.groups = [{"params": proj_params, "lr": cfg.projection_learning_rate}]
+        if base_params and cfg.base_learning_rate > 0:
+            self.groups.insert(0, {"params": base_params, "lr": cfg.base_learning_rate})
+        self.opt = torch.optim.AdamW(self.groups, weight_decay=cfg.weight_decay)
         # a last group shorter than gradient_accumulation_steps is an optimizer step too
         self.steps_per_epoch = math.ceil(self.micro_per_epoch / cfg.gradient_accumulation_steps)
         self.total_steps = (
@@ -168,36 +171,39 @@ class ContrastiveRecipe:
         self.enc.train()
         while p.step < self.total_steps and p.epoch < cfg.epochs:
             gen = torch.Generator().manual_seed(cfg.seed * 1000 + p.epoch)
-            order = distributed.shard(torch.randperm(len(self.train_triples), generator=gen))
-            while p.position < self.micro_per_epoch and p.step < self.total_steps:
-                self._optimizer_step(order)
-                end_of_epoch = p.position >= self.micro_per_epoch
-                last = p.step >= self.total_steps or (end_of_epoch and p.epoch + 1 >= cfg.epochs)
-                if end_of_epoch:
-                    p.epoch, p.position = p.epoch + 1, 0
-                if p.step % cfg.eval_every_steps == 0 or end_of_epoch or last:
-                    metrics = self._report(end_of_epoch, last)
-                    if metrics["diverged"]:
-                        return metrics
-                if end_of_epoch:
-                    break
+            order = distributed.shard(torch.randperm(len(self.train_triples), generator=gen)).tolist()
+            with TriplePrefetch(self.model, self.train_triples, order, cfg.batch_size, self.device) as batches:
+                while p.position < self.micro_per_epoch and p.step < self.total_steps:
+                    self._optimizer_step(batches)
+                    end_of_epoch = p.position >= self.micro_per_epoch
+                    last = p.step >= self.total_steps or (end_of_epoch and p.epoch + 1 >= cfg.epochs)
+                    if end_of_epoch:
+                        p.epoch, p.position = p.epoch + 1, 0
+                    if p.step % cfg.eval_every_steps == 0 or end_of_epoch or last:
+                        metrics = self._report(end_of_epoch, last)
+                        if metrics["diverged"]:
+                            return metrics
+                    if end_of_epoch:
+                        break
         return metrics
 
-    def _optimizer_step(self, order: torch.Tensor) -> None:
-        """One optimizer step over the next group of micro-batches of the epoch's `order`; the
-        group's gradient is the mean over its micro-batches, also for a short last group."""
+    def _optimizer_step(self, batches: TriplePrefetch) -> None:
+        """One optimizer step over the next group of micro-batches of the epoch; the group's
+        gradient is the mean over its micro-batches, also for a short last group. No host
+        synchronisation (the losses stay on the device until the next report), and under DDP one
+        gradient all-reduce per optimizer step: the group's other micro-batches run in `no_sync`."""
         cfg, p = self.cfg, self.progress
         group = min(cfg.gradient_accumulation_steps, self.micro_per_epoch - p.position)
         losses = []
-        for _ in range(group):
-            batch = [
-                self.train_triples[i] for i in order[p.position * cfg.batch_size : (p.position + 1) * cfg.batch_size]
-            ]
+        for i in range(group):
+            batch = batches.get(p.position)
             p.position += 1
-            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
-                step_loss = step_losses(self.enc, self.model, batch, cfg, step=p.step, device=self.device)
-            self.scaler.scale(step_loss["total"] / group).backward()
-            losses.append({k: v.detach().float() for k, v in step_loss.items()})  # no host sync here
+            accumulate = self.enc.no_sync() if i < group - 1 and self.world > 1 else contextlib.nullcontext()
+            with accumulate:
+                with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
+                    step_loss = step_losses(self.enc, batch, cfg, step=p.step)
+                self.scaler.scale(step_loss["total"] / group).backward()
+            losses.append({k: v.detach().float() for k, v in step_loss.items()})
         if cfg.max_grad_norm:
             self.scaler.unscale_(self.opt)
             torch.nn.utils.clip_grad_norm_([q for g in self.groups for q in g["params"]], cfg.max_grad_norm)
@@ -287,6 +293,23 @@ class ContrastiveRecipe:
         )
 
 
+def freeze_unused(enc, model, triples: list, device: torch.device) -> list[str]:
+    """Stop training the parameters that the loss never reaches (a BERT's pooler under mean
+    pooling): found by one forward and backward on two triples (the random state is restored
+    afterwards), then `requires_grad_(False)`; their names. So the optimizer holds only
+    parameters that learn, and DDP needs no `find_unused_parameters` (a search of the autograd
+    graph at every step)."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        batch = tokenise_triples(model, triples).to(device)
+        (enc(batch.queries).sum() + enc(batch.documents).sum()).backward()
+    unused = [n for n, q in model.named_parameters() if q.requires_grad and q.grad is None]
+    for name, q in model.named_parameters():
+        q.grad = None
+        if name in unused:
+            q.requires_grad_(False)
+    return unused
+
+
 def train(config: dict, session: Session | None = None) -> dict:
     """Run one contrastive fine-tuning trial; returns the last reported metrics."""
     cfg = Config.model_validate(config)
@@ -306,8 +329,8 @@ def validate(enc, model, triples, cfg: Config, device) -> dict:
         if len(batch) < 2:  # a last batch of one triple has no in-batch negatives: not scored
             continue
         scored += len(batch)
-        q = enc(features(model, [t[0] for t in batch], device))
-        d = enc(features(model, [t[1] for t in batch] + [t[2] for t in batch], device))
+        features = tokenise_triples(model, batch).to(device)
+        q, d = enc(features.queries), enc(features.documents)
         s = similarity(q, d, cfg.similarity)
         scores = cfg.scale * s if cfg.similarity == "cosine" else s
         losses.append(F.cross_entropy(scores.float(), torch.arange(len(batch), device=device)))

@@ -131,19 +131,26 @@ def fit_fold(
 def _train_epoch(
     model: CausalLSTMClassifier, opt, loss_fn, data: tuple[torch.Tensor, torch.Tensor], cfg: Config
 ) -> float:
-    """One pass over `data` (x, y) in its order, in batches; the mean training loss."""
+    """One pass over `data` (x, y) in its order, in batches; the mean training loss (the pass's
+    one host synchronisation)."""
     x, y = data
     model.train()
-    losses = []
-    for i in range(0, len(y), cfg.batch_size):
-        loss = loss_fn(model(x[i : i + cfg.batch_size]), y[i : i + cfg.batch_size])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        losses.append(loss.detach())
+    losses = [
+        _train_step(model, opt, loss_fn, (x[i : i + cfg.batch_size], y[i : i + cfg.batch_size]), cfg)
+        for i in range(0, len(y), cfg.batch_size)
+    ]
     return float(torch.stack(losses).mean())
+
+
+def _train_step(model: CausalLSTMClassifier, opt, loss_fn, batch: tuple[torch.Tensor, torch.Tensor], cfg: Config):
+    """One optimisation step on a batch on the device; the detached loss (no host synchronisation)."""
+    loss = loss_fn(model(batch[0]), batch[1])
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.grad_clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    opt.step()
+    return loss.detach()
 
 
 def train(config: dict, session: Session | None = None) -> dict:

@@ -357,38 +357,46 @@ def _epoch(epoch: int, state: TrainState, data: SpanData, cfg: Config) -> dict:
 
 
 def _train_pass(state: TrainState, train_set: Batch, cfg: Config, want_grads: bool) -> TrainPass:
-    """One pass over the shuffled training windows; losses summed on the device (no host sync
-    per batch)."""
+    """One pass over the shuffled training windows; losses summed on the device (the pass has
+    one host synchronisation, at its end)."""
     t0 = time.perf_counter()
-    model, device, n = state.model, train_set.x.device, len(train_set)
-    model.train()
-    params = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    device, n = train_set.x.device, len(train_set)
+    state.model.train()
     perm = torch.randperm(n, device=device)
     comp_sum = torch.zeros(len(TASKS), device=device)
     objective_sum = torch.zeros((), device=device)
     train_prob = torch.empty_like(train_set.hard)
-    grad_row = None
+    norms = None
     for i in range(0, n, cfg.batch_size):
         idx = perm[i : i + cfg.batch_size]
-        b = train_set.take(idx)
-        out = model(b.x)
-        losses = task_losses(model, out, b, cfg)
-        objective = state.weighting(losses)
-        state.opt.zero_grad(set_to_none=True)
-        objective.backward()
-        if want_grads and i + cfg.batch_size >= n:  # the epoch's last batch, before clipping
-            norms = torch.stack(
-                [p.grad.norm() if p.grad is not None else torch.zeros((), device=p.device) for _, p in params]
-            )
-            grad_row = [float(torch.linalg.vector_norm(norms)), *norms.tolist()]
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_([p for _, p in params], cfg.grad_clip, foreach=True)
-        state.opt.step()
-        comp_sum += losses.detach() * len(idx)
-        objective_sum += objective.detach() * len(idx)
-        train_prob[idx] = torch.sigmoid(out["span"].detach())
-    components, objective = (comp_sum / n).tolist(), float(objective_sum / n)  # the pass's one host sync
+        last = i + cfg.batch_size >= n
+        losses, objective, span_logit, grads = _train_step(state, train_set.take(idx), cfg, want_grads and last)
+        comp_sum += losses * len(idx)
+        objective_sum += objective * len(idx)
+        train_prob[idx] = torch.sigmoid(span_logit)
+        norms = grads if grads is not None else norms
+    components, objective = (comp_sum / n).tolist(), float(objective_sum / n)
+    grad_row = None if norms is None else [float(torch.linalg.vector_norm(norms)), *norms.tolist()]
     return TrainPass(components, objective, train_prob, grad_row, time.perf_counter() - t0)
+
+
+def _train_step(state: TrainState, b: Batch, cfg: Config, want_grads: bool):
+    """One optimisation step on batch `b`, without host synchronisation: (task losses, weighted
+    objective, span logits, the per-parameter gradient norms before clipping when `want_grads`),
+    all detached tensors on the device."""
+    params = [p for p in state.model.parameters() if p.requires_grad]
+    out = state.model(b.x)
+    losses = task_losses(state.model, out, b, cfg)
+    objective = state.weighting(losses)
+    state.opt.zero_grad(set_to_none=True)
+    objective.backward()
+    norms = None
+    if want_grads:
+        norms = torch.stack([p.grad.norm() if p.grad is not None else torch.zeros((), device=p.device) for p in params])
+    if cfg.grad_clip:
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip, foreach=True)
+    state.opt.step()
+    return losses.detach(), objective.detach(), out["span"].detach(), norms
 
 
 def _write_diagnostics(diag: DiagnosticLog, epoch: int, m: dict, data: SpanData) -> None:

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from trainables.configs.contrastive_isotropy import Config
+from trainables.data.token_prefetch import TripleBatch
 from trainables.losses.sigreg import sigreg
 
 
@@ -29,17 +30,15 @@ def var_cov(z: torch.Tensor) -> torch.Tensor:
     return F.relu(1 - std).mean() + (off**2).sum() / z.shape[1]
 
 
-def step_losses(enc, model, batch: list[tuple[str, str, str]], cfg: Config, *, step: int, device) -> dict:
-    """The losses of one batch of triples: `mnrl`, `sigreg` and `reg` when weighted, and their
-    weighted sum `total`."""
-    queries = [t[0] for t in batch]
-    docs = [t[1] for t in batch] + [t[2] for t in batch]
-    q = enc(features(model, queries, device))
-    d = enc(features(model, docs, device))
+def step_losses(enc, batch: TripleBatch, cfg: Config, *, step: int) -> dict:
+    """The losses of one micro-batch of triples, tokenised and on the device: `mnrl`, `sigreg`
+    and `reg` when weighted, and their weighted sum `total`."""
+    q = enc(batch.queries)
+    d = enc(batch.documents)
     scores = (
         cfg.scale * similarity(q, d, cfg.similarity) if cfg.similarity == "cosine" else similarity(q, d, "euclidean")
     )
-    mnrl = F.cross_entropy(scores.float(), torch.arange(len(batch), device=device))
+    mnrl = F.cross_entropy(scores.float(), torch.arange(batch.size, device=q.device))
     z = torch.cat([q, d])
     out = {"mnrl": mnrl}
     total = mnrl
@@ -51,8 +50,3 @@ def step_losses(enc, model, batch: list[tuple[str, str, str]], cfg: Config, *, s
         total = total + cfg.lambda_reg * out["reg"]
     out["total"] = total
     return out
-
-
-def features(model, texts: list[str], device) -> dict:
-    """Tokenised texts on the device."""
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in model.preprocess(texts).items()}

@@ -25,10 +25,15 @@ T_MAX = 5.0
 
 
 def directions(dim: int, k: int, step: int, seed: int = 0, device: torch.device | str = "cpu") -> torch.Tensor:
-    """(dim, k) random unit directions, the same on every rank for the same (seed, step)."""
+    """(dim, k) random unit directions, the same on every rank for the same (seed, step), and on
+    every device: drawn on the CPU (a CUDA generator draws other numbers), copied to a GPU
+    asynchronously from pinned memory."""
     gen = torch.Generator(device="cpu").manual_seed(seed * 1_000_003 + step)
     a = torch.randn(dim, k, generator=gen)
-    return (a / a.norm(dim=0, keepdim=True)).to(device)
+    a = a / a.norm(dim=0, keepdim=True)
+    if torch.device(device).type == "cuda":
+        return a.pin_memory().to(device, non_blocking=True)
+    return a.to(device)
 
 
 def epps_pulley(x: torch.Tensor, knots: int = KNOTS, t_max: float = T_MAX) -> torch.Tensor:
