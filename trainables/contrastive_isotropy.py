@@ -57,7 +57,7 @@ from trainables.data.token_prefetch import TriplePrefetch, tokenise_triples
 from trainables.losses.contrastive import similarity, step_losses
 from trainables.metrics.retrieval import METRICS, dataset_name, evaluate_beir, isotropy, write_trec_run
 from trainables.models.sentence_encoder import Projected, build_model, resolve_base
-from trainables.runtime import checkpoints, distributed
+from trainables.runtime import checkpoints, distributed, precision
 from trainables.runtime.reproducibility import rng_state, set_rng_state, start_trial
 from trainables.runtime.selection import ModelChoice
 from trainables.runtime.session import Session, write_json, write_metrics_csv
@@ -125,9 +125,8 @@ class ContrastiveRecipe:
         self.sched = get_linear_schedule_with_warmup(
             self.opt, min(cfg.warmup_steps, self.total_steps), self.total_steps
         )
-        self.amp = self.device.type == "cuda" and cfg.mixed_precision != "no"
-        self.amp_dtype = torch.bfloat16 if cfg.mixed_precision == "bf16" else torch.float16
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and cfg.mixed_precision == "fp16")
+        amp = precision.enabled(self.device, cfg.mixed_precision)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=amp and cfg.mixed_precision == "fp16")
         self.progress = Progress()
         # best_model/ is the model of the report that is best by the stage's select metric when
         # it is a validation metric of every report, else by val/loss
@@ -200,7 +199,7 @@ class ContrastiveRecipe:
             p.position += 1
             accumulate = self.enc.no_sync() if i < group - 1 and self.world > 1 else contextlib.nullcontext()
             with accumulate:
-                with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
+                with precision.autocast(self.device, cfg.mixed_precision):
                     step_loss = step_losses(self.enc, batch, cfg, step=p.step)
                 self.scaler.scale(step_loss["total"] / group).backward()
             losses.append({k: v.detach().float() for k, v in step_loss.items()})
@@ -284,9 +283,7 @@ class ContrastiveRecipe:
                     "steps_per_epoch": self.steps_per_epoch,
                     "total_steps": self.total_steps,
                 },
-                "mixed_precision": cfg.mixed_precision
-                if self.amp
-                else ("no" if cfg.mixed_precision == "no" else f"{cfg.mixed_precision} ignored: not on CUDA"),
+                "mixed_precision": precision.describe(self.device, cfg.mixed_precision),
                 "workers": distributed.gather(distributed.placement()),
             },
             self.folder / "metadata.json",

@@ -40,7 +40,7 @@ from trainables.data.overlap import Timeline, timeline
 from trainables.metrics.classification import classification_report
 from trainables.models import causal_classifier
 from trainables.models.causal_classifier import CausalLSTMClassifier
-from trainables.runtime import checkpoints
+from trainables.runtime import checkpoints, precision
 from trainables.runtime.early_stopping import EarlyStopping
 from trainables.runtime.metadata import environment, parameter_counts
 from trainables.runtime.reproducibility import rng_state, set_rng_state, start_trial
@@ -144,7 +144,8 @@ def _train_epoch(
 
 def _train_step(model: CausalLSTMClassifier, opt, loss_fn, batch: tuple[torch.Tensor, torch.Tensor], cfg: Config):
     """One optimisation step on a batch on the device; the detached loss (no host synchronisation)."""
-    loss = loss_fn(model(batch[0]), batch[1])
+    with precision.autocast(batch[0].device, cfg.mixed_precision):
+        loss = loss_fn(model(batch[0]), batch[1])
     opt.zero_grad(set_to_none=True)
     loss.backward()
     if cfg.grad_clip:
@@ -304,6 +305,7 @@ def _write_metadata(
             "encoder": transfer_info,
             "parameters": parameter_counts(probe),
             "device": str(device),
+            "mixed_precision": precision.describe(device, cfg.mixed_precision),
             "environment": environment(),
         },
         session.artifact_dir / "metadata.json",

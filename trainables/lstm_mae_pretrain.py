@@ -37,7 +37,7 @@ from trainables.data import augment, masking, ohlc
 from trainables.data.folds import split_note, time_blocks
 from trainables.models import encoders
 from trainables.models.masked_autoencoder import MaskedAutoencoder
-from trainables.runtime import checkpoints, distributed
+from trainables.runtime import checkpoints, distributed, precision
 from trainables.runtime.early_stopping import EarlyStopping
 from trainables.runtime.metadata import environment, parameter_counts
 from trainables.runtime.reproducibility import rng_state, set_rng_state, start_trial
@@ -125,7 +125,8 @@ def train_step(
         mean_block=cfg.mean_block,
         generator=generator,
     )
-    loss = masking.masked_mse(model(x, mask), x, mask)
+    with precision.autocast(x.device, cfg.mixed_precision):
+        loss = masking.masked_mse(model(x, mask), x, mask)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     if cfg.grad_clip:
@@ -325,6 +326,7 @@ def _write_metadata(
             },
             "parameters": parameter_counts(model),
             "device": str(device),
+            "mixed_precision": precision.describe(device, cfg.mixed_precision),
             "workers": distributed.gather(distributed.placement()),
             "environment": environment(),
         },

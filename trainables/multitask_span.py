@@ -57,7 +57,7 @@ from trainables.losses.uncertainty import TaskWeighting
 from trainables.metrics import span as span_metrics
 from trainables.metrics.span_diagnostics import DIAGNOSTICS_FILE, DiagnosticLog, criteria, plot_all
 from trainables.models.span_model import SpanModel
-from trainables.runtime import checkpoints
+from trainables.runtime import checkpoints, precision
 from trainables.runtime.early_stopping import EarlyStopping
 from trainables.runtime.metadata import environment, parameter_counts
 from trainables.runtime.reproducibility import rng_state, set_rng_state, start_trial
@@ -191,6 +191,7 @@ def train(config: dict, session: Session | None = None) -> dict:
             "parameters": counts,
             "uncertainty_parameters": len(TASKS),
             "device": str(device),
+            "mixed_precision": precision.describe(device, cfg.mixed_precision),
             "environment": environment(),
         },
         folder / "metadata.json",
@@ -385,9 +386,10 @@ def _train_step(state: TrainState, b: Batch, cfg: Config, want_grads: bool):
     objective, span logits, the per-parameter gradient norms before clipping when `want_grads`),
     all detached tensors on the device."""
     params = [p for p in state.model.parameters() if p.requires_grad]
-    out = state.model(b.x)
-    losses = task_losses(state.model, out, b, cfg)
-    objective = state.weighting(losses)
+    with precision.autocast(b.x.device, cfg.mixed_precision):
+        out = state.model(b.x)
+        losses = task_losses(state.model, out, b, cfg)
+        objective = state.weighting(losses)
     state.opt.zero_grad(set_to_none=True)
     objective.backward()
     norms = None

@@ -38,6 +38,9 @@ class Config(BaseModel):
         0.15, gt=0, lt=0.5, description="Share of a fold's training windows used for early stopping."
     )
     early_stopping_patience: int | None = Field(10, ge=1)
+    mixed_precision: Literal["no", "bf16"] = Field(
+        "no", description="bf16 autocast of the training forward on CUDA (ignored on CPU); validation stays float32."
+    )
     device: str = "auto"
     deterministic: bool = False
     seed: int = 0

@@ -38,6 +38,9 @@ class Config(BaseModel):
     aug_multiplier: int = Field(4, ge=0, description="Augmented passes per epoch on top of the plain one.")
     early_stopping_patience: int | None = Field(10, ge=1, description="Epochs without val/loss improvement.")
     early_stopping_min_delta: float = Field(0.0, ge=0)
+    mixed_precision: Literal["no", "bf16"] = Field(
+        "no", description="bf16 autocast of the training forward on CUDA (ignored on CPU); validation stays float32."
+    )
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     deterministic: bool = Field(False, description="Deterministic kernels (slower on GPU).")
     seed: int = 0

@@ -74,6 +74,9 @@ class Config(BaseModel):
         0, ge=0, description="Average soft span predictions of the last k periodic checkpoints after training (0: off)."
     )
     plots: bool = Field(True, description="Write PNG plots after training.")
+    mixed_precision: Literal["no", "bf16"] = Field(
+        "no", description="bf16 autocast of the training forward on CUDA (ignored on CPU); validation stays float32."
+    )
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     deterministic: bool = False
     seed: int = 0

@@ -60,6 +60,8 @@ class SpanModel(nn.Module):
 
     @staticmethod
     def emissions(span_logit: torch.Tensor) -> torch.Tensor:
+        """(N, T, 2) out/in emissions; float32 under autocast too (the CRF's recursions sum logs over bars)."""
+        span_logit = span_logit.float()
         return torch.stack([-0.5 * span_logit, 0.5 * span_logit], dim=-1)
 
     def decode(self, span_logit: torch.Tensor) -> torch.Tensor:
