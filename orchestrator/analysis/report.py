@@ -196,25 +196,28 @@ def _failures_section(t: study_tables.StudyTables) -> list[str]:
 
 
 def _utilisation_section(t: study_tables.StudyTables, threshold: float) -> list[str]:
-    """Trials whose GPUs were mostly idle (only for studies whose trials reported utilisation)."""
-    if "final.gpu/util_mean" not in t.trials.columns:
+    """Trials whose GPUs were mostly idle (only for studies whose trials reported utilisation).
+    The utilisation is the device's: a trial packed with others (`gpu/share` < 1) is flagged
+    only when the device as a whole was idle, and the line says it was shared."""
+    if "final.gpu/device_util_mean" not in t.trials.columns:
         return []
     md = ["## GPU utilisation", "", f"Trials below {threshold:.0f}% mean utilisation of their GPUs:", ""]
     flagged = [
-        (r["trial"], low_utilisation(r["final.gpu/util_mean"], threshold))
+        (r["trial"], low_utilisation(r["final.gpu/device_util_mean"], threshold, r.get("final.gpu/share")))
         for _, r in t.trials.iterrows()
-        if pd.notna(r.get("final.gpu/util_mean"))
+        if pd.notna(r.get("final.gpu/device_util_mean"))
     ]
     md += [f"- `{name}`: {why}" for name, why in flagged if why] or ["None."]
     return md + [""]
 
 
-def low_utilisation(util_mean: float | None, threshold: float) -> str | None:
+def low_utilisation(util_mean: float | None, threshold: float, share: float | None = None) -> str | None:
     """The report's flag for a trial below `threshold` percent, with the usual causes."""
     if util_mean is None or util_mean >= threshold:
         return None
+    shared = f" (device-wide, shared with the trials packed beside it at gpu {share:g})" if share and share < 1 else ""
     return (
-        f"GPU utilisation {util_mean:.0f}% < {threshold:.0f}%: likely the batch is too small for the GPU, "
+        f"GPU utilisation {util_mean:.0f}%{shared} < {threshold:.0f}%: likely the batch is too small for the GPU, "
         "the input pipeline (data loading, augmentation on the CPU) starves it, or several trials "
         "share the GPU with too little work each"
     )

@@ -23,12 +23,17 @@ import trainables
 
 def _worker_loop(cfg: dict) -> None:
     """Runs on every Train worker: the trainable's `train` with a TrainSession."""
-    from trainables.runtime import distributed
+    from trainables.runtime import distributed, telemetry
     from trainables.runtime.session import TrainSession
 
     session = TrainSession(checkpoint_every=cfg["checkpoint_every"], context=cfg["context"], select=cfg.get("select"))
     session.context = dict(session.context, placement=distributed.placement())
-    trainables.get(cfg["trainable"]).train(cfg["config"], session)
+    session.telemetry = telemetry.for_this_trial(cfg["gpu_share"], own_device_only=True)
+    try:
+        trainables.get(cfg["trainable"]).train(cfg["config"], session)
+    finally:
+        if session.telemetry is not None:
+            session.telemetry.stop()
 
 
 def _forward_callback(queue):
@@ -96,6 +101,7 @@ def _trainer(trial: dict, loop_config: dict, queue, storage: tuple):
             **loop_config,
             "checkpoint_every": trial["checkpoint_every"],
             "select": trial.get("select"),
+            "gpu_share": per_worker["gpu"],
         },
         torch_config=TorchConfig(backend=backend),
         scaling_config=ScalingConfig(

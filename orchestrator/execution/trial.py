@@ -75,7 +75,7 @@ def run_trial(config: dict) -> None:
         return
     from trainables.runtime import telemetry
 
-    session.telemetry = telemetry.for_this_trial()
+    session.telemetry = telemetry.for_this_trial(trial.get("worker_resources", {}).get("gpu"))
     try:
         final = module.train(trial_config(config), session)
         if not session.reported and isinstance(final, dict) and final:

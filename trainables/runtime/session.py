@@ -335,11 +335,16 @@ class TrainSession(CheckpointClock):
         self.rank, self.world_size = ctx.get_world_rank(), ctx.get_world_size()
         self.artifact_dir = Path(tempfile.mkdtemp(prefix=f"rank{self.rank}-"))
         self.context = context or {}
+        self.telemetry = None  # a trainables.runtime.telemetry.GpuSampler of this rank's GPU
 
     def report(self, metrics: dict, checkpoint_dir: str | None = None) -> None:
         from ray import train
 
         metrics = self._select(metrics, checkpoint_dir)
+        if self.telemetry is not None:  # on every rank alike (each has its GPU): a collective
+            from trainables.runtime import distributed, telemetry
+
+            metrics = {**metrics, **telemetry.merge_ranks(distributed.gather(self.telemetry.stats()))}
         checkpoint = None
         if checkpoint_dir is not None and self.rank == 0:
             shutil.copytree(self.artifact_dir, Path(checkpoint_dir) / self.ARTIFACTS, dirs_exist_ok=True)
