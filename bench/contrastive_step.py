@@ -29,6 +29,7 @@ import torch  # noqa: E402
 from trainables.configs.contrastive_isotropy import Config  # noqa: E402
 from trainables.data import synthetic_text  # noqa: E402
 from trainables.data.retrieval import BeirDataset  # noqa: E402
+from trainables.data.token_prefetch import tokenise_triples  # noqa: E402
 from trainables.losses.contrastive import step_losses  # noqa: E402
 from trainables.metrics.retrieval import evaluate_beir  # noqa: E402
 from trainables.models.sentence_encoder import Projected, build_model, load_base  # noqa: E402
@@ -45,7 +46,7 @@ def step_rate(lambda_iso: float, steps: int) -> float:
     times = []
     for s in range(steps + 2):
         t0 = time.perf_counter()
-        losses = step_losses(enc, model, data[s * 16 : (s + 1) * 16], cfg, step=s, device=torch.device("cpu"))
+        losses = step_losses(enc, tokenise_triples(model, data[s * 16 : (s + 1) * 16]), cfg, step=s)
         losses["total"].backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
