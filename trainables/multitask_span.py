@@ -13,8 +13,9 @@ Four heads:
 - `span`: a per-bar logit z_t, p_t = sigmoid(z_t), trained with the *soft span loss*
   BCE(p, m) + (1 - soft Dice(p, m)) against the soft target m (`trainables/losses/span.py`;
   Dice counters the imbalance: a span covers ~20% of the bars). With `use_crf: true` a
-  linear-chain CRF over in/out tags (emissions (-z/2, z/2), `torchcrf.CRF`) adds its negative
-  log-likelihood per bar to the span loss, and spans are Viterbi-decoded;
+  linear-chain CRF over in/out tags (emissions (-z/2, z/2), parameters in a `torchcrf.CRF`)
+  adds its negative log-likelihood per bar to the span loss, and spans are Viterbi-decoded
+  (both batched on the device: `trainables/models/crf.py`);
 - `countdown`: per bar (onset - t) / countdown_scale, negative after onset (Huber, delta = 1).
 
 The four losses are combined by learned uncertainty weighting or fixed weights
@@ -368,10 +369,11 @@ def _train_pass(state: TrainState, train_set: Batch, cfg: Config, want_grads: bo
     objective_sum = torch.zeros((), device=device)
     train_prob = torch.empty_like(train_set.hard)
     norms = None
+    params = [p for p in state.model.parameters() if p.requires_grad]
     for i in range(0, n, cfg.batch_size):
         idx = perm[i : i + cfg.batch_size]
         last = i + cfg.batch_size >= n
-        losses, objective, span_logit, grads = _train_step(state, train_set.take(idx), cfg, want_grads and last)
+        losses, objective, span_logit, grads = _train_step(state, train_set.take(idx), cfg, params, want_grads and last)
         comp_sum += losses * len(idx)
         objective_sum += objective * len(idx)
         train_prob[idx] = torch.sigmoid(span_logit)
@@ -381,11 +383,10 @@ def _train_pass(state: TrainState, train_set: Batch, cfg: Config, want_grads: bo
     return TrainPass(components, objective, train_prob, grad_row, time.perf_counter() - t0)
 
 
-def _train_step(state: TrainState, b: Batch, cfg: Config, want_grads: bool):
+def _train_step(state: TrainState, b: Batch, cfg: Config, params: list, want_grads: bool):
     """One optimisation step on batch `b`, without host synchronisation: (task losses, weighted
-    objective, span logits, the per-parameter gradient norms before clipping when `want_grads`),
-    all detached tensors on the device."""
-    params = [p for p in state.model.parameters() if p.requires_grad]
+    objective, span logits, the norms of the gradients of `params` (the model's trainable
+    parameters) before clipping when `want_grads`), all detached tensors on the device."""
     with precision.autocast(b.x.device, cfg.mixed_precision):
         out = state.model(b.x)
         losses = task_losses(state.model, out, b, cfg)
