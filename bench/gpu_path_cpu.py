@@ -71,6 +71,35 @@ def decode_times(n: int, rounds: int) -> tuple[float, float]:
     return statistics.median(theirs), statistics.median(ours)
 
 
+def span_pass_ab(before: str, rounds: int) -> tuple[float, float]:
+    """The span trainable's training pass (no CRF), old and new alternating in this process:
+    `_train_pass` of `before` executed in the current module's namespace, on the same model and
+    data (separate processes differ by more than this change: see bench/README.md)."""
+    import torch
+
+    from trainables import multitask_span as mt
+    from trainables.configs.multitask_span import Config
+    from trainables.runtime.early_stopping import EarlyStopping
+
+    source = subprocess.run(
+        ["git", "show", f"{before}:trainables/multitask_span.py"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    namespace = dict(vars(mt))
+    exec(source[source.index("def _train_pass(") : source.index("def _write_diagnostics(")], namespace)  # noqa: S102
+    cfg = Config(data="synthetic:ohlc?n=210&length=105&labeled=1&seed=0", batch_size=32, plots=False, test_fraction=0)
+    data = mt.load_data(cfg, torch.device("cpu"))
+    model, weighting, opt = mt.build(cfg, len(data.classes), torch.device("cpu"))
+    state = mt.TrainState(model, weighting, opt, EarlyStopping(None), None)
+    times: dict[str, list[float]] = {"old": [], "new": []}
+    arms = [("old", namespace["_train_pass"]), ("new", mt._train_pass)]
+    for r in range(2 + rounds * 4):
+        for name, fn in arms if r % 2 else arms[::-1]:
+            t0 = time.perf_counter()
+            fn(state, data.train, cfg, False)
+            times[name].append(time.perf_counter() - t0)
+    return statistics.median(times["old"][2:]), statistics.median(times["new"][2:])
+
+
 def run_trials(tree: Path) -> dict:
     env = dict(os.environ, PYTHONPATH=str(tree))
     done = subprocess.run(
@@ -96,6 +125,9 @@ def main() -> None:
     print("CRF decode, 105 bars, CPU (median ms):")
     for n, (theirs, ours) in decode.items():
         print(f"  {n:4d} windows: pytorch-crf {theirs * 1e3:8.1f}   batched {ours * 1e3:6.1f}   x{theirs / ours:.1f}")
+
+    old, new = span_pass_ab(args.before, args.rounds)
+    print(f"span training pass, in-process A/B: before {old:.3f} s, after {new:.3f} s, speed x{old / new:.2f}")
 
     before_tree = Path(tempfile.mkdtemp(prefix="before-"))
     subprocess.run(
