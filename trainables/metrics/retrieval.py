@@ -2,7 +2,9 @@
 scores, and a sentence-transformers model scored on a BEIR dataset (`evaluate_beir`).
 
 - Ranking of a query's documents: score descending, ties by document id descending (what
-  trec_eval does), so our numbers and `pytrec_eval`'s agree on the same run.
+  trec_eval does), so our numbers and `pytrec_eval`'s agree on the same run; the top-k cut
+  follows the same order (`topk.py`), so which of the documents tied at the 100th score make
+  the run file does not depend on the kernel or on how the corpus was split.
 - NDCG@k: DCG = sum_{i<=k} g_i / log2(i + 1) with the *graded* gain g = the qrels relevance
   (trec_eval's linear gain), over the ideal DCG of the query's judged documents sorted by
   relevance. Recall@k: relevant (relevance > 0) documents in the top k / all relevant ones.
@@ -24,6 +26,7 @@ import numpy as np
 import torch
 
 from trainables.data.retrieval import BeirDataset
+from trainables.metrics import topk
 
 METRICS = ("ndcg@10", "recall@100", "mrr@10")
 
@@ -53,25 +56,6 @@ def evaluate_run(run: dict[str, dict[str, float]], qrels: dict[str, dict[str, in
     if not per_query:
         return {m: float("nan") for m in METRICS} | {"queries": 0}
     return {m: float(np.mean([p[m] for p in per_query])) for m in METRICS} | {"queries": len(per_query)}
-
-
-def search(
-    queries: torch.Tensor, docs: torch.Tensor, k: int, similarity: str = "cosine", chunk: int = 1024
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact top-k: (scores, indices), each (Q, k). cosine: dot of L2-normalised vectors;
-    euclidean: negative L2 distance."""
-    k = min(k, len(docs))
-    if similarity == "cosine":
-        queries = torch.nn.functional.normalize(queries, dim=-1)
-        docs = torch.nn.functional.normalize(docs, dim=-1)
-    out_s, out_i = [], []
-    for i in range(0, len(queries), chunk):
-        q = queries[i : i + chunk]
-        s = q @ docs.T if similarity == "cosine" else -torch.cdist(q, docs)
-        top = s.topk(k, dim=-1)
-        out_s.append(top.values)
-        out_i.append(top.indices)
-    return torch.cat(out_s), torch.cat(out_i)
 
 
 def write_trec_run(path: Path, run: dict[str, dict[str, float]], tag: str, depth: int = 100) -> None:
@@ -113,7 +97,7 @@ def evaluate_beir(
     queries = model.encode(
         [dataset.queries[q] for q in qids], batch_size=batch_size, convert_to_tensor=True, show_progress_bar=False
     )
-    scores, idx = search(queries, docs, depth, similarity_kind)
+    scores, idx = topk.search(queries, [docs], topk.doc_keys(doc_ids), depth, similarity_kind)
     run = {
         q: {doc_ids[j]: float(s) for s, j in zip(srow.tolist(), irow.tolist())}
         for q, srow, irow in zip(qids, scores, idx)
