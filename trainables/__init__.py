@@ -1,6 +1,6 @@
 """Registry of trainables: name -> recipe module, imported lazily (torch is heavy).
 
-The four recipes live at the top of this package, one file each (`train` as the entry, then
+The recipes live at the top of this package, one file each (`train` as the entry, then
 its setup, fit and evaluation); they compose the components of `data/`, `models/`, `losses/`,
 `metrics/` and `runtime/`, which never import a recipe. The orchestrator reaches a recipe only
 through this registry (`get`, `settings`).
@@ -44,6 +44,7 @@ TRAINABLES: dict[str, str] = {
     "lstm_classifier_finetune": "trainables.lstm_classifier_finetune",
     "multitask_span": "trainables.multitask_span",
     "contrastive_isotropy": "trainables.contrastive_isotropy",
+    "retrieval_eval": "trainables.retrieval_eval",
 }
 
 

@@ -55,17 +55,29 @@ def load_triples(path: str | Path) -> list[tuple[str, str, str]]:
 
 def load_beir(folder: str | Path, split: str = "test") -> BeirDataset:
     """A BEIR folder (or `synthetic:beir?...`); errors name the file and line."""
+    path, queries, qrels = load_queries_and_qrels(folder, split)
+    corpus = {
+        r["_id"]: (f"{r['title']} {r['text']}" if r.get("title") else r["text"])
+        for r in _jsonl(path / "corpus.jsonl", ("_id", "text"))
+    }
+    return BeirDataset(str(folder) if str(folder).startswith("synthetic:") else path.name, corpus, queries, qrels)
+
+
+def beir_path(folder: str | Path) -> Path:
+    """The folder of a BEIR source (`synthetic:beir?...` materialised in a cache folder)."""
     if str(folder).startswith("synthetic:"):
         from trainables.data.synthetic_text import beir_folder
 
-        name = str(folder)
-        data = load_beir(beir_folder(name), split)
-        return BeirDataset(name, data.corpus, data.queries, data.qrels)
-    folder = Path(folder)
-    corpus = {
-        r["_id"]: (f"{r['title']} {r['text']}" if r.get("title") else r["text"])
-        for r in _jsonl(folder / "corpus.jsonl", ("_id", "text"))
-    }
+        return beir_folder(str(folder))
+    return Path(folder)
+
+
+def load_queries_and_qrels(folder: str | Path, split: str = "test") -> tuple[Path, dict, dict]:
+    """(folder, queries, qrels) of a BEIR source, without its corpus; errors name file and line.
+    Only judged queries that have a text are kept (trec_eval's semantics)."""
+    folder = beir_path(folder)
+    if not (folder / "corpus.jsonl").exists():
+        raise ValueError(f"{folder / 'corpus.jsonl'}: file not found")
     queries = {r["_id"]: r["text"] for r in _jsonl(folder / "queries.jsonl", ("_id", "text"))}
     qrels_path = folder / "qrels" / f"{split}.tsv"
     if not qrels_path.exists():
@@ -89,7 +101,7 @@ def load_beir(folder: str | Path, split: str = "test") -> BeirDataset:
     qrels = {q: d for q, d in qrels.items() if q in queries}
     if not qrels:
         raise ValueError(f"{qrels_path}: no judged query id is in {folder / 'queries.jsonl'}")
-    return BeirDataset(folder.name, corpus, queries, qrels)
+    return folder, queries, qrels
 
 
 def head_triples(source: str | None, n: int, out: Path) -> str | None:

@@ -1,13 +1,22 @@
 """The model of `contrastive_isotropy` (sentence-transformers modules): a base model's Transformer
 and Pooling, a linear projection (`models.Dense`, identity activation) to `output_dim`, and
-optionally `Normalize`; `Projected` runs it up to the projection (the embeddings SIGReg sees)."""
+optionally `Normalize`; `Projected` runs it up to the projection (the embeddings SIGReg sees).
+`load_encoder` loads any model to evaluate (a folder, a hub name, the offline MiniLM, or a
+checkpoint of `contrastive_isotropy`), `model_hash` names its weights for an embedding cache."""
 
 from __future__ import annotations
 
+import hashlib
+import tempfile
+from pathlib import Path
+
+import pyarrow.fs as pafs
 import torch
 from torch import nn
 
-from trainables.configs.contrastive_isotropy import OFFLINE_MINILM, Config, check_model
+from trainables.configs.contrastive_isotropy import OFFLINE_MINILM, Config, check_model, is_local_path
+from trainables.data import corpus_shards
+from trainables.runtime import checkpoints
 
 
 def resolve_base(name: str) -> str:
@@ -65,3 +74,55 @@ class Projected(nn.Module):
         for module in list(self.model)[:3]:
             features = module(features)
         return features["sentence_embedding"]
+
+
+def model_hash(source: str) -> str:
+    """The content hash of a local model or checkpoint folder; a hub name hashes as its name
+    (a hub model that changes upstream under the same name is not noticed: pin local copies)."""
+    path = Path(_local_model_path(source)) if not _is_hub_name(source) else None
+    if path is not None and path.exists():
+        return corpus_shards.content_hash(path)
+    return hashlib.sha256(source.encode()).hexdigest()
+
+
+def _is_hub_name(source: str) -> bool:
+    return source != OFFLINE_MINILM and "://" not in source and not is_local_path(source) and not Path(source).exists()
+
+
+def _local_model_path(source: str) -> str:
+    """A model source on this machine: the offline MiniLM's folder, a folder, or a copy of an
+    `s3://` folder in a temporary folder."""
+    if "://" in source:
+        local = tempfile.mkdtemp(prefix="model-")
+        pafs.copy_files(source, local)
+        return local
+    return resolve_base(source)
+
+
+def load_encoder(source: str, device: torch.device, precision: str = "auto", max_seq_length: int | None = None):
+    """A SentenceTransformer from a model folder, a hub name, the offline MiniLM, or a checkpoint
+    of `contrastive_isotropy` (its `final_model/`, else its `state.pt` rebuilt from its config)."""
+    path = source if _is_hub_name(source) else _local_model_path(source)
+    folder = Path(path)
+    if (folder / "final_model").is_dir():
+        model = load_base(str(folder / "final_model"), device)
+    elif (folder / checkpoints.STATE_FILE).is_file():
+        state = checkpoints.load(folder / checkpoints.STATE_FILE, map_location="cpu")
+        model = build_model(Config.model_validate(state["config"]), device)
+        model.load_state_dict(state["model"])
+    else:
+        model = load_base(path, device)
+    if max_seq_length:
+        model.max_seq_length = max_seq_length
+    if resolve_precision(precision, device) == "bf16":
+        model = model.to(torch.bfloat16)
+    elif resolve_precision(precision, device) == "fp16":
+        model = model.half()
+    return model.eval()
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """`auto`: bf16 on CUDA, fp32 on CPU (bf16 matrix products are slow on most CPUs)."""
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    return precision

@@ -1,0 +1,52 @@
+"""Settings of `retrieval_eval` (no torch import: `plan` and `validate` read these fast)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from trainables.configs.contrastive_isotropy import OFFLINE_MINILM
+
+INPUT_FIELDS = ("beir",)
+# A local folder, a checkpoint folder, a hub name or the offline MiniLM (paths resolved against
+# the study file's folder; hub names left alone)
+MODEL_FIELDS = ("model",)
+
+
+class Config(BaseModel):
+    """Settings of one evaluation trial: one model on every BEIR folder of `beir`."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model: str = Field(
+        OFFLINE_MINILM,
+        description="The model: a sentence-transformers folder, a hub name, "
+        f"'{OFFLINE_MINILM}', or a checkpoint of contrastive_isotropy (e.g. `${{train.all.checkpoint}}`: "
+        "one evaluation trial per trained model).",
+    )
+    beir: list[str] = Field(min_length=1, description="BEIR folders (corpus.jsonl, queries.jsonl, qrels/<split>.tsv).")
+    split: str = "test"
+    similarity: Literal["cosine", "euclidean"] = Field("cosine", description="The one the model was trained for.")
+    depth: int = Field(100, ge=10, description="Documents per query in the run files (Recall@100 needs 100).")
+    batch_size: int = Field(128, ge=1, description="Texts per forward pass when encoding.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto: bf16 on CUDA, fp32 on CPU.")
+    max_seq_length: int | None = Field(None, ge=8, description="Truncate texts (default: the model's own).")
+    shard_size: int = Field(
+        50_000, ge=1, description="Documents per embedding shard: the unit of caching, resuming and distribution."
+    )
+    encode_workers: int = Field(
+        0, ge=0, description="Ray Data actors encoding shards in parallel; 0: in the trial's own process."
+    )
+    worker_gpus: float = Field(0.0, ge=0, description="GPUs of each encoding actor (e.g. 1, or 0.5 to pack two).")
+    worker_cpus: float = Field(1.0, gt=0, description="CPUs of each encoding actor.")
+    cache: str | None = Field(
+        None,
+        description="Folder or s3:// URI where embedding shards are kept and reused (keyed by the model's and "
+        "corpus's content hashes); default: embeddings/ in the trial folder.",
+    )
+    query_chunk: int = Field(4096, ge=1, description="Queries scored at once against a shard.")
+    isotropy_sample: int = Field(1000, ge=10, description="Corpus embeddings sampled for the isotropy scores.")
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N (this process: queries and search)")
+    deterministic: bool = False
+    seed: int = Field(0, description="Seeds the isotropy sample.")

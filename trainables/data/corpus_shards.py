@@ -1,0 +1,101 @@
+"""A BEIR corpus (`corpus.jsonl`) cut into shards of consecutive documents, read one shard at a
+time, and the content hashes that key an embedding cache.
+
+`plan` reads the corpus once, without keeping any text: each document's id (the search needs
+every id: trec_eval breaks ties by id) and the byte offset where every shard starts. A shard is
+then read by seeking to its offset (`read`), so an encoder holds one shard's texts, never the
+corpus (MS MARCO's 8.8M passages are ~3 GB of text). Malformed lines are one-line errors naming
+the file and line.
+
+Content hashes: of a file, or of a folder (every file's relative path and bytes, in path
+order), so a cached embedding is reused exactly when the same model weights meet the same
+corpus, whatever the paths.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int
+    start: int  # byte offset of its first line
+    end: int  # byte offset after its last line
+    count: int  # documents
+
+
+@dataclass
+class CorpusPlan:
+    path: Path
+    ids: list[str]  # every document id, in file order
+    shards: list[Shard]
+
+
+def _text(row: dict) -> str:
+    """A BEIR document as one text: "title text" (text alone without a title), as `load_beir`."""
+    return f"{row['title']} {row['text']}" if row.get("title") else row["text"]
+
+
+def _row(path: Path, number: int, line: bytes) -> dict:
+    try:
+        row = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}:{number}: not valid JSON ({getattr(exc, 'msg', exc)})") from None
+    if not isinstance(row, dict) or not isinstance(row.get("_id"), str) or not isinstance(row.get("text"), str):
+        raise ValueError(f"{path}:{number}: expected a JSON object with string keys _id and text")
+    return row
+
+
+def plan(corpus: str | Path, shard_size: int) -> CorpusPlan:
+    """Every document id and the shards of `shard_size` consecutive documents."""
+    path = Path(corpus)
+    if not path.exists():
+        raise ValueError(f"{path}: file not found")
+    ids: list[str] = []
+    shards: list[Shard] = []
+    start = offset = 0
+    count = 0
+    with open(path, "rb") as f:
+        for number, line in enumerate(f, 1):
+            if line.strip():
+                ids.append(_row(path, number, line)["_id"])
+                count += 1
+            offset += len(line)
+            if count == shard_size:
+                shards.append(Shard(len(shards), start, offset, count))
+                start, count = offset, 0
+    if count:
+        shards.append(Shard(len(shards), start, offset, count))
+    if not ids:
+        raise ValueError(f"{path}: no documents")
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{path}: document ids repeat ({len(ids) - len(set(ids))} duplicates)")
+    return CorpusPlan(path, ids, shards)
+
+
+def read(corpus: str | Path, shard: Shard) -> tuple[list[str], list[str]]:
+    """(ids, texts) of one shard."""
+    path = Path(corpus)
+    with open(path, "rb") as f:
+        f.seek(shard.start)
+        block = f.read(shard.end - shard.start)
+    rows = [_row(path, 0, line) for line in block.splitlines() if line.strip()]
+    return [r["_id"] for r in rows], [_text(r) for r in rows]
+
+
+def content_hash(path: str | Path) -> str:
+    """sha256 of a file's bytes, or of a folder's files (relative paths and bytes, in path order)."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if path.is_dir():
+            digest.update(str(file.relative_to(path)).encode() + b"\0")
+        with open(file, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()

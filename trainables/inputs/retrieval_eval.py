@@ -1,0 +1,42 @@
+"""The inputs of `retrieval_eval` before a run: every BEIR folder's queries, qrels and corpus
+lines (ids and JSON only; a malformed line is a one-line error naming file and line);
+`preflight` shrinks the run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from trainables.configs.contrastive_isotropy import OFFLINE_MINILM
+from trainables.configs.retrieval_eval import Config
+from trainables.data import corpus_shards
+from trainables.data.retrieval import load_queries_and_qrels
+
+CHECK_FIELDS = ("split", "shard_size")
+
+
+def preflight(config: dict, workdir) -> dict:
+    """Overrides for `orchestrator preflight`: small synthetic stand-ins for BEIR folders that are
+    not on this machine, the offline MiniLM for a hub model, no Ray Data actors."""
+    model = config.get("model", OFFLINE_MINILM)
+    local = model == OFFLINE_MINILM or Path(str(model)).exists()
+    return {
+        "beir": [
+            "synthetic:beir?docs=30&queries=5" if str(b).startswith("synthetic:") or not Path(b).exists() else b
+            for b in config.get("beir", [])
+        ],
+        "model": model if local else OFFLINE_MINILM,
+        "encode_workers": 0,
+        "isotropy_sample": 20,
+        "cache": str(Path(workdir) / "embeddings"),
+    }
+
+
+def check(cfg: Config) -> None:
+    """Every BEIR folder's queries, qrels and corpus lines (ValueError naming the file and line)."""
+    for source in cfg.beir:
+        try:
+            folder, _, _ = load_queries_and_qrels(source, cfg.split)
+            corpus_shards.plan(folder / "corpus.jsonl", cfg.shard_size)
+        except ValueError as exc:
+            exc.field = "beir"  # type: ignore[attr-defined]
+            raise
