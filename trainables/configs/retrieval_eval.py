@@ -6,12 +6,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from trainables.configs.contrastive_isotropy import OFFLINE_MINILM
+from trainables.configs.contrastive_isotropy import OFFLINE_MINILM, is_local_path
 
-INPUT_FIELDS = ("beir",)
+# `cache` is where embeddings go, not an input, but a relative folder means the same: relative
+# to the study file
+INPUT_FIELDS = ("beir", "cache")
 # A local folder, a checkpoint folder, a hub name or the offline MiniLM (paths resolved against
 # the study file's folder; hub names left alone)
 MODEL_FIELDS = ("model",)
+__all__ = ["INPUT_FIELDS", "MODEL_FIELDS", "Config", "is_local_path"]
 
 
 class Config(BaseModel):
