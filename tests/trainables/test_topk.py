@@ -38,7 +38,7 @@ def test_streamed_search_equals_the_whole_corpus_and_trec_eval_order(similarity,
     keys = topk.doc_keys(ids)
     k = 20
     whole_s, whole_i = topk.search(queries, [docs], keys, k, similarity)
-    shard_s, shard_i = topk.search(queries, docs.split(shard_size), keys, k, similarity, query_chunk=7)
+    shard_s, shard_i = topk.search(queries, docs.split(shard_size), keys, k, similarity, query_chunk=7, doc_block=50)
     assert torch.equal(whole_i, shard_i) and torch.equal(whole_s, shard_s)
     assert whole_i.tolist() == _brute_force(queries, docs, ids, k, similarity)
 

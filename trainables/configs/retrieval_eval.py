@@ -48,7 +48,7 @@ class Config(BaseModel):
         description="Folder or s3:// URI where embedding shards are kept and reused (keyed by the model's and "
         "corpus's content hashes); default: embeddings/ in the trial folder.",
     )
-    query_chunk: int = Field(4096, ge=1, description="Queries scored at once against a shard.")
+    query_chunk: int = Field(1024, ge=1, description="Queries scored at once (with 16,384 documents: 128 MiB).")
     isotropy_sample: int = Field(1000, ge=10, description="Corpus embeddings sampled for the isotropy scores.")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N (this process: queries and search)")
     deterministic: bool = False

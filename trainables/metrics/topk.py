@@ -90,11 +90,14 @@ def search(
     keys: torch.Tensor,
     k: int,
     similarity: str = "cosine",
-    query_chunk: int = 4096,
+    query_chunk: int = 1024,
+    doc_block: int = 16384,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact top-`k` of every query over the corpus given as consecutive shards of embeddings
     (a list, or a generator that loads them one at a time); `keys`: `doc_keys` of the whole
-    corpus. Cosine normalises both sides. Returns (scores, global document indices), (Q, k)."""
+    corpus. Cosine normalises both sides. Scores are computed for `query_chunk` queries and
+    `doc_block` documents at a time (float64: 128 MiB at the defaults), so memory is bounded by
+    that and one shard. Returns (scores, global document indices), (Q, k)."""
     if similarity == "cosine":
         queries = torch.nn.functional.normalize(queries.float(), dim=-1)
     chunks = [RunningTopK(len(c), k, queries.device) for c in queries.split(query_chunk)]
@@ -103,11 +106,12 @@ def search(
         shard = shard.to(queries.device).float()
         if similarity == "cosine":
             shard = torch.nn.functional.normalize(shard, dim=-1)
-        index = torch.arange(start, start + len(shard), device=queries.device)
-        shard_keys = keys[start : start + len(shard)]
-        for running, q in zip(chunks, queries.split(query_chunk)):
-            running.add(scores(q, shard, similarity), shard_keys, index)
-        start += len(shard)
+        for block in shard.split(doc_block):
+            index = torch.arange(start, start + len(block), device=queries.device)
+            block_keys = keys[start : start + len(block)]
+            for running, q in zip(chunks, queries.split(query_chunk)):
+                running.add(scores(q, block, similarity), block_keys, index)
+            start += len(block)
     if start != len(keys):
         raise ValueError(f"the shards hold {start} documents, the corpus {len(keys)}")
     results = [r.result() for r in chunks]
