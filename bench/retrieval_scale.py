@@ -120,7 +120,8 @@ def main() -> None:
         f"Ray Data 2 actors {enc['ray_data_2_actors']:.0f} texts/s, ratio {enc['ratio']:.3f} (target >= 0.9)"
     )
     mem = search_memory(args.docs)
-    equal = mem["memory"]["checksum"] == mem["streamed"]["checksum"] and mem["memory"]["first"] == mem["streamed"]["first"]
+    a, b = mem["memory"], mem["streamed"]
+    equal = a["checksum"] == b["checksum"] and a["first"] == b["first"]
     print(
         f"search, 1,000 queries x {args.docs:,} docs (384-d), top-100: peak memory in memory "
         f"{mem['memory']['peak_mib']:.0f} MiB, streamed in shards of 50,000 {mem['streamed']['peak_mib']:.0f} MiB; "

@@ -11,11 +11,13 @@ then NDCG@10, Recall@100, MRR@10 (`trainables/metrics/retrieval.py`), the isotro
 seeded sample of corpus embeddings, and a TREC run file (`runs/<dataset>.trec`, re-scorable by
 any tool).
 
-Metrics, in one report per dataset (each with every dataset so far): `final/<dataset>/<metric>`
-and their means over the datasets done, `final/<metric>` (the shape of `contrastive_isotropy`'s
-own evaluation, so `results` and `report` tables compare them). A checkpoint after each dataset
-holds the scores so far: a retried trial skips the datasets it has and, inside the interrupted
-one, re-encodes only the shards the cache lacks.
+Metrics, in one report per dataset (each with every dataset so far): `final/<dataset>/<metric>`,
+and in the last report their means over all datasets, `final/<metric>` (the shape of
+`contrastive_isotropy`'s own evaluation, so `results` and `report` tables compare them). The
+means are in the last report only: a mean over the first datasets is another number, and a
+stage that selects on `final/ndcg@10` must not pick it as a trial's best. A checkpoint after
+each dataset holds the scores so far: a retried trial skips the datasets it has and, inside the
+interrupted one, re-encodes only the shards the cache lacks.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ def train(config: dict, session: Session | None = None) -> dict:
     done: dict[str, dict] = state["done"]
     (session.artifact_dir / "runs").mkdir(exist_ok=True)
     model = None
-    metrics: dict = _summary(done)
+    metrics: dict = _summary(done, len(cfg.beir))
     for number, source in enumerate(cfg.beir, 1):
         name = dataset_name(source)
         if name in done:
@@ -57,7 +59,7 @@ def train(config: dict, session: Session | None = None) -> dict:
         if model is None:  # the query encoder, loaded once (the corpus may be encoded elsewhere)
             model = load_encoder(cfg.model, device, cfg.precision, cfg.max_seq_length)
         done[name] = evaluate(model, source, cfg, session.artifact_dir, device)
-        metrics = {"dataset": number, **_summary(done)}
+        metrics = {"dataset": number, **_summary(done, len(cfg.beir))}
         with tempfile.TemporaryDirectory() as tmp:
             checkpoints.save({"done": done, "config": cfg.model_dump()}, Path(tmp) / checkpoints.STATE_FILE)
             session.report(metrics, checkpoint_dir=tmp)
@@ -104,7 +106,7 @@ def evaluate(model, source: str, cfg: Config, folder: Path, device: torch.device
         topk.doc_keys(plan.ids),
         cfg.depth,
         cfg.similarity,
-        cfg.query_chunk,
+        query_chunk=cfg.query_chunk,
     )
     run = {
         q: {plan.ids[j]: s for s, j in zip(srow.tolist(), irow.tolist())}
@@ -151,10 +153,11 @@ def _encoding_settings(cfg: Config, device: torch.device) -> dict:
     }
 
 
-def _summary(done: dict[str, dict]) -> dict:
+def _summary(done: dict[str, dict], datasets: int) -> dict:
+    """Every finished dataset's scores; the means over datasets once all `datasets` are done."""
     out: dict = {}
     for name, m in done.items():
         out.update({f"final/{name}/{k}": v for k, v in m.items() if k in SUMMARY or k in ("documents", "encode_s")})
-    if done:
+    if done and len(done) == datasets:
         out.update({f"final/{k}": sum(m[k] for m in done.values()) / len(done) for k in SUMMARY})
     return out

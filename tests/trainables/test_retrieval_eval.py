@@ -133,3 +133,16 @@ def test_ray_data_actors_encode_what_the_trial_encodes(ray_local, tmp_path):
         a = EmbeddingCache(str(tmp_path / "local"), key).read(i)[1]
         b = EmbeddingCache(str(tmp_path / "ray"), key).read(i)[1]
         torch.testing.assert_close(a, b)
+
+
+def test_the_mean_over_datasets_is_reported_once_all_are_done(tmp_path):
+    """A stage selecting on final/ndcg@10 must see the mean over every dataset, not the first
+    dataset's score in an earlier report (which can be higher)."""
+    second = "synthetic:beir?docs=200&queries=20&seed=2"
+    session = LocalSession(tmp_path, select={"metric": "final/ndcg@10", "mode": "max"})
+    final = retrieval_eval.train({**BASE, "beir": [BEIR, second]}, session)
+    first, last = session.metrics
+    assert "final/ndcg@10" not in first and "final/beir_docs_300_queries_30_seed_1/ndcg@10" in first
+    per_dataset = [v for k, v in last.items() if k.endswith("/ndcg@10") and k.count("/") == 2]
+    assert len(per_dataset) == 2 and final["final/ndcg@10"] == pytest.approx(sum(per_dataset) / 2)
+    assert session.selection.best == final["final/ndcg@10"]

@@ -90,6 +90,7 @@ def search(
     keys: torch.Tensor,
     k: int,
     similarity: str = "cosine",
+    *,
     query_chunk: int = 1024,
     doc_block: int = 16384,
 ) -> tuple[torch.Tensor, torch.Tensor]:
