@@ -52,8 +52,9 @@ import torch
 import torch.nn.functional as F
 
 from trainables.configs.contrastive_isotropy import Config
-from trainables.data.retrieval import load_beir, load_triples
+from trainables.data.retrieval import load_beir
 from trainables.data.token_prefetch import TriplePrefetch, tokenise_triples
+from trainables.data.triples import open_triples
 from trainables.losses.contrastive import similarity, step_losses
 from trainables.metrics.retrieval import METRICS, dataset_name, evaluate_beir, isotropy, write_trec_run
 from trainables.models.sentence_encoder import Projected, build_model, resolve_base
@@ -98,8 +99,8 @@ class ContrastiveRecipe:
         from transformers import get_linear_schedule_with_warmup
 
         cfg = self.cfg
-        self.train_triples = load_triples(cfg.train_data)
-        self.val_triples = load_triples(cfg.val_data) if cfg.val_data else []
+        self.train_triples = open_triples(cfg.train_data, cfg.triple_columns)
+        self.val_triples = open_triples(cfg.val_data, cfg.triple_columns) if cfg.val_data else []
         self.micro_per_epoch = len(self.train_triples) // self.world // cfg.batch_size
         if self.micro_per_epoch < 1:
             raise ValueError(

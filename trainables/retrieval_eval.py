@@ -51,7 +51,8 @@ def train(config: dict, session: Session | None = None) -> dict:
     done: dict[str, dict] = state["done"]
     (session.artifact_dir / "runs").mkdir(exist_ok=True)
     model = None
-    metrics: dict = _summary(done, len(cfg.beir))
+    datasets = len({dataset_name(b) for b in cfg.beir})  # a folder named twice is evaluated once
+    metrics: dict = _summary(done, datasets)
     for number, source in enumerate(cfg.beir, 1):
         name = dataset_name(source)
         if name in done:
@@ -59,7 +60,7 @@ def train(config: dict, session: Session | None = None) -> dict:
         if model is None:  # the query encoder, loaded once (the corpus may be encoded elsewhere)
             model = load_encoder(cfg.model, device, cfg.precision, cfg.max_seq_length)
         done[name] = evaluate(model, source, cfg, session.artifact_dir, device)
-        metrics = {"dataset": number, **_summary(done, len(cfg.beir))}
+        metrics = {"dataset": number, **_summary(done, datasets)}
         with tempfile.TemporaryDirectory() as tmp:
             checkpoints.save({"done": done, "config": cfg.model_dump()}, Path(tmp) / checkpoints.STATE_FILE)
             session.report(metrics, checkpoint_dir=tmp)

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from trainables.data import retrieval as retrieval_data
+from trainables.data.triples import open_triples
 from trainables.losses import sigreg
 from trainables.metrics import retrieval
 
@@ -102,10 +103,10 @@ def test_malformed_inputs_name_file_and_line(tmp_path):
     good = json.dumps({"query": "q", "positive": "p", "negative": "n"})
     (tmp_path / "t.jsonl").write_text(good + "\n" + '{"query": "q", "positive": "p"}\n')
     with pytest.raises(ValueError, match=r"t.jsonl:2: missing or non-string key\(s\) negative"):
-        retrieval_data.load_triples(tmp_path / "t.jsonl")
+        open_triples(tmp_path / "t.jsonl")
     (tmp_path / "u.jsonl").write_text(good + "\n\n{not json\n")
     with pytest.raises(ValueError, match=r"u.jsonl:3: not valid JSON"):
-        retrieval_data.load_triples(tmp_path / "u.jsonl")
+        open_triples(tmp_path / "u.jsonl")
     beir = tmp_path / "beir"
     (beir / "qrels").mkdir(parents=True)
     (beir / "corpus.jsonl").write_text(json.dumps({"_id": "d1", "title": "", "text": "x"}) + "\n")

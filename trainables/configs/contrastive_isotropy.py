@@ -30,8 +30,18 @@ class Config(BaseModel):
         "(e.g. sentence-transformers/all-mpnet-base-v2; needs the hub or its cache), or "
         f"'{OFFLINE_MINILM}' for the MiniLM shipped in that PyPI package (offline).",
     )
-    train_data: str = Field(description="JSONL of {query, positive, negative} triples.")
-    val_data: str | None = Field(None, description="JSONL triples for validation (loss, triplet accuracy, isotropy).")
+    train_data: str = Field(
+        description="Triples: JSONL, TSV, CSV or Parquet (columns query, positive, negative, or `triple_columns`), "
+        "or an MS MARCO folder (collection.tsv, queries.train.tsv, id triples)."
+    )
+    val_data: str | None = Field(None, description="Triples for validation (loss, triplet accuracy, isotropy).")
+    triple_columns: list[str | int] | None = Field(
+        None,
+        min_length=3,
+        max_length=3,
+        description="The query, positive and negative columns of train_data and val_data: names, or positions "
+        "for a TSV/CSV without a header (MS MARCO's triples.train.small.tsv: [0, 1, 2], the default for .tsv).",
+    )
     beir: list[str] = Field(default_factory=list, description="BEIR folders evaluated after training.")
     beir_split: str = "test"
     output_dim: int = Field(512, ge=1, description="Linear projection after pooling.")

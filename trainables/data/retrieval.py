@@ -1,6 +1,6 @@
-"""Retrieval data: BEIR folders (`corpus.jsonl`, `queries.jsonl`, `qrels/<split>.tsv`) and
-contrastive training triples (JSONL of {"query", "positive", "negative"}), read without torch
-(`validate` checks them); every error names the file and line."""
+"""Retrieval data: BEIR folders (`corpus.jsonl`, `queries.jsonl`, `qrels/<split>.tsv`), read
+without torch (`validate` checks them); every error names the file and line. Training triples:
+`triples.py`."""
 
 from __future__ import annotations
 
@@ -41,16 +41,6 @@ def _jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
     if not rows:
         raise ValueError(f"{path}: no rows")
     return rows
-
-
-def load_triples(path: str | Path) -> list[tuple[str, str, str]]:
-    """JSONL of {"query", "positive", "negative"} (or `synthetic:triples?...`); errors name the
-    file and line."""
-    if str(path).startswith("synthetic:"):
-        from trainables.data.synthetic_text import triples_from_uri
-
-        return triples_from_uri(str(path))
-    return [(r["query"], r["positive"], r["negative"]) for r in _jsonl(Path(path), ("query", "positive", "negative"))]
 
 
 def load_beir(folder: str | Path, split: str = "test") -> BeirDataset:
@@ -102,18 +92,3 @@ def load_queries_and_qrels(folder: str | Path, split: str = "test") -> tuple[Pat
     if not qrels:
         raise ValueError(f"{qrels_path}: no judged query id is in {folder / 'queries.jsonl'}")
     return folder, queries, qrels
-
-
-def head_triples(source: str | None, n: int, out: Path) -> str | None:
-    """A triples source with at most its first `n` lines (for pre-flight runs), written to `out`;
-    a file that is not on this machine is stood in for by synthetic triples."""
-    if source is None or str(source).startswith("synthetic:"):
-        return source
-    if not Path(source).exists():
-        return f"synthetic:triples?n={n}&seed={len(out.name)}"
-    with open(source, encoding="utf-8") as f, open(out, "w", encoding="utf-8") as g:
-        for i, line in enumerate(f):
-            if i >= n:
-                break
-            g.write(line)
-    return str(out)

@@ -8,9 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from trainables.configs.contrastive_isotropy import OFFLINE_MINILM, Config, check_model
-from trainables.data.retrieval import head_triples, load_beir, load_triples
+from trainables.data.retrieval import load_beir
+from trainables.data.triples import head_triples, open_triples
 
-CHECK_FIELDS = ("batch_size", "beir_split")  # what `check` reads besides the inputs
+CHECK_FIELDS = ("batch_size", "beir_split", "triple_columns")  # what `check` reads besides the inputs
 
 
 def preflight(config: dict, workdir) -> dict:
@@ -19,6 +20,7 @@ def preflight(config: dict, workdir) -> dict:
     data files that are not on this machine."""
     base = config.get("base_model", OFFLINE_MINILM)
     local = base == OFFLINE_MINILM or Path(base).is_dir()
+    columns = config.get("triple_columns")
     beir = [
         "synthetic:beir?docs=30&queries=5" if str(b).startswith("synthetic:") or not Path(b).exists() else b
         for b in config.get("beir", [])
@@ -32,8 +34,9 @@ def preflight(config: dict, workdir) -> dict:
         "isotropy_sample": 20,
         "base_model": base if local else OFFLINE_MINILM,
         "output_dim": 32,
-        "train_data": head_triples(config.get("train_data"), 32, Path(workdir) / "train.jsonl"),
-        "val_data": head_triples(config.get("val_data"), 32, Path(workdir) / "val.jsonl"),
+        "train_data": head_triples(config.get("train_data"), 32, Path(workdir) / "train.jsonl", columns),
+        "val_data": head_triples(config.get("val_data"), 32, Path(workdir) / "val.jsonl", columns),
+        "triple_columns": None,  # the heads are JSONL with the default keys
         "beir": beir,
     }
 
@@ -46,8 +49,8 @@ def check(cfg: Config) -> None:
     except ValueError as exc:
         exc.field = "base_model"  # type: ignore[attr-defined]
         raise
-    checks = [("train_data", load_triples, cfg.train_data)]
-    checks += [("val_data", load_triples, cfg.val_data)] if cfg.val_data else []
+    checks = [("train_data", lambda f: open_triples(f, cfg.triple_columns), cfg.train_data)]
+    checks += [("val_data", lambda f: open_triples(f, cfg.triple_columns), cfg.val_data)] if cfg.val_data else []
     checks += [("beir", lambda f: load_beir(f, cfg.beir_split), f) for f in cfg.beir]
     for field, load, source in checks:
         try:

@@ -20,9 +20,11 @@ def preflight(config: dict, workdir) -> dict:
     model = config.get("model", OFFLINE_MINILM)
     local = model == OFFLINE_MINILM or Path(str(model)).exists()
     return {
-        "beir": [
-            "synthetic:beir?docs=30&queries=5" if str(b).startswith("synthetic:") or not Path(b).exists() else b
-            for b in config.get("beir", [])
+        "beir": [  # one small synthetic folder of its own for each folder not on this machine
+            f"synthetic:beir?docs=30&queries=5&seed={i}"
+            if str(b).startswith("synthetic:") or not Path(b).exists()
+            else b
+            for i, b in enumerate(config.get("beir", []))
         ],
         "model": model if local else OFFLINE_MINILM,
         "encode_workers": 0,

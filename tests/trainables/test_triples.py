@@ -1,0 +1,135 @@
+"""Training triples in the formats researchers have (`trainables/data/triples.py`): JSONL, TSV with
+and without a header (MS MARCO's text triples), CSV and Parquet with a column mapping, an MS
+MARCO folder of id triples; all read the same triples; malformed rows name file and line; the
+contrastive trainable trains from a TSV; `validate` refuses a broken file in one line."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pandas as pd
+import pytest
+
+from tests.conftest import run_cli
+from trainables.data.triples import head_triples, open_triples
+
+ROWS = [
+    ("what is a cat", "a cat is a small feline, kept as a pet", "the stock market fell"),
+    ('quotes "inside", commas', "tabs\tare not here but commas, are", "négatif"),
+    ("third query", "third positive", "third negative"),
+]
+
+
+def _write_all(tmp_path):
+    (tmp_path / "t.jsonl").write_text(
+        "".join(json.dumps({"q": q, "p": p, "n": n}) + "\n" for q, p, n in ROWS), encoding="utf-8"
+    )
+    with open(tmp_path / "small.tsv", "w", encoding="utf-8", newline="") as f:  # MS MARCO: no header
+        for q, p, n in ROWS:
+            f.write(f"{q}\t{p.replace(chr(9), ' ')}\t{n}\n")
+    with open(tmp_path / "t.csv", "w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "anchor", "pos", "neg"])
+        for i, (q, p, n) in enumerate(ROWS):
+            w.writerow([i, q, p, n])
+    pd.DataFrame({"a": [r[0] for r in ROWS], "b": [r[1] for r in ROWS], "c": [r[2] for r in ROWS]}).to_parquet(
+        tmp_path / "t.parquet"
+    )
+
+
+def test_every_format_reads_the_same_triples(tmp_path):
+    _write_all(tmp_path)
+    expected = [(q, p.replace("\t", " "), n) for q, p, n in ROWS]
+    assert list(open_triples(tmp_path / "t.jsonl", ["q", "p", "n"])) == ROWS
+    assert list(open_triples(tmp_path / "small.tsv")) == expected
+    assert list(open_triples(tmp_path / "t.csv", ["anchor", "pos", "neg"])) == ROWS
+    assert list(open_triples(tmp_path / "t.parquet", ["a", "b", "c"])) == ROWS
+    t = open_triples(tmp_path / "t.csv", ["anchor", "pos", "neg"])
+    assert len(t) == 3 and t[-1] == ROWS[2] and t[1:] == ROWS[1:]
+
+
+def test_msmarco_id_triples_resolve_through_collection_and_queries(tmp_path):
+    folder = tmp_path / "msmarco"
+    folder.mkdir()
+    (folder / "collection.tsv").write_text("0\tpassage zero\n7\tpassage seven\n3\tpassage three\n")
+    (folder / "queries.train.tsv").write_text("100\tfirst query\n200\tsecond query\n")
+    (folder / "qidpidtriples.train.full.2.tsv").write_text("100\t7\t0\n200\t3\t7\n")
+    assert list(open_triples(folder)) == [
+        ("first query", "passage seven", "passage zero"),
+        ("second query", "passage three", "passage seven"),
+    ]
+    (folder / "qidpidtriples.train.full.2.tsv").write_text("100\t7\t0\n200\t4\t7\n")
+    with pytest.raises(ValueError, match=r"qidpidtriples.train.full.2.tsv:2: passage id 4 is not in collection.tsv"):
+        open_triples(folder)
+    (folder / "qidpidtriples.train.full.2.tsv").write_text("100 7\n")
+    with pytest.raises(ValueError, match=r":1: expected three ids"):
+        open_triples(folder)
+
+
+@pytest.mark.parametrize(
+    "name,content,columns,message",
+    [
+        ("a.tsv", "q\tp\tn\nq only\tp\n", None, r"a.tsv:2: expected at least 3 tab-separated columns, got 2"),
+        ("b.tsv", "q\tp\tn\n\nq\t \tn\n", None, r"b.tsv:3: an empty query, positive or negative"),
+        ("c.csv", "x,y,z\n1,2,3\n", None, r"c.csv:1: expected a header with columns query, positive, negative"),
+        ("d.csv", "anchor,pos\n1,2\n", ["anchor", "pos", "neg"], r"d.csv:1: the header has no column\(s\) neg"),
+        ("e.jsonl", '{"query": "q", "positive": "p"}\n', None, r"e.jsonl:1: missing or non-string key\(s\) negative"),
+        ("f.txt.gz", "x", None, r"unknown triples format"),
+    ],
+)
+def test_malformed_rows_name_file_and_line(tmp_path, name, content, columns, message):
+    (tmp_path / name).write_text(content)
+    with pytest.raises(ValueError, match=message):
+        open_triples(tmp_path / name, columns)
+
+
+def test_parquet_errors_name_the_file(tmp_path):
+    pd.DataFrame({"query": ["q", None], "positive": ["p", "p"], "negative": ["n", "n"]}).to_parquet(
+        tmp_path / "a.parquet"
+    )
+    with pytest.raises(ValueError, match=r"a.parquet: row 2: column query is empty"):
+        open_triples(tmp_path / "a.parquet")
+    with pytest.raises(ValueError, match=r"a.parquet: no column\(s\) anchor"):
+        open_triples(tmp_path / "a.parquet", ["anchor", "positive", "negative"])
+    (tmp_path / "b.parquet").write_text("not parquet")
+    with pytest.raises(ValueError, match=r"b.parquet: not a readable Parquet file"):
+        open_triples(tmp_path / "b.parquet")
+
+
+def test_preflight_head_of_any_format_is_jsonl(tmp_path):
+    _write_all(tmp_path)
+    head = head_triples(str(tmp_path / "t.parquet"), 2, tmp_path / "head.jsonl", ["a", "b", "c"])
+    assert list(open_triples(head)) == ROWS[:2]
+
+
+def test_contrastive_trains_from_msmarco_text_triples_and_validate_refuses_a_broken_one(tmp_path):
+    from trainables import contrastive_isotropy as ci
+    from trainables.data.synthetic_text import triples
+    from trainables.runtime.session import LocalSession
+
+    with open(tmp_path / "train.tsv", "w", encoding="utf-8") as f:
+        for q, p, n in triples(48, seed=0):
+            f.write(f"{q}\t{p}\t{n}\n")
+    cfg = {
+        "train_data": str(tmp_path / "train.tsv"),
+        "batch_size": 8,
+        "max_steps": 2,
+        "warmup_steps": 1,
+        "output_dim": 16,
+        "max_seq_length": 16,
+    }
+    final = ci.train(cfg, LocalSession(tmp_path / "trial"))
+    assert final["step"] == 2 and final["train/loss"] > 0
+    meta = json.loads((tmp_path / "trial" / "metadata.json").read_text())
+    assert meta["data"]["train_triples"] == 48
+    with open(tmp_path / "train.tsv", "a", encoding="utf-8") as f:
+        f.write("a query\tonly a positive\n")
+    (tmp_path / "study.yaml").write_text(
+        "name: tsv\nstages:\n  train:\n    trainable: contrastive_isotropy\n    config:\n"
+        "      train_data: train.tsv\n      batch_size: 8\n"
+    )
+    done = run_cli("validate", "study.yaml", cwd=tmp_path)
+    assert done.returncode == 2, done.stdout + done.stderr
+    (line,) = [x for x in done.stderr.splitlines() if x.strip()]
+    assert "train.tsv:49: expected at least 3 tab-separated columns, got 2" in line and "Traceback" not in done.stderr

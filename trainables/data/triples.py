@@ -1,0 +1,259 @@
+"""Training triples (query, positive, negative) in the formats researchers have, read without
+holding the texts in memory, checked row by row.
+
+`open_triples(source, columns)` returns a `Triples` sequence (`len`, `t[i]`, `t[a:b]`) of
+(query, positive, negative) strings, from:
+
+- JSONL of objects (`.jsonl`): keys `query`, `positive`, `negative`, or the three `columns`;
+- TSV / CSV (`.tsv`, `.csv`; uncompressed): three columns by name (a header line naming them)
+  or by position (`columns: [0, 1, 2]`, no header). A `.tsv` without
+  `columns` is MS MARCO's `triples.train.small.tsv` layout: query, positive, negative texts by
+  position, no header (unless its first line is exactly `query positive negative`);
+- Parquet (`.parquet`): three columns by name (default `query`, `positive`, `negative`), memory
+  mapped;
+- an MS MARCO folder: `collection.tsv` (pid, passage), `queries.train.tsv` (qid, query; or
+  `queries.tsv`) and an id-triples file (`qidpidtriples.train.full.2.tsv`, or the one
+  `*triples*.tsv` there: qid, positive pid, negative pid), resolved by id;
+- `synthetic:triples?n=..` (tests, the CPU profile).
+
+Text files are indexed in one pass (the byte offset of each row, an int64 per row: 320 MB for
+MS MARCO's 40M text triples, against 7 GB of text), and a row is read by seeking to it when it
+is asked for; every row is checked in that pass, so a malformed row is a one-line error naming
+file and line at `validate`. MS MARCO id triples are held as int64 ids (every id checked
+against the collection and the queries), passages read by offset. Torch-free: `validate` uses it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_COLUMNS = ("query", "positive", "negative")
+MSMARCO_TRIPLES = "qidpidtriples.train.full.2.tsv"
+
+
+class Triples(Sequence):
+    """(query, positive, negative) by index; slices give lists."""
+
+    def __init__(self, n: int, get, describe: str):
+        self._n, self._get, self.describe = n, get, describe
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self._get(j) for j in range(*i.indices(self._n))]
+        if i < 0:
+            i += self._n
+        if not 0 <= i < self._n:
+            raise IndexError(i)
+        return self._get(i)
+
+
+def open_triples(source: str | Path, columns: Sequence[str | int] | None = None) -> Triples:
+    """The triples of `source` (see the module doc); ValueError naming file and line."""
+    text = str(source)
+    if text.startswith("synthetic:"):
+        from trainables.data.synthetic_text import triples_from_uri
+
+        rows = triples_from_uri(text)
+        return Triples(len(rows), rows.__getitem__, text)
+    path = Path(source)
+    if not path.exists():
+        raise ValueError(f"{path}: file not found")
+    if columns is not None and len(columns) != 3:
+        raise ValueError(f"{path}: triple_columns must name 3 columns (query, positive, negative), got {columns}")
+    if path.is_dir():
+        return _msmarco(path)
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        return _parquet(path, columns or DEFAULT_COLUMNS)
+    if suffix in (".tsv", ".csv", ".txt"):
+        return _delimited(path, "," if suffix == ".csv" else "\t", columns)
+    if suffix in (".jsonl", ".json"):
+        return _jsonl(path, columns or DEFAULT_COLUMNS)
+    raise ValueError(f"{path}: unknown triples format; expected .jsonl, .tsv, .csv, .parquet or an MS MARCO folder")
+
+
+def _read_line(path: Path, offset: int) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.readline()
+
+
+def _jsonl(path: Path, columns: Sequence[str | int]) -> Triples:
+    names = [str(c) for c in columns]
+
+    def parse(line: bytes, number: int) -> tuple[str, str, str]:
+        try:
+            row = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{path}:{number}: not valid JSON ({getattr(exc, 'msg', exc)})") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
+        missing = [k for k in names if not isinstance(row.get(k), str)]
+        if missing:
+            raise ValueError(
+                f"{path}:{number}: missing or non-string key(s) {', '.join(missing)}; expected {', '.join(names)}"
+            )
+        return row[names[0]], row[names[1]], row[names[2]]
+
+    offsets, numbers = _index(path, parse, header=False)
+    return Triples(len(offsets), lambda i: parse(_read_line(path, offsets[i]), int(numbers[i])), f"{path} (JSONL)")
+
+
+def _index(path: Path, parse, header: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Byte offsets and line numbers of the non-empty rows of a text file, each checked by
+    `parse(line, number)` on the way (the header line, if any, skipped)."""
+    offsets, numbers = [], []
+    position = 0
+    with open(path, "rb") as f:
+        for number, line in enumerate(f, 1):
+            if line.strip() and not (header and number == 1):
+                parse(line, number)
+                offsets.append(position)
+                numbers.append(number)
+            position += len(line)
+    if not offsets:
+        raise ValueError(f"{path}: no rows")
+    return np.asarray(offsets, dtype=np.int64), np.asarray(numbers, dtype=np.int64)
+
+
+def _delimited(path: Path, delimiter: str, columns: Sequence[str | int] | None) -> Triples:
+    kind = "tab" if delimiter == "\t" else "comma"
+    with open(path, encoding="utf-8", newline="") as f:
+        first = next(csv.reader(f, delimiter=delimiter), [])
+    by_name = columns is not None and all(isinstance(c, str) for c in columns)
+    if columns is None:
+        if [c.strip() for c in first] == list(DEFAULT_COLUMNS):
+            columns, by_name = DEFAULT_COLUMNS, True
+        elif delimiter == ",":
+            raise ValueError(
+                f"{path}:1: expected a header with columns {', '.join(DEFAULT_COLUMNS)} (or triple_columns)"
+            )
+        else:
+            columns = (0, 1, 2)  # MS MARCO's triples.train.small.tsv: no header
+    if by_name:
+        header = [c.strip() for c in first]
+        missing = [c for c in columns if c not in header]
+        if missing:
+            raise ValueError(f"{path}:1: the header has no column(s) {', '.join(map(str, missing))}; it has {header}")
+        positions = [header.index(c) for c in columns]
+    else:
+        positions = [int(c) for c in columns]
+    width = max(positions) + 1
+
+    def parse(line: bytes, number: int) -> tuple[str, str, str]:
+        try:
+            cells = next(csv.reader(io.StringIO(line.decode("utf-8")), delimiter=delimiter))
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise ValueError(f"{path}:{number}: unreadable row ({exc})") from None
+        if len(cells) < width:
+            raise ValueError(f"{path}:{number}: expected at least {width} {kind}-separated columns, got {len(cells)}")
+        values = tuple(cells[p] for p in positions)
+        if not all(v.strip() for v in values):
+            raise ValueError(f"{path}:{number}: an empty query, positive or negative")
+        return values  # type: ignore[return-value]
+
+    offsets, numbers = _index(path, parse, header=by_name)
+    return Triples(len(offsets), lambda i: parse(_read_line(path, offsets[i]), int(numbers[i])), f"{path} ({kind})")
+
+
+def _parquet(path: Path, columns: Sequence[str | int]) -> Triples:
+    import pyarrow.parquet as pq
+
+    names = [str(c) for c in columns]
+    try:
+        schema = pq.read_schema(path)
+    except Exception as exc:  # noqa: BLE001 - pyarrow's own error types: one line naming the file
+        raise ValueError(f"{path}: not a readable Parquet file ({' '.join(str(exc).split())[:120]})") from None
+    missing = [c for c in names if c not in schema.names]
+    if missing:
+        raise ValueError(f"{path}: no column(s) {', '.join(missing)}; it has {schema.names} (set triple_columns)")
+    table = pq.read_table(path, columns=names, memory_map=True)
+    cols = [table.column(c) for c in names]
+    for name, col in zip(names, cols):
+        if col.null_count:
+            first = next(i for i, v in enumerate(col.is_null().to_pylist()) if v)
+            raise ValueError(f"{path}: row {first + 1}: column {name} is empty (null)")
+
+    def get(i: int) -> tuple[str, str, str]:
+        return tuple(str(c[i].as_py()) for c in cols)  # type: ignore[return-value]
+
+    return Triples(table.num_rows, get, f"{path} (Parquet)")
+
+
+def _id_text_index(path: Path, what: str) -> tuple[dict[int, int], int]:
+    """{id: byte offset of its line} of an `id<TAB>text` file; errors name the line."""
+    index: dict[int, int] = {}
+    position = 0
+    with open(path, "rb") as f:
+        for number, line in enumerate(f, 1):
+            if line.strip():
+                head, tab, _ = line.partition(b"\t")
+                if not tab or not head.strip().isdigit():
+                    raise ValueError(f"{path}:{number}: expected {what} id<TAB>text")
+                index[int(head)] = position
+            position += len(line)
+    return index, position
+
+
+def _msmarco(folder: Path) -> Triples:
+    collection = folder / "collection.tsv"
+    queries = next((folder / n for n in ("queries.train.tsv", "queries.tsv") if (folder / n).exists()), None)
+    found = [folder / MSMARCO_TRIPLES] if (folder / MSMARCO_TRIPLES).exists() else sorted(folder.glob("*triples*.tsv"))
+    if not collection.exists() or queries is None or len(found) != 1:
+        raise ValueError(
+            f"{folder}: an MS MARCO folder needs collection.tsv, queries.train.tsv (or queries.tsv) and one "
+            f"id-triples file ({MSMARCO_TRIPLES} or *triples*.tsv); found {sorted(p.name for p in folder.iterdir())}"
+        )
+    (triples_path,) = found
+    passages, _ = _id_text_index(collection, "passage")
+    query_offsets, _ = _id_text_index(queries, "query")
+    ids = []
+    with open(triples_path, "rb") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            cells = line.split()
+            if len(cells) != 3 or not all(c.isdigit() for c in cells):
+                raise ValueError(f"{triples_path}:{number}: expected three ids: qid, positive pid, negative pid")
+            qid, pos, neg = (int(c) for c in cells)
+            if qid not in query_offsets:
+                raise ValueError(f"{triples_path}:{number}: query id {qid} is not in {queries.name}")
+            for pid in (pos, neg):
+                if pid not in passages:
+                    raise ValueError(f"{triples_path}:{number}: passage id {pid} is not in collection.tsv")
+            ids.append((qid, pos, neg))
+    if not ids:
+        raise ValueError(f"{triples_path}: no rows")
+    table = np.asarray(ids, dtype=np.int64)
+
+    def text(path: Path, offset: int) -> str:
+        return _read_line(path, offset).decode("utf-8").rstrip("\r\n").partition("\t")[2]
+
+    def get(i: int) -> tuple[str, str, str]:
+        qid, pos, neg = table[i].tolist()
+        return text(queries, query_offsets[qid]), text(collection, passages[pos]), text(collection, passages[neg])
+
+    return Triples(len(table), get, f"{folder} (MS MARCO ids)")
+
+
+def head_triples(source: str | None, n: int, out: Path, columns: Sequence[str | int] | None = None) -> str | None:
+    """The first `n` triples of a source as JSONL in `out` (for pre-flight runs); a source that is
+    not on this machine is stood in for by synthetic triples."""
+    if source is None or str(source).startswith("synthetic:"):
+        return source
+    if not Path(source).exists():
+        return f"synthetic:triples?n={n}&seed={len(out.name)}"
+    triples = open_triples(source, columns)
+    with open(out, "w", encoding="utf-8") as f:
+        for query, positive, negative in triples[:n]:
+            f.write(json.dumps({"query": query, "positive": positive, "negative": negative}) + "\n")
+    return str(out)
