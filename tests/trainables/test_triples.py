@@ -67,6 +67,28 @@ def test_msmarco_id_triples_resolve_through_collection_and_queries(tmp_path):
         open_triples(folder)
 
 
+def test_msmarco_qrels_and_hard_negatives(tmp_path):
+    folder = tmp_path / "msmarco"
+    folder.mkdir()
+    (folder / "collection.tsv").write_text("0\tpassage zero\n7\tpassage seven\n3\tpassage three\n")
+    (folder / "queries.train.tsv").write_text("100\tfirst query\n200\tsecond query\n")
+    (folder / "qrels.train.tsv").write_text("100\t0\t7\t1\n200\t0\t3\t1\n200\t0\t0\t1\n")
+    (folder / "hard-negatives.tsv").write_text("100\t0\n200\t7\n100\t3\n")
+    assert list(open_triples(folder)) == [
+        ("first query", "passage seven", "passage zero"),
+        ("second query", "passage three", "passage seven"),  # the first relevant passage in the qrels
+        ("first query", "passage seven", "passage three"),
+    ]
+    (folder / "hard-negatives.tsv").unlink()
+    (folder / "msmarco-hard-negatives.jsonl").write_text(
+        json.dumps({"qid": 100, "pos": [7], "neg": {"bm25": [0, 3], "dense": [3]}}) + "\n"
+    )
+    assert [t[2] for t in open_triples(folder)] == ["passage zero", "passage three", "passage three"]
+    (folder / "msmarco-hard-negatives.jsonl").write_text(json.dumps({"qid": 300, "neg": {"bm25": [0]}}) + "\n")
+    with pytest.raises(ValueError, match=r"negatives.jsonl:1: query 300 has no relevant passage in qrels.train.tsv"):
+        open_triples(folder)
+
+
 @pytest.mark.parametrize(
     "name,content,columns,message",
     [

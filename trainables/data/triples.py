@@ -12,8 +12,10 @@ holding the texts in memory, checked row by row.
 - Parquet (`.parquet`): three columns by name (default `query`, `positive`, `negative`), memory
   mapped;
 - an MS MARCO folder: `collection.tsv` (pid, passage), `queries.train.tsv` (qid, query; or
-  `queries.tsv`) and an id-triples file (`qidpidtriples.train.full.2.tsv`, or the one
-  `*triples*.tsv` there: qid, positive pid, negative pid), resolved by id;
+  `queries.tsv`) and either an id-triples file (`qidpidtriples.train.full.2.tsv`, or the one
+  `*triples*.tsv` there: qid, positive pid, negative pid) or `qrels.train.tsv` with a hard
+  negatives file (`*negatives*.tsv`: qid, negative pid; or sentence-transformers'
+  `*negatives*.jsonl`), resolved by id;
 - `synthetic:triples?n=..` (tests, the CPU profile).
 
 Text files are indexed in one pass (the byte offset of each row, an int64 per row: 320 MB for
@@ -208,31 +210,20 @@ def _msmarco(folder: Path) -> Triples:
     collection = folder / "collection.tsv"
     queries = next((folder / n for n in ("queries.train.tsv", "queries.tsv") if (folder / n).exists()), None)
     found = [folder / MSMARCO_TRIPLES] if (folder / MSMARCO_TRIPLES).exists() else sorted(folder.glob("*triples*.tsv"))
-    if not collection.exists() or queries is None or len(found) != 1:
+    qrels = folder / "qrels.train.tsv"
+    negatives = sorted(folder.glob("*negatives*.tsv")) + sorted(folder.glob("*negatives*.jsonl"))
+    by_ids = len(found) == 1
+    by_negatives = not found and qrels.exists() and len(negatives) == 1
+    if not collection.exists() or queries is None or not (by_ids or by_negatives):
         raise ValueError(
-            f"{folder}: an MS MARCO folder needs collection.tsv, queries.train.tsv (or queries.tsv) and one "
-            f"id-triples file ({MSMARCO_TRIPLES} or *triples*.tsv); found {sorted(p.name for p in folder.iterdir())}"
+            f"{folder}: an MS MARCO folder needs collection.tsv, queries.train.tsv (or queries.tsv) and either one "
+            f"id-triples file ({MSMARCO_TRIPLES} or *triples*.tsv) or qrels.train.tsv with one *negatives*.tsv / "
+            f"*negatives*.jsonl file; found {sorted(p.name for p in folder.iterdir())}"
         )
-    (triples_path,) = found
     passages, _ = _id_text_index(collection, "passage")
     query_offsets, _ = _id_text_index(queries, "query")
-    ids = []
-    with open(triples_path, "rb") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            cells = line.split()
-            if len(cells) != 3 or not all(c.isdigit() for c in cells):
-                raise ValueError(f"{triples_path}:{number}: expected three ids: qid, positive pid, negative pid")
-            qid, pos, neg = (int(c) for c in cells)
-            if qid not in query_offsets:
-                raise ValueError(f"{triples_path}:{number}: query id {qid} is not in {queries.name}")
-            for pid in (pos, neg):
-                if pid not in passages:
-                    raise ValueError(f"{triples_path}:{number}: passage id {pid} is not in collection.tsv")
-            ids.append((qid, pos, neg))
-    if not ids:
-        raise ValueError(f"{triples_path}: no rows")
+    check = _IdCheck(passages, query_offsets, queries.name)
+    ids = _id_triples(found[0], check) if by_ids else _negative_triples(qrels, negatives[0], check)
     table = np.asarray(ids, dtype=np.int64)
 
     def text(path: Path, offset: int) -> str:
@@ -243,6 +234,80 @@ def _msmarco(folder: Path) -> Triples:
         return text(queries, query_offsets[qid]), text(collection, passages[pos]), text(collection, passages[neg])
 
     return Triples(len(table), get, f"{folder} (MS MARCO ids)")
+
+
+class _IdCheck:
+    """Every id a triple uses must be in the collection or the queries (an error names the line)."""
+
+    def __init__(self, passages: dict, queries: dict, queries_name: str):
+        self.passages, self.queries, self.queries_name = passages, queries, queries_name
+
+    def __call__(self, where: str, qid: int, pids: tuple[int, ...]) -> None:
+        if qid not in self.queries:
+            raise ValueError(f"{where}: query id {qid} is not in {self.queries_name}")
+        for pid in pids:
+            if pid not in self.passages:
+                raise ValueError(f"{where}: passage id {pid} is not in collection.tsv")
+
+
+def _id_triples(path: Path, check: _IdCheck) -> list[tuple[int, int, int]]:
+    """qid, positive pid, negative pid per line (MS MARCO's qidpidtriples)."""
+    ids = []
+    with open(path, "rb") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            cells = line.split()
+            if len(cells) != 3 or not all(c.isdigit() for c in cells):
+                raise ValueError(f"{path}:{number}: expected three ids: qid, positive pid, negative pid")
+            qid, pos, neg = (int(c) for c in cells)
+            check(f"{path}:{number}", qid, (pos, neg))
+            ids.append((qid, pos, neg))
+    if not ids:
+        raise ValueError(f"{path}: no rows")
+    return ids
+
+
+def _negative_triples(qrels: Path, negatives: Path, check: _IdCheck) -> list[tuple[int, int, int]]:
+    """One triple per (query, hard negative): the query, its first relevant passage in the qrels
+    (`qid 0 pid relevance`, MS MARCO's qrels.train.tsv), the negative. Negatives: `qid<TAB>pid`
+    lines, or sentence-transformers' hard-negatives JSONL (`{"qid", "neg": {system: [pids]}}`,
+    every system's negatives in file order)."""
+    positive: dict[int, int] = {}
+    with open(qrels, "rb") as f:
+        for number, line in enumerate(f, 1):
+            cells = line.split()
+            if not cells:
+                continue
+            if len(cells) != 4 or not all(c.lstrip(b"-").isdigit() for c in cells):
+                raise ValueError(f"{qrels}:{number}: expected qid, 0, pid, relevance")
+            if int(cells[3]) > 0:
+                positive.setdefault(int(cells[0]), int(cells[2]))
+    ids = []
+    with open(negatives, "rb") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{negatives}:{number}"
+            if negatives.suffix == ".jsonl":
+                try:
+                    row = json.loads(line)
+                    qid = int(row["qid"])
+                    negs = [int(p) for system in row["neg"].values() for p in system]
+                except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                    raise ValueError(f'{where}: expected {{"qid": .., "neg": {{system: [pids]}}}} ({exc})') from None
+            else:
+                cells = line.split()
+                if len(cells) != 2 or not all(c.isdigit() for c in cells):
+                    raise ValueError(f"{where}: expected qid<TAB>negative pid")
+                qid, negs = int(cells[0]), [int(cells[1])]
+            if qid not in positive:
+                raise ValueError(f"{where}: query {qid} has no relevant passage in {qrels.name}")
+            check(where, qid, (positive[qid], *negs))
+            ids += [(qid, positive[qid], neg) for neg in negs]
+    if not ids:
+        raise ValueError(f"{negatives}: no rows")
+    return ids
 
 
 def head_triples(source: str | None, n: int, out: Path, columns: Sequence[str | int] | None = None) -> str | None:
