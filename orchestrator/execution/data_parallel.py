@@ -28,7 +28,7 @@ def _worker_loop(cfg: dict) -> None:
 
     session = TrainSession(checkpoint_every=cfg["checkpoint_every"], context=cfg["context"], select=cfg.get("select"))
     session.context = dict(session.context, placement=distributed.placement())
-    session.telemetry = telemetry.for_this_trial(cfg["gpu_share"], own_device_only=True)
+    session.telemetry = telemetry.for_this_trial(cfg.get("gpu_share"), own_device_only=True)
     try:
         trainables.get(cfg["trainable"]).train(cfg["config"], session)
     finally:
