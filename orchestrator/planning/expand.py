@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import trainables
-from orchestrator.errors import Problem, UserError
+from orchestrator.errors import Problem, UserError, join_path
 from orchestrator.planning.inputs import InputChecks, Row, resolve_inputs, value_key
 from orchestrator.planning.trials import TrialSpec, deep_merge, trial_id
 from orchestrator.study import references as refs
@@ -75,6 +75,7 @@ def load_plan(path: str | Path, check_inputs: bool = True) -> Plan:
 
 
 def build_plan(study: Study, doc: YamlDoc, study_dir: Path, check_inputs: bool = True) -> Plan:
+    _check_size(study, doc)
     problems: list[Problem] = []
     stages: dict[str, StagePlan] = {}
     for name in topological_order(study):
@@ -85,6 +86,39 @@ def build_plan(study: Study, doc: YamlDoc, study_dir: Path, check_inputs: bool =
     if problems:
         raise UserError(list({str(p): p for p in problems}.values()))  # each problem once, in order
     return Plan(study, doc, study_dir, stages, list(stages))
+
+
+def _check_size(study: Study, doc: YamlDoc) -> None:
+    """Refuse a study that would expand to more than `limits.max_trials` trials, counted from
+    the sizes of its grids, variants, seeds and search samples before anything expands (a
+    million-trial grid would otherwise take minutes to check and then go to Ray). The problem
+    points at the largest factor. Fan-out references (`.all`, `top[K]`) multiply at run time
+    and are not counted."""
+    factors: list[tuple[int, str, tuple]] = []
+    total = 0
+    for name, stage in study.stages.items():
+        where = ("stages", name)
+        sizes = [(len(v), f"{name}: grid.{k}", (*where, "grid", k)) for k, v in stage.grid.items()]
+        sizes += [(len(stage.variants), f"{name}: variants", (*where, "variants"))] if stage.variants else []
+        seeds_at = (*where, "seeds") if stage.seeds is not None else ("defaults", "seeds")
+        sizes += [(len(study.seeds_of(stage)), f"{name}: seeds", seeds_at)]
+        if stage.search:
+            sizes += [(stage.search.num_samples, f"{name}: search.num_samples", (*where, "search", "num_samples"))]
+        total += math.prod(n for n, _, _ in sizes)
+        factors += sizes
+    limit = study.limits.max_trials
+    if total > limit:
+        ranked = sorted(factors, key=lambda f: -f[0])
+        largest = ", ".join(f"{what} {n:,}" for n, what, _ in ranked[:4])
+        raise UserError(
+            Problem(
+                doc.file,
+                f"the study expands to {total:,} trials, more than limits.max_trials ({limit:,}); largest factors: "
+                f"{largest} (raise limits.max_trials if you mean it)",
+                join_path(*ranked[0][2]),
+                doc.line_of(ranked[0][2]),
+            )
+        )
 
 
 class _StageExpansion:

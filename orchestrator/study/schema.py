@@ -199,11 +199,24 @@ class Stage(_Strict):
     _unique_seeds = field_validator("seeds")(_unique)
 
 
+MAX_TRIALS = 20_000
+
+
+class Limits(_Strict):
+    max_trials: int = Field(
+        MAX_TRIALS,
+        ge=1,
+        description="The most trials a study may expand to (grid x variants x seeds x samples, all stages): a "
+        "larger study is refused before anything expands.",
+    )
+
+
 class Study(_Strict):
     name: str
     description: str = ""
     storage: str = "./runs"
     defaults: Defaults = Field(default_factory=Defaults)
+    limits: Limits = Field(default_factory=Limits)
     callbacks: list[str | dict[str, Any]] = Field(
         default_factory=list,
         description="Experiment trackers: tensorboard, mlflow, wandb (see orchestrator/study/trackers.py).",
