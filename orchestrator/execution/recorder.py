@@ -77,8 +77,11 @@ class StageRecorder(Callback):
         console: Console,
         previous: dict | None = None,
         resources: dict | None = None,
+        *,
+        notifier=None,
     ):
         self.plan, self.store, self.status, self.console = plan, store, status, console
+        self.notifier = notifier
         select = plan.stage.select
         self.resources = resources or {"cpu": plan.resources.cpu, "gpu": plan.resources.gpu}
         self.record: dict[str, Any] = {
@@ -188,6 +191,14 @@ class StageRecorder(Callback):
         self.console.print(
             f"[red]error[/]    {escape(entry['name'])}: {escape(line[:300])}  [dim]{escape(self._progress())}[/]"
         )
+        if self.notifier is not None:
+            self.notifier.send(
+                "trial_error",
+                f"trial {entry['name']} failed: {line[:200]} {self._progress()}",
+                stage=self.plan.name,
+                trial=entry["name"],
+                error=line[:400],
+            )
         self.status.write(force=True)
 
     def on_experiment_end(self, trials, **info):

@@ -23,6 +23,7 @@ from rich.console import Console
 
 from orchestrator.execution import search, trackers
 from orchestrator.execution.live_status import StudyStatus
+from orchestrator.execution.notify import Notifier
 from orchestrator.execution.ray_start import RunOptions
 from orchestrator.execution.recorder import StageRecorder
 from orchestrator.execution.trial import run_trial
@@ -49,6 +50,7 @@ class StudyRun:
     status: StudyStatus
     console: Console
     git: dict | None  # the commit of the study file's repository, recorded with every trial
+    notifier: Notifier | None = None  # the study's webhooks (`notify:`)
 
 
 def trial_name(trial) -> str:
@@ -130,7 +132,7 @@ def run_stage(run: StudyRun, sp: StagePlan, previous: dict | None) -> dict:
         )
         keep = 4
     run.console.print(f"[bold]stage {sp.name}[/]: {sp.num_trials} trials, {max_conc} at a time ({each})")
-    recorder = StageRecorder(sp, run.store, run.status, run.console, previous, res)
+    recorder = StageRecorder(sp, run.store, run.status, run.console, previous, res, notifier=run.notifier)
     _LIVE_RECORDERS[sp.name] = recorder
     tuner = _tuner(run, sp, res, max_conc, keep)
     started = time.perf_counter()

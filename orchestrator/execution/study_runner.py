@@ -19,6 +19,7 @@ import trainables
 from orchestrator.errors import Problem, UserError
 from orchestrator.execution import gates
 from orchestrator.execution.live_status import StudyStatus
+from orchestrator.execution.notify import Notifier
 from orchestrator.execution.ray_start import RunOptions, init_ray, preload_pays
 from orchestrator.execution.stage_runner import StudyRun, run_stage
 from orchestrator.execution.study_folder import git_commit, prepare_storage, study_store
@@ -74,6 +75,19 @@ def run_study(plan: Plan, study_text: str, options: RunOptions, console: Console
         raise UserError(Problem(store.uri, f"cannot use this storage: {' '.join(str(exc).split())[:300]}")) from None
     records = {name: load_stage_record(store, name) for name in plan.order}
     todo = [name for name in plan.order if not _stage_done(records[name], options.retry_errored)]
+    notifier = Notifier(plan.study.notify, plan.study.name, store.uri, console)
+    try:
+        outcome = _run_stages(plan, store, options, console, (records, todo, notifier))
+    finally:
+        if todo:
+            notifier.send("study_end", _study_line(plan, records, store), storage=store.uri)
+        notifier.close()
+    return outcome
+
+
+def _run_stages(plan: Plan, store: Store, options: RunOptions, console: Console, state: tuple) -> StudyOutcome:
+    """The stages still to run, in order (the body of `run_study`)."""
+    records, todo, notifier = state
     for name in plan.order:
         if name not in todo:
             console.print(f"[dim]stage {name}: complete in storage, skipped[/]")
@@ -93,18 +107,45 @@ def run_study(plan: Plan, study_text: str, options: RunOptions, console: Console
             continue
         if run is None:
             run = _start(plan, sp, store, options, console, todo)
+            run.notifier = notifier
             for skipped, state in skips:
                 run.status.stage(skipped, state)
         records[name] = run_stage(run, sp, records[name])
         if records[name]["state"] == "interrupted":
             return StudyOutcome(store, records, interrupted=True)
+        notifier.send("stage_end", _stage_line(records[name]), stage=name, storage=store.uri)
         if sp.stage.gates and records[name]["state"] == "complete":
             records[name]["gates"] = gates.evaluate(records[name], sp.stage.gates)
             save_stage_record(store, name, records[name])
             for g in records[name]["gates"]:
                 colour = "green" if g["passed"] else "yellow"
                 console.print(f"[{colour}]gate[/] {name}: {escape(g['text'])}")
+                notifier.send(
+                    "gate", f"gate of stage {name} {'passed' if g['passed'] else 'FAILED'}: {g['text']}", stage=name
+                )
     return StudyOutcome(store, records, interrupted=False)
+
+
+def _stage_line(record: dict) -> str:
+    """`stage pretrain complete: 6 trials, 5 done, 1 failed; best val/loss=0.0123 (pretrain/a/s1)`"""
+    trials = list(record.get("trials", {}).values())
+    done = sum(t["status"] == "done" for t in trials)
+    failed = sum(t["status"] in ("error", "diverged") for t in trials)
+    text = f"stage {record['stage']} {record['state']}: {len(trials)} trials, {done} done, {failed} failed"
+    select = record.get("select") or {}
+    scored = [t for t in trials if t.get("best") is not None and t["status"] == "done"]
+    if select.get("metric") and scored:
+        best = (min if select.get("mode") == "min" else max)(scored, key=lambda t: t["best"])
+        text += f"; best {select['metric']}={best['best']:.4g} ({best['name']})"
+    return text
+
+
+def _study_line(plan: Plan, records: dict[str, dict | None], store: Store) -> str:
+    """How the run ended, in one line: per stage its state and counts, and where the results are."""
+    parts = [_stage_line(r).removeprefix("stage ") for r in records.values() if r]
+    interrupted = any(r and r.get("state") == "interrupted" for r in records.values())
+    head = "interrupted" if interrupted else "ended"
+    return f"study {plan.study.name} {head}: " + "; ".join(parts) + f". Results: {store.uri}"
 
 
 def _start(

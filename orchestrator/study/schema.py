@@ -7,6 +7,7 @@ the study file's folder, or raises `UserError` listing *every* problem as
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -200,6 +201,31 @@ class Stage(_Strict):
 
 
 MAX_TRIALS = 20_000
+NOTIFY_EVENTS = ("study_end", "stage_end", "gate", "trial_error")
+ENV_URL = re.compile(r"^\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}$")
+
+
+class Notify(_Strict):
+    webhooks: list[str] = Field(
+        min_length=1,
+        description="Webhook URLs (https://...), or ${env:NAME} to read one from the environment (never stored).",
+    )
+    events: list[Literal["study_end", "stage_end", "gate", "trial_error"]] = Field(
+        default_factory=lambda: ["study_end", "gate", "trial_error"], min_length=1
+    )
+    format: Literal["slack", "json"] = Field("slack", description='slack: {"text": ...}; json: event fields too.')
+
+    @field_validator("webhooks")
+    @classmethod
+    def _urls(cls, v: list[str]) -> list[str]:
+        for url in v:
+            match = ENV_URL.match(url.strip())
+            if match:
+                if not os.environ.get(match.group(1)):
+                    raise ValueError(f"environment variable {match.group(1)} is not set (for {url})")
+            elif not url.startswith(("https://", "http://")):
+                raise ValueError(f"expected an http(s) URL or ${{env:NAME}}, got {url[:40]!r}")
+        return v
 
 
 class Limits(_Strict):
@@ -217,6 +243,7 @@ class Study(_Strict):
     storage: str = "./runs"
     defaults: Defaults = Field(default_factory=Defaults)
     limits: Limits = Field(default_factory=Limits)
+    notify: Notify | None = None
     callbacks: list[str | dict[str, Any]] = Field(
         default_factory=list,
         description="Experiment trackers: tensorboard, mlflow, wandb (see orchestrator/study/trackers.py).",
