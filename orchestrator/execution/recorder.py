@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from orchestrator.execution.live_status import StudyStatus
+from orchestrator.execution.live_view import LiveView
 from orchestrator.execution.trial import trial_config
 from orchestrator.planning.expand import StagePlan
 from orchestrator.storage.store import Store
@@ -96,6 +97,10 @@ class StageRecorder(Callback):
             "trials": dict((previous or {}).get("trials", {})),
         }
         self.status.stage(plan.name, "running", self.record["trials"], plan.num_trials, self.record["select"])
+        self.view = LiveView(console, plan.name, plan.num_trials, self.record["select"])
+        for t in self.record["trials"].values():  # trials that ended in an earlier run of the stage
+            if t.get("status") in ("done", "error", "diverged"):
+                self.view.finish(t.get("name", ""), t["status"], t.get("best"))
         self._started: set[str] = set()
         self._completed: set[str] = set()
 
@@ -161,10 +166,12 @@ class StageRecorder(Callback):
         entry = self._update(trial, "running")
         self._started.add(entry["trial_id"])
         self.console.print(f"[cyan]started[/]  {escape(entry['name'])}  [dim]{entry['trial_id']}[/]")
+        self.view.update(entry["name"], {}, trial_config(trial.config))
         self.status.write()
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        self._update(trial, "running")
+        entry = self._update(trial, "running")
+        self.view.update(entry["name"], result, trial_config(trial.config))
         self.status.write()
 
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -172,6 +179,7 @@ class StageRecorder(Callback):
         entry = self._update(trial)
         entry["status"] = "diverged" if entry["metrics"].get("diverged") else "done"
         colour = "yellow" if entry["status"] == "diverged" else "green"
+        self.view.finish(entry["name"], entry["status"], entry.get("best"))
         self.console.print(
             f"[{colour}]{entry['status']:<8}[/] {escape(entry['name'])}  {self._summary(entry)}  "
             f"[dim]{escape(self._progress())}[/]"
@@ -187,6 +195,7 @@ class StageRecorder(Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         entry = self._update(trial, "error")
+        self.view.finish(entry["name"], "error", None)
         line = _exception_line(_error_text(trial) or "") or "unknown error"
         self.console.print(
             f"[red]error[/]    {escape(entry['name'])}: {escape(line[:300])}  [dim]{escape(self._progress())}[/]"

@@ -137,6 +137,7 @@ def run_stage(run: StudyRun, sp: StagePlan, previous: dict | None) -> dict:
     tuner = _tuner(run, sp, res, max_conc, keep)
     started = time.perf_counter()
     recorder.record["fit_started_at"] = time.time()
+    recorder.view.start()  # a terminal only: a live line per running trial
     try:
         tuner.fit()
         recorder.record["wall_s"] = time.perf_counter() - started
@@ -151,6 +152,8 @@ def run_stage(run: StudyRun, sp: StagePlan, previous: dict | None) -> dict:
         )
         recorder.record["state"] = "failed"
         recorder.record["reason"] = last[0][:300]
+    finally:
+        recorder.view.stop()
     save_stage_record(run.store, sp.name, recorder.record)
     return recorder.record
 

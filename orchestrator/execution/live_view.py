@@ -1,0 +1,120 @@
+"""The live view of a running stage in a terminal: above, the stage's counts and its best value
+so far; below, one line per running trial with a progress bar in the trainable's own unit
+(epoch k of N, fold k of K, step k of S, dataset k of D), elapsed time, an ETA from its pace so
+far, and its latest value of the stage's select metric.
+
+Shown with rich's `Live` only when the console is a terminal; in CI, logs or under `nohup` the
+recorder's plain line per event stays the only output. Lines printed while the view is live
+(started, done, error) scroll above it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.markup import escape
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+# (metric in the trial's reports, the config key that holds its total): the first that applies
+UNITS = (("step", "max_steps"), ("epoch", "epochs"), ("fold", "folds"), ("dataset", "beir"))
+
+
+def progress_of(metrics: dict, config: dict) -> tuple[str, float, float] | None:
+    """(unit, done, total) of a trial from its latest report and its config, or None."""
+    for unit, key in UNITS:
+        done, total = metrics.get(unit), config.get(key)
+        if isinstance(total, list):
+            total = len(total)
+        if isinstance(done, (int, float)) and isinstance(total, (int, float)) and total > 0:
+            return unit, float(done), float(total)
+    return None
+
+
+@dataclass
+class _Running:
+    name: str
+    started: float = field(default_factory=time.monotonic)
+    progress: tuple[str, float, float] | None = None
+    value: float | None = None
+
+
+class LiveView:
+    """A stage's running trials; `update`/`finish` as results arrive, `renderable()` to draw."""
+
+    def __init__(self, console: Console, stage: str, total: int, select: dict | None):
+        self.console, self.stage, self.total, self.select = console, stage, total, select
+        self.running: dict[str, _Running] = {}
+        self.counts = {"done": 0, "failed": 0}
+        self.best: tuple[float, str] | None = None
+        self._live: Live | None = None
+
+    def start(self) -> LiveView:
+        if self.console.is_terminal and not self.console.is_dumb_terminal:
+            self._live = Live(self.renderable(), console=self.console, refresh_per_second=2, transient=True)
+            self._live.start()
+        return self
+
+    def stop(self) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+
+    def update(self, trial: str, metrics: dict, config: dict) -> None:
+        entry = self.running.setdefault(trial, _Running(trial))
+        entry.progress = progress_of(metrics, config) or entry.progress
+        metric = (self.select or {}).get("metric")
+        if metric and isinstance(metrics.get(metric), (int, float)):
+            entry.value = float(metrics[metric])
+        self._refresh()
+
+    def finish(self, trial: str, status: str, best: float | None) -> None:
+        self.running.pop(trial, None)
+        self.counts["done" if status == "done" else "failed"] += status in ("done", "error", "diverged")
+        if best is not None and status == "done" and self.select:
+            better = self.best is None or (best < self.best[0] if self.select["mode"] == "min" else best > self.best[0])
+            if better:
+                self.best = (best, trial)
+        self._refresh()
+
+    def _refresh(self) -> None:
+        if self._live is not None:
+            self._live.update(self.renderable())
+
+    def renderable(self) -> Group:
+        ended = self.counts["done"] + self.counts["failed"]
+        head = (
+            f"[bold]stage {escape(self.stage)}[/]: {ended}/{self.total} ended, {len(self.running)} running, "
+            f"{self.counts['failed']} failed"
+        )
+        if self.best is not None:
+            head += f"; best {escape(self.select['metric'])}={self.best[0]:.4g} ({escape(self.best[1])})"
+        table = Table.grid(padding=(0, 1))
+        for _ in range(5):
+            table.add_column()
+        now = time.monotonic()
+        for entry in self.running.values():
+            elapsed = now - entry.started
+            if entry.progress:
+                unit, done, total = entry.progress
+                bar = ProgressBar(total=total, completed=min(done, total), width=24)
+                count = f"{unit} {done:g}/{total:g}"
+                eta = f"ETA {_clock(elapsed / done * (total - done))}" if done > 0 else "ETA -"
+            else:
+                bar, count, eta = ProgressBar(total=None, width=24), "starting", ""
+            value = f"{self.select['metric']}={entry.value:.4g}" if entry.value is not None and self.select else ""
+            table.add_row(Text(entry.name), bar, count, f"{_clock(elapsed)} {eta}".strip(), value)
+        return Group(Text.from_markup(head), table)
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return (
+        f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+        if seconds >= 3600
+        else (f"{seconds // 60}:{seconds % 60:02d}")
+    )
