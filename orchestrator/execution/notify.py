@@ -51,8 +51,13 @@ class Notifier:
     def __init__(self, settings, study: str, storage: str, console: Console):
         self.events = set(settings.events) if settings else set()
         self.format = settings.format if settings else "slack"
-        self.urls = [resolve_url(u) for u in settings.webhooks] if settings else []
         self.study, self.storage, self.console = study, storage, console
+        self.urls: list[str] = []
+        for url in settings.webhooks if settings else []:
+            try:
+                self.urls.append(resolve_url(url))
+            except ValueError as exc:  # e.g. `resume` in a shell without the variable: run, but say so
+                console.print(f"[yellow]warning[/]: notifications to {escape(url)} are off: {escape(str(exc))}")
         self._queue: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
         self.delays = RETRY_DELAYS_S

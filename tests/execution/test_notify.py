@@ -107,3 +107,12 @@ def test_a_missing_environment_variable_is_an_error_at_validate(tmp_path, monkey
     assert done.returncode == 2
     (line,) = [x for x in done.stderr.splitlines() if x.strip()]
     assert "notify.webhooks" in line and "environment variable NO_SUCH_HOOK is not set" in line
+
+
+def test_an_unset_variable_at_run_time_turns_that_webhook_off_with_a_warning(monkeypatch):
+    monkeypatch.delenv("GONE_HOOK", raising=False)
+    console = Console(record=True, width=200)
+    notifier = Notifier(_settings("${env:GONE_HOOK}"), "demo", "/runs", console)
+    notifier.send("study_end", "done")
+    notifier.close()
+    assert notifier.urls == [] and "environment variable GONE_HOOK is not set" in console.export_text()
