@@ -46,7 +46,13 @@ def cli():
 
     def invoke(*args: str):
         result = runner.invoke(app, [str(a) for a in args])
-        return result.exit_code, result.stdout, result.stderr
+        err = result.stderr
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            # an exception the CLI did not turn into a message: its traceback, for the assertion
+            import traceback
+
+            err += "".join(traceback.format_exception(result.exception))
+        return result.exit_code, result.stdout, err
 
     return invoke
 
