@@ -18,6 +18,21 @@ class BeirDataset:
     qrels: dict[str, dict[str, int]]
 
 
+def json_row(line: str | bytes, where: str, required: tuple[str, ...] | list[str]) -> dict:
+    """One JSONL line as an object with string values at `required`; ValueError naming `where`
+    (file:line) otherwise."""
+    try:
+        row = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{where}: not valid JSON ({getattr(exc, 'msg', exc)})") from None
+    if not isinstance(row, dict):
+        raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    missing = [k for k in required if not isinstance(row.get(k), str)]
+    if missing:
+        raise ValueError(f"{where}: missing or non-string key(s) {', '.join(missing)}; expected {', '.join(required)}")
+    return row
+
+
 def _jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
     if not path.exists():
         raise ValueError(f"{path}: file not found")
@@ -26,18 +41,7 @@ def _jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
         for i, line in enumerate(f, 1):
             if not line.strip():
                 continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{i}: not valid JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{i}: expected a JSON object, got {type(row).__name__}")
-            missing = [k for k in required if not isinstance(row.get(k), str)]
-            if missing:
-                raise ValueError(
-                    f"{path}:{i}: missing or non-string key(s) {', '.join(missing)}; expected {', '.join(required)}"
-                )
-            rows.append(row)
+            rows.append(json_row(line, f"{path}:{i}", required))
     if not rows:
         raise ValueError(f"{path}: no rows")
     return rows

@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from trainables.data.retrieval import json_row
+
 DEFAULT_COLUMNS = ("query", "positive", "negative")
 MSMARCO_TRIPLES = "qidpidtriples.train.full.2.tsv"
 
@@ -93,17 +95,7 @@ def _jsonl(path: Path, columns: Sequence[str | int]) -> Triples:
     names = [str(c) for c in columns]
 
     def parse(line: bytes, number: int) -> tuple[str, str, str]:
-        try:
-            row = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{path}:{number}: not valid JSON ({getattr(exc, 'msg', exc)})") from None
-        if not isinstance(row, dict):
-            raise ValueError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-        missing = [k for k in names if not isinstance(row.get(k), str)]
-        if missing:
-            raise ValueError(
-                f"{path}:{number}: missing or non-string key(s) {', '.join(missing)}; expected {', '.join(names)}"
-            )
+        row = json_row(line, f"{path}:{number}", names)
         return row[names[0]], row[names[1]], row[names[2]]
 
     offsets, numbers = _index(path, parse, header=False)
