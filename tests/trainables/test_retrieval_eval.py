@@ -146,3 +146,20 @@ def test_the_mean_over_datasets_is_reported_once_all_are_done(tmp_path):
     per_dataset = [v for k, v in last.items() if k.endswith("/ndcg@10") and k.count("/") == 2]
     assert len(per_dataset) == 2 and final["final/ndcg@10"] == pytest.approx(sum(per_dataset) / 2)
     assert session.selection.best == final["final/ndcg@10"]
+
+
+def test_validate_reads_every_corpus_line(tmp_path):
+    from tests.conftest import run_cli
+
+    folder = tmp_path / "beir"
+    (folder / "qrels").mkdir(parents=True)
+    (folder / "corpus.jsonl").write_text('{"_id": "d1", "text": "one"}\n{"_id": "d2", "txt": "two"}\n')
+    (folder / "queries.jsonl").write_text('{"_id": "q1", "text": "query"}\n')
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    (tmp_path / "study.yaml").write_text(
+        "# e\nname: e\nstages:\n  evaluate:\n    trainable: retrieval_eval\n    config: {beir: [beir]}\n"
+    )
+    done = run_cli("validate", "study.yaml", cwd=tmp_path)
+    assert done.returncode == 2
+    (line,) = [x for x in done.stderr.splitlines() if x.strip()]
+    assert "corpus.jsonl:2: expected a JSON object with string keys _id and text" in line
