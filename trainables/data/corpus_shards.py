@@ -2,22 +2,26 @@
 time, and the content hashes that key an embedding cache.
 
 `plan` reads the corpus once, without keeping any text: each document's id (the search needs
-every id: trec_eval breaks ties by id) and the byte offset where every shard starts. A shard is
+every id: trec_eval breaks ties by id), the byte offset where every shard starts, and the
+file's content hash (the embedding cache's key). A shard is
 then read by seeking to its offset (`read`), so an encoder holds one shard's texts, never the
 corpus (MS MARCO's 8.8M passages are ~3 GB of text). Malformed lines are one-line errors naming
 the file and line.
 
-Content hashes: of a file, or of a folder (every file's relative path and bytes, in path
-order), so a cached embedding is reused exactly when the same model weights meet the same
-corpus, whatever the paths.
+Content hashes (`plan`'s of the corpus, `content_hash` of a model folder: every file's relative
+path and bytes, in path order): a cached embedding is reused exactly when the same model weights
+meet the same corpus, whatever the paths.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
+
+from trainables.data.retrieval import json_row
+
+DOC_KEYS = ("_id", "text")
 
 
 @dataclass(frozen=True)
@@ -33,21 +37,12 @@ class CorpusPlan:
     path: Path
     ids: list[str]  # every document id, in file order
     shards: list[Shard]
+    digest: str  # sha256 of the file's bytes, read in the same pass
 
 
 def _text(row: dict) -> str:
     """A BEIR document as one text: "title text" (text alone without a title), as `load_beir`."""
     return f"{row['title']} {row['text']}" if row.get("title") else row["text"]
-
-
-def _row(path: Path, number: int, line: bytes) -> dict:
-    try:
-        row = json.loads(line)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}:{number}: not valid JSON ({getattr(exc, 'msg', exc)})") from None
-    if not isinstance(row, dict) or not isinstance(row.get("_id"), str) or not isinstance(row.get("text"), str):
-        raise ValueError(f"{path}:{number}: expected a JSON object with string keys _id and text")
-    return row
 
 
 def plan(corpus: str | Path, shard_size: int) -> CorpusPlan:
@@ -59,10 +54,12 @@ def plan(corpus: str | Path, shard_size: int) -> CorpusPlan:
     shards: list[Shard] = []
     start = offset = 0
     count = 0
+    digest = hashlib.sha256()
     with open(path, "rb") as f:
         for number, line in enumerate(f, 1):
+            digest.update(line)
             if line.strip():
-                ids.append(_row(path, number, line)["_id"])
+                ids.append(json_row(line, f"{path}:{number}", DOC_KEYS)["_id"])
                 count += 1
             offset += len(line)
             if count == shard_size:
@@ -74,7 +71,7 @@ def plan(corpus: str | Path, shard_size: int) -> CorpusPlan:
         raise ValueError(f"{path}: no documents")
     if len(set(ids)) != len(ids):
         raise ValueError(f"{path}: document ids repeat ({len(ids) - len(set(ids))} duplicates)")
-    return CorpusPlan(path, ids, shards)
+    return CorpusPlan(path, ids, shards, digest.hexdigest())
 
 
 def read(corpus: str | Path, shard: Shard) -> tuple[list[str], list[str]]:
@@ -83,7 +80,7 @@ def read(corpus: str | Path, shard: Shard) -> tuple[list[str], list[str]]:
     with open(path, "rb") as f:
         f.seek(shard.start)
         block = f.read(shard.end - shard.start)
-    rows = [_row(path, 0, line) for line in block.splitlines() if line.strip()]
+    rows = [json_row(line, f"{path} (shard {shard.index})", DOC_KEYS) for line in block.splitlines() if line.strip()]
     return [r["_id"] for r in rows], [_text(r) for r in rows]
 
 

@@ -19,21 +19,21 @@ a shard's embeddings go straight to storage.
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from trainables.data import corpus_shards
 from trainables.data.corpus_shards import CorpusPlan, Shard
-from trainables.models.sentence_encoder import load_encoder, model_hash
+from trainables.models.sentence_encoder import load_encoder
 from trainables.runtime.embedding_cache import EmbeddingCache
 
 
-def cache_key(model: str, corpus: str | Path, settings: dict) -> str:
-    """The cache folder's name: the model's and corpus's content hashes and the encoding settings."""
+def cache_key(model_digest: str, corpus_digest: str, settings: dict) -> str:
+    """The cache folder's name, from the model's content hash (`model_hash`), the corpus's
+    (`CorpusPlan.digest`) and the encoding settings."""
     digest = hashlib.sha256()
-    for part in (model_hash(model), corpus_shards.content_hash(corpus), repr(sorted(settings.items()))):
+    for part in (model_digest, corpus_digest, repr(sorted(settings.items()))):
         digest.update(part.encode() + b"\0")
     return digest.hexdigest()[:24]
 
@@ -75,16 +75,16 @@ def encode_missing(
     cache: EmbeddingCache,
     settings: dict,
     *,
+    todo: list[Shard],
     workers: int = 0,
     worker_resources: dict | None = None,
     on_shard=None,
     loaded=None,
 ) -> int:
-    """Encode the shards of `plan` that `cache` lacks; returns how many were encoded.
-    `workers: 0` encodes in this process (with `loaded`, the model already loaded here, if
-    given); N > 0 runs N Ray Data actors with `worker_resources` ({"cpu": c, "gpu": g} each).
-    `on_shard(index, documents)` is called as each one lands."""
-    todo = cache.missing(plan.shards)
+    """Encode the shards `todo` of `plan` (those `cache.missing` found) into `cache`; returns how
+    many were encoded. `workers: 0` encodes in this process (with `loaded`, the model already
+    loaded here, if given); N > 0 runs N Ray Data actors with `worker_resources` ({"cpu": c,
+    "gpu": g} each). `on_shard(index, documents)` is called as each one lands."""
     if not todo:
         return 0
     if workers <= 0:
