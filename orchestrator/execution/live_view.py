@@ -74,7 +74,8 @@ class LiveView:
 
     def finish(self, trial: str, status: str, best: float | None) -> None:
         self.running.pop(trial, None)
-        self.counts["done" if status == "done" else "failed"] += status in ("done", "error", "diverged")
+        if status in ("done", "error", "diverged"):
+            self.counts["done" if status == "done" else "failed"] += 1
         if best is not None and status == "done" and self.select:
             better = self.best is None or (best < self.best[0] if self.select["mode"] == "min" else best > self.best[0])
             if better:

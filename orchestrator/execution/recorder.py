@@ -226,12 +226,9 @@ class StageRecorder(Callback):
         running = sum(t["status"] in ("running", "retrying") for t in trials)
         failed = sum(t["status"] in ("error", "diverged") for t in trials)
         text = f"[{ended}/{self.plan.num_trials} ended, {running} running, {failed} failed"
-        select = self.plan.stage.select
-        scored = [t for t in trials if t.get("best") is not None and t["status"] == "done"]
-        if select and scored:
-            pick = min if select.mode == "min" else max
-            best = pick(scored, key=lambda t: t["best"])
-            text += f"; best {select.metric}={best['best']:.4g} {best['name']}"
+        best = best_trial(trials, self.record["select"])
+        if best is not None:
+            text += f"; best {self.record['select']['metric']}={best['best']:.4g} {best['name']}"
         return text + "]"
 
     def _summary(self, entry: dict) -> str:
@@ -245,6 +242,15 @@ class StageRecorder(Callback):
         if select and entry.get("best") is not None:
             parts.append(f"best {select.metric}={entry['best']:.4g}")
         return "  ".join(parts)
+
+
+def best_trial(trials, select: dict | None) -> dict | None:
+    """The finished trial with the best value of the stage's select metric ({"metric", "mode"}),
+    or None (no select, or no finished trial with a value)."""
+    scored = [t for t in trials if t.get("best") is not None and t["status"] == "done"]
+    if not select or not scored:
+        return None
+    return (min if select["mode"] == "min" else max)(scored, key=lambda t: t["best"])
 
 
 def best_checkpoint(trial, last: dict, search_storage: bool = True):

@@ -21,6 +21,7 @@ from orchestrator.execution import gates
 from orchestrator.execution.live_status import StudyStatus
 from orchestrator.execution.notify import Notifier
 from orchestrator.execution.ray_start import RunOptions, init_ray, preload_pays
+from orchestrator.execution.recorder import best_trial
 from orchestrator.execution.stage_runner import StudyRun, run_stage
 from orchestrator.execution.study_folder import git_commit, prepare_storage, study_store
 from orchestrator.planning.expand import Plan, StagePlan
@@ -132,11 +133,9 @@ def _stage_line(record: dict) -> str:
     done = sum(t["status"] == "done" for t in trials)
     failed = sum(t["status"] in ("error", "diverged") for t in trials)
     text = f"stage {record['stage']} {record['state']}: {len(trials)} trials, {done} done, {failed} failed"
-    select = record.get("select") or {}
-    scored = [t for t in trials if t.get("best") is not None and t["status"] == "done"]
-    if select.get("metric") and scored:
-        best = (min if select.get("mode") == "min" else max)(scored, key=lambda t: t["best"])
-        text += f"; best {select['metric']}={best['best']:.4g} ({best['name']})"
+    best = best_trial(trials, record.get("select"))
+    if best is not None:
+        text += f"; best {record['select']['metric']}={best['best']:.4g} ({best['name']})"
     return text
 
 
