@@ -8,9 +8,9 @@ then read by seeking to its offset (`read`), so an encoder holds one shard's tex
 corpus (MS MARCO's 8.8M passages are ~3 GB of text). Malformed lines are one-line errors naming
 the file and line.
 
-Content hashes (`plan`'s of the corpus, `content_hash` of a model folder: every file's relative
-path and bytes, in path order): a cached embedding is reused exactly when the same model weights
-meet the same corpus, whatever the paths.
+With the model's (`trainables.models.sentence_encoder.model_hash`), the corpus's content hash
+keys the embedding cache: a cached embedding is reused exactly when the same model weights meet
+the same corpus, whatever the paths.
 """
 
 from __future__ import annotations
@@ -82,17 +82,3 @@ def read(corpus: str | Path, shard: Shard) -> tuple[list[str], list[str]]:
         block = f.read(shard.end - shard.start)
     rows = [json_row(line, f"{path} (shard {shard.index})", DOC_KEYS) for line in block.splitlines() if line.strip()]
     return [r["_id"] for r in rows], [_text(r) for r in rows]
-
-
-def content_hash(path: str | Path) -> str:
-    """sha256 of a file's bytes, or of a folder's files (relative paths and bytes, in path order)."""
-    path = Path(path)
-    digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        if path.is_dir():
-            digest.update(str(file.relative_to(path)).encode() + b"\0")
-        with open(file, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()

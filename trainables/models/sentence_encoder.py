@@ -15,7 +15,6 @@ import torch
 from torch import nn
 
 from trainables.configs.contrastive_isotropy import OFFLINE_MINILM, Config, check_model, is_local_path
-from trainables.data import corpus_shards
 from trainables.runtime import checkpoints
 
 
@@ -81,7 +80,7 @@ def model_hash(source: str) -> str:
     (a hub model that changes upstream under the same name is not noticed: pin local copies)."""
     path = Path(_local_model_path(source)) if not _is_hub_name(source) else None
     if path is not None and path.exists():
-        return corpus_shards.content_hash(path)
+        return _content_hash(path)
     return hashlib.sha256(source.encode()).hexdigest()
 
 
@@ -126,3 +125,17 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision == "auto":
         return "bf16" if device.type == "cuda" else "fp32"
     return precision
+
+
+def _content_hash(path: str | Path) -> str:
+    """sha256 of a file's bytes, or of a folder's files (relative paths and bytes, in path order)."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if path.is_dir():
+            digest.update(str(file.relative_to(path)).encode() + b"\0")
+        with open(file, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
