@@ -6,6 +6,7 @@ checkpoint of `contrastive_isotropy`), `model_hash` names its weights for an emb
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import tempfile
 from pathlib import Path
@@ -88,9 +89,11 @@ def _is_hub_name(source: str) -> bool:
     return source != OFFLINE_MINILM and "://" not in source and not is_local_path(source) and not Path(source).exists()
 
 
+@functools.cache
 def _local_model_path(source: str) -> str:
     """A model source on this machine: the offline MiniLM's folder, a folder, or a copy of an
-    `s3://` folder in a temporary folder."""
+    `s3://` folder in a temporary folder (copied once per process: hashing and loading it share
+    the copy)."""
     if "://" in source:
         local = tempfile.mkdtemp(prefix="model-")
         pafs.copy_files(source, local)
