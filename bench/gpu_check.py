@@ -317,12 +317,11 @@ def _bare_pretraining(device, batch: int, hidden: int, dtype: str) -> float:
 
 def pretraining(check: Check, device, dtype: str, quick: bool, folder: Path) -> float:
     from trainables import lstm_mae_pretrain as mae
-    from trainables.runtime.session import LocalSession
 
     n, epochs = (800, 2) if quick else (8000, 3)
     found, calls = [], []
     undo = watch_step(mae, "train_step", found, calls)
-    session = LocalSession(folder / f"mae-{dtype}", checkpoint_every=None, checkpoint_interval_s=1e9)
+    session = end_only_session(folder / f"mae-{dtype}")
     try:
         mae.train(
             {
@@ -357,7 +356,7 @@ def span(check: Check, device, dtype: str, use_crf: bool, quick: bool, folder: P
     n, epochs = (300, 3) if quick else (3000, 6)
     found, calls = [], []
     undo = watch_step(mt, "_train_step", found, calls)
-    session = LocalSession_(folder / name.replace(" ", "-"))
+    session = end_only_session(folder / name.replace(" ", "-"))
     try:
         mt.train(
             {
@@ -427,7 +426,7 @@ def classifier(check: Check, device, dtype: str, quick: bool, folder: Path) -> N
                 "mixed_precision": dtype,
                 "device": str(device),
             },
-            LocalSession_(folder / name.replace(" ", "-")),
+            end_only_session(folder / name.replace(" ", "-")),
         )
     finally:
         undo()
@@ -486,7 +485,7 @@ def contrastive(check: Check, device, dtype: str, base: Path, quick: bool, folde
     batch, steps = (16, 12) if quick else (64, 200)
     found, calls = [], []
     undo = watch_step(ci.ContrastiveRecipe, "_optimizer_step", found, calls)
-    session = LocalSession_(folder / name.replace(" ", "-"))
+    session = end_only_session(folder / name.replace(" ", "-"))
     cfg = {
         "base_model": str(base),
         "train_data": f"synthetic:triples?n={batch * (steps + 2)}&seed=0",
@@ -578,7 +577,8 @@ def _ratio_rows(check: Check, name: str, ours: float, bare: float) -> None:
     check.add("speed", f"{name}: trainable / bare", ours / bare, ">= 0.9", ours / bare >= 0.9)
 
 
-def LocalSession_(folder: Path):  # noqa: N802 - a LocalSession that checkpoints at the end only
+def end_only_session(folder: Path):
+    """A LocalSession that checkpoints at the last epoch only (speed is measured, not resumption)."""
     from trainables.runtime.session import LocalSession
 
     return LocalSession(folder, checkpoint_every=None, checkpoint_interval_s=1e9)
@@ -630,7 +630,7 @@ def _threaded_rate(k: int, quick: bool) -> float:
     def one() -> None:
         try:
             with torch.cuda.stream(torch.cuda.Stream()) if cuda() else contextlib.nullcontext():
-                s = LocalSession_(Path(tempfile.mkdtemp()))
+                s = end_only_session(Path(tempfile.mkdtemp()))
                 mae.train(
                     {
                         "data": f"synthetic:ohlc?n={600 if quick else 6000}&length=105&seed=0",
