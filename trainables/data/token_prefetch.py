@@ -81,8 +81,6 @@ class TriplePrefetch:
         for ahead in range(position, min(position + 1 + self.depth, self.batches)):
             if ahead not in self._pending:
                 self._pending[ahead] = self._pool.submit(self._prepare, ahead)
-        for stale in [k for k in self._pending if k < position]:
-            self._pending.pop(stale).cancel()
         return self._pending.pop(position).result().to(self.device)
 
     def close(self) -> None:
