@@ -94,12 +94,14 @@ def plan(
     history: Optional[list[str]] = typer.Option(
         None, help="Earlier study folder(s): measured trial times of the same trainables feed the estimate."
     ),
-    gpu_price: Optional[str] = typer.Option(None, help="Price key from cluster/prices.yaml for a cost estimate."),
+    gpu_price: Optional[str] = typer.Option(None, help="GPU price key from cluster/prices.yaml for a cost estimate."),
+    over_budget: bool = typer.Option(False, "--over-budget", help="Show the plan even if it exceeds the budget."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Show the expanded trials, their resources, concurrency and time (and cost) estimate."""
+    from orchestrator.planning.budget import cap_of, over_estimate
     from orchestrator.planning.cluster_files import shape_of
-    from orchestrator.planning.costs import gpu_price as price_of
+    from orchestrator.planning.costs import Prices, price_of
     from orchestrator.planning.resources import ClusterShape
     from orchestrator.planning.view import measured_minutes, plan_rows, render_plan
 
@@ -111,13 +113,36 @@ def plan(
             shape = ClusterShape.local()
             shape = ClusterShape(cpus if cpus is not None else shape.cpus, gpus if gpus is not None else shape.gpus)
         measured = measured_minutes(history or [])
-        price = price_of(gpu_price)
+        cap = cap_of(p.study.budget, str(file), gpu_price=gpu_price)
+        prices = cap.prices if cap else Prices(*price_of(gpu_price, "gpu", "--gpu-price"))
+        data = plan_rows(p, shape, measured, prices)
+        over = over_estimate(cap, data.get("estimate")) if cap else None
+        if over and not over_budget:
+            raise UserError(Problem(str(file), f"over budget: {over}; --over-budget shows the plan anyway", "budget"))
     except UserError as exc:
         fail(exc)
     if as_json:
-        sys.stdout.write(json.dumps(plan_rows(p, shape, measured, price), indent=1, default=str) + "\n")
-    else:
-        render_plan(p, shape, console, measured, price)
+        data["budget"] = dict(cap.as_dict(), over=over) if cap else None
+        sys.stdout.write(json.dumps(data, indent=1, default=str) + "\n")
+        return
+    render_plan(p, shape, console, measured, prices)
+    if cap:
+        verdict = f"[red]over[/]: {over}" if over else "the estimate is within it"
+        if not data.get("estimate"):
+            verdict = "no estimate to check it against: the cap is enforced as the trials run"
+        console.print(f"[bold]budget[/]: {cap.describe()} ({cap.prices.describe()}); {verdict}")
+
+
+def _budget_options(budget: Optional[float], budget_gpu_hours: Optional[float], gpu_price: Optional[str], over: bool):
+    return {"budget_usd": budget, "budget_gpu_hours": budget_gpu_hours, "gpu_price": gpu_price, "over_budget": over}
+
+
+BUDGET_HELP = {
+    "budget": "Spend cap in USD (replaces the study's budget.usd; for resume, the stored cap).",
+    "budget_gpu_hours": "Cap on GPU-hours (replaces budget.gpu_hours).",
+    "gpu_price": "GPU price key from cluster/prices.yaml (replaces budget.gpu_price).",
+    "over_budget": "Run even when the estimate exceeds the budget (the cap still stops the run).",
+}
 
 
 @app.command()
@@ -130,6 +155,10 @@ def run(
     retry_errored: bool = typer.Option(False, help="Run trials that ended in error again."),
     dashboard: bool = typer.Option(False, help="Start the Ray dashboard with the local Ray (127.0.0.1:8265)."),
     num_cpus: Optional[int] = typer.Option(None, min=1, help="CPUs for the local Ray (default: all)."),
+    budget: Optional[float] = typer.Option(None, min=0.0, help=BUDGET_HELP["budget"]),
+    budget_gpu_hours: Optional[float] = typer.Option(None, min=0.0, help=BUDGET_HELP["budget_gpu_hours"]),
+    gpu_price: Optional[str] = typer.Option(None, help=BUDGET_HELP["gpu_price"]),
+    over_budget: bool = typer.Option(False, "--over-budget", help=BUDGET_HELP["over_budget"]),
 ) -> None:
     """Run a study (or continue it: finished trials are skipped)."""
     from orchestrator.execution.ray_start import RunOptions
@@ -143,6 +172,7 @@ def run(
         retry_errored=retry_errored,
         dashboard=dashboard,
         num_cpus=num_cpus,
+        **_budget_options(budget, budget_gpu_hours, gpu_price, over_budget),
     )
     _finish(lambda: run_study(p, Path(file).read_text(encoding="utf-8"), options, console))
 
@@ -150,16 +180,27 @@ def run(
 @app.command()
 def resume(
     run_dir: str = typer.Argument(..., help="The study's folder in storage (path or s3:// URI)."),
+    *,  # options by name
     address: Optional[str] = typer.Option(None, help="Ray cluster address."),
     retry_errored: bool = typer.Option(False, help="Run trials that ended in error again."),
     max_concurrent: Optional[int] = typer.Option(None, min=1),
     num_cpus: Optional[int] = typer.Option(None, min=1, help="CPUs for the local Ray (default: all)."),
+    budget: Optional[float] = typer.Option(None, min=0.0, help=BUDGET_HELP["budget"]),
+    budget_gpu_hours: Optional[float] = typer.Option(None, min=0.0, help=BUDGET_HELP["budget_gpu_hours"]),
+    gpu_price: Optional[str] = typer.Option(None, help=BUDGET_HELP["gpu_price"]),
+    over_budget: bool = typer.Option(False, "--over-budget", help=BUDGET_HELP["over_budget"]),
 ) -> None:
     """Continue an interrupted study from its storage (the study file is read from there)."""
     from orchestrator.execution.ray_start import RunOptions
     from orchestrator.execution.resume import resume_study
 
-    options = RunOptions(address=address, retry_errored=retry_errored, max_concurrent=max_concurrent, num_cpus=num_cpus)
+    options = RunOptions(
+        address=address,
+        retry_errored=retry_errored,
+        max_concurrent=max_concurrent,
+        num_cpus=num_cpus,
+        **_budget_options(budget, budget_gpu_hours, gpu_price, over_budget),
+    )
     _finish(lambda: resume_study(run_dir, options, console))
 
 

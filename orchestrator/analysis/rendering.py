@@ -166,8 +166,9 @@ def aggregate_latex(agg: pd.DataFrame, selects: dict[str, dict] | None = None, c
 
 
 def render_markdown(t) -> str:
-    """Per stage: the trial table, the seed aggregate and the paired comparison (if any)."""
-    parts = []
+    """Per stage: the trial table, the seed aggregate and the paired comparison (if any); what
+    the study spent of its budget first, when it has one."""
+    parts = [f"{t.budget}\n"] if t.budget else []
     for name, record in t.records.items():
         parts.append(f"## {name}\n")
         if record.get("state") in ("skipped", "failed", "gated"):

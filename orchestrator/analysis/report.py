@@ -19,7 +19,8 @@ from rich.console import Console
 from orchestrator.analysis import study_tables, trial_report
 from orchestrator.analysis.rendering import render_markdown
 from orchestrator.errors import Problem, UserError
-from orchestrator.planning.costs import gpu_price as price_of
+from orchestrator.planning.budget import budget_text, load_cap
+from orchestrator.planning.costs import Prices, price_of
 from orchestrator.storage.records import STUDY_FILE, STUDY_META, load_records, open_study, read_meta
 from orchestrator.storage.store import Store
 
@@ -74,21 +75,23 @@ def curve_metrics(curves: pd.DataFrame, stage: str, select: dict | None) -> list
     return [m for m in dict.fromkeys(wanted) if m in data.columns and pd.api.types.is_numeric_dtype(data[m])]
 
 
-def cost_rows(t: study_tables.StudyTables, price: float | None) -> list[dict]:
+def cost_rows(t: study_tables.StudyTables, prices: Prices) -> list[dict]:
     rows = []
     for name in t.records:
         trials = t.trials[t.trials["stage"] == name] if not t.trials.empty else t.trials
         if trials.empty:
             continue
         gpu_h = float(trials["gpu_hours"].sum()) if "gpu_hours" in trials else 0.0
+        cpu_h = float(trials.get("cpu_hours", pd.Series([0.0])).sum())
+        cost = prices.usd(gpu_h, cpu_h)
         rows.append(
             {
                 "stage": name,
                 "trials": len(trials),
                 "trial_hours": float(trials["duration_s"].sum()) / 3600,
                 "gpu_hours": gpu_h,
-                "cpu_hours": float(trials.get("cpu_hours", pd.Series([0.0])).sum()),
-                "cost_usd": gpu_h * price if price is not None else math.nan,
+                "cpu_hours": cpu_h,
+                "cost_usd": cost if cost is not None else math.nan,
             }
         )
     return rows
@@ -113,7 +116,12 @@ def write_report(run_dir: str, console: Console, gpu_price: str | None = None, g
     records = load_records(store)
     if not records:
         raise UserError(Problem(run_dir, "nothing to report yet (no stage of this study has ended)"))
-    price = price_of(gpu_price)
+    stored = load_cap(store)  # a study with a budget has its prices stored
+    if gpu_price is not None:
+        value, key = price_of(gpu_price, "gpu", "--gpu-price")
+        prices = Prices(value, stored.prices.cpu if stored else None, key, stored.prices.cpu_key if stored else None)
+    else:
+        prices = stored.prices if stored else Prices()
     t = study_tables.build(records)
     out = store.child(REPORT_DIR)
     md = [
@@ -129,7 +137,7 @@ def write_report(run_dir: str, console: Console, gpu_price: str | None = None, g
     md += _diagnostics_section(store, t, out)
     md += _failures_section(t)
     md += _utilisation_section(t, gpu_util_threshold)
-    md += _cost_section(t, gpu_price, price)
+    md += _cost_section(t, prices, budget_text(store, records.values()))
     if store.exists(STUDY_FILE):
         md += ["", "## Study file", "", "```yaml", store.read_text(STUDY_FILE).rstrip(), "```"]
     text = "\n".join(md) + "\n"
@@ -223,14 +231,14 @@ def low_utilisation(util_mean: float | None, threshold: float, share: float | No
     )
 
 
-def _cost_section(t: study_tables.StudyTables, key: str | None, price: float | None) -> list[str]:
+def _cost_section(t: study_tables.StudyTables, prices: Prices, budget: str | None) -> list[str]:
     md = [
         "## Time and cost",
         "",
         "| stage | trials | trial-hours | GPU-hours | CPU-hours | cost (USD) |",
         "|---|---|---|---|---|---|",
     ]
-    for c in cost_rows(t, price):
+    for c in cost_rows(t, prices):
         cost = "" if math.isnan(c["cost_usd"]) else f"{c['cost_usd']:.2f}"
         md.append(
             f"| {c['stage']} | {c['trials']} | {c['trial_hours']:.3f} | {c['gpu_hours']:.3f} | "
@@ -238,8 +246,11 @@ def _cost_section(t: study_tables.StudyTables, key: str | None, price: float | N
         )
     md.append("")
     md.append(
-        f"Price: {key} = ${price:.2f} per GPU-hour (cluster/prices.yaml)."
-        if price is not None
+        f"Prices: {prices.describe()} (cluster/prices.yaml). GPU- and CPU-hours are trial wall time x the "
+        "GPUs and CPUs the trial held, every attempt counted."
+        if prices.priced
         else "Cost: pass `--gpu-price KEY` (keys in cluster/prices.yaml) to price the GPU-hours."
     )
+    if budget:
+        md += ["", budget + "."]
     return md

@@ -9,12 +9,14 @@ from rich.table import Table
 
 from orchestrator.analysis import study_tables, trials_table
 from orchestrator.analysis.rendering import aggregate_markdown, paired_markdown, render_markdown
+from orchestrator.planning.budget import budget_text
 from orchestrator.storage.store import Store
 
 
 def write_and_show(store: Store, records: list[dict], console: Console) -> None:
     """Write every table of the study to storage and print one per stage."""
     tables = study_tables.build({r["stage"]: r for r in records})
+    tables.budget = budget_text(store, records)
     trials_table.write_tables(store, tables.trials, markdown=False)  # results.md: every table, below
     write_summary_tables(store, tables)
     for record in records:  # one table per stage: their columns differ
@@ -37,6 +39,8 @@ def write_and_show(store: Store, records: list[dict], console: Console) -> None:
                 highlight=False,
                 soft_wrap=True,
             )
+    if tables.budget:
+        console.print(tables.budget, markup=False, highlight=False)
     console.print(
         f"\nresults: {store.child_uri(trials_table.TABLE + '.parquet')} (also .csv, .md; per stage in tables/)"
     )

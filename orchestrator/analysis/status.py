@@ -11,6 +11,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from orchestrator.planning.budget import load_spent
 from orchestrator.storage.records import STATE_DIR, load_stage_record, open_study, read_meta, status_counts
 from orchestrator.storage.store import Store
 
@@ -31,6 +32,7 @@ def status_view(store: Store, meta: dict):
         record = load_stage_record(store, stage)
         if record:  # the saved record is final for its stage; status.json may be newer while running
             counts, state = status_counts(record["trials"]), record["state"]
+            state += f" ({record['stopped_by']})" if record.get("stopped_by") else ""
         elif entry:
             counts, state = entry["counts"], entry["state"]
         else:
@@ -50,6 +52,10 @@ def status_view(store: Store, meta: dict):
     for t in running:
         best = f"  best {t['best']:.4g}" if isinstance(t.get("best"), (int, float)) else ""
         parts.append(Text(f"  running {t.get('name')}: {t.get('iterations') or 0} reports{best}"))
+    spent = load_spent(store)
+    if spent:
+        stopped = f"; [yellow]stopped[/]: {spent['stopped']}" if spent.get("stopped") else ""
+        parts.append(Text.from_markup(f"budget: spent {spent['text']}{stopped}"))
     if status.get("updated_at"):
         parts.append(Text.from_markup(f"[dim]last update {status['updated_at']}[/]"))
     return Group(*parts), ended

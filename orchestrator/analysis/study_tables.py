@@ -15,6 +15,7 @@ class StudyTables:
     records: dict[str, dict]
     aggregated: dict[str, pd.DataFrame] = field(default_factory=dict)
     paired: dict[str, pd.DataFrame] = field(default_factory=dict)
+    budget: str | None = None  # spent against the study's cap (planning.budget.budget_text)
 
     @property
     def selects(self) -> dict[str, dict]:

@@ -39,7 +39,7 @@ def rows_of(record: dict) -> list[dict]:
             "trial": t["name"],
             "variant": t["variant"],
             "seed": t["seed"],
-            "status": t["status"],
+            "status": t["status"] + (" (budget)" if t.get("stopped_by") == "budget" else ""),
             "iterations": t.get("iterations"),
             "duration_s": t.get("duration_s"),
             "gpu_hours": (t.get("gpu_s") or 0.0) / 3600,

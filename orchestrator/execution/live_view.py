@@ -40,7 +40,15 @@ class _Running:
     name: str
     started: float = field(default_factory=time.monotonic)
     progress: tuple[str, float, float] | None = None
+    base: float | None = None  # units done before this attempt (a resumed trial starts at k > 1)
     value: float | None = None
+
+    def eta_s(self, now: float) -> float | None:
+        """Seconds left at this attempt's pace (units done since it started), or None."""
+        if not self.progress or self.base is None:
+            return None
+        _, done, total = self.progress
+        return (now - self.started) / (done - self.base) * (total - done) if done > self.base else None
 
 
 class LiveView:
@@ -67,6 +75,8 @@ class LiveView:
     def update(self, trial: str, metrics: dict, config: dict) -> None:
         entry = self.running.setdefault(trial, _Running(trial))
         entry.progress = progress_of(metrics, config) or entry.progress
+        if entry.progress and entry.base is None:  # the first report of this attempt covers one unit
+            entry.base = entry.progress[1] - 1
         metric = (self.select or {}).get("metric")
         if metric and isinstance(metrics.get(metric), (int, float)):
             entry.value = float(metrics[metric])
@@ -81,6 +91,11 @@ class LiveView:
             if better:
                 self.best = (best, trial)
         self._refresh()
+
+    def eta_s(self, trial: str) -> float | None:
+        """Seconds the running trial needs to finish at its pace so far, or None (not known)."""
+        entry = self.running.get(trial)
+        return entry.eta_s(time.monotonic()) if entry else None
 
     def _refresh(self) -> None:
         if self._live is not None:
@@ -104,7 +119,8 @@ class LiveView:
                 unit, done, total = entry.progress
                 bar = ProgressBar(total=total, completed=min(done, total), width=24)
                 count = f"{unit} {done:g}/{total:g}"
-                eta = f"ETA {_clock(elapsed / done * (total - done))}" if done > 0 else "ETA -"
+                left = entry.eta_s(now)
+                eta = f"ETA {_clock(left)}" if left is not None else "ETA -"
             else:
                 bar, count, eta = ProgressBar(total=None, width=24), "starting", ""
             value = f"{self.select['metric']}={entry.value:.4g}" if entry.value is not None and self.select else ""

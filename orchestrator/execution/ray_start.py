@@ -27,6 +27,13 @@ class RunOptions:
     dashboard: bool = False
     num_cpus: int | None = None
     num_gpus: int | None = None
+    # the spend cap: `--budget`, `--budget-gpu-hours` and `--gpu-price` over the study's
+    # `budget:` (or, for `resume`, the cap stored by the last run), `--over-budget`
+    budget_usd: float | None = None
+    budget_gpu_hours: float | None = None
+    gpu_price: str | None = None
+    over_budget: bool = False
+    stored_cap: object | None = None  # orchestrator.planning.budget.Cap
 
 
 def _keep_credentials_out_of_ray() -> None:

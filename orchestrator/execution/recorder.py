@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import re
+import statistics
+import time
 from typing import Any
 
 from ray.tune import Callback
@@ -18,6 +20,7 @@ from rich.markup import escape
 from orchestrator.execution.live_status import StudyStatus
 from orchestrator.execution.live_view import LiveView
 from orchestrator.execution.trial import trial_config
+from orchestrator.planning.budget import Spend, trial_spend
 from orchestrator.planning.expand import StagePlan
 from orchestrator.storage.store import Store
 from trainables.runtime import selection
@@ -103,6 +106,8 @@ class StageRecorder(Callback):
                 self.view.finish(t.get("name", ""), t["status"], t.get("best"))
         self._started: set[str] = set()
         self._completed: set[str] = set()
+        self._attempts: dict[str, float] = {}  # trial id -> when its running attempt started (monotonic)
+        self.guard = None  # the study's BudgetGuard (orchestrator.execution.budget_guard), if it has a cap
 
     # -- recording -------------------------------------------------------------------------
     def _update(self, trial, status: str | None = None) -> dict:
@@ -131,6 +136,7 @@ class StageRecorder(Callback):
         cfg = trial_config(trial.config)
         cfg.pop("seed", None)
         entry = self.record["trials"].get(tid, {})
+        wall = self._wall_s(tid, entry, last)
         entry.update(
             {
                 "stage": self.plan.name,
@@ -144,8 +150,8 @@ class StageRecorder(Callback):
                 "status": status,
                 "iterations": last.get("training_iteration"),
                 "duration_s": last.get("time_total_s"),
-                "gpu_s": (last.get("time_total_s") or 0.0) * self.resources["gpu"],
-                "cpu_s": (last.get("time_total_s") or 0.0) * self.resources["cpu"],
+                "gpu_s": wall * self.resources["gpu"],
+                "cpu_s": wall * self.resources["cpu"],
                 "grid": spec.get("grid") or {},
                 "metrics": metrics,
                 "best": best,
@@ -156,13 +162,72 @@ class StageRecorder(Callback):
                 "failures": trial.num_failures,
             }
         )
+        if status != "interrupted":
+            entry.pop("stopped_by", None)  # a trial the budget stopped, now running again
         if status == "error":
             error = _error_text(trial)
             entry["error"] = " ".join(str(error).split())[-400:] if error else "unknown error"
         self.record["trials"][tid] = entry
         return entry
 
+    # -- wall time (what a budget counts) --------------------------------------------------
+    def _wall_s(self, tid: str, entry: dict, last: dict) -> float:
+        """The trial's wall time so far: its ended attempts (every run), plus the running one,
+        never less than Tune's time_total_s (records written before attempts were timed)."""
+        wall = entry.get("wall_s", 0.0)
+        if tid in self._attempts:
+            wall += time.monotonic() - self._attempts[tid]
+        return max(wall, last.get("time_total_s") or 0.0)
+
+    def _open(self, trial) -> None:
+        self._attempts.setdefault(_trial_id(trial), time.monotonic())
+
+    def _close(self, trial) -> None:
+        """End the running attempt of a trial: its time joins the trial's `wall_s`."""
+        tid = _trial_id(trial)
+        started = self._attempts.pop(tid, None)
+        if started is not None and tid in self.record["trials"]:
+            entry = self.record["trials"][tid]
+            entry["wall_s"] = entry.get("wall_s", 0.0) + time.monotonic() - started
+
+    def live_spend(self) -> Spend:
+        """GPU- and CPU-hours of this stage's trials so far, the running ones up to now."""
+        total = Spend()
+        now = time.monotonic()
+        for tid, entry in self.record["trials"].items():
+            if tid in self._attempts:
+                wall = max(entry.get("wall_s", 0.0) + now - self._attempts[tid], entry.get("duration_s") or 0.0)
+                total = total + Spend(wall * self.resources["gpu"] / 3600, wall * self.resources["cpu"] / 3600)
+            else:
+                total = total + trial_spend(entry)
+        return total
+
+    def running_need(self) -> Spend:
+        """What the running trials will still use at their pace so far (trials without a pace
+        yet: the median wall time of this stage's finished trials less their own, else nothing)."""
+        now = time.monotonic()
+        trials = self.record["trials"].values()
+        walls = [w for t in trials if t["status"] == "done" and (w := t.get("wall_s") or t.get("duration_s"))]
+        typical = statistics.median(walls) if walls else None
+        seconds = 0.0
+        for tid, started in self._attempts.items():
+            entry = self.record["trials"].get(tid, {})
+            left = self.view.eta_s(entry.get("name", ""))
+            if left is None and typical is not None:
+                left = max(typical - entry.get("wall_s", 0.0) - (now - started), 0.0)
+            seconds += left or 0.0
+        return Spend(seconds * self.resources["gpu"] / 3600, seconds * self.resources["cpu"] / 3600)
+
+    def running(self) -> bool:
+        """Whether a trial of this stage is running now."""
+        return bool(self._attempts)
+
+    def on_step_end(self, iteration, trials, **info):
+        if self.guard is not None:
+            self.guard.check()
+
     def on_trial_start(self, iteration, trials, trial, **info):
+        self._open(trial)
         entry = self._update(trial, "running")
         self._started.add(entry["trial_id"])
         self.console.print(f"[cyan]started[/]  {escape(entry['name'])}  [dim]{entry['trial_id']}[/]")
@@ -176,6 +241,7 @@ class StageRecorder(Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._completed.add(_trial_id(trial))
+        self._close(trial)
         entry = self._update(trial)
         entry["status"] = "diverged" if entry["metrics"].get("diverged") else "done"
         colour = "yellow" if entry["status"] == "diverged" else "green"
@@ -185,8 +251,11 @@ class StageRecorder(Callback):
             f"[dim]{escape(self._progress())}[/]"
         )
         self.status.write(force=True)
+        if self.guard is not None:
+            self.guard.check(force=True)
 
     def on_trial_recover(self, iteration, trials, trial, **info):
+        self._close(trial)  # the failed attempt's time counts; the retry opens a new one
         entry = self._update(trial, "retrying")
         self.console.print(
             f"[yellow]retrying[/] {escape(entry['name'])} from its last checkpoint (failure {trial.num_failures})"
@@ -194,6 +263,7 @@ class StageRecorder(Callback):
         self.status.write(force=True)
 
     def on_trial_error(self, iteration, trials, trial, **info):
+        self._close(trial)
         entry = self._update(trial, "error")
         self.view.finish(entry["name"], "error", None)
         line = _exception_line(_error_text(trial) or "") or "unknown error"
@@ -209,9 +279,12 @@ class StageRecorder(Callback):
                 error=line[:400],
             )
         self.status.write(force=True)
+        if self.guard is not None:
+            self.guard.check(force=True)
 
     def on_experiment_end(self, trials, **info):
         for trial in trials:
+            self._close(trial)
             self._update(trial)
         # Tune creates trials lazily, so an interrupted run may not know all of them yet:
         # the stage is complete only when every planned trial has ended.

@@ -11,6 +11,7 @@ from rich.console import Console
 from orchestrator.errors import Problem, UserError
 from orchestrator.execution.ray_start import RunOptions
 from orchestrator.execution.study_runner import StudyOutcome, run_study
+from orchestrator.planning.budget import load_cap
 from orchestrator.planning.expand import build_plan
 from orchestrator.storage.records import STUDY_FILE, open_study, read_meta
 from orchestrator.study.schema import Study, pydantic_problems
@@ -34,4 +35,5 @@ def resume_study(run_dir: str, options: RunOptions, console: Console) -> StudyOu
     study_dir = original.parent if original.parent.exists() else Path.cwd()
     plan = build_plan(study, doc, study_dir)
     parent = store.uri.rstrip("/").rsplit("/", 1)[0] if "://" in store.uri else str(Path(store.uri).parent)
-    return run_study(plan, text, dataclasses.replace(options, storage=parent), console)
+    # the cap of the last run (which `--budget` replaces), not the stored study file's
+    return run_study(plan, text, dataclasses.replace(options, storage=parent, stored_cap=load_cap(store)), console)

@@ -22,6 +22,7 @@ from ray.tune.trainable.function_trainable import wrap_function
 from rich.console import Console
 
 from orchestrator.execution import search, trackers
+from orchestrator.execution.budget_guard import BudgetGuard, GatedVariants
 from orchestrator.execution.live_status import StudyStatus
 from orchestrator.execution.notify import Notifier
 from orchestrator.execution.ray_start import RunOptions
@@ -51,6 +52,7 @@ class StudyRun:
     console: Console
     git: dict | None  # the commit of the study file's repository, recorded with every trial
     notifier: Notifier | None = None  # the study's webhooks (`notify:`)
+    guard: BudgetGuard | None = None  # the study's spend cap (`budget:`)
 
 
 def trial_name(trial) -> str:
@@ -138,6 +140,8 @@ def run_stage(run: StudyRun, sp: StagePlan, previous: dict | None) -> dict:
     started = time.perf_counter()
     recorder.record["fit_started_at"] = time.time()
     recorder.view.start()  # a terminal only: a live line per running trial
+    if run.guard is not None:
+        run.guard.begin(recorder)
     try:
         tuner.fit()
         recorder.record["wall_s"] = time.perf_counter() - started
@@ -154,8 +158,21 @@ def run_stage(run: StudyRun, sp: StagePlan, previous: dict | None) -> dict:
         recorder.record["reason"] = last[0][:300]
     finally:
         recorder.view.stop()
+        if run.guard is not None:
+            _budget_stop(recorder.record, run.guard.stopped)
+            run.guard.end()
     save_stage_record(run.store, sp.name, recorder.record)
     return recorder.record
+
+
+def _budget_stop(record: dict, reason: str | None) -> None:
+    """Mark a stage the spend cap stopped, and its trials that it interrupted."""
+    if reason is None or record["state"] != "interrupted":
+        return
+    record["stopped_by"], record["reason"] = "budget", reason
+    for trial in record["trials"].values():
+        if trial["status"] == "interrupted":
+            trial["stopped_by"] = "budget"
 
 
 def _param_space(run: StudyRun, sp: StagePlan, res: dict) -> dict:
@@ -213,7 +230,8 @@ def _tuner(run: StudyRun, sp: StagePlan, res: dict, max_conc: int, keep: int | N
         param_space=param_space,
         tune_config=tune.TuneConfig(
             num_samples=sp.stage.search.num_samples if sp.stage.search else 1,
-            max_concurrent_trials=max_conc,
+            # Tune's own generator (what max_concurrent_trials makes), which a spend cap can close
+            search_alg=GatedVariants(sp.name, max_concurrent=max_conc),
             scheduler=search.scheduler(sp),
             reuse_actors=True,
             trial_name_creator=trial_name,

@@ -16,15 +16,26 @@ from orchestrator.planning.expand import Plan
 from orchestrator.storage.records import STUDY_FILE, STUDY_META, read_meta
 from orchestrator.storage.store import Store
 
+# Settings that change no trial: where the study is stored, its description, its spend cap (so
+# that a study stopped by its budget can run again with a larger one), its notifications and
+# size limit (studies stored before these existed keep their hash).
+NOT_CONTENT = {"storage", "description", "budget", "notify", "limits"}
 
-def spec_hash(plan: Plan) -> str:
-    """Identity of the study's content (storage location and description excluded, and how the
-    tables group seeds: `within_seed` changes no trial, and studies stored before it existed
-    must keep their hash)."""
-    data = plan.study.model_dump(exclude={"storage", "description"})
+
+def spec_hash(plan: Plan, exclude: set[str] = NOT_CONTENT) -> str:
+    """Identity of the study's content (see NOT_CONTENT; and how the tables group seeds:
+    `within_seed` changes no trial, and studies stored before it existed must keep their hash)."""
+    data = plan.study.model_dump(exclude=exclude)
     for stage in data["stages"].values():
         stage.pop("within_seed", None)
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _same_study(plan: Plan, stored: str | None) -> bool:
+    """Whether a stored content hash is this study's: today's, or the one stored by the release
+    of 2026-12-02, which hashed `limits` and `notify` too (a study without a budget)."""
+    legacy = {"storage", "description"} if plan.study.budget is None else None
+    return stored == spec_hash(plan) or (legacy is not None and stored == spec_hash(plan, legacy))
 
 
 def git_commit(folder: Path) -> dict | None:
@@ -42,26 +53,35 @@ def study_store(plan: Plan, storage: str | None) -> Store:
     return Store(storage or plan.study.storage).child(plan.study.name)
 
 
+def stored_meta(plan: Plan, store: Store) -> dict | None:
+    """The metadata of the study already in this storage (None: none), after checking that it is
+    the same study (a one-line error otherwise). Writes nothing."""
+    if not store.exists(STUDY_META):
+        return None
+    meta = read_meta(store)
+    if not _same_study(plan, meta.get("spec_hash")):
+        digest = spec_hash(plan)
+        raise UserError(
+            Problem(
+                plan.doc.file,
+                f"storage {store.uri} holds study {plan.study.name!r} run from a different study file "
+                f"(content hash {meta.get('spec_hash')} != {digest}); give the study a new name or use "
+                "--storage to run it elsewhere (nothing was changed)",
+                "name",
+            )
+        )
+    return meta
+
+
 def prepare_storage(plan: Plan, store: Store, study_text: str) -> dict:
     """Record the study in its storage, or check that the stored one is the same study."""
-    digest = spec_hash(plan)
-    if store.exists(STUDY_META):
-        meta = read_meta(store)
-        if meta.get("spec_hash") != digest:
-            raise UserError(
-                Problem(
-                    plan.doc.file,
-                    f"storage {store.uri} holds study {plan.study.name!r} run from a different study file "
-                    f"(content hash {meta.get('spec_hash')} != {digest}); give the study a new name or use "
-                    "--storage to run it elsewhere (nothing was changed)",
-                    "name",
-                )
-            )
+    meta = stored_meta(plan, store)
+    if meta is not None:
         meta.setdefault("runs", []).append(time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     else:
         meta = {
             "name": plan.study.name,
-            "spec_hash": digest,
+            "spec_hash": spec_hash(plan),
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "study_file": os.path.abspath(plan.doc.file),
             "git": git_commit(plan.study_dir),

@@ -18,14 +18,18 @@ from rich.markup import escape
 import trainables
 from orchestrator.errors import Problem, UserError
 from orchestrator.execution import gates
+from orchestrator.execution.budget_guard import BudgetGuard
 from orchestrator.execution.live_status import StudyStatus
 from orchestrator.execution.notify import Notifier
 from orchestrator.execution.ray_start import RunOptions, init_ray, preload_pays
 from orchestrator.execution.recorder import best_trial
 from orchestrator.execution.stage_runner import StudyRun, run_stage
-from orchestrator.execution.study_folder import git_commit, prepare_storage, study_store
+from orchestrator.execution.study_folder import git_commit, prepare_storage, stored_meta, study_store
+from orchestrator.planning import budget
 from orchestrator.planning.expand import Plan, StagePlan
 from orchestrator.planning.references import resolve_stage, successful
+from orchestrator.planning.resources import ClusterShape
+from orchestrator.planning.view import plan_rows
 from orchestrator.storage.records import load_stage_record, save_stage_record
 from orchestrator.storage.store import Store
 from orchestrator.study.references import RefError
@@ -38,6 +42,9 @@ class StudyOutcome:
     store: Store
     records: dict[str, dict | None]
     interrupted: bool
+    budget: str | None = None  # why the spend cap stopped the study
+
+    EXIT_BUDGET = 3
 
     @property
     def ended(self) -> list[dict]:
@@ -45,8 +52,16 @@ class StudyOutcome:
         return [r for r in self.records.values() if r]
 
     def conclude(self, console: Console) -> int:
-        """Say how the run ended; the exit code: 130 interrupted, 1 when a trial failed or a stage
-        failed or was skipped, else 0 (a gated stage is a decision of the study, not a failure)."""
+        """Say how the run ended; the exit code: 3 stopped by the budget, 130 interrupted, 1 when a
+        trial failed or a stage failed or was skipped, else 0 (a gated stage is a decision of the
+        study, not a failure)."""
+        if self.budget:
+            console.print(
+                f"[yellow]stopped by the budget[/]: {escape(self.budget)}; `orchestrator resume {self.store.uri} "
+                "--budget USD` raises the cap and continues (finished trials are kept, stopped ones continue "
+                "from their last checkpoint)"
+            )
+            return self.EXIT_BUDGET
         if self.interrupted:
             console.print(
                 "[yellow]interrupted[/]: run the same command again (or `orchestrator resume "
@@ -70,15 +85,29 @@ class StudyOutcome:
 def run_study(plan: Plan, study_text: str, options: RunOptions, console: Console) -> StudyOutcome:
     """Run (or continue) a study."""
     store = study_store(plan, options.storage)
+    cap = budget.cap_of(
+        plan.study.budget,
+        plan.doc.file,
+        gpu_price=options.gpu_price,
+        usd=options.budget_usd,
+        gpu_hours=options.budget_gpu_hours,
+        stored=options.stored_cap,
+    )
     try:
+        stored_meta(plan, store)  # the same study, or a one-line error; nothing written yet
+        records = {name: load_stage_record(store, name) for name in plan.order}
+        if cap is not None:
+            console.print(_check_budget(plan, cap, records, options), markup=False, highlight=False)
         prepare_storage(plan, store, study_text)
     except (OSError, ArrowException) as exc:
         raise UserError(Problem(store.uri, f"cannot use this storage: {' '.join(str(exc).split())[:300]}")) from None
-    records = {name: load_stage_record(store, name) for name in plan.order}
     todo = [name for name in plan.order if not _stage_done(records[name], options.retry_errored)]
     notifier = Notifier(plan.study.notify, plan.study.name, store.uri, console)
+    guard = BudgetGuard(cap, store, records, console, notifier) if cap is not None else None
+    if guard is not None:
+        guard.save()  # the cap in force, for status, results and resume
     try:
-        outcome = _run_stages(plan, store, options, console, (records, todo, notifier))
+        outcome = _run_stages(plan, store, options, console, (records, todo, notifier, guard))
     finally:
         if todo:
             notifier.send("study_end", _study_line(plan, records, store), storage=store.uri)
@@ -88,13 +117,17 @@ def run_study(plan: Plan, study_text: str, options: RunOptions, console: Console
 
 def _run_stages(plan: Plan, store: Store, options: RunOptions, console: Console, state: tuple) -> StudyOutcome:
     """The stages still to run, in order (the body of `run_study`)."""
-    records, todo, notifier = state
+    records, todo, notifier, guard = state
     for name in plan.order:
         if name not in todo:
             console.print(f"[dim]stage {name}: complete in storage, skipped[/]")
     run: StudyRun | None = None  # Ray starts with the first stage that runs
     skips: list[tuple[str, str]] = []  # skipped before the live status existed
     for name in todo:
+        if guard is not None and guard.reached():
+            guard.stop(f"the cap is reached before stage {name}: spent {guard.cap.spent_text(guard.spend())}", False)
+        if guard is not None and guard.stopped:
+            return StudyOutcome(store, records, interrupted=True, budget=guard.stopped)
         sp, reason = ready_stage(plan, name, records)
         if reason:
             state = "gated" if reason.startswith("gated") else "skipped"
@@ -108,12 +141,12 @@ def _run_stages(plan: Plan, store: Store, options: RunOptions, console: Console,
             continue
         if run is None:
             run = _start(plan, sp, store, options, console, todo)
-            run.notifier = notifier
+            run.notifier, run.guard = notifier, guard
             for skipped, state in skips:
                 run.status.stage(skipped, state)
         records[name] = run_stage(run, sp, records[name])
-        if records[name]["state"] == "interrupted":
-            return StudyOutcome(store, records, interrupted=True)
+        if records[name]["state"] == "interrupted" or (guard is not None and guard.stopped):
+            return StudyOutcome(store, records, interrupted=True, budget=guard.stopped if guard else None)
         notifier.send("stage_end", _stage_line(records[name]), stage=name, storage=store.uri)
         if sp.stage.gates and records[name]["state"] == "complete":
             records[name]["gates"] = gates.evaluate(records[name], sp.stage.gates)
@@ -125,6 +158,17 @@ def _run_stages(plan: Plan, store: Store, options: RunOptions, console: Console,
                     "gate", f"gate of stage {name} {'passed' if g['passed'] else 'FAILED'}: {g['text']}", stage=name
                 )
     return StudyOutcome(store, records, interrupted=False)
+
+
+def _check_budget(plan: Plan, cap: budget.Cap, records: dict, options: RunOptions) -> str:
+    """Refuse a run whose estimate crosses the cap (see budget.check_start); else the line to
+    print. The estimate is of this machine (an in-process Ray), or of the declared resources on
+    a cluster (`--address`: its shape is known only once connected)."""
+    shape = ClusterShape.local() if not options.address else ClusterShape(cpus=1e6, gpus=1e6)
+    if options.num_cpus and not options.address:
+        shape = ClusterShape(float(options.num_cpus), shape.gpus)
+    rows = plan_rows(plan, shape, {}, cap.prices)
+    return budget.check_start(cap, rows, records, plan.doc.file, options.over_budget)
 
 
 def _stage_line(record: dict) -> str:

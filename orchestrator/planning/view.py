@@ -9,6 +9,7 @@ import statistics
 from rich.console import Console
 from rich.table import Table
 
+from orchestrator.planning.costs import NO_PRICES, Prices
 from orchestrator.planning.expand import Plan, StagePlan
 from orchestrator.planning.resources import ClusterShape, concurrency, effective_resources
 from orchestrator.storage.records import load_records, open_study
@@ -30,7 +31,7 @@ def measured_minutes(history: list[str]) -> dict[str, float]:
 
 
 def plan_rows(
-    plan: Plan, shape: ClusterShape, measured: dict[str, float] | None = None, gpu_price: float | None = None
+    plan: Plan, shape: ClusterShape, measured: dict[str, float] | None = None, prices: Prices = NO_PRICES
 ) -> dict:
     """Everything `plan` shows, as plain data (`plan --json`).
 
@@ -44,19 +45,20 @@ def plan_rows(
             "name": shape.name,
             "nodes": [list(n) for n in shape.node_list],
         },
-        "stages": [_stage_row(plan.stages[name], shape, measured or {}, gpu_price) for name in plan.order],
+        "stages": [_stage_row(plan.stages[name], shape, measured or {}, prices) for name in plan.order],
     }
     est = [s["estimate"] for s in out["stages"]]
     if est and all(est):
         out["estimate"] = {
             "wall_minutes": sum(e["wall_minutes"] for e in est),
             "gpu_hours": sum(e["gpu_hours"] for e in est),
-            "cost_usd": sum(e["cost_usd"] for e in est) if gpu_price is not None else None,
+            "cpu_hours": sum(e["cpu_hours"] for e in est),
+            "cost_usd": sum(e["cost_usd"] for e in est) if prices.priced else None,
         }
     return out
 
 
-def _stage_row(sp: StagePlan, shape: ClusterShape, measured: dict[str, float], gpu_price: float | None) -> dict:
+def _stage_row(sp: StagePlan, shape: ClusterShape, measured: dict[str, float], prices: Prices) -> dict:
     """One stage of `plan_rows`: its trials, resources, packing and estimate."""
     res, note = effective_resources(sp.resources, shape)
     conc = min(concurrency(res, shape, sp.stage.max_concurrent), sp.num_trials)
@@ -66,12 +68,14 @@ def _stage_row(sp: StagePlan, shape: ClusterShape, measured: dict[str, float], g
     estimate = None
     if minutes and waves:
         gpu_hours = sp.num_trials * minutes / 60 * res["gpu"]
+        cpu_hours = sp.num_trials * minutes / 60 * res["cpu"]
         estimate = {
             "wall_minutes": waves * minutes,
             "gpu_hours": gpu_hours,
+            "cpu_hours": cpu_hours,
             "trial_minutes": minutes,
             "source": source,
-            "cost_usd": gpu_hours * gpu_price if gpu_price is not None else None,
+            "cost_usd": prices.usd(gpu_hours, cpu_hours),
         }
     rows = [
         {"trial_id": t.id, "name": t.name, "variant": t.variant, "seed": t.seed, "differs": _differs(t, sp)}
@@ -105,9 +109,10 @@ def render_plan(
     shape: ClusterShape,
     console: Console,
     measured: dict[str, float] | None = None,
-    gpu_price: float | None = None,
-) -> None:
-    data = plan_rows(plan, shape, measured, gpu_price)
+    prices: Prices = NO_PRICES,
+) -> dict:
+    """Print the plan; returns its data (plan_rows)."""
+    data = plan_rows(plan, shape, measured, prices)
     where = f"cluster {shape.name} ({len(shape.node_list)} node(s), fully scaled): " if shape.name else "a cluster of "
     console.print(
         f"[bold]study {data['study']}[/]: {plan.num_trials} trials on {where}{shape.cpus:g} CPUs, {shape.gpus:g} GPUs"
@@ -125,6 +130,7 @@ def render_plan(
             "\n[dim]time estimate: set `expected_trial_minutes` on a stage, or pass `--history RUN_DIR` "
             "of an earlier study of the same trainable[/]"
         )
+    return data
 
 
 def _render_stage(stage: dict, console: Console) -> None:

@@ -201,7 +201,7 @@ class Stage(_Strict):
 
 
 MAX_TRIALS = 20_000
-NOTIFY_EVENTS = ("study_end", "stage_end", "gate", "trial_error")
+NOTIFY_EVENTS = ("study_end", "stage_end", "gate", "trial_error", "budget")
 ENV_URL = re.compile(r"^\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}$")
 
 
@@ -210,8 +210,8 @@ class Notify(_Strict):
         min_length=1,
         description="Webhook URLs (https://...), or ${env:NAME} to read one from the environment (never stored).",
     )
-    events: list[Literal["study_end", "stage_end", "gate", "trial_error"]] = Field(
-        default_factory=lambda: ["study_end", "gate", "trial_error"], min_length=1
+    events: list[Literal["study_end", "stage_end", "gate", "trial_error", "budget"]] = Field(
+        default_factory=lambda: ["study_end", "gate", "trial_error", "budget"], min_length=1
     )
     format: Literal["slack", "json"] = Field("slack", description='slack: {"text": ...}; json: event fields too.')
 
@@ -237,12 +237,36 @@ class Limits(_Strict):
     )
 
 
+class Budget(_Strict):
+    """A spend cap for the whole study (every stage, every run of it): see orchestrator/planning/budget.py."""
+
+    usd: float | None = Field(None, gt=0, description="The most the study may spend, in USD.")
+    gpu_hours: float | None = Field(None, gt=0, description="The most GPU-hours it may use.")
+    gpu_price: str | float | None = Field(
+        None, description="USD per GPU-hour: a key of cluster/prices.yaml (gpu_hour_usd) or a number."
+    )
+    cpu_price: str | float | None = Field(
+        None, description="USD per CPU-hour: a key of cluster/prices.yaml (cpu_hour_usd) or a number (default 0)."
+    )
+
+    @model_validator(mode="after")
+    def _a_cap(self) -> Budget:
+        if self.usd is None and self.gpu_hours is None:
+            raise ValueError("give usd, gpu_hours or both")
+        for name in ("gpu_price", "cpu_price"):
+            value = getattr(self, name)
+            if isinstance(value, (int, float)) and value < 0:
+                raise ValueError(f"{name}: expected a price >= 0, got {value}")
+        return self
+
+
 class Study(_Strict):
     name: str
     description: str = ""
     storage: str = "./runs"
     defaults: Defaults = Field(default_factory=Defaults)
     limits: Limits = Field(default_factory=Limits)
+    budget: Budget | None = None
     notify: Notify | None = None
     callbacks: list[str | dict[str, Any]] = Field(
         default_factory=list,

@@ -43,3 +43,17 @@ def test_progress_in_each_trainables_unit():
     assert progress_of({"step": 40, "epoch": 0.5}, {"max_steps": 100}) == ("step", 40.0, 100.0)
     assert progress_of({"dataset": 1}, {"beir": ["a", "b", "c"]}) == ("dataset", 1.0, 3.0)
     assert progress_of({"loss": 1.0}, {}) is None
+
+
+def test_eta_counts_the_units_of_this_attempt_only(monkeypatch):
+    """A trial resumed at epoch 40 of 50 that took 10 s for its first 2 epochs here has 40 s
+    left, not 2.5 s (elapsed / 42 epochs x 8): the budget's projection reads this ETA."""
+    import orchestrator.execution.live_view as live_view
+
+    view = LiveView(Console(file=None, quiet=True), "pretrain", 1, SELECT)
+    view.update("pretrain/a/s1", {"epoch": 41}, {"epochs": 50})  # the first report of this attempt
+    view.update("pretrain/a/s1", {"epoch": 42}, {"epochs": 50})
+    view.running["pretrain/a/s1"].started = 100.0
+    monkeypatch.setattr(live_view.time, "monotonic", lambda: 110.0)
+    assert view.eta_s("pretrain/a/s1") == 10.0 / 2 * 8
+    assert view.eta_s("pretrain/z/s1") is None

@@ -112,3 +112,19 @@ def test_within_seed_is_not_part_of_the_study_identity(tmp_path):
     )
     assert load_plan(grouped, check_inputs=False).study.stages["finetune"].within_seed == "mean"
     assert spec_hash(load_plan(plain, check_inputs=False)) == spec_hash(load_plan(grouped, check_inputs=False))
+
+
+def test_budget_notify_and_limits_are_not_part_of_the_study_identity(tmp_path):
+    """A study stopped by its budget runs again with a larger cap in the same storage; a study
+    stored by the release that hashed `limits` and `notify` (2026-12-02) still continues."""
+    from orchestrator.execution.study_folder import _same_study, spec_hash
+    from orchestrator.planning.expand import load_plan
+
+    text = (REPO / "matrix.yaml").read_text()
+    plain, capped = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    plain.write_text(text)
+    capped.write_text(text + "budget: {usd: 50, gpu_price: p4d-a100-ondemand}\nlimits: {max_trials: 100}\n")
+    a, b = load_plan(plain, check_inputs=False), load_plan(capped, check_inputs=False)
+    assert b.study.budget.usd == 50 and spec_hash(a) == spec_hash(b)
+    legacy = spec_hash(a, {"storage", "description"})  # what that release stored
+    assert legacy != spec_hash(a) and _same_study(a, legacy) and not _same_study(a, "0" * 16)

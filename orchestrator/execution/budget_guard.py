@@ -1,0 +1,139 @@
+"""The spend cap while a study runs (`budget:`; what spend is: `orchestrator/planning/budget.py`).
+
+Two rules, checked by the stage's recorder after every step of Tune's loop (at most once a
+second):
+- **No new trial starts once the projected spend would cross the cap**: what has been spent, plus
+  what the running trials will still take at their pace so far. New trials come from the
+  stage's search algorithm (`GatedVariants`, Tune's own variant generator), which hands Tune no
+  trial while the gate is closed; trials Tune already placed still start.
+- **When the cap is reached, the study stops** as Ctrl-C stops it: Tune's own graceful
+  interruption (the SIGUSR1 handler `Tuner.fit` installs in the main thread), which saves the
+  experiment's state with the running trials unfinished, so that `resume --budget USD`
+  continues each from its last checkpoint (at most one checkpoint interval of work repeats).
+  The stage, and its interrupted trials, record `stopped_by: budget`; the run exits with code 3.
+  The study also stops when the gate is closed, nothing runs and trials are left to start.
+
+Why a signal and not a Tune `Stopper`: a stopper's `stop_all` terminates the running trials as
+finished, and a restored experiment never continues a finished trial.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+
+from ray.tune.search.basic_variant import BasicVariantGenerator
+from rich.console import Console
+from rich.markup import escape
+
+from orchestrator.errors import Problem, UserError
+from orchestrator.planning.budget import Cap, Spend, save_cap, study_spend
+from orchestrator.storage.store import Store
+
+# The guard of each stage of this driver's run, by stage name: the (pickled, then restored)
+# variant generator of a stage looks its guard up here, like stage_runner's recorder proxies.
+_LIVE_GUARDS: dict[str, BudgetGuard] = {}
+
+
+class GatedVariants(BasicVariantGenerator):
+    """Tune's variant generator (grid, samples, `max_concurrent`) that creates no trial while
+    the stage's budget gate is closed."""
+
+    def __init__(self, stage: str, **kwargs):
+        super().__init__(**kwargs)
+        self.stage = stage
+
+    def next_trial(self):
+        guard = _LIVE_GUARDS.get(self.stage)
+        if guard is not None and not guard.may_start():
+            return None
+        return super().next_trial()
+
+
+class BudgetGuard:
+    """Spend of the whole study against its cap, while it runs."""
+
+    def __init__(self, cap: Cap, store: Store, records: dict[str, dict | None], console: Console, notifier=None):
+        # Tune installs its SIGUSR1 handler only when fit() runs in the main thread; elsewhere the
+        # signal would kill the process, and a cap that cannot stop the study is no cap.
+        if threading.current_thread() is not threading.main_thread():
+            raise UserError(Problem(store.uri, "a study with a budget runs in the main thread only", "budget"))
+        self.cap, self.store, self.records, self.console, self.notifier = cap, store, records, console, notifier
+        self.recorder = None  # the running stage's StageRecorder
+        self.stopped: str | None = None  # why the cap stopped the study
+        self._gate: tuple[float, bool] = (-1.0, True)  # (checked at, open)
+        self._checked = self._saved = -float("inf")
+
+    # -- what is spent -----------------------------------------------------------------------
+    def spend(self) -> Spend:
+        """Every stage's trials, the running stage's up to now."""
+        stage = self.recorder.plan.name if self.recorder is not None else None
+        done = study_spend(r for name, r in self.records.items() if name != stage)
+        return done + (self.recorder.live_spend() if self.recorder is not None else Spend())
+
+    def reached(self) -> str | None:
+        """Why the study may spend nothing more (the cap reached), or None."""
+        return self.cap.exceeded_by(self.spend())
+
+    def may_start(self) -> bool:
+        """Whether a new trial may start: nothing stopped the study, and what is spent plus what
+        the running trials will still take stays below the cap (re-evaluated at most once a
+        second). With nothing running the gate is open: were the cap reached, the check at the
+        last trial's end would have stopped the study, and a closed gate with nothing running
+        would make Tune wait for a trial that never comes."""
+        if self.stopped is not None:
+            return False
+        if self.recorder is None or not self.recorder.running():
+            return True
+        checked, open_ = self._gate
+        now = time.monotonic()
+        if now - checked >= 1.0:
+            open_ = self.cap.exceeded_by(self.spend() + self.recorder.running_need()) is None
+            self._gate = (now, open_)
+        return open_
+
+    # -- a stage ------------------------------------------------------------------------------
+    def begin(self, recorder) -> None:
+        """Watch the stage of this recorder."""
+        self.recorder = recorder
+        recorder.guard = self
+        _LIVE_GUARDS[recorder.plan.name] = self
+        self._gate = (-1.0, True)
+        self.save()
+
+    def end(self) -> None:
+        if self.recorder is not None:
+            _LIVE_GUARDS.pop(self.recorder.plan.name, None)
+            self.recorder.guard = None
+        self.save()
+        self.recorder = None
+
+    def check(self, force: bool = False) -> None:
+        """Stop the study when the cap is reached. Called by the recorder after each step of
+        Tune's loop (at most once a second) and whenever a trial ends (`force`): a stop requested
+        there takes effect before Tune asks for the next trial."""
+        now = time.monotonic()
+        if self.stopped is not None or (not force and now - self._checked < 1.0):
+            return
+        self._checked = now
+        if self.reached():
+            self.stop(f"the cap is reached: spent {self.cap.spent_text(self.spend())}")
+        elif now - self._saved >= 10.0:
+            self.save()
+
+    def stop(self, reason: str, interrupt: bool = True) -> None:
+        """Stop the study for the budget: Tune's graceful interruption (see the module doc) while
+        a stage runs (`interrupt`), else no further stage starts."""
+        self.stopped = reason
+        self.console.print(f"[yellow]budget[/]: stopping the study: {escape(reason)}")
+        self.save()
+        if self.notifier is not None:
+            self.notifier.send("budget", f"study stopped by its budget: {reason}", storage=self.store.uri)
+        if interrupt:
+            signal.raise_signal(signal.SIGUSR1)  # Tune's handler: see __init__
+
+    def save(self) -> None:
+        """`_orchestrator/budget.json`: the cap, what is spent, and why the cap stopped the study."""
+        save_cap(self.store, self.cap, self.spend(), self.stopped)
+        self._saved = time.monotonic()
