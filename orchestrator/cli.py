@@ -277,6 +277,21 @@ def report(
 
 
 @app.command()
+def gc(
+    run_dir: str = typer.Argument(..., help="The study's folder in storage (path or s3:// URI)."),
+    keep: str = typer.Option("best", help="best | selected | latest: what each finished trial keeps."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List what would be deleted; delete nothing."),
+) -> None:
+    """Delete checkpoints the study no longer needs (kept: lineage, unfinished trials, --keep)."""
+    from orchestrator.analysis.checkpoint_gc import garbage_collect
+
+    try:
+        garbage_collect(run_dir, keep, dry_run, console)
+    except UserError as exc:
+        fail(exc)
+
+
+@app.command()
 def compare(
     run_a: str = typer.Argument(..., help="First study folder (path or s3:// URI)."),
     run_b: str = typer.Argument(..., help="Second study folder."),

@@ -13,7 +13,6 @@ import io
 import math
 
 import pandas as pd
-import yaml
 from rich.console import Console
 
 from orchestrator.analysis import study_tables, trial_report
@@ -21,7 +20,7 @@ from orchestrator.analysis.rendering import render_markdown
 from orchestrator.errors import Problem, UserError
 from orchestrator.planning.budget import budget_text, load_cap
 from orchestrator.planning.costs import Prices, price_of
-from orchestrator.storage.records import STUDY_FILE, STUDY_META, load_records, open_study, read_meta
+from orchestrator.storage.records import STUDY_FILE, STUDY_META, load_records, open_study, read_meta, stage_needs
 from orchestrator.storage.store import Store
 
 REPORT_DIR = "report"
@@ -95,15 +94,6 @@ def cost_rows(t: study_tables.StudyTables, prices: Prices) -> list[dict]:
             }
         )
     return rows
-
-
-def stage_needs(store: Store) -> dict[str, list[str]]:
-    """Each stage's `needs`, from the study file stored with the study (records before 2026-12
-    do not carry them)."""
-    if not store.exists(STUDY_FILE):
-        return {}
-    study = yaml.safe_load(store.read_text(STUDY_FILE)) or {}
-    return {name: list((stage or {}).get("needs") or []) for name, stage in (study.get("stages") or {}).items()}
 
 
 def write_report(run_dir: str, console: Console, gpu_price: str | None = None, gpu_util_threshold: float = 60.0) -> str:

@@ -13,17 +13,27 @@ from orchestrator.planning.budget import budget_text
 from orchestrator.storage.store import Store
 
 
-def write_and_show(store: Store, records: list[dict], console: Console) -> None:
-    """Write every table of the study to storage and print one per stage."""
+def write_all(store: Store, records: list[dict]) -> tuple[study_tables.StudyTables, dict]:
+    """Write every table of the study to storage: (the tables, each stage's trial table)."""
     tables = study_tables.build({r["stage"]: r for r in records})
     tables.budget = budget_text(store, records)
     trials_table.write_tables(store, tables.trials, markdown=False)  # results.md: every table, below
     write_summary_tables(store, tables)
+    per_stage = {}
     for record in records:  # one table per stage: their columns differ
-        if not record.get("trials"):
+        if record.get("trials"):
+            per_stage[record["stage"]] = trials_table.build_table([record])
+            trials_table.write_tables(store, per_stage[record["stage"]], f"tables/{record['stage']}")
+    return tables, per_stage
+
+
+def write_and_show(store: Store, records: list[dict], console: Console) -> None:
+    """Write every table of the study to storage and print one per stage."""
+    tables, per_stage = write_all(store, records)
+    for record in records:
+        if record["stage"] not in per_stage:
             continue
-        stage_table = trials_table.build_table([record])
-        trials_table.write_tables(store, stage_table, f"tables/{record['stage']}")
+        stage_table = per_stage[record["stage"]]
         console.print(f"\n[bold]{record['stage']}[/]")
         print_table(stage_table, console)
         agg = tables.aggregated.get(record["stage"])

@@ -89,7 +89,8 @@ def checkpoint_config(keep: int | None, selects: bool) -> tune.CheckpointConfig:
     """Which checkpoints Tune keeps per trial: the newest, and the `keep` best by the select
     metric (trainables.runtime.selection: every improving epoch is checkpointed with its
     improvement count as `select/checkpoint_score`, so "best" means the most recent
-    improvements). Without a select metric, the `keep` newest."""
+    improvements). Without a select metric, or with `checkpoint.keep_best: false`, the `keep`
+    newest. (`gc RUN_DIR` deletes what a finished study no longer needs.)"""
     if not selects:
         return tune.CheckpointConfig(num_to_keep=keep)
     return tune.CheckpointConfig(
@@ -126,7 +127,8 @@ def run_stage(run: StudyRun, sp: StagePlan, previous: dict | None) -> dict:
         if workers == 1
         else f"{workers} data-parallel workers of {sp.resources.cpu:g} CPU, {res['gpu'] / workers:g} GPU each"
     )
-    keep = run.plan.study.checkpoint_of(sp.stage).keep
+    policy = run.plan.study.checkpoint_of(sp.stage)
+    keep = policy.keep
     if sp.stage.search and sp.stage.search.scheduler == "pbt" and keep is not None and keep < 4:
         # PBT clones other trials' checkpoints; deleting them too early breaks exploitation.
         run.console.print(
@@ -136,7 +138,7 @@ def run_stage(run: StudyRun, sp: StagePlan, previous: dict | None) -> dict:
     run.console.print(f"[bold]stage {sp.name}[/]: {sp.num_trials} trials, {max_conc} at a time ({each})")
     recorder = StageRecorder(sp, run.store, run.status, run.console, previous, res, notifier=run.notifier)
     _LIVE_RECORDERS[sp.name] = recorder
-    tuner = _tuner(run, sp, res, max_conc, keep)
+    tuner = _tuner(run, sp, res, max_conc, (keep, policy.keep_best))
     started = time.perf_counter()
     recorder.record["fit_started_at"] = time.time()
     recorder.view.start()  # a terminal only: a live line per running trial
@@ -198,9 +200,9 @@ def _param_space(run: StudyRun, sp: StagePlan, res: dict) -> dict:
     return space
 
 
-def _tuner(run: StudyRun, sp: StagePlan, res: dict, max_conc: int, keep: int | None) -> tune.Tuner:
+def _tuner(run: StudyRun, sp: StagePlan, res: dict, max_conc: int, keep: tuple) -> tune.Tuner:
     """The stage's Tuner: restored from its experiment folder when an earlier run was
-    interrupted, else a new one (keeping `keep` checkpoints per trial)."""
+    interrupted, else a new one (keeping (`keep`, best or newest) checkpoints per trial)."""
     study = run.plan.study
     # A data-parallel trial's own process only waits for its Ray Train workers, which reserve
     # the CPUs and GPUs themselves; max_concurrent_trials keeps such trials from piling up.
@@ -242,7 +244,7 @@ def _tuner(run: StudyRun, sp: StagePlan, res: dict, max_conc: int, keep: int | N
             storage_path=storage_path,
             storage_filesystem=storage_fs,
             stop=sp.stage.stop or None,
-            checkpoint_config=checkpoint_config(keep, sp.stage.select is not None),
+            checkpoint_config=checkpoint_config(keep[0], keep[1] and sp.stage.select is not None),
             failure_config=tune.FailureConfig(max_failures=study.max_failures_of(sp.stage)),
             sync_config=tune.SyncConfig(sync_artifacts=True),
             callbacks=[

@@ -110,7 +110,8 @@ def expand(config: dict, records: dict[str, dict]) -> list[tuple[dict, dict, dic
                 "stage": ref.stage,
                 "trial_id": trial["trial_id"],
                 "trial": trial["name"],
-                "checkpoint": trial.get("checkpoint"),
+                # the checkpoint this trial used: the newest one for `.latest_checkpoint`
+                "checkpoint": trial.get(ref.field if ref.field == "latest_checkpoint" else "checkpoint"),
             }
         out.append((resolved, lineage, id_config))
     return out

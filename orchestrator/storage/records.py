@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 
+import yaml
+
 from orchestrator.errors import Problem, UserError
 from orchestrator.storage.store import Store
 
@@ -64,3 +66,12 @@ def status_counts(trials: dict) -> dict[str, int]:
     for t in trials.values():
         counts[t["status"]] = counts.get(t["status"], 0) + 1
     return counts
+
+
+def stage_needs(store: Store) -> dict[str, list[str]]:
+    """Each stage's `needs`, from the study file stored with the study (records before 2026-12
+    do not carry them)."""
+    if not store.exists(STUDY_FILE):
+        return {}
+    study = yaml.safe_load(store.read_text(STUDY_FILE)) or {}
+    return {name: list((stage or {}).get("needs") or []) for name, stage in (study.get("stages") or {}).items()}

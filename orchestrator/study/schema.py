@@ -76,7 +76,12 @@ class CheckpointPolicy(_Strict):
 
     every: int | None = Field(None, ge=1, description="Checkpoint every N epochs (overrides interval_s).")
     interval_s: float = Field(30.0, ge=0, description="Checkpoint when this many seconds passed since the last.")
-    keep: int | None = Field(2, ge=1, description="Checkpoints kept per trial (None keeps all).")
+    keep: int | None = Field(2, ge=1, description="Checkpoints kept per trial, besides the newest (None keeps all).")
+    keep_best: bool = Field(
+        True,
+        description="Keep the `keep` best by the stage's select metric (the best epoch's among them); "
+        "false: the `keep` newest.",
+    )
 
 
 class Select(_Strict):

@@ -1,0 +1,231 @@
+"""`gc RUN_DIR`: which checkpoints go and which stay, on a study folder laid out as a run leaves
+it (records, trial folders with Tune checkpoints and multitask_span's checkpoint_epoch_N.pt),
+then end to end on a real finished chain study, on local disk and on S3 (moto)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from rich.console import Console
+
+from orchestrator.analysis.checkpoint_gc import garbage_collect
+from orchestrator.errors import UserError
+from orchestrator.storage.records import load_records
+from orchestrator.storage.store import Store
+from tests.conftest import TINY_STAGE, run_cli
+from tests.storage.test_s3_storage import _objects, s3  # noqa: F401 - the moto fixture
+
+QUIET = Console(file=None, quiet=True)
+
+
+def _trial(root: Path, stage: str, tid: str, status: str, *, best: int, latest: int, epochs=(), **extra) -> dict:
+    folder = root / stage / tid
+    for n in range(1, latest + 1):
+        (folder / f"checkpoint_{n:06d}").mkdir(parents=True)
+        (folder / f"checkpoint_{n:06d}" / "state.pt").write_bytes(b"x" * 1000)
+    for e in epochs:
+        (folder / f"checkpoint_epoch_{e}.pt").write_bytes(b"y" * 100)
+    (folder / "metrics.csv").write_text("epoch\n1\n")
+    return {
+        "stage": stage,
+        "trial_id": tid,
+        "name": f"{stage}/{tid}",
+        "variant": tid,
+        "seed": 1,
+        "status": status,
+        "best": extra.pop("value", 0.5),
+        "best_epoch": best,
+        "metrics": {"epoch": latest},
+        "checkpoint": str(folder / f"checkpoint_{best:06d}"),
+        "latest_checkpoint": str(folder / f"checkpoint_{latest:06d}"),
+        "path": str(folder),
+        **extra,
+    }
+
+
+def _study(root: Path, fine_state: str = "complete") -> Path:
+    """pre (3 trials: a best, b, c unfinished), span (epoch files), fine needs pre and used a."""
+    root.mkdir(parents=True)
+    (root / "study.json").write_text(json.dumps({"name": "s", "stages": {"pre": [], "span": [], "fine": []}}))
+    (root / "study.yaml").write_text("name: s\nstages:\n  pre: {}\n  span: {}\n  fine: {needs: [pre]}\n")
+    select = {"metric": "val/loss", "mode": "min"}
+    pre = {
+        "a": _trial(root, "pre", "a", "done", best=2, latest=4, value=0.1),
+        "b": _trial(root, "pre", "b", "done", best=3, latest=4, value=0.2),
+        "c": _trial(root, "pre", "c", "interrupted", best=1, latest=3, value=0.3),
+    }
+    span = {"m": _trial(root, "span", "m", "done", best=2, latest=3, epochs=(1, 2, 3))}
+    used = pre["b"]["latest_checkpoint"]  # fine used b's newest checkpoint through its config
+    fine = {
+        "f": _trial(
+            root,
+            "fine",
+            "f",
+            "done",
+            best=1,
+            latest=2,
+            upstream={"pre": {"trial_id": "a", "checkpoint": pre["a"]["checkpoint"]}},
+            config={"encoder": used + "/encoder.pt"},
+        )
+    }
+    for name, trials in (("pre", pre), ("span", span), ("fine", fine)):
+        record = {"stage": name, "state": fine_state if name == "fine" else "complete", "select": select}
+        record["trials"] = trials
+        (root / "_orchestrator" / "stages").mkdir(parents=True, exist_ok=True)
+        (root / "_orchestrator" / "stages" / f"{name}.json").write_text(json.dumps(record))
+    return root
+
+
+def _left(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.glob("*/*/checkpoint_*")}
+
+
+ALWAYS = {
+    "pre/a/checkpoint_000002",  # a's best, and fine's lineage
+    "pre/b/checkpoint_000004",  # named in fine's config
+    "pre/c/checkpoint_000001",  # c is unfinished: all of it
+    "pre/c/checkpoint_000002",
+    "pre/c/checkpoint_000003",
+}
+
+
+def test_each_keep_choice_keeps_what_it_promises(tmp_path):
+    best = _study(tmp_path / "best")
+    before = _left(best)
+    garbage_collect(str(best), "best", dry_run=True, console=QUIET)
+    assert _left(best) == before  # a dry run deletes nothing
+    found = garbage_collect(str(best), "best", dry_run=False, console=QUIET)
+    assert _left(best) == ALWAYS | {
+        "pre/b/checkpoint_000003",
+        "span/m/checkpoint_000002",
+        "span/m/checkpoint_epoch_2.pt",  # the best epoch's periodic weights
+        "fine/f/checkpoint_000001",
+    }
+    assert found.freed == 1000 * 5 + 1000 * 2 + 100 * 2 + 1000  # pre, span (and its epoch files), fine
+    records = load_records(Store(str(best)))  # a record that named a deleted checkpoint forgets it
+    assert records["pre"]["trials"]["a"]["latest_checkpoint"] is None
+    assert records["pre"]["trials"]["a"]["gc"] == {"latest_checkpoint": "deleted by gc"}
+    assert records["pre"]["trials"]["a"]["checkpoint"].endswith("checkpoint_000002")
+
+    latest = _study(tmp_path / "latest")
+    garbage_collect(str(latest), "latest", dry_run=False, console=QUIET)
+    assert _left(latest) == ALWAYS | {
+        "pre/a/checkpoint_000004",
+        "pre/b/checkpoint_000003",
+        "span/m/checkpoint_000002",
+        "span/m/checkpoint_000003",
+        "span/m/checkpoint_epoch_2.pt",
+        "span/m/checkpoint_epoch_3.pt",
+        "fine/f/checkpoint_000001",
+        "fine/f/checkpoint_000002",
+    }
+
+    selected = _study(tmp_path / "selected")
+    garbage_collect(str(selected), "selected", dry_run=False, console=QUIET)
+    # only each stage's best trial keeps its best checkpoint (b's best goes; its newest was used)
+    assert _left(selected) == ALWAYS | {
+        "span/m/checkpoint_000002",
+        "span/m/checkpoint_epoch_2.pt",
+        "fine/f/checkpoint_000001",
+    }
+    trials = load_records(Store(str(selected)))["pre"]["trials"]
+    assert trials["b"]["checkpoint"] is None and trials["b"]["latest_checkpoint"].endswith("checkpoint_000004")
+    table = pd.read_parquet(selected / "results.parquet")  # the tables were written again
+    for path in table["checkpoint"].dropna():
+        assert Path(path).exists(), path
+
+
+def test_a_stage_that_a_pending_stage_needs_keeps_its_best_and_newest(tmp_path):
+    root = _study(tmp_path / "s", fine_state="interrupted")
+    garbage_collect(str(root), "selected", dry_run=False, console=QUIET)
+    left = _left(root)
+    assert {"pre/a/checkpoint_000004", "pre/b/checkpoint_000003"} <= left  # references resolve later
+    assert "span/m/checkpoint_000003" not in left  # nothing needs span
+
+
+def test_a_running_study_and_a_bad_choice_are_refused(tmp_path):
+    import time
+
+    root = _study(tmp_path / "s")
+    with pytest.raises(UserError, match="unknown choice 'all'"):
+        garbage_collect(str(root), "all", dry_run=True, console=QUIET)
+    status = {"updated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "stages": {"pre": {"state": "running"}}}
+    (root / "_orchestrator" / "status.json").write_text(json.dumps(status))
+    with pytest.raises(UserError, match="the study is running"):
+        garbage_collect(str(root), "best", dry_run=True, console=QUIET)
+
+
+CHAIN = (
+    """\
+name: gcchain
+defaults: {seeds: [1], max_failures: 0, checkpoint: {every: 1, keep: null}}
+stages:
+  pre:
+"""
+    + TINY_STAGE.replace("epochs: 2", "epochs: 4")
+    + """\
+    variants: {a: {mask_strategy: patch}, b: {mask_strategy: random}, c: {mask_strategy: block}}
+    select: {metric: val/loss, mode: min}
+  fine:
+    needs: [pre]
+    trainable: lstm_classifier_finetune
+    config: {data: "synthetic:ohlc?n=60&length=40&seed=1&labeled=1", window_length: 40, num_heads: 2,
+             folds: 2, epochs: 2, hidden_size: 8, encoder: "${pre.best.checkpoint}"}
+"""
+)
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("gc")
+    (folder / "study.yaml").write_text(CHAIN)
+    proc = run_cli("run", "study.yaml", "--storage", folder / "runs", cwd=folder)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return folder / "runs" / "gcchain"
+
+
+def _valid_after_gc(root: Store) -> None:
+    """Every path the tables show exists; the downstream reference still resolves to a checkpoint."""
+    from orchestrator.planning.expand import build_plan
+    from orchestrator.planning.references import resolve_stage
+    from orchestrator.study.schema import Study
+    from orchestrator.study.yaml_doc import parse_yaml
+
+    table = pd.read_parquet(__import__("io").BytesIO(root.read_bytes("results.parquet")))
+    for path in [*table["checkpoint"].dropna(), *table["upstream.pre.checkpoint"].dropna()]:
+        assert root.exists(*Path(path).parts[-3:]), path
+    doc = parse_yaml(root.read_text("study.yaml"), "study.yaml")
+    plan = build_plan(Study.model_validate(doc.data), doc, Path.cwd(), check_inputs=False)
+    fine = resolve_stage(plan.stages["fine"], load_records(root), Path.cwd())
+    encoder = fine.trials[0].config["encoder"]
+    assert root.exists(*Path(encoder).parts[-3:], "state.pt"), encoder
+
+
+@pytest.mark.e2e
+def test_gc_on_a_finished_chain_study_local(chain, tmp_path):
+    root = tmp_path / "gcchain"
+    shutil.copytree(chain, root)
+    count = len(list(root.glob("pre/*/checkpoint_*")))
+    dry = run_cli("gc", root, "--dry-run", cwd=tmp_path)
+    assert dry.returncode == 0 and "would free" in dry.stdout and len(list(root.glob("pre/*/checkpoint_*"))) == count
+    done = run_cli("gc", root, "--keep", "selected", cwd=tmp_path)
+    assert done.returncode == 0 and "freed" in done.stdout, done.stdout + done.stderr
+    assert len(list(root.glob("pre/*/checkpoint_*"))) == 1  # the best trial's best epoch: fine's encoder
+    _valid_after_gc(Store(str(root)))
+
+
+@pytest.mark.e2e
+def test_gc_on_a_finished_chain_study_on_s3(chain, s3, tmp_path):  # noqa: F811 - the moto fixture
+    uri = "s3://studies/gc/gcchain"
+    assert run_cli("sync", chain, uri, cwd=tmp_path).returncode == 0
+    before = _objects(s3["client"], "gc/gcchain/pre/")
+    done = run_cli("gc", uri, cwd=tmp_path)  # --keep best: every pre trial keeps its best epoch
+    assert done.returncode == 0 and "freed" in done.stdout, done.stdout + done.stderr
+    after = _objects(s3["client"], "gc/gcchain/pre/")
+    checkpoints = {tuple(k.split("/")[3:5]) for k in after if k.split("/")[4].startswith("checkpoint_")}
+    assert len(checkpoints) == 3 and len(after) < len(before)
+    _valid_after_gc(Store(uri))
