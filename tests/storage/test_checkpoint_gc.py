@@ -48,7 +48,8 @@ def _trial(root: Path, stage: str, tid: str, status: str, *, best: int, latest: 
 
 
 def _study(root: Path, fine_state: str = "complete") -> Path:
-    """pre (3 trials: a best, b, c unfinished), span (epoch files), fine needs pre and used a."""
+    """pre (4 trials: a best, b, c unfinished, d), span (epoch files), fine needs pre and used b's
+    best (its lineage) and b's newest (named in its config)."""
     root.mkdir(parents=True)
     (root / "study.json").write_text(json.dumps({"name": "s", "stages": {"pre": [], "span": [], "fine": []}}))
     (root / "study.yaml").write_text("name: s\nstages:\n  pre: {}\n  span: {}\n  fine: {needs: [pre]}\n")
@@ -57,6 +58,7 @@ def _study(root: Path, fine_state: str = "complete") -> Path:
         "a": _trial(root, "pre", "a", "done", best=2, latest=4, value=0.1),
         "b": _trial(root, "pre", "b", "done", best=3, latest=4, value=0.2),
         "c": _trial(root, "pre", "c", "interrupted", best=1, latest=3, value=0.3),
+        "d": _trial(root, "pre", "d", "done", best=1, latest=2, value=0.4),
     }
     span = {"m": _trial(root, "span", "m", "done", best=2, latest=3, epochs=(1, 2, 3))}
     used = pre["b"]["latest_checkpoint"]  # fine used b's newest checkpoint through its config
@@ -68,7 +70,7 @@ def _study(root: Path, fine_state: str = "complete") -> Path:
             "done",
             best=1,
             latest=2,
-            upstream={"pre": {"trial_id": "a", "checkpoint": pre["a"]["checkpoint"]}},
+            upstream={"pre.trials[b]": {"trial_id": "b", "checkpoint": pre["b"]["checkpoint"]}},
             config={"encoder": used + "/encoder.pt"},
         )
     }
@@ -85,7 +87,7 @@ def _left(root: Path) -> set[str]:
 
 
 ALWAYS = {
-    "pre/a/checkpoint_000002",  # a's best, and fine's lineage
+    "pre/b/checkpoint_000003",  # b's best: fine's lineage
     "pre/b/checkpoint_000004",  # named in fine's config
     "pre/c/checkpoint_000001",  # c is unfinished: all of it
     "pre/c/checkpoint_000002",
@@ -100,12 +102,13 @@ def test_each_keep_choice_keeps_what_it_promises(tmp_path):
     assert _left(best) == before  # a dry run deletes nothing
     found = garbage_collect(str(best), "best", dry_run=False, console=QUIET)
     assert _left(best) == ALWAYS | {
-        "pre/b/checkpoint_000003",
+        "pre/a/checkpoint_000002",
+        "pre/d/checkpoint_000001",
         "span/m/checkpoint_000002",
         "span/m/checkpoint_epoch_2.pt",  # the best epoch's periodic weights
         "fine/f/checkpoint_000001",
     }
-    assert found.freed == 1000 * 5 + 1000 * 2 + 100 * 2 + 1000  # pre, span (and its epoch files), fine
+    assert found.freed == 1000 * 6 + 1000 * 2 + 100 * 2 + 1000  # pre, span (and its epoch files), fine
     records = load_records(Store(str(best)))  # a record that named a deleted checkpoint forgets it
     assert records["pre"]["trials"]["a"]["latest_checkpoint"] is None
     assert records["pre"]["trials"]["a"]["gc"] == {"latest_checkpoint": "deleted by gc"}
@@ -114,8 +117,10 @@ def test_each_keep_choice_keeps_what_it_promises(tmp_path):
     latest = _study(tmp_path / "latest")
     garbage_collect(str(latest), "latest", dry_run=False, console=QUIET)
     assert _left(latest) == ALWAYS | {
+        "pre/a/checkpoint_000002",
         "pre/a/checkpoint_000004",
-        "pre/b/checkpoint_000003",
+        "pre/d/checkpoint_000001",
+        "pre/d/checkpoint_000002",
         "span/m/checkpoint_000002",
         "span/m/checkpoint_000003",
         "span/m/checkpoint_epoch_2.pt",
@@ -126,15 +131,17 @@ def test_each_keep_choice_keeps_what_it_promises(tmp_path):
 
     selected = _study(tmp_path / "selected")
     garbage_collect(str(selected), "selected", dry_run=False, console=QUIET)
-    # only each stage's best trial keeps its best checkpoint (b's best goes; its newest was used)
+    # each stage's best trial keeps its best checkpoint; b keeps what fine used; d nothing
     assert _left(selected) == ALWAYS | {
+        "pre/a/checkpoint_000002",
         "span/m/checkpoint_000002",
         "span/m/checkpoint_epoch_2.pt",
         "fine/f/checkpoint_000001",
     }
-    trials = load_records(Store(str(selected)))["pre"]["trials"]
-    assert trials["b"]["checkpoint"] is None and trials["b"]["latest_checkpoint"].endswith("checkpoint_000004")
+    d = load_records(Store(str(selected)))["pre"]["trials"]["d"]
+    assert d["checkpoint"] is None and d["latest_checkpoint"] is None
     table = pd.read_parquet(selected / "results.parquet")  # the tables were written again
+    assert pd.isna(table.set_index("trial_id").loc["d", "checkpoint"])
     for path in table["checkpoint"].dropna():
         assert Path(path).exists(), path
 
@@ -226,6 +233,7 @@ def test_gc_on_a_finished_chain_study_on_s3(chain, s3, tmp_path):  # noqa: F811 
     done = run_cli("gc", uri, cwd=tmp_path)  # --keep best: every pre trial keeps its best epoch
     assert done.returncode == 0 and "freed" in done.stdout, done.stdout + done.stderr
     after = _objects(s3["client"], "gc/gcchain/pre/")
-    checkpoints = {tuple(k.split("/")[3:5]) for k in after if k.split("/")[4].startswith("checkpoint_")}
+    parts = [k.split("/") for k in after]
+    checkpoints = {tuple(p[3:5]) for p in parts if len(p) > 5 and p[4].startswith("checkpoint_")}
     assert len(checkpoints) == 3 and len(after) < len(before)
     _valid_after_gc(Store(uri))
