@@ -14,6 +14,8 @@ from orchestrator.planning.expand import Plan, StagePlan
 from orchestrator.planning.resources import ClusterShape, concurrency, effective_resources
 from orchestrator.storage.records import load_records, open_study
 
+SHOWN_ROWS = 50  # trials listed per stage in the terminal
+
 
 def _fmt(value) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
@@ -123,7 +125,8 @@ def render_plan(
         e = data["estimate"]
         cost = f", ${e['cost_usd']:.2f}" if e.get("cost_usd") is not None else ""
         console.print(
-            f"\n[bold]total estimate[/]: {e['wall_minutes']:.1f} min wall, {e['gpu_hours']:.2f} GPU-hours{cost}"
+            f"\n[bold]total estimate[/]: {e['wall_minutes']:.1f} min wall, {e['gpu_hours']:.2f} GPU-hours, "
+            f"{e['cpu_hours']:.2f} CPU-hours{cost}"
         )
     elif plan.num_trials:
         console.print(
@@ -155,10 +158,12 @@ def _render_stage(stage: dict, console: Console) -> None:
     differs = list(stage["rows"][0]["differs"]) if stage["rows"] else []
     for col in ["trial id", "variant", "seed", *differs]:
         table.add_column(col)
-    for row in stage["rows"]:
+    for row in stage["rows"][:SHOWN_ROWS]:
         cells = [_fmt(row["differs"].get(k)) for k in differs]
         table.add_row(row["trial_id"], row["variant"] or "-", str(row["seed"]), *cells)
     console.print(table)
+    if len(stage["rows"]) > SHOWN_ROWS:  # a terminal table of 20,000 rows takes rich ~12 s to lay out
+        console.print(f"  ... and {len(stage['rows']) - SHOWN_ROWS:,} more trials (`plan --json` lists every one)")
     if stage["estimate"]:
         e = stage["estimate"]
         cost = f", ${e['cost_usd']:.2f}" if e.get("cost_usd") is not None else ""
