@@ -78,6 +78,7 @@ def price_of(value: str | float | None, kind: str, where: str) -> tuple[float | 
     return prices[value], value
 
 
-def gpu_price(key: str | None) -> float | None:
-    """The price of `--gpu-price KEY` (None without one); an unknown key is a one-line error."""
-    return price_of(key, "gpu", "--gpu-price")[0]
+def gpu_prices(key: str | None) -> Prices:
+    """The prices of `--gpu-price KEY` (unpriced without one); an unknown key is a one-line error."""
+    value, key = price_of(key, "gpu", "--gpu-price")
+    return Prices(gpu=value, gpu_key=key)

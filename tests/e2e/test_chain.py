@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from tests.conftest import TINY_STAGE, run_cli
+from tests.execution.test_notify import Hook
 
 pytestmark = pytest.mark.e2e
 
@@ -56,12 +57,24 @@ stages:
 )
 
 
+def _run_with_webhook(study, tmp_path):
+    """Validate and run the chain with a local webhook for `trial_error`: (the run, what it got)."""
+    hook = Hook()
+    notify = f"notify: {{webhooks: ['{hook.url}'], events: [trial_error], format: json}}\n"
+    study.write_text(STUDY.replace("{storage}", str(tmp_path / "runs")).replace("stages:\n", notify + "stages:\n", 1))
+    try:
+        assert run_cli("validate", study, cwd=tmp_path).returncode == 0
+        return run_cli("run", study, cwd=tmp_path), hook.received
+    finally:
+        hook.close()
+
+
 def test_chain_resolves_references_records_lineage_and_isolates_failures(tmp_path):
     study = tmp_path / "study.yaml"
-    study.write_text(STUDY.replace("{storage}", str(tmp_path / "runs")))
-    assert run_cli("validate", study, cwd=tmp_path).returncode == 0
-    proc = run_cli("run", study, cwd=tmp_path)
+    proc, received = _run_with_webhook(study, tmp_path)
     out = proc.stdout + proc.stderr
+    (sent,) = received  # the trial that fails at run time posted `trial_error`
+    assert sent["event"] == "trial_error" and sent["trial"] == "broken/base/s1" and "CUDA" in sent["error"], sent
     assert proc.returncode == 1 and "Traceback" not in out, out  # a failed stage and a skipped one
     assert "stage after_broken skipped" in out and "'broken', which has no successful trial" in out
     error_line = next(line for line in proc.stdout.splitlines() if line.startswith("error"))
