@@ -11,7 +11,7 @@ second):
   experiment's state with the running trials unfinished, so that `resume --budget USD`
   continues each from its last checkpoint (at most one checkpoint interval of work repeats).
   The stage, and its interrupted trials, record `stopped_by: budget`; the run exits with code 3.
-  The study also stops when the gate is closed, nothing runs and trials are left to start.
+  A stage that would start with the cap reached is not started.
 
 Why a signal and not a Tune `Stopper`: a stopper's `stop_all` terminates the running trials as
 finished, and a restored experiment never continues a finished trial.

@@ -193,10 +193,9 @@ class StageRecorder(Callback):
     def live_spend(self) -> Spend:
         """GPU- and CPU-hours of this stage's trials so far, the running ones up to now."""
         total = Spend()
-        now = time.monotonic()
         for tid, entry in self.record["trials"].items():
             if tid in self._attempts:
-                wall = max(entry.get("wall_s", 0.0) + now - self._attempts[tid], entry.get("duration_s") or 0.0)
+                wall = self._wall_s(tid, entry, {"time_total_s": entry.get("duration_s")})
                 total = total + Spend(wall * self.resources["gpu"] / 3600, wall * self.resources["cpu"] / 3600)
             else:
                 total = total + trial_spend(entry)
@@ -257,6 +256,7 @@ class StageRecorder(Callback):
     def on_trial_recover(self, iteration, trials, trial, **info):
         self._close(trial)  # the failed attempt's time counts; the retry opens a new one
         entry = self._update(trial, "retrying")
+        self.view.finish(entry["name"], "retrying", None)  # its bar and pace start again with the retry
         self.console.print(
             f"[yellow]retrying[/] {escape(entry['name'])} from its last checkpoint (failure {trial.num_failures})"
         )

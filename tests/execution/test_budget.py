@@ -173,3 +173,29 @@ def test_cap_reached_mid_run_stops_trials_that_resume_completes_with_every_epoch
     results = run_cli("results", root, cwd=tmp_path)
     assert "Budget: spent $" in results.stdout and "of $100.00" in results.stdout
     assert json.loads((root / "_orchestrator" / "budget.json").read_text())["stopped"] is None
+
+
+def test_a_trials_wall_time_adds_every_attempt_and_runs_up_to_now(monkeypatch):
+    """What a budget counts: the driver's clock from each attempt's start to its end, summed over
+    attempts and runs (a retry repeats paid work), running attempts up to now."""
+    from orchestrator.execution import recorder as recorder_module
+    from orchestrator.execution.recorder import StageRecorder
+
+    now = [1000.0]
+    monkeypatch.setattr(recorder_module.time, "monotonic", lambda: now[0])
+    rec = StageRecorder.__new__(StageRecorder)  # only the wall-time bookkeeping
+    rec.resources, rec._attempts = {"gpu": 2.0, "cpu": 4.0}, {}
+    rec.record = {"trials": {"t": {"status": "running", "wall_s": 100.0, "duration_s": 90.0}}}
+    trial = SimpleNamespace(path="/runs/s/pre/t", trial_id="t_00000")
+    rec._open(trial)
+    now[0] = 1030.0
+    assert rec.running() and rec.live_spend() == Spend(gpu_hours=260 / 3600, cpu_hours=520 / 3600)
+    rec._close(trial)  # the attempt failed: its 30 s count
+    now[0] = 1100.0  # waiting for the retry costs nothing
+    rec._open(trial)
+    now[0] = 1110.0
+    assert rec.live_spend() == Spend(gpu_hours=280 / 3600, cpu_hours=560 / 3600)
+    rec._close(trial)
+    assert rec.record["trials"]["t"]["wall_s"] == 140.0 and not rec.running()
+    # never less than Tune's own time for the trial (records written before attempts were timed)
+    assert rec._wall_s("u", {}, {"time_total_s": 50.0}) == 50.0
