@@ -85,13 +85,13 @@ class RecorderProxy:
         return getattr(_LIVE_RECORDERS[self.stage], name)
 
 
-def checkpoint_config(keep: int | None, selects: bool) -> tune.CheckpointConfig:
+def checkpoint_config(keep: int | None, selects: bool, keep_best: bool = True) -> tune.CheckpointConfig:
     """Which checkpoints Tune keeps per trial: the newest, and the `keep` best by the select
     metric (trainables.runtime.selection: every improving epoch is checkpointed with its
     improvement count as `select/checkpoint_score`, so "best" means the most recent
     improvements). Without a select metric, or with `checkpoint.keep_best: false`, the `keep`
     newest. (`gc RUN_DIR` deletes what a finished study no longer needs.)"""
-    if not selects:
+    if not (selects and keep_best):
         return tune.CheckpointConfig(num_to_keep=keep)
     return tune.CheckpointConfig(
         num_to_keep=keep, checkpoint_score_attribute=CHECKPOINT_SCORE, checkpoint_score_order="max"
@@ -244,7 +244,7 @@ def _tuner(run: StudyRun, sp: StagePlan, res: dict, max_conc: int, keep: tuple) 
             storage_path=storage_path,
             storage_filesystem=storage_fs,
             stop=sp.stage.stop or None,
-            checkpoint_config=checkpoint_config(keep[0], keep[1] and sp.stage.select is not None),
+            checkpoint_config=checkpoint_config(keep[0], sp.stage.select is not None, keep[1]),
             failure_config=tune.FailureConfig(max_failures=study.max_failures_of(sp.stage)),
             sync_config=tune.SyncConfig(sync_artifacts=True),
             callbacks=[

@@ -172,6 +172,9 @@ def test_cap_reached_mid_run_stops_trials_that_resume_completes_with_every_epoch
         assert list(epochs) == list(range(1, 151))
     results = run_cli("results", root, cwd=tmp_path)
     assert "Budget: spent $" in results.stdout and "of $100.00" in results.stdout
+    assert run_cli("report", root, cwd=tmp_path).returncode == 0  # priced by the budget's prices
+    report = (root / "report" / "report.md").read_text()
+    assert "Budget: spent $" in report and "CPU $3600/CPU-hour" in report
     assert json.loads((root / "_orchestrator" / "budget.json").read_text())["stopped"] is None
 
 

@@ -237,3 +237,15 @@ def test_gc_on_a_finished_chain_study_on_s3(chain, s3, tmp_path):  # noqa: F811 
     checkpoints = {tuple(p[3:5]) for p in parts if len(p) > 5 and p[4].startswith("checkpoint_")}
     assert len(checkpoints) == 3 and len(after) < len(before)
     _valid_after_gc(Store(uri))
+
+
+def test_tune_keeps_the_best_by_select_or_the_newest():
+    from orchestrator.execution.stage_runner import checkpoint_config
+    from orchestrator.study.schema import CheckpointPolicy
+    from trainables.runtime.selection import CHECKPOINT_SCORE
+
+    by_select = checkpoint_config(2, selects=True, keep_best=CheckpointPolicy().keep_best)
+    assert by_select.num_to_keep == 2 and by_select.checkpoint_score_attribute == CHECKPOINT_SCORE
+    newest = checkpoint_config(2, selects=True, keep_best=CheckpointPolicy(keep_best=False).keep_best)
+    assert newest.num_to_keep == 2 and newest.checkpoint_score_attribute is None
+    assert checkpoint_config(None, selects=False).checkpoint_score_attribute is None
