@@ -145,7 +145,7 @@ def _run_stages(plan: Plan, store: Store, options: RunOptions, console: Console,
             for skipped, state in skips:
                 run.status.stage(skipped, state)
         records[name] = run_stage(run, sp, records[name])
-        if records[name]["state"] == "interrupted" or (guard is not None and guard.stopped):
+        if records[name]["state"] == "interrupted":  # Ctrl-C, or the cap (then the next stage is not started)
             return StudyOutcome(store, records, interrupted=True, budget=guard.stopped if guard else None)
         notifier.send("stage_end", _stage_line(records[name]), stage=name, storage=store.uri)
         if sp.stage.gates and records[name]["state"] == "complete":
