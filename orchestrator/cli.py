@@ -56,7 +56,13 @@ def _finish(start_run) -> None:
 @app.command()
 def validate(file: Path = typer.Argument(..., help="Study YAML file.")) -> None:
     """Check a study file and every file it references, without starting Ray."""
+    from orchestrator.planning.budget import cap_of
+
     plan = _load(file)
+    try:
+        cap_of(plan.study.budget, str(file))  # its prices exist, a USD cap has one
+    except UserError as exc:
+        fail(exc)
     stages = ", ".join(f"{n} ({sp.num_trials})" for n, sp in plan.stages.items())
     console.print(
         f"{file}: ok: study {plan.study.name!r}, {plan.num_trials} trials in {len(plan.stages)} stage(s): {stages}",

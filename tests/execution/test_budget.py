@@ -134,6 +134,9 @@ def test_a_study_over_its_budget_is_refused_before_ray_starts(tmp_path, cli):
     code, out, err = cli("run", study)
     assert code == 2 and "over budget" in err and err.strip().count("\n") == 0, out + err
     assert not ray.is_initialized() and not (tmp_path / "runs").exists()
+    study.write_text(_study(tmp_path, usd=5).replace("cpu_price: 3600", "cpu_price: c7i-spot"))
+    code, out, err = cli("validate", study)
+    assert code == 2 and "budget.cpu_price: unknown CPU price 'c7i-spot'" in err and "c7i-ondemand" in err, err
 
 
 @pytest.mark.e2e
