@@ -107,7 +107,7 @@ def plan(
     """Show the expanded trials, their resources, concurrency and time (and cost) estimate."""
     from orchestrator.planning.budget import cap_of, over_estimate
     from orchestrator.planning.cluster_files import shape_of
-    from orchestrator.planning.costs import gpu_prices
+    from orchestrator.planning.costs import NO_PRICES
     from orchestrator.planning.resources import ClusterShape
     from orchestrator.planning.view import measured_minutes, plan_rows, render_plan
 
@@ -120,7 +120,7 @@ def plan(
             shape = ClusterShape(cpus if cpus is not None else shape.cpus, gpus if gpus is not None else shape.gpus)
         measured = measured_minutes(history or [])
         cap = cap_of(p.study.budget, str(file), gpu_price=gpu_price)
-        prices = cap.prices if cap else gpu_prices(gpu_price)
+        prices = cap.prices if cap else NO_PRICES.with_gpu_price(gpu_price)
         data = plan_rows(p, shape, measured, prices)
         over = over_estimate(cap, data.get("estimate")) if cap else None
         if over and not over_budget:

@@ -12,7 +12,7 @@ from rich.console import Console
 from orchestrator.analysis import study_tables, trials_table
 from orchestrator.analysis.rendering import aggregate_latex, render_markdown
 from orchestrator.errors import Problem, UserError
-from orchestrator.planning.budget import budget_text
+from orchestrator.planning.budget import budget_text, read_budget
 from orchestrator.storage.records import load_records, open_study
 
 
@@ -40,7 +40,7 @@ def export_results(
             Problem("--stage", f"no results for stage {stage!r}; stages with results: {', '.join(records)}")
         )
     t = study_tables.build(records, metrics, group_by, baseline, stage, within_seed)
-    t.budget = budget_text(store, records.values())
+    t.budget = budget_text(read_budget(store), records.values())
     views = {
         "trials": t.trials,
         "aggregate": pd.concat(t.aggregated.values(), ignore_index=True) if t.aggregated else pd.DataFrame(),

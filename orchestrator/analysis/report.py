@@ -18,8 +18,8 @@ from rich.console import Console
 from orchestrator.analysis import study_tables, trial_report
 from orchestrator.analysis.rendering import render_markdown
 from orchestrator.errors import Problem, UserError
-from orchestrator.planning.budget import budget_text, load_cap
-from orchestrator.planning.costs import Prices, price_of
+from orchestrator.planning.budget import Cap, budget_text, read_budget
+from orchestrator.planning.costs import NO_PRICES, Prices
 from orchestrator.storage.records import STUDY_FILE, STUDY_META, load_records, open_study, read_meta, stage_needs
 from orchestrator.storage.store import Store
 
@@ -106,12 +106,8 @@ def write_report(run_dir: str, console: Console, gpu_price: str | None = None, g
     records = load_records(store)
     if not records:
         raise UserError(Problem(run_dir, "nothing to report yet (no stage of this study has ended)"))
-    stored = load_cap(store)  # a study with a budget has its prices stored
-    if gpu_price is not None:
-        value, key = price_of(gpu_price, "gpu", "--gpu-price")
-        prices = Prices(value, stored.prices.cpu if stored else None, key, stored.prices.cpu_key if stored else None)
-    else:
-        prices = stored.prices if stored else Prices()
+    saved = read_budget(store)  # a study with a budget has its prices stored
+    prices = (Cap.from_dict(saved["cap"]).prices if saved else NO_PRICES).with_gpu_price(gpu_price)
     t = study_tables.build(records)
     out = store.child(REPORT_DIR)
     md = [
@@ -127,7 +123,7 @@ def write_report(run_dir: str, console: Console, gpu_price: str | None = None, g
     md += _diagnostics_section(store, t, out)
     md += _failures_section(t)
     md += _utilisation_section(t, gpu_util_threshold)
-    md += _cost_section(t, prices, budget_text(store, records.values()))
+    md += _cost_section(t, prices, budget_text(saved, records.values()))
     if store.exists(STUDY_FILE):
         md += ["", "## Study file", "", "```yaml", store.read_text(STUDY_FILE).rstrip(), "```"]
     text = "\n".join(md) + "\n"

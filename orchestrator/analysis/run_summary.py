@@ -9,14 +9,14 @@ from rich.table import Table
 
 from orchestrator.analysis import study_tables, trials_table
 from orchestrator.analysis.rendering import aggregate_markdown, paired_markdown, render_markdown
-from orchestrator.planning.budget import budget_text
+from orchestrator.planning.budget import budget_text, read_budget
 from orchestrator.storage.store import Store
 
 
 def write_all(store: Store, records: list[dict]) -> tuple[study_tables.StudyTables, dict]:
     """Write every table of the study to storage: (the tables, each stage's trial table)."""
     tables = study_tables.build({r["stage"]: r for r in records})
-    tables.budget = budget_text(store, records)
+    tables.budget = budget_text(read_budget(store), records)
     trials_table.write_tables(store, tables.trials, markdown=False)  # results.md: every table, below
     write_summary_tables(store, tables)
     per_stage = {}

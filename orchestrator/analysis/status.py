@@ -11,7 +11,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from orchestrator.planning.budget import load_spent
+from orchestrator.planning.budget import read_budget
 from orchestrator.storage.records import STATE_DIR, load_stage_record, open_study, read_meta, status_counts
 from orchestrator.storage.store import Store
 
@@ -52,7 +52,7 @@ def status_view(store: Store, meta: dict):
     for t in running:
         best = f"  best {t['best']:.4g}" if isinstance(t.get("best"), (int, float)) else ""
         parts.append(Text(f"  running {t.get('name')}: {t.get('iterations') or 0} reports{best}"))
-    spent = load_spent(store)
+    spent = read_budget(store)
     if spent:
         stopped = f"; [yellow]stopped[/]: {spent['stopped']}" if spent.get("stopped") else ""
         parts.append(Text.from_markup(f"budget: spent {spent['text']}{stopped}"))

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from orchestrator.errors import Problem, UserError
-from orchestrator.planning.costs import Prices, price_of
+from orchestrator.planning.costs import NO_PRICES, Prices, price_of
 from orchestrator.storage.records import STATE_DIR
 from orchestrator.storage.store import Store
 from orchestrator.study.schema import Budget
@@ -125,12 +125,9 @@ def cap_of(
             _prices(budget.gpu_price, budget.cpu_price, where),
         )
         if budget is not None
-        else Cap(None, None, Prices())
+        else Cap(None, None, NO_PRICES)
     )
-    prices = base.prices
-    if gpu_price is not None:
-        value, key = price_of(gpu_price, "gpu", "--gpu-price")
-        prices = Prices(value, prices.cpu, key, prices.cpu_key)
+    prices = base.prices.with_gpu_price(gpu_price)
     cap = Cap(usd if usd is not None else base.usd, gpu_hours if gpu_hours is not None else base.gpu_hours, prices)
     if cap.usd is not None and not prices.priced:
         raise UserError(
@@ -150,11 +147,18 @@ def _prices(gpu: str | float | None, cpu: str | float | None, where: str) -> Pri
     return Prices(gpu_value, cpu_value, gpu_key, cpu_key)
 
 
-def load_cap(store: Store) -> Cap | None:
-    """The cap stored with the study by its last run, or None."""
+def read_budget(store: Store) -> dict | None:
+    """The study's budget file (cap, spent, text, stopped), or None. `status` reads `text` from
+    it: while a study runs its stage records are not yet written, the budget file is."""
     if not store.exists(STATE_DIR, BUDGET_FILE):
         return None
-    return Cap.from_dict(json.loads(store.read_text(STATE_DIR, BUDGET_FILE))["cap"])
+    return json.loads(store.read_text(STATE_DIR, BUDGET_FILE))
+
+
+def load_cap(store: Store) -> Cap | None:
+    """The cap stored with the study by its last run, or None."""
+    saved = read_budget(store)
+    return Cap.from_dict(saved["cap"]) if saved else None
 
 
 def save_cap(store: Store, cap: Cap, spend: Spend, stopped: str | None = None) -> None:
@@ -170,14 +174,6 @@ def save_cap(store: Store, cap: Cap, spend: Spend, stopped: str | None = None) -
         "stopped": stopped,
     }
     store.write_text(json.dumps(data, indent=1), STATE_DIR, BUDGET_FILE)
-
-
-def load_spent(store: Store) -> dict | None:
-    """What the stored budget file says (cap, spent, text, stopped), for status: while a study
-    runs, its stage records are not yet written, the budget file is (with the live status)."""
-    if not store.exists(STATE_DIR, BUDGET_FILE):
-        return None
-    return json.loads(store.read_text(STATE_DIR, BUDGET_FILE))
 
 
 def over_estimate(cap: Cap, estimate: dict | None, spent: Spend = Spend()) -> str | None:
@@ -241,10 +237,9 @@ def check_start(cap: Cap, rows: dict, records: dict[str, dict | None], where: st
     )
 
 
-def budget_text(store: Store, records: Iterable[dict | None]) -> str | None:
+def budget_text(saved: dict | None, records: Iterable[dict | None]) -> str | None:
     """`Budget: spent $12.30 of $250.00, 3 of 200 GPU-hours (stopped: ...)` for a study with a
-    cap (spend from its stage records), or None."""
-    saved = load_spent(store)
+    cap (its budget file, `read_budget`; spend from its stage records), or None."""
     if not saved:
         return None
     cap = Cap.from_dict(saved["cap"])

@@ -43,6 +43,14 @@ class Prices:
     def as_dict(self) -> dict:
         return {"gpu": self.gpu, "cpu": self.cpu, "gpu_key": self.gpu_key, "cpu_key": self.cpu_key}
 
+    def with_gpu_price(self, key: str | None) -> Prices:
+        """These prices with the GPU's replaced by `--gpu-price KEY` (unchanged without one); an
+        unknown key is a one-line error."""
+        if key is None:
+            return self
+        value, key = price_of(key, "gpu", "--gpu-price")
+        return Prices(value, self.cpu, key, self.cpu_key)
+
 
 NO_PRICES = Prices()
 
@@ -76,9 +84,3 @@ def price_of(value: str | float | None, kind: str, where: str) -> tuple[float | 
             )
         )
     return prices[value], value
-
-
-def gpu_prices(key: str | None) -> Prices:
-    """The prices of `--gpu-price KEY` (unpriced without one); an unknown key is a one-line error."""
-    value, key = price_of(key, "gpu", "--gpu-price")
-    return Prices(gpu=value, gpu_key=key)
