@@ -4,8 +4,8 @@ Two rules, checked by the stage's recorder after every step of Tune's loop (at m
 second):
 - **No new trial starts once the projected spend would cross the cap**: what has been spent, plus
   what the running trials will still take at their pace so far. New trials come from the
-  stage's search algorithm (`GatedVariants`, Tune's own variant generator), which hands Tune no
-  trial while the gate is closed; trials Tune already placed still start.
+  stage's search algorithm (`stage_runner.GatedVariants`, Tune's own variant generator), which
+  hands Tune no trial while the gate is closed; trials Tune already placed still start.
 - **When the cap is reached, the study stops** as Ctrl-C stops it: Tune's own graceful
   interruption (the SIGUSR1 handler `Tuner.fit` installs in the main thread), which saves the
   experiment's state with the running trials unfinished, so that `resume --budget USD`
@@ -23,32 +23,12 @@ import signal
 import threading
 import time
 
-from ray.tune.search.basic_variant import BasicVariantGenerator
 from rich.console import Console
 from rich.markup import escape
 
 from orchestrator.errors import Problem, UserError
 from orchestrator.planning.budget import Cap, Spend, save_cap, study_spend
 from orchestrator.storage.store import Store
-
-# The guard of each stage of this driver's run, by stage name: the (pickled, then restored)
-# variant generator of a stage looks its guard up here, like stage_runner's recorder proxies.
-_LIVE_GUARDS: dict[str, BudgetGuard] = {}
-
-
-class GatedVariants(BasicVariantGenerator):
-    """Tune's variant generator (grid, samples, `max_concurrent`) that creates no trial while
-    the stage's budget gate is closed."""
-
-    def __init__(self, stage: str, **kwargs):
-        super().__init__(**kwargs)
-        self.stage = stage
-
-    def next_trial(self):
-        guard = _LIVE_GUARDS.get(self.stage)
-        if guard is not None and not guard.may_start():
-            return None
-        return super().next_trial()
 
 
 class BudgetGuard:
@@ -73,8 +53,9 @@ class BudgetGuard:
         return done + (self.recorder.live_spend() if self.recorder is not None else Spend())
 
     def reached(self) -> str | None:
-        """Why the study may spend nothing more (the cap reached), or None."""
-        return self.cap.exceeded_by(self.spend())
+        """`spent $4.10 of $4.00` when the cap is reached (the study may spend nothing more), or None."""
+        spend = self.spend()
+        return f"spent {self.cap.spent_text(spend)}" if self.cap.exceeded_by(spend) else None
 
     def may_start(self) -> bool:
         """Whether a new trial may start: nothing stopped the study, and what is spent plus what
@@ -97,14 +78,12 @@ class BudgetGuard:
     def begin(self, recorder) -> None:
         """Watch the stage of this recorder."""
         self.recorder = recorder
-        recorder.guard = self
-        _LIVE_GUARDS[recorder.plan.name] = self
+        recorder.guard = self  # the stage's GatedVariants finds the guard through its recorder
         self._gate = (-1.0, True)
         self.save()
 
     def end(self) -> None:
         if self.recorder is not None:
-            _LIVE_GUARDS.pop(self.recorder.plan.name, None)
             self.recorder.guard = None
         self.save()
         self.recorder = None
@@ -117,8 +96,9 @@ class BudgetGuard:
         if self.stopped is not None or (not force and now - self._checked < 1.0):
             return
         self._checked = now
-        if self.reached():
-            self.stop(f"the cap is reached: spent {self.cap.spent_text(self.spend())}")
+        reached = self.reached()
+        if reached:
+            self.stop(f"the cap is reached: {reached}")
         elif now - self._saved >= 10.0:
             self.save()
 

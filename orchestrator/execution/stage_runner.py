@@ -18,11 +18,12 @@ from dataclasses import dataclass
 
 from ray import tune
 from ray.tune import TuneError
+from ray.tune.search.basic_variant import BasicVariantGenerator
 from ray.tune.trainable.function_trainable import wrap_function
 from rich.console import Console
 
 from orchestrator.execution import search, trackers
-from orchestrator.execution.budget_guard import BudgetGuard, GatedVariants
+from orchestrator.execution.budget_guard import BudgetGuard
 from orchestrator.execution.live_status import StudyStatus
 from orchestrator.execution.notify import Notifier
 from orchestrator.execution.ray_start import RunOptions
@@ -83,6 +84,24 @@ class RecorderProxy:
         if name.startswith("__"):
             raise AttributeError(name)
         return getattr(_LIVE_RECORDERS[self.stage], name)
+
+
+class GatedVariants(BasicVariantGenerator):
+    """Tune's variant generator (grid, samples, `max_concurrent`: what Tune builds itself for
+    `max_concurrent_trials`) that creates no trial while the stage's budget gate is closed
+    (`budget_guard`). Pickled with the Tuner, it finds the guard through this driver's recorder
+    of its stage, as the recorder proxies do."""
+
+    def __init__(self, stage: str, **kwargs):
+        super().__init__(**kwargs)
+        self.stage = stage
+
+    def next_trial(self):
+        recorder = _LIVE_RECORDERS.get(self.stage)
+        guard = recorder.guard if recorder is not None else None
+        if guard is not None and not guard.may_start():
+            return None
+        return super().next_trial()
 
 
 def checkpoint_config(keep: int | None, selects: bool, keep_best: bool = True) -> tune.CheckpointConfig:

@@ -124,8 +124,9 @@ def _run_stages(plan: Plan, store: Store, options: RunOptions, console: Console,
     run: StudyRun | None = None  # Ray starts with the first stage that runs
     skips: list[tuple[str, str]] = []  # skipped before the live status existed
     for name in todo:
-        if guard is not None and guard.reached():
-            guard.stop(f"the cap is reached before stage {name}: spent {guard.cap.spent_text(guard.spend())}", False)
+        reached = guard.reached() if guard is not None and not guard.stopped else None
+        if reached:
+            guard.stop(f"the cap is reached before stage {name}: {reached}", interrupt=False)
         if guard is not None and guard.stopped:
             return StudyOutcome(store, records, interrupted=True, budget=guard.stopped)
         sp, reason = ready_stage(plan, name, records)

@@ -15,7 +15,8 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 from rich.console import Console
 
 from orchestrator.errors import UserError
-from orchestrator.execution.budget_guard import _LIVE_GUARDS, BudgetGuard, GatedVariants
+from orchestrator.execution.budget_guard import BudgetGuard
+from orchestrator.execution.stage_runner import _LIVE_RECORDERS, GatedVariants
 from orchestrator.planning.budget import Cap, Spend, cap_of, check_start, over_estimate
 from orchestrator.planning.costs import Prices
 from orchestrator.study.schema import Budget
@@ -83,6 +84,7 @@ def test_the_gate_closes_when_the_running_trials_would_cross_the_cap(monkeypatch
     )
     store = SimpleNamespace(write_text=lambda *a, **k: None, uri="mem://study")
     guard = BudgetGuard(Cap(10.0, None, PRICED), store, {}, Console(file=None, quiet=True))
+    monkeypatch.setitem(_LIVE_RECORDERS, "gated", recorder)  # as run_stage registers it
     guard.begin(recorder)
     variants = GatedVariants("gated")
     calls = []
@@ -98,7 +100,7 @@ def test_the_gate_closes_when_the_running_trials_would_cross_the_cap(monkeypatch
         assert guard.may_start()
     finally:
         guard.end()
-    assert "gated" not in _LIVE_GUARDS
+    assert recorder.guard is None  # the stage's gate is detached from the guard
 
 
 def _study(folder, *, usd: float, extra: str = "") -> str:
