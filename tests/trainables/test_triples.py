@@ -49,11 +49,17 @@ def test_every_format_reads_the_same_triples(tmp_path):
     assert len(t) == 3 and t[-1] == ROWS[2] and t[1:] == ROWS[1:]
 
 
-def test_msmarco_id_triples_resolve_through_collection_and_queries(tmp_path):
+def _msmarco(tmp_path):
+    """An MS MARCO folder with its passages and training queries (the triples are each test's)."""
     folder = tmp_path / "msmarco"
     folder.mkdir()
     (folder / "collection.tsv").write_text("0\tpassage zero\n7\tpassage seven\n3\tpassage three\n")
     (folder / "queries.train.tsv").write_text("100\tfirst query\n200\tsecond query\n")
+    return folder
+
+
+def test_msmarco_id_triples_resolve_through_collection_and_queries(tmp_path):
+    folder = _msmarco(tmp_path)
     (folder / "qidpidtriples.train.full.2.tsv").write_text("100\t7\t0\n200\t3\t7\n")
     assert list(open_triples(folder)) == [
         ("first query", "passage seven", "passage zero"),
@@ -68,10 +74,7 @@ def test_msmarco_id_triples_resolve_through_collection_and_queries(tmp_path):
 
 
 def test_msmarco_qrels_and_hard_negatives(tmp_path):
-    folder = tmp_path / "msmarco"
-    folder.mkdir()
-    (folder / "collection.tsv").write_text("0\tpassage zero\n7\tpassage seven\n3\tpassage three\n")
-    (folder / "queries.train.tsv").write_text("100\tfirst query\n200\tsecond query\n")
+    folder = _msmarco(tmp_path)
     (folder / "qrels.train.tsv").write_text("100\t0\t7\t1\n200\t0\t3\t1\n200\t0\t0\t1\n")
     (folder / "hard-negatives.tsv").write_text("100\t0\n200\t7\n100\t3\n")
     assert list(open_triples(folder)) == [
