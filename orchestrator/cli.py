@@ -131,7 +131,7 @@ def plan(
         data["budget"] = dict(cap.as_dict(), over=over) if cap else None
         sys.stdout.write(json.dumps(data, indent=1, default=str) + "\n")
         return
-    render_plan(p, shape, console, measured, prices)
+    render_plan(p, shape, data, console)
     if cap:
         verdict = f"[red]over[/]: {over}" if over else "the estimate is within it"
         if not data.get("estimate"):

@@ -106,15 +106,8 @@ def _differs(trial, sp: StagePlan) -> dict:
     return {k: trial.config.get(k) for k in sp.differing}
 
 
-def render_plan(
-    plan: Plan,
-    shape: ClusterShape,
-    console: Console,
-    measured: dict[str, float] | None = None,
-    prices: Prices = NO_PRICES,
-) -> dict:
-    """Print the plan; returns its data (plan_rows)."""
-    data = plan_rows(plan, shape, measured, prices)
+def render_plan(plan: Plan, shape: ClusterShape, data: dict, console: Console) -> None:
+    """Print the plan from its data (`plan_rows`)."""
     where = f"cluster {shape.name} ({len(shape.node_list)} node(s), fully scaled): " if shape.name else "a cluster of "
     console.print(
         f"[bold]study {data['study']}[/]: {plan.num_trials} trials on {where}{shape.cpus:g} CPUs, {shape.gpus:g} GPUs"
@@ -133,7 +126,6 @@ def render_plan(
             "\n[dim]time estimate: set `expected_trial_minutes` on a stage, or pass `--history RUN_DIR` "
             "of an earlier study of the same trainable[/]"
         )
-    return data
 
 
 def _render_stage(stage: dict, console: Console) -> None:

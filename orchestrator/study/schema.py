@@ -215,7 +215,7 @@ class Notify(_Strict):
         min_length=1,
         description="Webhook URLs (https://...), or ${env:NAME} to read one from the environment (never stored).",
     )
-    events: list[Literal["study_end", "stage_end", "gate", "trial_error", "budget"]] = Field(
+    events: list[Literal[NOTIFY_EVENTS]] = Field(
         default_factory=lambda: ["study_end", "gate", "trial_error", "budget"], min_length=1
     )
     format: Literal["slack", "json"] = Field("slack", description='slack: {"text": ...}; json: event fields too.')
