@@ -37,12 +37,19 @@ def evaluate(
 ) -> pd.DataFrame:
     """Score every model on every dataset; writes the tables and run files into `out`."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from trainables.configs.beir_names import distinct_names
     from trainables.data.retrieval import load_beir
     from trainables.metrics.retrieval import dataset_name, evaluate_beir, write_trec_run
     from trainables.models.sentence_encoder import load_base
 
     if similarity not in ("cosine", "euclidean"):
         raise UserError(Problem("--similarity", f"expected cosine or euclidean, got {similarity!r}"))
+    clash = distinct_names(datasets)
+    if clash:
+        raise UserError(Problem("--beir", clash))
+    names = [_name(m) for m in models]
+    if len(set(names)) < len(names):
+        raise UserError(Problem("--model", f"two models would share run files named {names}; give distinct folders"))
     loaded = {}
     for source in datasets:
         try:

@@ -158,3 +158,45 @@ def test_contrastive_trains_from_msmarco_text_triples_and_validate_refuses_a_bro
     assert done.returncode == 2, done.stdout + done.stderr
     (line,) = [x for x in done.stderr.splitlines() if x.strip()]
     assert "train.tsv:49: expected at least 3 tab-separated columns, got 2" in line and "Traceback" not in done.stderr
+
+
+def test_tsv_is_tab_separated_text_not_csv(tmp_path):
+    """MS MARCO passages may start with a quote or hold an unbalanced one: a TSV row is split on
+    tabs only, so both keep their quotes and no tab is swallowed."""
+    rows = [
+        ('"quoted" query', '"Cats" are small felines', "plain negative"),
+        ("unbalanced", 'a 6" pipe, and "more', "the negative"),
+        ("third", "p", "n"),
+    ]
+    (tmp_path / "small.tsv").write_text("".join("\t".join(r) + "\n" for r in rows), encoding="utf-8")
+    assert list(open_triples(tmp_path / "small.tsv")) == rows
+    (tmp_path / "named.tsv").write_text(
+        "query\tpositive\tnegative\n" + "".join("\t".join(r) + "\n" for r in rows), encoding="utf-8"
+    )
+    assert list(open_triples(tmp_path / "named.tsv")) == rows
+
+
+def test_id_rows_are_parsed_by_block_with_line_numbers(tmp_path, monkeypatch):
+    """The block parser of MS MARCO's id triples: rows across block edges, blank lines, and the
+    line of every kind of error (too few ids, a letter, a missing id)."""
+    from trainables.data import int_rows
+
+    monkeypatch.setattr(int_rows, "BLOCK_BYTES", 16)  # many blocks, lines cut at block edges
+    folder = _msmarco(tmp_path)
+    lines = ["100\t7\t0", "", "200 3  7", "100\t0\t3", "200\t7\t0\r"]
+    (folder / "qidpidtriples.train.full.2.tsv").write_text("\n".join(lines) + "\n")
+    got = list(open_triples(folder))
+    assert [t[0] for t in got] == ["first query", "second query", "first query", "second query"]
+    assert got[2] == ("first query", "passage zero", "passage three")
+    for bad, message in [
+        ("100\t7\t0\n\n200\t3\n", r":3: expected three ids"),
+        ("100\t7\t0\n100\t7\t0\n100\t7\tx\n", r":3: expected three ids"),
+        ("100\t7\t0\n100\t7\t0\n100\t7\t0\n100\t7\t0\n100\t7\t0\n300\t7\t0\n", r":6: query id 300 is not in"),
+        ("100 7 0 100 7 0\n", r":1: expected three ids"),
+    ]:
+        (folder / "qidpidtriples.train.full.2.tsv").write_text(bad)
+        with pytest.raises(ValueError, match=message):
+            open_triples(folder)
+    (folder / "collection.tsv").write_text("0\tpassage zero\n7\tpassage seven\n0\tagain\n")
+    with pytest.raises(ValueError, match=r"collection.tsv: passage id 0 is on more than one line"):
+        open_triples(folder)

@@ -8,7 +8,9 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from trainables.configs.beir_names import distinct_beir
 
 INPUT_FIELDS = ("train_data", "val_data", "beir")
 # Local folder or hub name: resolved against the study file's folder only when it is a path
@@ -72,6 +74,8 @@ class Config(BaseModel):
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     deterministic: bool = False
     seed: int = 0
+
+    _distinct_beir = field_validator("beir")(distinct_beir)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:

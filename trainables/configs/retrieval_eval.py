@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from trainables.configs.beir_names import distinct_beir
 from trainables.configs.contrastive_isotropy import OFFLINE_MINILM, is_local_path
 
 # `cache` is where embeddings go, not an input, but a relative folder means the same: relative
@@ -31,7 +32,11 @@ class Config(BaseModel):
     beir: list[str] = Field(min_length=1, description="BEIR folders (corpus.jsonl, queries.jsonl, qrels/<split>.tsv).")
     split: str = "test"
     similarity: Literal["cosine", "euclidean"] = Field("cosine", description="The one the model was trained for.")
-    depth: int = Field(100, ge=10, description="Documents per query in the run files (Recall@100 needs 100).")
+    depth: int = Field(
+        100,
+        ge=100,
+        description="Documents per query in the run files: at least 100, since Recall@100 is computed over them.",
+    )
     batch_size: int = Field(128, ge=1, description="Texts per forward pass when encoding.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto: bf16 on CUDA, fp32 on CPU.")
     max_seq_length: int | None = Field(None, ge=8, description="Truncate texts (default: the model's own).")
@@ -53,3 +58,5 @@ class Config(BaseModel):
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N (this process: queries and search)")
     deterministic: bool = False
     seed: int = Field(0, description="Seeds the isotropy sample.")
+
+    _distinct_beir = field_validator("beir")(distinct_beir)

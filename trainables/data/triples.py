@@ -18,11 +18,16 @@ holding the texts in memory, checked row by row.
   `*negatives*.jsonl`), resolved by id;
 - `synthetic:triples?n=..` (tests, the CPU profile).
 
-Text files are indexed in one pass (the byte offset of each row, an int64 per row: 320 MB for
-MS MARCO's 40M text triples, against 7 GB of text), and a row is read by seeking to it when it
-is asked for; every row is checked in that pass, so a malformed row is a one-line error naming
-file and line at `validate`. MS MARCO id triples are held as int64 ids (every id checked
-against the collection and the queries), passages read by offset. Torch-free: `validate` uses it.
+TSV files are tab-separated text, not CSV: no quoting (a passage that starts with `"` keeps it,
+and a stray quote never swallows a tab); CSV files follow CSV's quoting rules.
+
+Text files are indexed in one pass (the byte offset and line number of each row, 12 bytes per
+row in compact arrays: 480 MB for MS MARCO's 40M text triples, against 27 GB of text), and a row
+is read by seeking to it when it is asked for; every row is checked in that pass, so a malformed
+row is a one-line error naming file and line at `validate`. MS MARCO id triples are parsed by
+blocks with NumPy (`int_rows.py`) and held as positions in sorted id indices, 12 bytes per
+triple (every id checked against the collection and the queries), passages read by offset.
+bench/README.md has the measured memory at 10 million lines. Torch-free: `validate` uses it.
 """
 
 from __future__ import annotations
@@ -30,11 +35,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+from array import array
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from trainables.data.int_rows import IdIndex, read_int_rows
 from trainables.data.retrieval import json_row
 
 DEFAULT_COLUMNS = ("query", "positive", "negative")
@@ -103,9 +110,9 @@ def _jsonl(path: Path, columns: Sequence[str | int]) -> Triples:
 
 
 def _index(path: Path, parse, header: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Byte offsets and line numbers of the non-empty rows of a text file, each checked by
-    `parse(line, number)` on the way (the header line, if any, skipped)."""
-    offsets, numbers = [], []
+    """Byte offsets (int64) and line numbers (uint32) of the non-empty rows of a text file, each
+    checked by `parse(line, number)` on the way (the header line, if any, skipped)."""
+    offsets, numbers = array("q"), array("I")
     position = 0
     with open(path, "rb") as f:
         for number, line in enumerate(f, 1):
@@ -116,13 +123,20 @@ def _index(path: Path, parse, header: bool) -> tuple[np.ndarray, np.ndarray]:
             position += len(line)
     if not offsets:
         raise ValueError(f"{path}: no rows")
-    return np.asarray(offsets, dtype=np.int64), np.asarray(numbers, dtype=np.int64)
+    return np.frombuffer(offsets, dtype=np.int64), np.frombuffer(numbers, dtype=np.uint32)
+
+
+def _cells(line: str, delimiter: str) -> list[str]:
+    """A row's cells: a TSV line split on tabs (no quoting); a CSV line by CSV's rules."""
+    if delimiter == "\t":
+        return line.rstrip("\r\n").split("\t")
+    return next(csv.reader(io.StringIO(line), delimiter=delimiter), [])
 
 
 def _delimited(path: Path, delimiter: str, columns: Sequence[str | int] | None) -> Triples:
     kind = "tab" if delimiter == "\t" else "comma"
-    with open(path, encoding="utf-8", newline="") as f:
-        first = next(csv.reader(f, delimiter=delimiter), [])
+    with open(path, encoding="utf-8", errors="replace", newline="") as f:
+        first = _cells(f.readline(), delimiter)
     by_name = columns is not None and all(isinstance(c, str) for c in columns)
     if columns is None:
         if [c.strip() for c in first] == list(DEFAULT_COLUMNS):
@@ -145,7 +159,7 @@ def _delimited(path: Path, delimiter: str, columns: Sequence[str | int] | None) 
 
     def parse(line: bytes, number: int) -> tuple[str, str, str]:
         try:
-            cells = next(csv.reader(io.StringIO(line.decode("utf-8")), delimiter=delimiter))
+            cells = _cells(line.decode("utf-8"), delimiter)
         except (UnicodeDecodeError, csv.Error) as exc:
             raise ValueError(f"{path}:{number}: unreadable row ({exc})") from None
         if len(cells) < width:
@@ -183,21 +197,6 @@ def _parquet(path: Path, columns: Sequence[str | int]) -> Triples:
     return Triples(table.num_rows, get, f"{path} (Parquet)")
 
 
-def _id_text_index(path: Path, what: str) -> tuple[dict[int, int], int]:
-    """{id: byte offset of its line} of an `id<TAB>text` file; errors name the line."""
-    index: dict[int, int] = {}
-    position = 0
-    with open(path, "rb") as f:
-        for number, line in enumerate(f, 1):
-            if line.strip():
-                head, tab, _ = line.partition(b"\t")
-                if not tab or not head.strip().isdigit():
-                    raise ValueError(f"{path}:{number}: expected {what} id<TAB>text")
-                index[int(head)] = position
-            position += len(line)
-    return index, position
-
-
 def _msmarco(folder: Path) -> Triples:
     collection = folder / "collection.tsv"
     queries = next((folder / n for n in ("queries.train.tsv", "queries.tsv") if (folder / n).exists()), None)
@@ -212,59 +211,59 @@ def _msmarco(folder: Path) -> Triples:
             f"id-triples file ({MSMARCO_TRIPLES} or *triples*.tsv) or qrels.train.tsv with one *negatives*.tsv / "
             f"*negatives*.jsonl file; found {sorted(p.name for p in folder.iterdir())}"
         )
-    passages, _ = _id_text_index(collection, "passage")
-    query_offsets, _ = _id_text_index(queries, "query")
-    check = _IdCheck(passages, query_offsets, queries.name)
-    ids = _id_triples(found[0], check) if by_ids else _negative_triples(qrels, negatives[0], check)
-    table = np.asarray(ids, dtype=np.int64)
+    ids = _IdCheck(IdIndex(collection, "passage"), IdIndex(queries, "query"), queries.name)
+    table = _id_triples(found[0], ids) if by_ids else _negative_triples(qrels, negatives[0], ids)
 
-    def text(path: Path, offset: int) -> str:
-        return _read_line(path, offset).decode("utf-8").rstrip("\r\n").partition("\t")[2]
+    def text(path: Path, index: IdIndex, position: int) -> str:
+        return _read_line(path, index.offset(position)).decode("utf-8").rstrip("\r\n").partition("\t")[2]
 
     def get(i: int) -> tuple[str, str, str]:
-        qid, pos, neg = table[i].tolist()
-        return text(queries, query_offsets[qid]), text(collection, passages[pos]), text(collection, passages[neg])
+        q, pos, neg = table[i].tolist()
+        return (
+            text(queries, ids.queries, q),
+            text(collection, ids.passages, pos),
+            text(collection, ids.passages, neg),
+        )
 
     return Triples(len(table), get, f"{folder} (MS MARCO ids)")
 
 
 class _IdCheck:
-    """Every id a triple uses must be in the collection or the queries (an error names the line)."""
+    """Every id a triple uses must be in the collection or the queries (an error names the
+    line); triples are stored as positions in the two indices (int32: 12 bytes per triple)."""
 
-    def __init__(self, passages: dict, queries: dict, queries_name: str):
+    def __init__(self, passages: IdIndex, queries: IdIndex, queries_name: str):
         self.passages, self.queries, self.queries_name = passages, queries, queries_name
 
-    def __call__(self, where: str, qid: int, pids: tuple[int, ...]) -> None:
-        if qid not in self.queries:
-            raise ValueError(f"{where}: query id {qid} is not in {self.queries_name}")
-        for pid in pids:
-            if pid not in self.passages:
-                raise ValueError(f"{where}: passage id {pid} is not in collection.tsv")
+    def positions(self, rows: np.ndarray, numbers: np.ndarray, where: Path) -> np.ndarray:
+        """(n, 3) ids (qid, positive pid, negative pid) -> (n, 3) int32 positions."""
+        out = np.empty(rows.shape, dtype=np.int32)
+        out[:, 0] = self.queries.positions(rows[:, 0])
+        out[:, 1:] = self.passages.positions(rows[:, 1:].ravel()).reshape(-1, 2)
+        missing = np.argwhere(out < 0)
+        if len(missing):
+            row, column = (int(v) for v in missing[0])
+            what = (
+                f"query id {rows[row, 0]} is not in {self.queries_name}"
+                if column == 0
+                else (f"passage id {rows[row, column]} is not in collection.tsv")
+            )
+            raise ValueError(f"{where}:{int(numbers[row])}: {what}")
+        return out
 
 
-def _id_triples(path: Path, check: _IdCheck) -> list[tuple[int, int, int]]:
-    """qid, positive pid, negative pid per line (MS MARCO's qidpidtriples)."""
-    ids = []
-    with open(path, "rb") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            cells = line.split()
-            if len(cells) != 3 or not all(c.isdigit() for c in cells):
-                raise ValueError(f"{path}:{number}: expected three ids: qid, positive pid, negative pid")
-            qid, pos, neg = (int(c) for c in cells)
-            check(f"{path}:{number}", qid, (pos, neg))
-            ids.append((qid, pos, neg))
-    if not ids:
-        raise ValueError(f"{path}: no rows")
-    return ids
+def _id_triples(path: Path, check: _IdCheck) -> np.ndarray:
+    """qid, positive pid, negative pid per line (MS MARCO's qidpidtriples), read by blocks."""
+    return read_int_rows(
+        path,
+        3,
+        "three ids: qid, positive pid, negative pid",
+        lambda rows, numbers: check.positions(rows, numbers, path),
+    )
 
 
-def _negative_triples(qrels: Path, negatives: Path, check: _IdCheck) -> list[tuple[int, int, int]]:
-    """One triple per (query, hard negative): the query, its first relevant passage in the qrels
-    (`qid 0 pid relevance`, MS MARCO's qrels.train.tsv), the negative. Negatives: `qid<TAB>pid`
-    lines, or sentence-transformers' hard-negatives JSONL (`{"qid", "neg": {system: [pids]}}`,
-    every system's negatives in file order)."""
+def _positives(qrels: Path) -> dict[int, int]:
+    """The first relevant passage of every query of a qrels file (`qid 0 pid relevance`)."""
     positive: dict[int, int] = {}
     with open(qrels, "rb") as f:
         for number, line in enumerate(f, 1):
@@ -275,31 +274,46 @@ def _negative_triples(qrels: Path, negatives: Path, check: _IdCheck) -> list[tup
                 raise ValueError(f"{qrels}:{number}: expected qid, 0, pid, relevance")
             if int(cells[3]) > 0:
                 positive.setdefault(int(cells[0]), int(cells[2]))
-    ids = []
+    return positive
+
+
+def _negative_lines(negatives: Path):
+    """(line number, qid, [negative pids]) of a hard-negatives file: `qid<TAB>pid` lines, or
+    sentence-transformers' JSONL (`{"qid", "neg": {system: [pids]}}`, every system's in order)."""
     with open(negatives, "rb") as f:
         for number, line in enumerate(f, 1):
             if not line.strip():
                 continue
-            where = f"{negatives}:{number}"
             if negatives.suffix == ".jsonl":
                 try:
                     row = json.loads(line)
-                    qid = int(row["qid"])
-                    negs = [int(p) for system in row["neg"].values() for p in system]
+                    yield number, int(row["qid"]), [int(p) for system in row["neg"].values() for p in system]
                 except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                    raise ValueError(f'{where}: expected {{"qid": .., "neg": {{system: [pids]}}}} ({exc})') from None
+                    raise ValueError(
+                        f'{negatives}:{number}: expected {{"qid": .., "neg": {{system: [pids]}}}} ({exc})'
+                    ) from None
             else:
                 cells = line.split()
                 if len(cells) != 2 or not all(c.isdigit() for c in cells):
-                    raise ValueError(f"{where}: expected qid<TAB>negative pid")
-                qid, negs = int(cells[0]), [int(cells[1])]
-            if qid not in positive:
-                raise ValueError(f"{where}: query {qid} has no relevant passage in {qrels.name}")
-            check(where, qid, (positive[qid], *negs))
-            ids += [(qid, positive[qid], neg) for neg in negs]
-    if not ids:
+                    raise ValueError(f"{negatives}:{number}: expected qid<TAB>negative pid")
+                yield number, int(cells[0]), [int(cells[1])]
+
+
+def _negative_triples(qrels: Path, negatives: Path, check: _IdCheck) -> np.ndarray:
+    """One triple per (query, hard negative): the query, its first relevant passage in the qrels
+    (MS MARCO's qrels.train.tsv), the negative; stored as index positions (see `_IdCheck`)."""
+    positive = _positives(qrels)
+    flat, numbers = array("q"), array("q")
+    for number, qid, negs in _negative_lines(negatives):
+        if qid not in positive:
+            raise ValueError(f"{negatives}:{number}: query {qid} has no relevant passage in {qrels.name}")
+        for neg in negs:
+            flat.extend((qid, positive[qid], neg))
+            numbers.append(number)
+    if not numbers:
         raise ValueError(f"{negatives}: no rows")
-    return ids
+    rows = np.frombuffer(flat, dtype=np.int64).reshape(-1, 3)
+    return check.positions(rows, np.frombuffer(numbers, dtype=np.int64), negatives)
 
 
 def head_triples(source: str | None, n: int, out: Path, columns: Sequence[str | int] | None = None) -> str | None:

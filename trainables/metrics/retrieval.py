@@ -19,16 +19,17 @@ scores, and a sentence-transformers model scored on a BEIR dataset (`evaluate_be
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from trainables.configs.beir_names import dataset_name
 from trainables.data.retrieval import BeirDataset
 from trainables.metrics import topk
 
 METRICS = ("ndcg@10", "recall@100", "mrr@10")
+__all__ = ["METRICS", "dataset_name", "evaluate_beir", "evaluate_run", "isotropy", "write_trec_run"]
 
 
 def _ranked(scores: dict[str, float]) -> list[str]:
@@ -59,12 +60,16 @@ def evaluate_run(run: dict[str, dict[str, float]], qrels: dict[str, dict[str, in
 
 
 def write_trec_run(path: Path, run: dict[str, dict[str, float]], tag: str, depth: int = 100) -> None:
-    """`qid Q0 docid rank score tag`, top `depth` per query (the standard TREC run format)."""
+    """`qid Q0 docid rank score tag`, top `depth` per query (the standard TREC run format).
+
+    Scores are written with 17 significant digits (`repr` of the float: exact for float64, and so
+    for the float32 scores of `topk`): trec_eval re-sorts a run by its scores, so scores rounded
+    to 6 decimals would turn near-ties into ties and let it reorder them by document id."""
     tmp = path.with_suffix(path.suffix + ".tmp")
     with open(tmp, "w") as f:
         for qid in sorted(run):
             for rank, doc in enumerate(_ranked(run[qid])[:depth], 1):
-                f.write(f"{qid} Q0 {doc} {rank} {run[qid][doc]:.6f} {tag}\n")
+                f.write(f"{qid} Q0 {doc} {rank} {float(run[qid][doc])!r} {tag}\n")
     tmp.replace(path)
 
 
@@ -78,11 +83,6 @@ def isotropy(emb: torch.Tensor) -> dict[str, float]:
     _, vecs = torch.linalg.eigh(w.T @ w)
     z = torch.logsumexp(w @ vecs, dim=0)  # log Z(c) for each eigenvector c
     return {"isotropy_cosine": 1.0 - mean_cos, "isotropy_partition": float(torch.exp(z.min() - z.max()))}
-
-
-def dataset_name(source: str) -> str:
-    """A BEIR source as a name for columns and file names."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(source).name if not source.startswith("synthetic:") else source[10:])
 
 
 def evaluate_beir(

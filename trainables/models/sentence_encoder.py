@@ -89,15 +89,20 @@ def _is_hub_name(source: str) -> bool:
     return source != OFFLINE_MINILM and "://" not in source and not is_local_path(source) and not Path(source).exists()
 
 
+# Copies of remote model folders, removed when the process exits (TemporaryDirectory's finaliser).
+_COPIES: list[tempfile.TemporaryDirectory] = []
+
+
 @functools.cache
 def _local_model_path(source: str) -> str:
     """A model source on this machine: the offline MiniLM's folder, a folder, or a copy of an
     `s3://` folder in a temporary folder (copied once per process: hashing and loading it share
-    the copy)."""
+    the copy; removed at the process's exit)."""
     if "://" in source:
-        local = tempfile.mkdtemp(prefix="model-")
-        pafs.copy_files(source, local)
-        return local
+        copy = tempfile.TemporaryDirectory(prefix="model-")
+        _COPIES.append(copy)
+        pafs.copy_files(source, copy.name)
+        return copy.name
     return resolve_base(source)
 
 

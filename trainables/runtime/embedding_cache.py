@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import io
 import os
+import re
 
 import pyarrow.fs as pafs
 import torch
 
 from trainables.data.corpus_shards import Shard
 from trainables.runtime.retries import with_retries
+
+# `shard_00012.pt`; from shard 100,000 on the number has six digits and more
+SHARD_FILE = re.compile(r"^shard_(\d+)\.pt$")
 
 
 def _filesystem(root: str) -> tuple[pafs.FileSystem, str]:
@@ -40,8 +44,8 @@ class EmbeddingCache:
     def present(self) -> set[int]:
         selector = pafs.FileSelector(self.folder, allow_not_found=True)
         infos = with_retries("listing the embedding cache", lambda: self.fs.get_file_info(selector))
-        names = [i.base_name for i in infos if i.type == pafs.FileType.File]
-        return {int(n[6:11]) for n in names if n.startswith("shard_") and n.endswith(".pt") and n[6:11].isdigit()}
+        matches = (SHARD_FILE.match(i.base_name) for i in infos if i.type == pafs.FileType.File)
+        return {int(m.group(1)) for m in matches if m}
 
     def missing(self, shards: list[Shard]) -> list[Shard]:
         present = self.present()
