@@ -56,11 +56,11 @@ def _finish(start_run) -> None:
 @app.command()
 def validate(file: Path = typer.Argument(..., help="Study YAML file.")) -> None:
     """Check a study file and every file it references, without starting Ray."""
-    from orchestrator.planning.budget import cap_of
+    from orchestrator.planning.budget import cap_of, uses_gpus
 
     plan = _load(file)
     try:
-        cap_of(plan.study.budget, str(file))  # its prices exist, a USD cap has one
+        cap_of(plan.study.budget, str(file), uses_gpus=uses_gpus(plan))  # prices exist, a USD cap has them
     except UserError as exc:
         fail(exc)
     stages = ", ".join(f"{n} ({sp.num_trials})" for n, sp in plan.stages.items())
@@ -105,7 +105,7 @@ def plan(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Show the expanded trials, their resources, concurrency and time (and cost) estimate."""
-    from orchestrator.planning.budget import cap_of, over_estimate
+    from orchestrator.planning.budget import cap_of, over_estimate, uses_gpus
     from orchestrator.planning.cluster_files import shape_of
     from orchestrator.planning.costs import NO_PRICES
     from orchestrator.planning.resources import ClusterShape
@@ -119,7 +119,7 @@ def plan(
             shape = ClusterShape.local()
             shape = ClusterShape(cpus if cpus is not None else shape.cpus, gpus if gpus is not None else shape.gpus)
         measured = measured_minutes(history or [])
-        cap = cap_of(p.study.budget, str(file), gpu_price=gpu_price)
+        cap = cap_of(p.study.budget, str(file), gpu_price=gpu_price, uses_gpus=uses_gpus(p))
         prices = cap.prices if cap else NO_PRICES.with_gpu_price(gpu_price)
         data = plan_rows(p, shape, measured, prices)
         over = over_estimate(cap, data.get("estimate")) if cap else None

@@ -13,6 +13,9 @@ Every trainable has a settings module `trainables/configs/<name>.py` (no torch i
   when they are paths);
 - optionally `DATA_PARALLEL = True`: `train` runs under N Ray Train workers (`workers: N`),
   wrapping its model with `trainables.runtime.distributed` (DDP) and sharding its data by rank;
+- optionally `started_resources(config: dict) -> {"cpu": c, "gpu": g}`: what a trial with this
+  config starts on the cluster besides its own process (Ray Data actors, a helper pool), so that
+  `plan`'s estimate, the spend and the budget charge it;
 
 optionally an inputs module `trainables/inputs/<name>.py` (torch-free too, apart from a check
 that must load a model) with:
@@ -79,3 +82,11 @@ def inputs_of(name: str) -> ModuleType | None:
     if importlib.util.find_spec(target) is None:
         return None
     return importlib.import_module(target)
+
+
+def started_resources(name: str, config: dict) -> dict[str, float]:
+    """CPUs and GPUs that a trial of trainable `name` with `config` starts besides its own
+    process (see the module doc); none unless its settings module says so."""
+    declared = getattr(settings(name), "started_resources", None)
+    started = declared(config) if declared is not None else {}
+    return {"cpu": float(started.get("cpu", 0.0)), "gpu": float(started.get("gpu", 0.0))}

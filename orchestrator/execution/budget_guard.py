@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from orchestrator.errors import Problem, UserError
-from orchestrator.planning.budget import Cap, Spend, save_cap, study_spend
+from orchestrator.planning.budget import Cap, Spend, save_cap, spent_so_far, study_spend
 from orchestrator.storage.store import Store
 
 
@@ -40,6 +40,9 @@ class BudgetGuard:
         if threading.current_thread() is not threading.main_thread():
             raise UserError(Problem(store.uri, "a study with a budget runs in the main thread only", "budget"))
         self.cap, self.store, self.records, self.console, self.notifier = cap, store, records, console, notifier
+        # spend of earlier runs that their records missed (a driver killed between two saves of a
+        # record; see budget.spent_so_far): counted on top of the records, and saved with them
+        self.carried = spent_so_far(store, records) - study_spend(records.values())
         self.recorder = None  # the running stage's StageRecorder
         self.stopped: str | None = None  # why the cap stopped the study
         self._gate: tuple[float, bool] = (-1.0, True)  # (checked at, open)
@@ -49,7 +52,7 @@ class BudgetGuard:
     def spend(self) -> Spend:
         """Every stage's trials, the running stage's up to now."""
         stage = self.recorder.plan.name if self.recorder is not None else None
-        done = study_spend(r for name, r in self.records.items() if name != stage)
+        done = study_spend(r for name, r in self.records.items() if name != stage) + self.carried
         return done + (self.recorder.live_spend() if self.recorder is not None else Spend())
 
     def reached(self) -> str | None:

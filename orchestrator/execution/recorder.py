@@ -13,6 +13,7 @@ import statistics
 import time
 from typing import Any
 
+from pyarrow import ArrowException
 from ray.tune import Callback
 from rich.console import Console
 from rich.markup import escape
@@ -22,11 +23,14 @@ from orchestrator.execution.live_view import LiveView
 from orchestrator.execution.trial import trial_config
 from orchestrator.planning.budget import Spend, trial_spend
 from orchestrator.planning.expand import StagePlan
+from orchestrator.planning.resources import trial_charge
+from orchestrator.storage.records import save_stage_record
 from orchestrator.storage.store import Store
 from trainables.runtime import selection
 from trainables.runtime.selection import finite
 from trainables.runtime.session import checkpoints_newest_first, read_selection
 
+SAVE_INTERVAL_S = 30.0  # the record (and so the spend) is saved at least this often while trials run
 TUNE_STATUS = {"TERMINATED": "done", "ERROR": "error", "RUNNING": "running", "PENDING": "pending", "PAUSED": "paused"}
 # Tune's bookkeeping keys: not metrics of the trial.
 TUNE_KEYS = {
@@ -106,7 +110,10 @@ class StageRecorder(Callback):
                 self.view.finish(t.get("name", ""), t["status"], t.get("best"))
         self._started: set[str] = set()
         self._completed: set[str] = set()
-        self._attempts: dict[str, float] = {}  # trial id -> when its running attempt started (monotonic)
+        # trial id -> (when its running attempt started (monotonic), its wall time before it)
+        self._attempts: dict[str, tuple[float, float]] = {}
+        self._restored_seen = False  # trials a restored experiment knows were taken in (first step)
+        self._saved_at = time.monotonic()
         self.guard = None  # the study's BudgetGuard (orchestrator.execution.budget_guard), if it has a cap
 
     # -- recording -------------------------------------------------------------------------
@@ -134,6 +141,8 @@ class StageRecorder(Callback):
         ended = status in ("done", "diverged", "error", "interrupted")
         chosen = best_checkpoint(trial, last, search_storage=ended) if best is not None else latest
         cfg = trial_config(trial.config)
+        # what the trial is charged per hour: what it holds and what it starts (Ray Data actors)
+        charge = trial_charge(self.resources, self.plan.stage.trainable, cfg)
         cfg.pop("seed", None)
         entry = self.record["trials"].get(tid, {})
         wall = self._wall_s(tid, entry, last)
@@ -150,8 +159,10 @@ class StageRecorder(Callback):
                 "status": status,
                 "iterations": last.get("training_iteration"),
                 "duration_s": last.get("time_total_s"),
-                "gpu_s": wall * self.resources["gpu"],
-                "cpu_s": wall * self.resources["cpu"],
+                "charged": charge,
+                "wall_s": wall,
+                "gpu_s": wall * charge["gpu"],
+                "cpu_s": wall * charge["cpu"],
                 "grid": spec.get("grid") or {},
                 "metrics": metrics,
                 "best": best,
@@ -172,23 +183,77 @@ class StageRecorder(Callback):
 
     # -- wall time (what a budget counts) --------------------------------------------------
     def _wall_s(self, tid: str, entry: dict, last: dict) -> float:
-        """The trial's wall time so far: its ended attempts (every run), plus the running one,
-        never less than Tune's time_total_s (records written before attempts were timed)."""
-        wall = entry.get("wall_s", 0.0)
+        """The trial's wall time so far: its ended attempts (every run, and what a killed driver
+        had saved of its running one), plus the running one up to now, never less than Tune's
+        time_total_s (records written before attempts were timed)."""
         if tid in self._attempts:
-            wall += time.monotonic() - self._attempts[tid]
+            started, before = self._attempts[tid]
+            wall = before + time.monotonic() - started
+        else:
+            wall = entry.get("wall_s", 0.0)
         return max(wall, last.get("time_total_s") or 0.0)
 
     def _open(self, trial) -> None:
-        self._attempts.setdefault(_trial_id(trial), time.monotonic())
+        tid = _trial_id(trial)
+        if tid not in self._attempts:
+            self._attempts[tid] = (time.monotonic(), self.record["trials"].get(tid, {}).get("wall_s", 0.0))
 
     def _close(self, trial) -> None:
         """End the running attempt of a trial: its time joins the trial's `wall_s`."""
         tid = _trial_id(trial)
-        started = self._attempts.pop(tid, None)
-        if started is not None and tid in self.record["trials"]:
+        attempt = self._attempts.pop(tid, None)
+        if attempt is not None and tid in self.record["trials"]:
             entry = self.record["trials"][tid]
-            entry["wall_s"] = entry.get("wall_s", 0.0) + time.monotonic() - started
+            entry["wall_s"] = attempt[1] + time.monotonic() - attempt[0]
+            self._charge(entry)
+
+    def _charge(self, entry: dict) -> None:
+        """A trial's GPU- and CPU-seconds from its wall time and what it is charged."""
+        charge = entry.get("charged") or self.resources
+        entry["gpu_s"], entry["cpu_s"] = entry["wall_s"] * charge["gpu"], entry["wall_s"] * charge["cpu"]
+
+    # -- durability: the record is saved as the spend accrues ------------------------------
+    def save(self, force: bool = False) -> None:
+        """Save the stage's record with every running trial's wall time up to now: at every trial
+        end (`force`) and at least every `SAVE_INTERVAL_S` while trials run, so that a killed
+        driver (OOM killer, preemption, a second Ctrl-C) loses at most that much of the spend and
+        `resume` starts from it. A storage outage is waited out at the stage's end, not here."""
+        now = time.monotonic()
+        if not force and now - self._saved_at < SAVE_INTERVAL_S:
+            return
+        self._saved_at = now
+        for tid, (started, before) in self._attempts.items():
+            entry = self.record["trials"].get(tid)
+            if entry is not None:
+                entry["wall_s"] = max(before + now - started, entry.get("wall_s", 0.0))
+                self._charge(entry)
+        try:
+            save_stage_record(self.store, self.plan.name, self.record, retry=False)
+        except (OSError, ArrowException) as exc:
+            self.console.print(f"[yellow]warning[/]: stage record not saved ({' '.join(str(exc).split())[:120]})")
+
+    def _pauses(self, trials) -> None:
+        """Close the attempts of trials that a scheduler paused (PBT) or sent back to pending:
+        a paused trial holds nothing, so it is not charged until it runs again."""
+        if not self._attempts:
+            return
+        for trial in trials:
+            if trial.status in ("PAUSED", "PENDING") and _trial_id(trial) in self._attempts:
+                self._close(trial)
+
+    def _take_in_restored(self, trials) -> None:
+        """Once, at the first step of a restored experiment: the trials it knows as finished that
+        the record lacks (they ended after the killed driver's last save) enter the record now,
+        so that the spend and the budget count them from the start, not at the experiment's end."""
+        self._restored_seen = True
+        for trial in trials:
+            tid = _trial_id(trial)
+            if trial.status in ("TERMINATED", "ERROR") and self.record["trials"].get(tid, {}).get("status") not in (
+                "done",
+                "diverged",
+                "error",
+            ):
+                self._update(trial)
 
     def live_spend(self) -> Spend:
         """GPU- and CPU-hours of this stage's trials so far, the running ones up to now."""
@@ -196,10 +261,15 @@ class StageRecorder(Callback):
         for tid, entry in self.record["trials"].items():
             if tid in self._attempts:
                 wall = self._wall_s(tid, entry, {"time_total_s": entry.get("duration_s")})
-                total = total + Spend(wall * self.resources["gpu"] / 3600, wall * self.resources["cpu"] / 3600)
+                total = total + self._charged(entry).scaled(wall / 3600)
             else:
                 total = total + trial_spend(entry)
         return total
+
+    def _charged(self, entry: dict) -> Spend:
+        """A trial's GPUs and CPUs as a Spend of one hour (its own and those it starts)."""
+        charge = entry.get("charged") or self.resources
+        return Spend(charge["gpu"], charge["cpu"])
 
     def running_need(self) -> Spend:
         """What the running trials will still use at their pace so far (trials without a pace
@@ -208,20 +278,26 @@ class StageRecorder(Callback):
         trials = self.record["trials"].values()
         walls = [w for t in trials if t["status"] == "done" and (w := t.get("wall_s") or t.get("duration_s"))]
         typical = statistics.median(walls) if walls else None
-        seconds = 0.0
-        for tid, started in self._attempts.items():
+        need = Spend()
+        for tid, (started, before) in self._attempts.items():
             entry = self.record["trials"].get(tid, {})
             left = self.view.eta_s(entry.get("name", ""))
             if left is None and typical is not None:
-                left = max(typical - entry.get("wall_s", 0.0) - (now - started), 0.0)
-            seconds += left or 0.0
-        return Spend(seconds * self.resources["gpu"] / 3600, seconds * self.resources["cpu"] / 3600)
+                left = max(typical - before - (now - started), 0.0)
+            need = need + self._charged(entry).scaled((left or 0.0) / 3600)
+        return need
 
     def running(self) -> bool:
         """Whether a trial of this stage is running now."""
         return bool(self._attempts)
 
+    def on_step_begin(self, iteration, trials, **info):
+        if not self._restored_seen:
+            self._take_in_restored(trials)
+
     def on_step_end(self, iteration, trials, **info):
+        self._pauses(trials)
+        self.save()
         if self.guard is not None:
             self.guard.check()
 
@@ -250,6 +326,7 @@ class StageRecorder(Callback):
             f"[dim]{escape(self._progress())}[/]"
         )
         self.status.write(force=True)
+        self.save(force=True)
         if self.guard is not None:
             self.guard.check(force=True)
 
@@ -261,6 +338,7 @@ class StageRecorder(Callback):
             f"[yellow]retrying[/] {escape(entry['name'])} from its last checkpoint (failure {trial.num_failures})"
         )
         self.status.write(force=True)
+        self.save(force=True)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._close(trial)
@@ -279,6 +357,7 @@ class StageRecorder(Callback):
                 error=line[:400],
             )
         self.status.write(force=True)
+        self.save(force=True)
         if self.guard is not None:
             self.guard.check(force=True)
 

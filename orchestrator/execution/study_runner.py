@@ -28,7 +28,7 @@ from orchestrator.execution.study_folder import git_commit, prepare_storage, sto
 from orchestrator.planning import budget
 from orchestrator.planning.expand import Plan, StagePlan
 from orchestrator.planning.references import resolve_stage, successful
-from orchestrator.planning.resources import ClusterShape
+from orchestrator.planning.resources import ClusterShape, trial_charge
 from orchestrator.planning.view import plan_rows
 from orchestrator.storage.records import load_stage_record, save_stage_record
 from orchestrator.storage.store import Store
@@ -92,12 +92,14 @@ def run_study(plan: Plan, study_text: str, options: RunOptions, console: Console
         usd=options.budget_usd,
         gpu_hours=options.budget_gpu_hours,
         stored=options.stored_cap,
+        uses_gpus=budget.uses_gpus(plan),
     )
+    _refuse_actors_without_gpus(plan, options)
     try:
         stored_meta(plan, store)  # the same study, or a one-line error; nothing written yet
         records = {name: load_stage_record(store, name) for name in plan.order}
         if cap is not None:
-            console.print(_check_budget(plan, cap, records, options), markup=False, highlight=False)
+            console.print(_check_budget(plan, cap, (store, records), options), markup=False, highlight=False)
         prepare_storage(plan, store, study_text)
     except (OSError, ArrowException) as exc:
         raise UserError(Problem(store.uri, f"cannot use this storage: {' '.join(str(exc).split())[:300]}")) from None
@@ -161,7 +163,26 @@ def _run_stages(plan: Plan, store: Store, options: RunOptions, console: Console,
     return StudyOutcome(store, records, interrupted=False)
 
 
-def _check_budget(plan: Plan, cap: budget.Cap, records: dict, options: RunOptions) -> str:
+def _refuse_actors_without_gpus(plan: Plan, options: RunOptions) -> None:
+    """On an in-process Ray without GPUs, trials whose actors ask for GPUs (a `retrieval_eval`
+    stage's `worker_gpus`) would wait for them forever: refuse before anything starts. (A
+    trial's own GPUs are dropped with a note instead: the trial itself runs on the CPU.)"""
+    if options.address or ClusterShape.local().gpus > 0:
+        return
+    for sp in plan.stages.values():
+        for t in sp.trials:
+            if trial_charge({"cpu": 0.0, "gpu": 0.0}, sp.stage.trainable, t.config)["gpu"] > 0:
+                raise UserError(
+                    Problem(
+                        plan.doc.file,
+                        f"trial {t.name} starts actors that ask for GPUs (worker_gpus), and this machine has none; "
+                        "set worker_gpus: 0 here, or run on a cluster with GPUs (--address)",
+                        f"stages.{sp.name}.config",
+                    )
+                )
+
+
+def _check_budget(plan: Plan, cap: budget.Cap, state: tuple[Store, dict], options: RunOptions) -> str:
     """Refuse a run whose estimate crosses the cap (see budget.check_start); else the line to
     print. The estimate is of this machine (an in-process Ray), or of the declared resources on
     a cluster (`--address`: its shape is known only once connected)."""
@@ -169,7 +190,9 @@ def _check_budget(plan: Plan, cap: budget.Cap, records: dict, options: RunOption
     if options.num_cpus and not options.address:
         shape = ClusterShape(float(options.num_cpus), shape.gpus)
     rows = plan_rows(plan, shape, {}, cap.prices)
-    return budget.check_start(cap, rows, records, plan.doc.file, options.over_budget)
+    store, records = state
+    spent = budget.spent_so_far(store, records)
+    return budget.check_start(cap, rows, records, plan.doc.file, options.over_budget, spent)
 
 
 def _stage_line(record: dict) -> str:

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 from orchestrator.errors import Problem, UserError
 from orchestrator.planning.costs import NO_PRICES, Prices, price_of
+from orchestrator.planning.expand import Plan
+from orchestrator.planning.resources import trial_charge
 from orchestrator.storage.records import STATE_DIR
 from orchestrator.storage.store import Store
 from orchestrator.study.schema import Budget
@@ -40,6 +42,9 @@ class Spend:
 
     def scaled(self, factor: float) -> Spend:
         return Spend(self.gpu_hours * factor, self.cpu_hours * factor)
+
+    def __sub__(self, other: Spend) -> Spend:
+        return Spend(max(self.gpu_hours - other.gpu_hours, 0.0), max(self.cpu_hours - other.cpu_hours, 0.0))
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,18 @@ def study_spend(records: Iterable[dict | None]) -> Spend:
     return spend_of(t for r in records if r for t in r.get("trials", {}).values())
 
 
+def spent_so_far(store: Store, records: dict[str, dict | None]) -> Spend:
+    """What the study has spent in every run before this one: its stage records, or what the last
+    run's budget file says if that is more (a driver killed between two saves of a record had
+    already written the spend of those seconds to the budget file, which it saves more often)."""
+    recorded = study_spend(records.values())
+    saved = (read_budget(store) or {}).get("spent") or {}
+    return Spend(
+        max(recorded.gpu_hours, float(saved.get("gpu_hours") or 0.0)),
+        max(recorded.cpu_hours, float(saved.get("cpu_hours") or 0.0)),
+    )
+
+
 def cap_of(
     budget: Budget | None,
     where: str,
@@ -112,10 +129,13 @@ def cap_of(
     usd: float | None = None,
     gpu_hours: float | None = None,
     stored: Cap | None = None,
+    uses_gpus: bool = False,
 ) -> Cap | None:
     """The cap in force: `usd` / `gpu_hours` given on the command line, else the stored cap
     (`stored`, for `resume`), else the study file's `budget`; prices from `--gpu-price`, else
-    the budget's. None without any cap. A USD cap without a price is a one-line error."""
+    the budget's. None without any cap. A USD cap without a price, or without a GPU price on a
+    study whose trials use GPUs (`uses_gpus`: its GPU time would cost nothing), is a one-line
+    error."""
     if budget is None and stored is None and usd is None and gpu_hours is None:
         return None
     base = stored or (
@@ -138,7 +158,28 @@ def cap_of(
                 "budget.usd",
             )
         )
+    if cap.usd is not None and uses_gpus and prices.gpu is None:
+        raise UserError(
+            Problem(
+                where,
+                "a USD cap on a study whose trials use GPUs needs a GPU price (else its GPU time would cost "
+                "nothing): budget.gpu_price (a key of cluster/prices.yaml or USD per GPU-hour), or --gpu-price KEY",
+                "budget.gpu_price",
+            )
+        )
     return cap
+
+
+def uses_gpus(plan: Plan) -> bool:
+    """Whether any trial of the study asks for GPUs: its own, its data-parallel workers', or
+    those of the actors it starts (as written in the study file, whatever this machine has)."""
+    for sp in plan.stages.values():
+        if sp.resources.gpu > 0:
+            return True
+        declared = {"cpu": sp.resources.cpu, "gpu": 0.0}
+        if any(trial_charge(declared, sp.stage.trainable, t.config)["gpu"] > 0 for t in sp.trials):
+            return True
+    return False
 
 
 def _prices(gpu: str | float | None, cpu: str | float | None, where: str) -> Prices:
@@ -204,11 +245,13 @@ def remaining_estimate(rows: dict, records: dict[str, dict | None]) -> dict | No
     return {"gpu_hours": left.gpu_hours, "cpu_hours": left.cpu_hours}
 
 
-def check_start(cap: Cap, rows: dict, records: dict[str, dict | None], where: str, over_budget: bool) -> str:
+def check_start(
+    cap: Cap, rows: dict, records: dict[str, dict | None], where: str, over_budget: bool, spent: Spend | None = None
+) -> str:
     """Before a run: refuse (one-line error) when the cap is already reached, or when what is
-    spent plus the estimate of the trials left would cross it (unless `over_budget`); else the
-    line to print."""
-    spent = study_spend(records.values())
+    spent (`spent_so_far`; default: the records') plus the estimate of the trials left would
+    cross it (unless `over_budget`); else the line to print."""
+    spent = spent if spent is not None else study_spend(records.values())
     reached = cap.exceeded_by(spent)
     if reached:
         raise UserError(

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from orchestrator.planning.costs import NO_PRICES, Prices
 from orchestrator.planning.expand import Plan, StagePlan
-from orchestrator.planning.resources import ClusterShape, concurrency, effective_resources
+from orchestrator.planning.resources import ClusterShape, concurrency, effective_resources, trial_charge
 from orchestrator.storage.records import load_records, open_study
 
 SHOWN_ROWS = 50  # trials listed per stage in the terminal
@@ -67,10 +67,15 @@ def _stage_row(sp: StagePlan, shape: ClusterShape, measured: dict[str, float], p
     waves = math.ceil(sp.num_trials / conc) if conc else None
     minutes = sp.stage.expected_trial_minutes or measured.get(sp.stage.trainable)
     source = "declared" if sp.stage.expected_trial_minutes else "measured" if minutes else None
+    charges = [trial_charge(res, sp.stage.trainable, t.config) for t in sp.trials]
     estimate = None
     if minutes and waves:
-        gpu_hours = sp.num_trials * minutes / 60 * res["gpu"]
-        cpu_hours = sp.num_trials * minutes / 60 * res["cpu"]
+        # every trial charged what it holds and starts (a trial's Ray Data actors too), as the
+        # budget charges it when it runs; a planned row stands for `per_row` trials (fan-out,
+        # search samples)
+        per_row = sp.num_trials / len(sp.trials) if sp.trials else 0.0
+        gpu_hours = sum(c["gpu"] for c in charges) * per_row * minutes / 60
+        cpu_hours = sum(c["cpu"] for c in charges) * per_row * minutes / 60
         estimate = {
             "wall_minutes": waves * minutes,
             "gpu_hours": gpu_hours,
@@ -80,8 +85,15 @@ def _stage_row(sp: StagePlan, shape: ClusterShape, measured: dict[str, float], p
             "cost_usd": prices.usd(gpu_hours, cpu_hours),
         }
     rows = [
-        {"trial_id": t.id, "name": t.name, "variant": t.variant, "seed": t.seed, "differs": _differs(t, sp)}
-        for t in sp.trials
+        {
+            "trial_id": t.id,
+            "name": t.name,
+            "variant": t.variant,
+            "seed": t.seed,
+            "differs": _differs(t, sp),
+            "charged": charge,
+        }
+        for t, charge in zip(sp.trials, charges)
     ]
     return {
         "stage": sp.name,
@@ -89,6 +101,7 @@ def _stage_row(sp: StagePlan, shape: ClusterShape, measured: dict[str, float], p
         "needs": sp.stage.needs,
         "trials": sp.num_trials,
         "resources": res,
+        "started": _started(res, charges),
         "note": note,
         "concurrent": conc,
         "waves": waves,
@@ -99,6 +112,12 @@ def _stage_row(sp: StagePlan, shape: ClusterShape, measured: dict[str, float], p
         "estimate": estimate,
         "rows": rows,
     }
+
+
+def _started(res: dict, charges: list[dict]) -> dict | None:
+    """What the stage's trials start besides themselves, per trial at most (None: nothing)."""
+    extra = {k: max((c[k] - res[k] for c in charges), default=0.0) for k in ("cpu", "gpu")}
+    return extra if extra["cpu"] > 1e-9 or extra["gpu"] > 1e-9 else None
 
 
 def _differs(trial, sp: StagePlan) -> dict:
@@ -140,6 +159,12 @@ def _render_stage(stage: dict, console: Console) -> None:
     )
     if stage["note"]:
         console.print(f"  [yellow]note[/]: {stage['note']}")
+    if stage["started"]:
+        started = stage["started"]
+        console.print(
+            f"  each trial also starts up to {started['cpu']:g} CPU + {started['gpu']:g} GPU of actors "
+            "(charged for its whole run, in the estimate and the budget)"
+        )
     if stage["search"]:
         console.print(f"  search x{stage['num_samples']}: " + ", ".join(f"{k}={v}" for k, v in stage["search"].items()))
     if stage["select"]:

@@ -40,8 +40,9 @@ def read_meta(store: Store) -> dict:
     return json.loads(store.read_text(STUDY_META))
 
 
-def save_stage_record(store: Store, stage: str, record: dict) -> None:
-    store.write_text(json.dumps(record, indent=1, sort_keys=True, default=str), STATE_DIR, "stages", f"{stage}.json")
+def save_stage_record(store: Store, stage: str, record: dict, retry: bool = True) -> None:
+    text = json.dumps(record, indent=1, sort_keys=True, default=str)
+    store.write_text(text, STATE_DIR, "stages", f"{stage}.json", retry=retry)
 
 
 def load_stage_record(store: Store, stage: str) -> dict | None:

@@ -1,7 +1,7 @@
 """The evaluation stage through the CLI: Ray Data actors started from inside a Tune trial get
 their own resources (the trial's placement group does not capture them, which would wait
-forever on a trial that holds its one CPU), the metrics land in the results table, and a
-second run of the same model and corpus reuses every cached shard."""
+forever on a trial that holds its one CPU) and are charged to the trial, the metrics land in
+the results table, and a second run of the same model and corpus reuses every cached shard."""
 
 from __future__ import annotations
 
@@ -38,6 +38,11 @@ def test_ray_data_encoding_inside_a_trial_and_the_cache_across_studies(tmp_path)
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     table = pd.read_parquet(tmp_path / "runs" / "evaluation" / "results.parquet")
     assert table["status"].tolist() == ["done"] and table["final.final/ndcg@10"].between(0, 1).all()
+    # the trial is charged its own CPU and its two actors' half CPUs for its whole run
+    record = json.loads((tmp_path / "runs" / "evaluation" / "_orchestrator" / "stages" / "evaluate.json").read_text())
+    (trial,) = record["trials"].values()
+    assert trial["charged"] == {"cpu": 2.0, "gpu": 0.0}
+    assert table["cpu_hours"].iloc[0] * 3600 == pytest.approx(trial["wall_s"] * 2.0)
     metas = [json.loads(p.read_text()) for p in sorted((tmp_path / "runs").glob("*/evaluate/*/metadata.json"))]
     encoded = sorted(next(iter(m["datasets"].values()))["shards_encoded"] for m in metas)
     assert encoded == [0, 3]  # the first study encoded the three shards, the second reused them

@@ -82,7 +82,7 @@ def test_the_gate_closes_when_the_running_trials_would_cross_the_cap(monkeypatch
         running_need=lambda: Spend(gpu_hours=1.5),  # $6 more: $10
         guard=None,
     )
-    store = SimpleNamespace(write_text=lambda *a, **k: None, uri="mem://study")
+    store = SimpleNamespace(write_text=lambda *a, **k: None, exists=lambda *a: False, uri="mem://study")
     guard = BudgetGuard(Cap(10.0, None, PRICED), store, {}, Console(file=None, quiet=True))
     monkeypatch.setitem(_LIVE_RECORDERS, "gated", recorder)  # as run_stage registers it
     guard.begin(recorder)

@@ -60,3 +60,17 @@ class Config(BaseModel):
     seed: int = Field(0, description="Seeds the isotropy sample.")
 
     _distinct_beir = field_validator("beir")(distinct_beir)
+
+
+def started_resources(config: dict) -> dict[str, float]:
+    """CPUs and GPUs of the Ray Data actors a trial with this (resolved) config starts besides
+    itself: `encode_workers` x (`worker_cpus`, `worker_gpus`). The orchestrator charges them with
+    the trial's own resources for the trial's whole run (a budget must assume them held)."""
+    fields = Config.model_fields
+
+    def number(key: str) -> float:
+        value = config.get(key, fields[key].default)
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
+
+    workers = number("encode_workers")
+    return {"cpu": workers * number("worker_cpus"), "gpu": workers * number("worker_gpus")}
