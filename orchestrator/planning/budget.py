@@ -113,11 +113,14 @@ def spent_so_far(store: Store, records: dict[str, dict | None]) -> Spend:
     """What the study has spent in every run before this one: its stage records, or what the last
     run's budget file says if that is more (a driver killed between two saves of a record had
     already written the spend of those seconds to the budget file, which it saves more often)."""
-    recorded = study_spend(records.values())
-    saved = (read_budget(store) or {}).get("spent") or {}
+    return _larger(study_spend(records.values()), (read_budget(store) or {}).get("spent") or {})
+
+
+def _larger(recorded: Spend, filed: dict) -> Spend:
+    """Per kind of hours, the larger of the records' spend and a budget file's `spent`."""
     return Spend(
-        max(recorded.gpu_hours, float(saved.get("gpu_hours") or 0.0)),
-        max(recorded.cpu_hours, float(saved.get("cpu_hours") or 0.0)),
+        max(recorded.gpu_hours, float(filed.get("gpu_hours") or 0.0)),
+        max(recorded.cpu_hours, float(filed.get("cpu_hours") or 0.0)),
     )
 
 
@@ -282,9 +285,11 @@ def check_start(
 
 def budget_text(saved: dict | None, records: Iterable[dict | None]) -> str | None:
     """`Budget: spent $12.30 of $250.00, 3 of 200 GPU-hours (stopped: ...)` for a study with a
-    cap (its budget file, `read_budget`; spend from its stage records), or None."""
+    cap (its budget file, `read_budget`; spend from its stage records, or the budget file's if
+    more: see `spent_so_far`), or None."""
     if not saved:
         return None
     cap = Cap.from_dict(saved["cap"])
-    text = f"Budget: spent {cap.spent_text(study_spend(records))} ({cap.prices.describe()})"
+    spend = _larger(study_spend(records), saved.get("spent") or {})
+    text = f"Budget: spent {cap.spent_text(spend)} ({cap.prices.describe()})"
     return text + (f"; stopped by it: {saved['stopped']}" if saved.get("stopped") else "")
