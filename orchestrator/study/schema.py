@@ -7,7 +7,6 @@ the study file's folder, or raises `UserError` listing *every* problem as
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -15,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from orchestrator.errors import Problem, UserError, join_path
-from orchestrator.study import trackers
+from orchestrator.study import notify_targets, trackers
 from orchestrator.study.yaml_doc import YamlDoc, load_yaml
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -207,30 +206,44 @@ class Stage(_Strict):
 
 MAX_TRIALS = 20_000
 NOTIFY_EVENTS = ("study_end", "stage_end", "gate", "trial_error", "budget")
-ENV_URL = re.compile(r"^\$\{env:([A-Za-z_][A-Za-z0-9_]*)\}$")
+ENV_URL = notify_targets.ENV_URL
 
 
 class Notify(_Strict):
+    """Where the study's events go (orchestrator/study/notify_targets.py): Apprise URLs, or plain
+    webhooks that receive a JSON POST. Whether each URL can be sent to (and each `${env:NAME}` is
+    set) is checked by `validate` and `run` (`notify_targets.problems`), not here: `resume` reads
+    the stored study file in a shell that may lack the secret, and runs with that URL off."""
+
+    urls: list[str] = Field(
+        default_factory=list,
+        description="Apprise URLs (slack://..., discord://..., mailtos://..., ntfys://topic, json://host/path), "
+        "or ${env:NAME} to read one from the environment (never stored or printed).",
+    )
     webhooks: list[str] = Field(
-        min_length=1,
-        description="Webhook URLs (https://...), or ${env:NAME} to read one from the environment (never stored).",
+        default_factory=list,
+        description="Plain webhook URLs (https://...) that receive a JSON POST in `format`, or ${env:NAME}.",
     )
     events: list[Literal[NOTIFY_EVENTS]] = Field(
         default_factory=lambda: ["study_end", "gate", "trial_error", "budget"], min_length=1
     )
-    format: Literal["slack", "json"] = Field("slack", description='slack: {"text": ...}; json: event fields too.')
+    format: Literal["slack", "json"] = Field(
+        "slack", description='The body of `webhooks`: slack: {"text": ...}; json: event fields too.'
+    )
 
-    @field_validator("webhooks")
+    @field_validator("urls", "webhooks")
     @classmethod
-    def _urls(cls, v: list[str]) -> list[str]:
+    def _written(cls, v: list[str]) -> list[str]:
         for url in v:
-            match = ENV_URL.match(url.strip())
-            if match:
-                if not os.environ.get(match.group(1)):
-                    raise ValueError(f"environment variable {match.group(1)} is not set (for {url})")
-            elif not url.startswith(("https://", "http://")):
-                raise ValueError(f"expected an http(s) URL or ${{env:NAME}}, got {url[:40]!r}")
+            if not ENV_URL.match(url.strip()) and "://" not in url:
+                raise ValueError(f"expected a URL (scheme://...) or ${{env:NAME}}, got {url[:40]!r}")
         return v
+
+    @model_validator(mode="after")
+    def _somewhere(self) -> Notify:
+        if not self.urls and not self.webhooks:
+            raise ValueError("give urls (Apprise URLs) or webhooks (http(s) URLs), or both")
+        return self
 
 
 class Limits(_Strict):
@@ -378,6 +391,7 @@ def load_study(path: str | Path) -> tuple[Study, YamlDoc]:
     except ValidationError as exc:
         raise UserError(pydantic_problems(exc, doc, Study)) from None
     problems = _check_graph(study, doc) + trackers.check(study.callbacks, doc)
+    problems += notify_targets.problems(study.notify, doc)  # not at `resume`: see Notify
     if problems:
         raise UserError(problems)
     return study, doc

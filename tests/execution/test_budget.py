@@ -145,10 +145,11 @@ def test_a_study_over_its_budget_is_refused_before_ray_starts(tmp_path, cli):
 def test_cap_reached_mid_run_stops_trials_that_resume_completes_with_every_epoch_once(tmp_path):
     hook = Hook()
     try:
-        notify = f"notify: {{webhooks: ['{hook.url}'], events: [budget], format: json}}"
+        notify = "notify: {webhooks: ['${env:BUDGET_HOOK}'], events: [budget], format: json}"
         # 150 epochs take 4-10 s a trial here; two run at once: $4 is reached inside the first two
         (tmp_path / "study.yaml").write_text(_study(tmp_path, usd=4, extra=notify))
-        run = run_cli("run", "study.yaml", "--num-cpus", "2", "--over-budget", cwd=tmp_path)
+        env = {"BUDGET_HOOK": hook.url}
+        run = run_cli("run", "study.yaml", "--num-cpus", "2", "--over-budget", cwd=tmp_path, env=env)
     finally:
         hook.close()
     out = run.stdout + run.stderr
@@ -165,11 +166,13 @@ def test_cap_reached_mid_run_stops_trials_that_resume_completes_with_every_epoch
 
     status = run_cli("status", root, cwd=tmp_path)
     assert "interrupted (budget)" in status.stdout and "budget: spent $" in status.stdout, status.stdout
+    # `resume` from a shell without the webhook's secret: notifications off, the study continues
     again = run_cli("resume", root, cwd=tmp_path)  # the stored cap: still spent
     assert again.returncode == 2 and "has spent its budget" in again.stderr, again.stdout + again.stderr
 
     resumed = run_cli("resume", root, "--num-cpus", "2", "--budget", "100", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "notifications to ${env:BUDGET_HOOK} are off: environment variable BUDGET_HOOK is not set" in resumed.stdout
     final = pd.read_parquet(root / "results.parquet")
     assert set(final["status"]) == {"done"} and len(final) == 3
     for tid in stopped["trial_id"]:  # continued from their checkpoints, each epoch once
