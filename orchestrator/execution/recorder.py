@@ -25,6 +25,7 @@ from orchestrator.planning.budget import Spend, trial_spend
 from orchestrator.planning.expand import StagePlan
 from orchestrator.planning.resources import trial_charge
 from orchestrator.storage.records import save_stage_record
+from orchestrator.storage.relocation import relocated
 from orchestrator.storage.store import Store
 from trainables.runtime import selection
 from trainables.runtime.selection import finite
@@ -117,8 +118,13 @@ class StageRecorder(Callback):
         self.guard = None  # the study's BudgetGuard (orchestrator.execution.budget_guard), if it has a cap
 
     # -- recording -------------------------------------------------------------------------
+    def _here(self, trial, value):
+        """`value` of a trial's config with its paths where the study is now: a trial Tune restored
+        keeps the config it was stored with, which in a moved study folder names the old place."""
+        return relocated(value, trial.config["trial"].get("storage") or self.store.uri, self.store.uri)
+
     def _update(self, trial, status: str | None = None) -> dict:
-        spec = trial.config["trial"]
+        spec = self._here(trial, trial.config["trial"])
         tid = _trial_id(trial)
         last = trial.last_result or {}
         metrics = final_metrics(last)
@@ -140,7 +146,7 @@ class StageRecorder(Callback):
         # each result before it registers that result's checkpoint, so the lag is expected
         ended = status in ("done", "diverged", "error", "interrupted")
         chosen = best_checkpoint(trial, last, search_storage=ended) if best is not None else latest
-        cfg = trial_config(trial.config)
+        cfg = self._here(trial, trial_config(trial.config))
         # what the trial is charged per hour: what it holds and what it starts (Ray Data actors)
         charge = trial_charge(self.resources, self.plan.stage.trainable, cfg)
         cfg.pop("seed", None)
@@ -154,7 +160,7 @@ class StageRecorder(Callback):
                 "variant": spec["variant"],
                 "seed": spec["seed"],
                 "config": cfg,
-                "sampled": trial.config.get("search") or {},
+                "sampled": self._here(trial, trial.config.get("search") or {}),
                 "upstream": spec.get("upstream") or {},
                 "status": status,
                 "iterations": last.get("training_iteration"),

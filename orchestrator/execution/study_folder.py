@@ -74,7 +74,8 @@ def stored_meta(plan: Plan, store: Store) -> dict | None:
 
 
 def prepare_storage(plan: Plan, store: Store, study_text: str) -> dict:
-    """Record the study in its storage, or check that the stored one is the same study."""
+    """Record the study in its storage, or check that the stored one is the same study; either
+    way, where it is now (`location`: a later run finds out that it was moved)."""
     meta = stored_meta(plan, store)
     if meta is not None:
         meta.setdefault("runs", []).append(time.strftime("%Y-%m-%dT%H:%M:%S%z"))
@@ -89,5 +90,6 @@ def prepare_storage(plan: Plan, store: Store, study_text: str) -> dict:
             "stages": {name: [t.id for t in sp.trials] for name, sp in plan.stages.items()},
         }
         store.write_text(study_text, STUDY_FILE)
+    meta["location"] = store.uri
     store.write_text(json.dumps(meta, indent=1, default=str), STUDY_META)
     return meta

@@ -31,6 +31,7 @@ from orchestrator.planning.references import resolve_stage, successful
 from orchestrator.planning.resources import ClusterShape, trial_charge
 from orchestrator.planning.view import plan_rows
 from orchestrator.storage.records import load_stage_record, save_stage_record
+from orchestrator.storage.relocation import recorded_location, relocated
 from orchestrator.storage.store import Store
 from orchestrator.study.references import RefError
 
@@ -96,11 +97,22 @@ def run_study(plan: Plan, study_text: str, options: RunOptions, console: Console
     )
     _refuse_actors_without_gpus(plan, options)
     try:
-        stored_meta(plan, store)  # the same study, or a one-line error; nothing written yet
+        meta = stored_meta(plan, store)  # the same study, or a one-line error; nothing written yet
         records = {name: load_stage_record(store, name) for name in plan.order}
+        moved_from = recorded_location(meta, records)
+        if moved_from is not None and moved_from.rstrip("/") != store.uri.rstrip("/"):
+            records = relocated(records, moved_from, store.uri)
+            console.print(
+                f"[yellow]note[/]: this study was run in {escape(moved_from)}; it continues here, in "
+                f"{escape(store.uri)}, reading and writing only here"
+            )
         if cap is not None:
             console.print(_check_budget(plan, cap, (store, records), options), markup=False, highlight=False)
         prepare_storage(plan, store, study_text)
+        if moved_from is not None and moved_from.rstrip("/") != store.uri.rstrip("/"):
+            for name, record in records.items():
+                if record is not None:
+                    save_stage_record(store, name, record)
     except (OSError, ArrowException) as exc:
         raise UserError(Problem(store.uri, f"cannot use this storage: {' '.join(str(exc).split())[:300]}")) from None
     todo = [name for name in plan.order if not _stage_done(records[name], options.retry_errored)]

@@ -9,11 +9,13 @@ and lets trainables stay plain functions.
 from __future__ import annotations
 
 import os
+import posixpath
 
 import pyarrow.fs as pafs
 
 import trainables
 from orchestrator.planning.trials import deep_merge
+from orchestrator.storage.relocation import relocated
 from trainables.runtime.session import TuneSession, checkpoints_newest_first
 
 
@@ -29,6 +31,20 @@ def _placement() -> dict:
     return placement()
 
 
+def _study_folder_now() -> str | None:
+    """The study folder this trial is stored in now (its Tune storage, two levels above the trial
+    folder `<study>/<stage>/<trial id>`), as a URI like the orchestrator's: a local path, or the
+    scheme of the storage's filesystem."""
+    from ray import tune
+
+    storage = tune.get_context().get_storage()
+    if storage is None:
+        return None
+    root = posixpath.dirname(posixpath.dirname(storage.trial_fs_path.rstrip("/")))
+    kind = storage.storage_filesystem.type_name
+    return root if kind == "local" else f"{kind}://{root}"
+
+
 def run_trial(config: dict) -> None:
     import time
 
@@ -36,6 +52,11 @@ def run_trial(config: dict) -> None:
     from ray import tune
 
     function_started_at = time.time()
+    here = _study_folder_now()
+    if here is not None and config["trial"].get("storage") not in (None, here):
+        # the study folder was moved since Tune stored this trial's config: its paths (upstream
+        # checkpoints, the storage itself) are read from where the study is now
+        config = relocated(config, config["trial"]["storage"], here)
     trial = config["trial"]
     parallel = trial.get("workers", 1) > 1
     # The first trial of a worker pays the imports (torch). A data-parallel trial's own process
