@@ -16,8 +16,10 @@ Everything else under a trial's folder named `checkpoint_NNNNNN/` (Tune's) or
 `checkpoint_epoch_N.pt` (multitask_span's periodic weights; the best epoch's is kept with the
 best checkpoint, the last epoch's with the newest) is deleted. A record field that named a
 deleted checkpoint (`checkpoint`, `latest_checkpoint`) is cleared and the tables are written
-again, so every path the results show stays valid. A study whose live status was updated in the
-last two minutes is taken to be running and refused.
+again, so every path the results show stays valid; the deleted ones are listed in
+`_orchestrator/gc.json`, and a later run (a restore, `--retry-errored`) never writes them into a
+record again. A running study (its driver holds the study's lease: `storage/lease.py`) is
+refused.
 
 Checkpoints are matched by their place in the study folder (`<stage>/<trial>/<checkpoint>`), not
 by the absolute path recorded, so a study copied with `sync` is collected in its new place.
@@ -37,7 +39,16 @@ from rich.console import Console
 from orchestrator.analysis.run_summary import write_all
 from orchestrator.errors import Problem, UserError
 from orchestrator.planning.references import ranked, successful
-from orchestrator.storage.records import STATE_DIR, load_records, open_study, save_stage_record, stage_needs
+from orchestrator.storage.lease import holder
+from orchestrator.storage.records import (
+    STATE_DIR,
+    add_deleted_checkpoints,
+    load_records,
+    open_study,
+    save_stage_record,
+    stage_needs,
+    study_relative,
+)
 from orchestrator.storage.store import Store
 from trainables.runtime.retries import with_retries
 
@@ -61,13 +72,6 @@ class Collection:
         return sum(size for _, size in self.remove)
 
 
-def _rel(uri: str | None) -> str | None:
-    """A checkpoint's place in its study: `<stage>/<trial>/<checkpoint>`."""
-    if not uri:
-        return None
-    return "/".join(uri.rstrip("/").split("/")[-3:])
-
-
 def _epoch_rel(rel: str | None, epoch) -> str | None:
     """The periodic-weights file of a trial's epoch, beside its checkpoints."""
     if rel is None or not isinstance(epoch, (int, float)):
@@ -86,9 +90,9 @@ def kept_paths(records: dict[str, dict], needs: dict[str, list[str]], keep: str)
         chosen = (ranked(record, successful(record)) or [None])[0]  # what `${stage.best}` resolves to
         for t in trials.values():
             for up in (t.get("upstream") or {}).values():  # lineage: what later stages used
-                kept.add(_rel(up.get("checkpoint")))
+                kept.add(study_relative(up.get("checkpoint")))
             kept |= _named_in(t.get("config"))  # and any checkpoint a config names
-            best, latest = _rel(t.get("checkpoint")), _rel(t.get("latest_checkpoint"))
+            best, latest = study_relative(t.get("checkpoint")), study_relative(t.get("latest_checkpoint"))
             if t["status"] not in FINISHED:
                 kept.add(f"{name}/{t['trial_id']}/*")  # every checkpoint of an unfinished trial
                 continue
@@ -107,7 +111,7 @@ def _named_in(config) -> set[str]:
     if isinstance(config, list):
         return set().union(*(_named_in(v) for v in config)) if config else set()
     match = NAMED.match(config) if isinstance(config, str) else None
-    return {_rel(match.group(1))} if match else set()
+    return {study_relative(match.group(1))} if match else set()
 
 
 def _last_epoch(trial: dict):
@@ -164,6 +168,7 @@ def garbage_collect(run_dir: str, keep: str, dry_run: bool, console: Console) ->
             path = store.path(rel)
             delete = store.fs.delete_file if EPOCH_FILE.match(posixpath.basename(rel)) else store.fs.delete_dir
             with_retries(f"deleting {store.child_uri(rel)}", lambda p=path, d=delete: d(p))
+        add_deleted_checkpoints(store, {rel for rel, _ in found.remove})  # no later record names them again
         _forget(store, records, {rel for rel, _ in found.remove})
     kept = sum(size for _, size in found.kept)
     console.print(
@@ -180,7 +185,7 @@ def _forget(store: Store, records: dict[str, dict], removed: set[str]) -> None:
         touched = False
         for t in record.get("trials", {}).values():
             for key in ("checkpoint", "latest_checkpoint"):
-                if _rel(t.get(key)) in removed:
+                if study_relative(t.get(key)) in removed:
                     t[key], t.setdefault("gc", {})[key] = None, "deleted by gc"
                     touched = True
         if touched:
@@ -191,8 +196,13 @@ def _forget(store: Store, records: dict[str, dict], removed: set[str]) -> None:
 
 
 def _refuse_running(store: Store) -> None:
-    """A study whose live status is fresh is running: its trials are writing checkpoints."""
-    if not store.exists(STATE_DIR, "status.json"):
+    """A study whose driver holds its lease is running: its trials are writing checkpoints
+    (`orchestrator/storage/lease.py`). A study run before leases existed has none: its live
+    status is taken to say it runs when it is fresh."""
+    running = holder(store)
+    if running:
+        raise UserError(Problem(store.uri, f"the study is running ({running}); collect after it ends"))
+    if store.exists(STATE_DIR, "lease.json") or not store.exists(STATE_DIR, "status.json"):
         return
     status = json.loads(store.read_text(STATE_DIR, "status.json"))
     running = [n for n, s in status.get("stages", {}).items() if s.get("state") == "running"]

@@ -24,7 +24,7 @@ from orchestrator.execution.trial import trial_config
 from orchestrator.planning.budget import Spend, trial_spend
 from orchestrator.planning.expand import StagePlan
 from orchestrator.planning.resources import trial_charge
-from orchestrator.storage.records import save_stage_record
+from orchestrator.storage.records import deleted_checkpoints, save_stage_record, study_relative
 from orchestrator.storage.relocation import relocated
 from orchestrator.storage.store import Store
 from trainables.runtime import selection
@@ -115,6 +115,7 @@ class StageRecorder(Callback):
         self._attempts: dict[str, tuple[float, float]] = {}
         self._restored_seen = False  # trials a restored experiment knows were taken in (first step)
         self._saved_at = time.monotonic()
+        self.deleted = deleted_checkpoints(store)  # by `gc`: never named by a record again
         self.guard = None  # the study's BudgetGuard (orchestrator.execution.budget_guard), if it has a cap
 
     # -- recording -------------------------------------------------------------------------
@@ -179,6 +180,10 @@ class StageRecorder(Callback):
                 "failures": trial.num_failures,
             }
         )
+        for key in ("checkpoint", "latest_checkpoint"):
+            if entry[key] is not None and study_relative(entry[key]) in self.deleted:
+                entry[key] = None  # Tune's experiment state still names it
+                entry.setdefault("gc", {})[key] = "deleted by gc"
         if status != "interrupted":
             entry.pop("stopped_by", None)  # a trial the budget stopped, now running again
         if status == "error":

@@ -19,6 +19,7 @@ import trainables
 from orchestrator.errors import Problem, UserError
 from orchestrator.execution import gates
 from orchestrator.execution.budget_guard import BudgetGuard
+from orchestrator.execution.lease import DriverLease, refuse_if_held
 from orchestrator.execution.live_status import StudyStatus
 from orchestrator.execution.notify import Notifier
 from orchestrator.execution.ray_start import RunOptions, init_ray, preload_pays
@@ -96,11 +97,27 @@ def run_study(plan: Plan, study_text: str, options: RunOptions, console: Console
         uses_gpus=budget.uses_gpus(plan),
     )
     _refuse_actors_without_gpus(plan, options)
+    records = _open_folder(plan, store, study_text, (cap, options), console)
+    lease = DriverLease(store, console)
+    lease.acquire()
+    try:
+        return _run_folder(plan, store, options, console, (records, cap))
+    finally:
+        lease.release()
+
+
+def _open_folder(plan: Plan, store: Store, study_text: str, run: tuple, console: Console) -> dict[str, dict | None]:
+    """The study's folder made ready for this run, after every check (the same study, nobody else
+    running it, the budget) passed with nothing written; its stage records, in today's place
+    (a folder that was moved: see `orchestrator/storage/relocation.py`)."""
+    cap, options = run
     try:
         meta = stored_meta(plan, store)  # the same study, or a one-line error; nothing written yet
+        refuse_if_held(store)
         records = {name: load_stage_record(store, name) for name in plan.order}
         moved_from = recorded_location(meta, records)
-        if moved_from is not None and moved_from.rstrip("/") != store.uri.rstrip("/"):
+        moved = moved_from is not None and moved_from.rstrip("/") != store.uri.rstrip("/")
+        if moved:
             records = relocated(records, moved_from, store.uri)
             console.print(
                 f"[yellow]note[/]: this study was run in {escape(moved_from)}; it continues here, in "
@@ -109,12 +126,17 @@ def run_study(plan: Plan, study_text: str, options: RunOptions, console: Console
         if cap is not None:
             console.print(_check_budget(plan, cap, (store, records), options), markup=False, highlight=False)
         prepare_storage(plan, store, study_text)
-        if moved_from is not None and moved_from.rstrip("/") != store.uri.rstrip("/"):
-            for name, record in records.items():
-                if record is not None:
-                    save_stage_record(store, name, record)
+        for name, record in records.items() if moved else ():
+            if record is not None:
+                save_stage_record(store, name, record)
     except (OSError, ArrowException) as exc:
         raise UserError(Problem(store.uri, f"cannot use this storage: {' '.join(str(exc).split())[:300]}")) from None
+    return records
+
+
+def _run_folder(plan: Plan, store: Store, options: RunOptions, console: Console, state: tuple) -> StudyOutcome:
+    """The stages of a study whose folder is ready, with its notifier and spend guard."""
+    records, cap = state
     todo = [name for name in plan.order if not _stage_done(records[name], options.retry_errored)]
     notifier = Notifier(plan.study.notify, plan.study.name, store.uri, console)
     guard = BudgetGuard(cap, store, records, console, notifier) if cap is not None else None

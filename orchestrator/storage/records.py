@@ -76,3 +76,27 @@ def stage_needs(store: Store) -> dict[str, list[str]]:
         return {}
     study = yaml.safe_load(store.read_text(STUDY_FILE)) or {}
     return {name: list((stage or {}).get("needs") or []) for name, stage in (study.get("stages") or {}).items()}
+
+
+GC_FILE = "gc.json"
+
+
+def study_relative(uri: str | None) -> str | None:
+    """A checkpoint's place in its study, `<stage>/<trial id>/<checkpoint>`, whatever the study
+    folder is called or where it lies (a `sync`ed or moved copy has the same places)."""
+    if not uri:
+        return None
+    return "/".join(uri.rstrip("/").split("/")[-3:])
+
+
+def deleted_checkpoints(store: Store) -> set[str]:
+    """The checkpoints `gc` deleted from this study (study-relative), which no record may name
+    again: Tune's experiment state still knows them, and a restored experiment reports them."""
+    if not store.exists(STATE_DIR, GC_FILE):
+        return set()
+    return set(json.loads(store.read_text(STATE_DIR, GC_FILE)).get("deleted", []))
+
+
+def add_deleted_checkpoints(store: Store, deleted: set[str]) -> None:
+    known = deleted_checkpoints(store) | deleted
+    store.write_text(json.dumps({"deleted": sorted(known)}, indent=1), STATE_DIR, GC_FILE)

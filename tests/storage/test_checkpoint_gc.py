@@ -160,10 +160,41 @@ def test_a_running_study_and_a_bad_choice_are_refused(tmp_path):
     root = _study(tmp_path / "s")
     with pytest.raises(UserError, match="unknown choice 'all'"):
         garbage_collect(str(root), "all", dry_run=True, console=QUIET)
+    # a study run before leases existed: its fresh live status says it runs
     status = {"updated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "stages": {"pre": {"state": "running"}}}
     (root / "_orchestrator" / "status.json").write_text(json.dumps(status))
     with pytest.raises(UserError, match="the study is running"):
         garbage_collect(str(root), "best", dry_run=True, console=QUIET)
+
+
+def test_the_driver_lease_says_whether_a_study_runs(tmp_path):
+    """Held: renewed within 2 minutes by a process that is alive (same host) or by another host.
+    Not held: expired, or its process on this host is gone (a driver killed with SIGKILL)."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    root = _study(tmp_path / "s")
+    lease = root / "_orchestrator" / "lease.json"
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    try:
+        for host, pid, age, held in [
+            (socket.gethostname(), alive.pid, 5, True),
+            (socket.gethostname(), dead.pid, 5, False),
+            ("another-node", 1, 100, True),
+            ("another-node", 1, 200, False),
+        ]:
+            lease.write_text(json.dumps({"host": host, "pid": pid, "renewed_at": time.time() - age}))
+            if held:
+                with pytest.raises(UserError, match=rf"the study is running \(pid {pid} on host {host}"):
+                    garbage_collect(str(root), "best", dry_run=True, console=QUIET)
+            else:
+                garbage_collect(str(root), "best", dry_run=True, console=QUIET)
+    finally:
+        alive.kill()
 
 
 CHAIN = (
@@ -175,7 +206,8 @@ stages:
 """
     + TINY_STAGE.replace("epochs: 2", "epochs: 4")
     + """\
-    variants: {a: {mask_strategy: patch}, b: {mask_strategy: random}, c: {mask_strategy: block}}
+    variants: {a: {mask_strategy: patch}, b: {mask_strategy: random}, c: {mask_strategy: block},
+               broken: {device: cuda}}
     select: {metric: val/loss, mode: min}
   fine:
     needs: [pre]
@@ -191,7 +223,7 @@ def chain(tmp_path_factory):
     folder = tmp_path_factory.mktemp("gc")
     (folder / "study.yaml").write_text(CHAIN)
     proc = run_cli("run", "study.yaml", "--storage", folder / "runs", cwd=folder)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.returncode == 1 and "1 trial(s) failed" in proc.stdout, proc.stdout + proc.stderr  # `broken`
     return folder / "runs" / "gcchain"
 
 
@@ -205,6 +237,10 @@ def _valid_after_gc(root: Store) -> None:
     table = pd.read_parquet(__import__("io").BytesIO(root.read_bytes("results.parquet")))
     for path in [*table["checkpoint"].dropna(), *table["upstream.pre.checkpoint"].dropna()]:
         assert root.exists(*Path(path).parts[-3:]), path
+    for record in load_records(root).values():
+        for trial in record["trials"].values():
+            for key in ("checkpoint", "latest_checkpoint"):
+                assert trial.get(key) is None or root.exists(*Path(trial[key]).parts[-3:]), (key, trial[key])
     doc = parse_yaml(root.read_text("study.yaml"), "study.yaml")
     plan = build_plan(Study.model_validate(doc.data), doc, Path.cwd(), check_inputs=False)
     fine = resolve_stage(plan.stages["fine"], load_records(root), Path.cwd())
@@ -216,12 +252,19 @@ def _valid_after_gc(root: Store) -> None:
 def test_gc_on_a_finished_chain_study_local(chain, tmp_path):
     root = tmp_path / "gcchain"
     shutil.copytree(chain, root)
+    (tmp_path / "study.yaml").write_text(CHAIN)
     count = len(list(root.glob("pre/*/checkpoint_*")))
     dry = run_cli("gc", root, "--dry-run", cwd=tmp_path)
     assert dry.returncode == 0 and "would free" in dry.stdout and len(list(root.glob("pre/*/checkpoint_*"))) == count
     done = run_cli("gc", root, "--keep", "selected", cwd=tmp_path)
     assert done.returncode == 0 and "freed" in done.stdout, done.stdout + done.stderr
     assert len(list(root.glob("pre/*/checkpoint_*"))) == 1  # the best trial's best epoch: fine's encoder
+    _valid_after_gc(Store(str(root)))
+    # a later run restores the stage's experiment (to retry its failed trial): Tune's state still
+    # names the deleted checkpoints, and no record may name them again
+    again = run_cli("run", tmp_path / "study.yaml", "--storage", tmp_path, "--retry-errored", cwd=tmp_path)
+    assert again.returncode == 1 and "1 trial(s) failed" in again.stdout, again.stdout + again.stderr
+    assert len(list(root.glob("pre/*/checkpoint_*"))) == 1
     _valid_after_gc(Store(str(root)))
 
 
@@ -249,3 +292,44 @@ def test_tune_keeps_the_best_by_select_or_the_newest():
     newest = checkpoint_config(2, selects=True, keep_best=CheckpointPolicy(keep_best=False).keep_best)
     assert newest.num_to_keep == 2 and newest.checkpoint_score_attribute is None
     assert checkpoint_config(None, selects=False).checkpoint_score_attribute is None
+
+
+@pytest.mark.e2e
+def test_a_study_whose_trials_report_rarely_is_not_collected_while_it_runs(tmp_path):
+    """The live status says nothing for minutes when trials report rarely: here it is made old on
+    purpose, and the driver's lease alone keeps `gc` (and a second driver) away."""
+    import datetime
+    import os
+    import signal
+    import time
+
+    from tests.execution.test_faults import _popen
+
+    (tmp_path / "study.yaml").write_text(
+        "name: busy\nstorage: ./runs\ndefaults: {seeds: [1]}\nstages:\n  pre:\n"
+        + TINY_STAGE.replace("epochs: 2", "epochs: 5000").replace(
+            "patch_len: 8}", "patch_len: 8, early_stopping_patience: null}"
+        )
+    )
+    proc = _popen(["run", "study.yaml"], tmp_path)
+    root = tmp_path / "runs" / "busy"
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not list(root.glob("pre/*/metadata.json")):
+            time.sleep(0.2)
+        assert (root / "_orchestrator" / "lease.json").exists()
+        long_ago = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(hours=1)
+        status = json.loads((root / "_orchestrator" / "status.json").read_text())
+        status["updated_at"] = long_ago.strftime("%Y-%m-%dT%H:%M:%S%z")
+        (root / "_orchestrator" / "status.json").write_text(json.dumps(status))
+        refused = run_cli("gc", root, cwd=tmp_path)
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        (line,) = [x for x in refused.stderr.splitlines() if x.strip()]
+        assert f"the study is running (pid {proc.pid} on host" in line and "collect after it ends" in line
+        second = run_cli("run", "study.yaml", cwd=tmp_path)
+        assert second.returncode == 2 and "being run by another driver" in second.stderr, second.stderr
+    finally:
+        os.kill(proc.pid, signal.SIGINT)  # Ctrl-C: the driver ends, its lease with it
+        proc.communicate(timeout=120)
+    assert not (root / "_orchestrator" / "lease.json").exists()
+    assert run_cli("gc", root, "--dry-run", cwd=tmp_path).returncode == 0
