@@ -183,16 +183,21 @@ def paired(
     group_by: list[str] | None = None,
     within_seed: str = "separate",
 ) -> pd.DataFrame:
-    """Δ of every variant group against `baseline`, paired by seed (see the module doc)."""
+    """Δ of every variant group against `baseline`, paired by seed (see the module doc). A
+    baseline whose every trial failed pairs with nothing: one row per other variant says so (the
+    other tables are still written); a baseline that is no variant at all is an error."""
     ok = df[df["status"].isin(OK)] if "status" in df.columns else df
-    if baseline not in set(ok["variant"].dropna()):
+    if baseline not in set(df["variant"].dropna()):
         raise UserError(
             Problem(
                 "--baseline",
-                f"no successful trials of variant {baseline!r}; variants are: "
-                f"{', '.join(sorted(set(ok['variant'].dropna())))}",
+                f"no trials of variant {baseline!r}; variants are: {', '.join(sorted(set(df['variant'].dropna())))}",
             )
         )
+    if baseline not in set(ok["variant"].dropna()):
+        note = f"no successful trial of the baseline {baseline!r}: nothing to pair with"
+        others = sorted(set(ok["variant"].dropna()) - {baseline})
+        return pd.DataFrame([{"variant": v, "baseline": baseline, "n": 0, "seeds": "", "note": note} for v in others])
     metrics = metrics or default_metrics(ok)
     keys, shown = _groups(ok, group_by, within_seed)
     cell = [c for c in keys if c != "variant" and not (c.startswith("config.") or c.startswith("upstream."))]

@@ -45,6 +45,9 @@ def rows_of(record: dict) -> list[dict]:
             "gpu_hours": (t.get("gpu_s") or 0.0) / 3600,
             "cpu_hours": (t.get("cpu_s") or 0.0) / 3600,
             "checkpoint": t.get("checkpoint"),
+            # the epoch (fold, step) whose state the checkpoint holds: the best epoch's, unless
+            # it was not kept (`checkpoint.keep_best: false` rotated it out)
+            "checkpoint_epoch": t.get("checkpoint_epoch"),
             "path": t.get("path"),
             "error": t.get("error"),
         }

@@ -146,7 +146,11 @@ class StageRecorder(Callback):
         # Storage is searched only once the trial has ended: while it runs, Tune calls us with
         # each result before it registers that result's checkpoint, so the lag is expected
         ended = status in ("done", "diverged", "error", "interrupted")
-        chosen = best_checkpoint(trial, last, search_storage=ended) if best is not None else latest
+        manager = trial.run_metadata.checkpoint_manager
+        latest_epoch = result_epoch(manager.latest_checkpoint_result)
+        chosen, chosen_epoch = (
+            best_checkpoint(trial, last, search_storage=ended) if best is not None else (latest, latest_epoch)
+        )
         cfg = self._here(trial, trial_config(trial.config))
         # what the trial is charged per hour: what it holds and what it starts (Ray Data actors)
         charge = trial_charge(self.resources, self.plan.stage.trainable, cfg)
@@ -175,7 +179,9 @@ class StageRecorder(Callback):
                 "best": best,
                 "best_epoch": last.get(selection.BEST_EPOCH),
                 "checkpoint": trial_uri(self.store, chosen.path) if chosen else None,
+                "checkpoint_epoch": chosen_epoch if chosen else None,
                 "latest_checkpoint": trial_uri(self.store, latest.path) if latest else None,
+                "latest_checkpoint_epoch": latest_epoch if latest else None,
                 "path": trial_uri(self.store, trial.path),
                 "failures": trial.num_failures,
             }
@@ -416,8 +422,21 @@ def best_trial(trials, select: dict | None) -> dict | None:
     return (min if select["mode"] == "min" else max)(scored, key=lambda t: t["best"])
 
 
+def result_epoch(result) -> float | None:
+    """The epoch (or fold, step: the trainable's unit, else Tune's report count) of a Tune
+    checkpoint result, from the metrics reported with it."""
+    if result is None:
+        return None
+    metrics = result.metrics or {}
+    unit = next((metrics[u] for u in selection.UNITS if isinstance(metrics.get(u), (int, float))), None)
+    return unit if unit is not None else metrics.get("training_iteration")
+
+
 def best_checkpoint(trial, last: dict, search_storage: bool = True):
-    """The checkpoint of the trial's best epoch by the select metric, or None.
+    """(checkpoint, its epoch) of the trial's best epoch by the select metric, or (None, None).
+    The epoch is the checkpoint's own: when the best epoch's checkpoint was not kept
+    (`checkpoint.keep_best: false` rotates checkpoints by age), it is another epoch's, and the
+    record says which.
 
     Tune keeps checkpoints by `select/checkpoint_score` (stage_runner.checkpoint_config), so its best one is
     the last improvement it registered. That is the best epoch's unless the driver died between
@@ -431,17 +450,18 @@ def best_checkpoint(trial, last: dict, search_storage: bool = True):
     wanted = last.get(selection.IMPROVEMENTS)
     manager = trial.run_metadata.checkpoint_manager
     result = manager.best_checkpoint_result
+    as_is = (result.checkpoint, result_epoch(result)) if result is not None else (None, None)
     if result is not None and (wanted is None or result.metrics.get(selection.CHECKPOINT_SCORE) == wanted):
-        return result.checkpoint
+        return as_is
     storage = trial.storage
     if storage is None or wanted is None or not search_storage:
-        return result.checkpoint if result is not None else None
+        return as_is
     fs = storage.storage_filesystem
     for path in checkpoints_newest_first(fs, storage.trial_fs_path):
         saved = read_selection(fs, path)
         if saved and saved.get("is_best") and saved.get("improvements") == wanted:
-            return Checkpoint(path, filesystem=fs)
-    return result.checkpoint if result is not None else None
+            return Checkpoint(path, filesystem=fs), last.get(selection.BEST_EPOCH)
+    return as_is
 
 
 def _error_text(trial) -> str | None:

@@ -72,8 +72,41 @@ def test_single_seed_has_no_interval_and_unknown_columns_are_errors():
 
     with pytest.raises(UserError, match="unknown column"):
         seed_stats.aggregate(df, ["best.nope"], ["stage", "variant"])
-    with pytest.raises(UserError, match="no successful trials of variant 'zzz'"):
+    with pytest.raises(UserError, match="no trials of variant 'zzz'"):
         seed_stats.paired(df, "zzz", ["best.val/acc"])
+
+
+def test_a_baseline_whose_every_trial_failed_leaves_the_other_tables_written():
+    """`compare: {baseline: base_line}` where every baseline trial failed: the paired table says
+    so, row by row, and the study's tables are still built (a raise would lose them all)."""
+    from orchestrator.analysis import study_tables
+
+    df = _trials()
+    df.loc[df["variant"] == "base_line", "status"] = "error"
+    pairs = seed_stats.paired(df, "base_line", ["best.val/acc"])
+    assert pairs["variant"].tolist() == ["iso"] and pairs["n"].tolist() == [0]
+    assert "no successful trial of the baseline 'base_line'" in pairs["note"].iloc[0]
+    record = {
+        "stage": "pre",
+        "select": {"metric": "val/acc", "mode": "max"},
+        "compare": {"baseline": "base_line"},
+        "trials": {
+            f"t{i}": {
+                "stage": "pre",
+                "trial_id": f"t{i}",
+                "name": f"pre/{v}/s{seed}",
+                "variant": v,
+                "seed": seed,
+                "status": "error" if v == "base_line" else "done",
+                "best": 0.5 + 0.01 * i,
+                "metrics": {"val/acc": 0.5},
+            }
+            for i, (v, seed) in enumerate([(v, s) for v in ("base_line", "iso") for s in (1, 2, 3)])
+        },
+    }
+    tables = study_tables.build({"pre": record})
+    assert len(tables.trials) == 6 and not tables.aggregated["pre"].empty
+    assert tables.paired["pre"]["n"].tolist() == [0]
 
 
 def test_latex_is_balanced_escaped_and_bolds_the_best():

@@ -172,14 +172,38 @@ def test_driver_finds_the_best_epochs_checkpoint_that_a_restored_tune_does_not_k
         os.utime(tmp_path / name / "state.pt", (mtime, mtime))
         (tmp_path / name / sel.STATE_FILE).write_text(json.dumps({"improvements": improvements, "is_best": is_best}))
     known = types.SimpleNamespace(
-        metrics={sel.CHECKPOINT_SCORE: 2}, checkpoint=types.SimpleNamespace(path=str(tmp_path / "checkpoint_000001"))
+        metrics={sel.CHECKPOINT_SCORE: 2, "epoch": 4},
+        checkpoint=types.SimpleNamespace(path=str(tmp_path / "checkpoint_000001")),
     )
     trial = types.SimpleNamespace(
         run_metadata=types.SimpleNamespace(checkpoint_manager=types.SimpleNamespace(best_checkpoint_result=known)),
         storage=types.SimpleNamespace(storage_filesystem=pafs.LocalFileSystem(), trial_fs_path=str(tmp_path)),
     )
-    assert best_checkpoint(trial, {sel.IMPROVEMENTS: 3}).path.endswith("checkpoint_000002")
-    assert best_checkpoint(trial, {sel.IMPROVEMENTS: 2}).path.endswith("checkpoint_000001")  # Tune knew it
+    found, epoch = best_checkpoint(trial, {sel.IMPROVEMENTS: 3, sel.BEST_EPOCH: 6})
+    assert found.path.endswith("checkpoint_000002") and epoch == 6
+    known_one, epoch = best_checkpoint(trial, {sel.IMPROVEMENTS: 2, sel.BEST_EPOCH: 4})
+    assert known_one.path.endswith("checkpoint_000001") and epoch == 4  # Tune knew it
+
+
+def test_a_checkpoint_that_is_not_the_best_epochs_says_whose_it_is(tmp_path):
+    """`checkpoint.keep_best: false` keeps the newest checkpoints only: the best epoch's may be
+    gone, and the checkpoint recorded is then another epoch's, which the record must name."""
+    import pyarrow.fs as pafs
+
+    from orchestrator.execution.recorder import best_checkpoint
+
+    (tmp_path / "checkpoint_000009").mkdir()
+    (tmp_path / "checkpoint_000009" / sel.STATE_FILE).write_text(json.dumps({"improvements": 5, "is_best": False}))
+    newest = types.SimpleNamespace(
+        metrics={sel.CHECKPOINT_SCORE: 0, "epoch": 10, "training_iteration": 10},
+        checkpoint=types.SimpleNamespace(path=str(tmp_path / "checkpoint_000009")),
+    )
+    trial = types.SimpleNamespace(
+        run_metadata=types.SimpleNamespace(checkpoint_manager=types.SimpleNamespace(best_checkpoint_result=newest)),
+        storage=types.SimpleNamespace(storage_filesystem=pafs.LocalFileSystem(), trial_fs_path=str(tmp_path)),
+    )
+    checkpoint, epoch = best_checkpoint(trial, {sel.IMPROVEMENTS: 5, sel.BEST_EPOCH: 7})
+    assert checkpoint.path.endswith("checkpoint_000009") and epoch == 10  # not the best epoch (7)
 
 
 def test_a_resumed_local_session_still_keeps_the_best_checkpoint(tmp_path):
