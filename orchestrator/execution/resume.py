@@ -22,6 +22,8 @@ def resume_study(run_dir: str, options: RunOptions, console: Console) -> StudyOu
     """Run the study stored at `run_dir` again, in the same storage (`options.storage` ignored)."""
     store = open_study(run_dir)
     meta = read_meta(store)
+    if not store.exists(STUDY_FILE):
+        raise UserError(Problem(store.uri, f"no {STUDY_FILE} here: the study file is stored with every study run"))
     text = store.read_text(STUDY_FILE)
     doc = parse_yaml(text, store.child_uri(STUDY_FILE))
     try:

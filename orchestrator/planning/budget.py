@@ -23,7 +23,7 @@ from orchestrator.errors import Problem, UserError
 from orchestrator.planning.costs import NO_PRICES, Prices, price_of
 from orchestrator.planning.expand import Plan
 from orchestrator.planning.resources import trial_charge
-from orchestrator.storage.records import STATE_DIR
+from orchestrator.storage.records import STATE_DIR, read_json
 from orchestrator.storage.store import Store
 from orchestrator.study.schema import Budget
 
@@ -196,7 +196,7 @@ def read_budget(store: Store) -> dict | None:
     it: while a study runs its stage records are not yet written, the budget file is."""
     if not store.exists(STATE_DIR, BUDGET_FILE):
         return None
-    return json.loads(store.read_text(STATE_DIR, BUDGET_FILE))
+    return read_json(store, STATE_DIR, BUDGET_FILE)
 
 
 def load_cap(store: Store) -> Cap | None:

@@ -36,8 +36,23 @@ def open_study(run_dir: str) -> Store:
     return store
 
 
+def read_json(store: Store, *parts: str) -> dict:
+    """A JSON file of the study folder; a damaged one (cut short, edited by hand) is a one-line
+    error naming it, not a traceback."""
+    text = store.read_text(*parts)
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise UserError(
+            Problem(store.child_uri(*parts), f"not valid JSON ({exc}): this study folder's file is damaged")
+        ) from None
+    if not isinstance(data, dict):
+        raise UserError(Problem(store.child_uri(*parts), f"expected a JSON object, got {type(data).__name__}"))
+    return data
+
+
 def read_meta(store: Store) -> dict:
-    return json.loads(store.read_text(STUDY_META))
+    return read_json(store, STUDY_META)
 
 
 def save_stage_record(store: Store, stage: str, record: dict, retry: bool = True) -> None:
@@ -48,7 +63,7 @@ def save_stage_record(store: Store, stage: str, record: dict, retry: bool = True
 def load_stage_record(store: Store, stage: str) -> dict | None:
     if not store.exists(STATE_DIR, "stages", f"{stage}.json"):
         return None
-    return json.loads(store.read_text(STATE_DIR, "stages", f"{stage}.json"))
+    return read_json(store, STATE_DIR, "stages", f"{stage}.json")
 
 
 def load_records(store: Store) -> dict[str, dict]:
@@ -94,7 +109,7 @@ def deleted_checkpoints(store: Store) -> set[str]:
     again: Tune's experiment state still knows them, and a restored experiment reports them."""
     if not store.exists(STATE_DIR, GC_FILE):
         return set()
-    return set(json.loads(store.read_text(STATE_DIR, GC_FILE)).get("deleted", []))
+    return set(read_json(store, STATE_DIR, GC_FILE).get("deleted", []))
 
 
 def add_deleted_checkpoints(store: Store, deleted: set[str]) -> None:

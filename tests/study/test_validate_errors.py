@@ -308,9 +308,12 @@ def test_truncated_encoder_checkpoint_exits_2(tmp_path, write_study, cli):
     assert code == 2 and "stages.fine.config.encoder" in err and "not a readable checkpoint" in err
 
 
-def test_pickled_code_in_a_checkpoint_is_refused(tmp_path):
-    """weights_only loading: a checkpoint that would run code on load is rejected, not executed."""
+def test_pickled_code_in_a_checkpoint_is_refused(tmp_path, capfd):
+    """weights_only loading: a checkpoint that would run code on load is rejected, not executed,
+    whether it is a bare pickle or a torch.save archive."""
     import pickle
+
+    import torch
 
     from trainables.runtime import checkpoints
 
@@ -322,6 +325,10 @@ def test_pickled_code_in_a_checkpoint_is_refused(tmp_path):
     path.write_bytes(pickle.dumps({"model": Evil()}))
     with pytest.raises(ValueError, match="not a readable checkpoint"):
         checkpoints.load(path)
+    torch.save({"model": Evil()}, path)
+    with pytest.raises(ValueError, match="refused: it holds objects other than tensors"):
+        checkpoints.load(path)
+    assert "owned" not in capfd.readouterr().out
 
 
 def test_unusable_storage_is_one_line_exit_2(tmp_path, write_study, cli):

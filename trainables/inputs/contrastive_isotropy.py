@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from trainables.configs.contrastive_isotropy import OFFLINE_MINILM, Config, check_model
+from trainables.configs.contrastive_isotropy import OFFLINE_MINILM, Config
 from trainables.data.retrieval import load_beir
 from trainables.data.triples import head_triples, open_triples
+from trainables.inputs.model_folders import check_source
 
 CHECK_FIELDS = ("batch_size", "beir_split", "triple_columns")  # what `check` reads besides the inputs
 
@@ -41,14 +42,10 @@ def preflight(config: dict, workdir) -> dict:
     }
 
 
-def check(cfg: Config) -> None:
-    """Read every triples file and BEIR folder once (ValueError naming file, line and field)."""
-    try:
-        if cfg.base_model is not None:  # None: given by a reference, known at run time
-            check_model(cfg.base_model)
-    except ValueError as exc:
-        exc.field = "base_model"  # type: ignore[attr-defined]
-        raise
+def check(cfg: Config) -> str | None:
+    """The base model (`model_folders.check_source`), every triples file and BEIR folder, read
+    once (ValueError naming file, line and field); a note when the model cannot be checked here."""
+    note = check_source(cfg.base_model, "base_model")  # None: given by a reference, known at run time
     checks = [("train_data", lambda f: open_triples(f, cfg.triple_columns), cfg.train_data)]
     checks += [("val_data", lambda f: open_triples(f, cfg.triple_columns), cfg.val_data)] if cfg.val_data else []
     checks += [("beir", lambda f: load_beir(f, cfg.beir_split), f) for f in cfg.beir]
@@ -60,3 +57,4 @@ def check(cfg: Config) -> None:
         except ValueError as exc:
             exc.field = field  # type: ignore[attr-defined]
             raise
+    return note

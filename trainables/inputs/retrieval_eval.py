@@ -10,6 +10,7 @@ from trainables.configs.contrastive_isotropy import OFFLINE_MINILM
 from trainables.configs.retrieval_eval import Config
 from trainables.data import corpus_shards
 from trainables.data.retrieval import load_queries_and_qrels
+from trainables.inputs.model_folders import check_source
 
 CHECK_FIELDS = ("split", "shard_size")
 
@@ -33,8 +34,10 @@ def preflight(config: dict, workdir) -> dict:
     }
 
 
-def check(cfg: Config) -> None:
-    """Every BEIR folder's queries, qrels and corpus lines (ValueError naming the file and line)."""
+def check(cfg: Config) -> str | None:
+    """The model (`model_folders.check_source`), every BEIR folder's queries, qrels and corpus
+    lines (ValueError naming the file and line); a note when the model cannot be checked here."""
+    note = check_source(cfg.model, "model")
     for source in cfg.beir:
         try:
             folder, _, _ = load_queries_and_qrels(source, cfg.split)
@@ -42,3 +45,4 @@ def check(cfg: Config) -> None:
         except ValueError as exc:
             exc.field = "beir"  # type: ignore[attr-defined]
             raise
+    return note

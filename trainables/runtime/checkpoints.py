@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -42,9 +43,16 @@ def load(path: str | Path, map_location="cpu") -> dict:
     path = Path(path)
     if not path.exists():
         raise ValueError(f"{path}: checkpoint file not found")
+    if not zipfile.is_zipfile(path):  # what torch.save writes: anything else is cut short or another file
+        raise ValueError(f"{path}: not a readable checkpoint (not a torch.save archive: truncated, or another file)")
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as exc:
+    except pickle.UnpicklingError as exc:
+        raise ValueError(
+            f"{path}: refused: it holds objects other than tensors and plain containers, which could run code "
+            f"when loaded ({' '.join(str(exc).split())[:120]})"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
         raise ValueError(f"{path}: not a readable checkpoint ({' '.join(str(exc).split())[:160]})") from None
     if not isinstance(obj, dict):
         raise ValueError(f"{path}: expected a checkpoint dict, got {type(obj).__name__}")
