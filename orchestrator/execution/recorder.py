@@ -32,6 +32,7 @@ from trainables.runtime.selection import finite
 from trainables.runtime.session import checkpoints_newest_first, read_selection
 
 SAVE_INTERVAL_S = 30.0  # the record (and so the spend) is saved at least this often while trials run
+ENDED_GAP_S = 2.0  # and within this of a trial's end
 TUNE_STATUS = {"TERMINATED": "done", "ERROR": "error", "RUNNING": "running", "PENDING": "pending", "PAUSED": "paused"}
 # Tune's bookkeeping keys: not metrics of the trial.
 TUNE_KEYS = {
@@ -114,7 +115,7 @@ class StageRecorder(Callback):
         # trial id -> (when its running attempt started (monotonic), its wall time before it)
         self._attempts: dict[str, tuple[float, float]] = {}
         self._restored_seen = False  # trials a restored experiment knows were taken in (first step)
-        self._saved_at = time.monotonic()
+        self._saved_at, self._ended = -float("inf"), False
         self.deleted = deleted_checkpoints(store)  # by `gc`: never named by a record again
         self.guard = None  # the study's BudgetGuard (orchestrator.execution.budget_guard), if it has a cap
 
@@ -230,15 +231,20 @@ class StageRecorder(Callback):
         entry["gpu_s"], entry["cpu_s"] = entry["wall_s"] * charge["gpu"], entry["wall_s"] * charge["cpu"]
 
     # -- durability: the record is saved as the spend accrues ------------------------------
-    def save(self, force: bool = False) -> None:
-        """Save the stage's record with every running trial's wall time up to now: at every trial
-        end (`force`) and at least every `SAVE_INTERVAL_S` while trials run, so that a killed
+    def save(self, ended: bool = False) -> None:
+        """Save the stage's record with every running trial's wall time up to now: after every
+        trial end (`ended`; trial ends that come together are written together, at most every
+        `ENDED_GAP_S`, so that a stage of 20,000 trials does not rewrite its record 20,000 times
+        in a burst) and at least every `SAVE_INTERVAL_S` while trials run, so that a killed
         driver (OOM killer, preemption, a second Ctrl-C) loses at most that much of the spend and
-        `resume` starts from it. A storage outage is waited out at the stage's end, not here."""
+        `resume` starts from it. Called after every step of Tune's loop too, which writes a
+        pending end. A storage outage is waited out at the stage's end, not here."""
         now = time.monotonic()
-        if not force and now - self._saved_at < SAVE_INTERVAL_S:
+        self._ended = self._ended or ended
+        since = now - self._saved_at
+        if not (since >= SAVE_INTERVAL_S or (self._ended and since >= ENDED_GAP_S)):
             return
-        self._saved_at = now
+        self._saved_at, self._ended = now, False
         for tid, (started, before) in self._attempts.items():
             entry = self.record["trials"].get(tid)
             if entry is not None:
@@ -343,7 +349,7 @@ class StageRecorder(Callback):
             f"[dim]{escape(self._progress())}[/]"
         )
         self.status.write(force=True)
-        self.save(force=True)
+        self.save(ended=True)
         if self.guard is not None:
             self.guard.check(force=True)
 
@@ -355,7 +361,7 @@ class StageRecorder(Callback):
             f"[yellow]retrying[/] {escape(entry['name'])} from its last checkpoint (failure {trial.num_failures})"
         )
         self.status.write(force=True)
-        self.save(force=True)
+        self.save(ended=True)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._close(trial)
@@ -374,7 +380,7 @@ class StageRecorder(Callback):
                 error=line[:400],
             )
         self.status.write(force=True)
-        self.save(force=True)
+        self.save(ended=True)
         if self.guard is not None:
             self.guard.check(force=True)
 
