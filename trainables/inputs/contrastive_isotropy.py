@@ -22,9 +22,9 @@ def preflight(config: dict, workdir) -> dict:
     base = config.get("base_model", OFFLINE_MINILM)
     local = base == OFFLINE_MINILM or Path(base).is_dir()
     columns = config.get("triple_columns")
-    beir = [
-        "synthetic:beir?docs=30&queries=5" if str(b).startswith("synthetic:") or not Path(b).exists() else b
-        for b in config.get("beir", [])
+    beir = [  # one small synthetic folder of its own for each folder not on this machine (names stay distinct)
+        f"synthetic:beir?docs=30&queries=5&seed={i}" if str(b).startswith("synthetic:") or not Path(b).exists() else b
+        for i, b in enumerate(config.get("beir", []))
     ]
     return {
         "max_steps": 2,
