@@ -158,3 +158,43 @@ def test_the_spend_of_a_killed_driver_is_read_back_by_resume(tmp_path):
     # the tables' hours are the same figures as the budget's (less what the killed run had not
     # yet written into a record: at most the seconds between its last two saves)
     assert table["cpu_hours"].sum() * 3600 <= final + 1e-6
+
+
+def test_the_record_charges_a_trial_its_actors_gpus(monkeypatch):
+    """What `results` shows is the record's gpu_s: a retrieval_eval trial of 1 CPU with two actors
+    of 1 GPU each is charged 2 GPUs for its whole wall time (on this CPU machine the same trial
+    is refused before it starts: its actors could not be placed)."""
+    from orchestrator.analysis.trials_table import build_table
+    from orchestrator.execution import recorder as recorder_module
+    from orchestrator.execution.recorder import StageRecorder
+    from orchestrator.execution.trial import trial_config
+
+    now = [100.0]
+    monkeypatch.setattr(recorder_module.time, "monotonic", lambda: now[0])
+    rec = StageRecorder.__new__(StageRecorder)
+    rec.plan = SimpleNamespace(name="evaluate", stage=SimpleNamespace(trainable="retrieval_eval", select=None))
+    rec.store = Store("/tmp/nowhere/study")
+    rec.resources, rec._attempts, rec.deleted = {"cpu": 1.0, "gpu": 0.0}, {}, set()
+    rec.record = {"stage": "evaluate", "select": None, "trials": {}}
+    config = {"beir": ["b"], "encode_workers": 2, "worker_gpus": 1.0, "worker_cpus": 1.0}
+    manager = SimpleNamespace(best_checkpoint_result=None, latest_checkpoint_result=None)
+    trial = SimpleNamespace(
+        config={"trial": {"variant": "base", "seed": 0, "config": config, "storage": "/tmp/nowhere/study"}},
+        last_result={"time_total_s": 10.0},
+        status="RUNNING",
+        checkpoint=None,
+        run_metadata=SimpleNamespace(checkpoint_manager=manager),
+        path="/tmp/nowhere/study/evaluate/t1",
+        trial_id="t1_00000",
+        trial_name="evaluate/base/s0",
+        num_failures=0,
+    )
+    assert trial_config(trial.config)["encode_workers"] == 2
+    rec._open(trial)
+    now[0] = 100.0 + 3600.0  # an hour
+    entry = rec._update(trial, "running")
+    assert entry["charged"] == {"cpu": 3.0, "gpu": 2.0}
+    assert entry["gpu_s"] == pytest.approx(2 * 3600.0) and entry["cpu_s"] == pytest.approx(3 * 3600.0)
+    assert rec.live_spend() == Spend(2.0, 3.0)
+    table = build_table([rec.record])
+    assert table["gpu_hours"].tolist() == [pytest.approx(2.0)]
