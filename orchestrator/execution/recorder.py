@@ -227,8 +227,8 @@ class StageRecorder(Callback):
 
     def _charge(self, entry: dict) -> None:
         """A trial's GPU- and CPU-seconds from its wall time and what it is charged."""
-        charge = entry.get("charged") or self.resources
-        entry["gpu_s"], entry["cpu_s"] = entry["wall_s"] * charge["gpu"], entry["wall_s"] * charge["cpu"]
+        per_hour = self._charged(entry)
+        entry["gpu_s"], entry["cpu_s"] = entry["wall_s"] * per_hour.gpu_hours, entry["wall_s"] * per_hour.cpu_hours
 
     # -- durability: the record is saved as the spend accrues ------------------------------
     def save(self, ended: bool = False) -> None:
