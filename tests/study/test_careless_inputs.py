@@ -70,6 +70,17 @@ def test_an_evaluation_model_that_cannot_be_read_is_refused_at_validate(tmp_path
     assert code == 2 and not ray.is_initialized() and not (tmp_path / "runs").exists(), out + err
 
 
+def test_an_embedding_cache_that_cannot_be_written_is_refused_at_validate(tmp_path, write_study, cli):
+    _beir(tmp_path)
+    (tmp_path / "a_file").write_text("not a folder")
+    study = write_study(
+        "name: e\nstages:\n  evaluate:\n    trainable: retrieval_eval\n"
+        f"    config: {{beir: [{BEIR}], cache: ./a_file/embeddings}}\n"
+    )
+    line = _one_line(*cli("validate", study))
+    assert "config.cache" in line and "the embedding cache cannot be written here" in line, line
+
+
 def test_a_hub_model_cannot_be_checked_here_and_validate_says_so(tmp_path, write_study, cli):
     _beir(tmp_path)
     study = write_study(

@@ -4,6 +4,7 @@ lines (ids and JSON only; a malformed line is a one-line error naming file and l
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from trainables.configs.contrastive_isotropy import OFFLINE_MINILM
@@ -38,6 +39,8 @@ def check(cfg: Config) -> str | None:
     """The model (`model_folders.check_source`), every BEIR folder's queries, qrels and corpus
     lines (ValueError naming the file and line); a note when the model cannot be checked here."""
     note = check_source(cfg.model, "model")
+    if cfg.cache and "://" not in cfg.cache:
+        _check_writable(Path(cfg.cache))
     for source in cfg.beir:
         try:
             folder, _, _ = load_queries_and_qrels(source, cfg.split)
@@ -46,3 +49,17 @@ def check(cfg: Config) -> str | None:
             exc.field = "beir"  # type: ignore[attr-defined]
             raise
     return note
+
+
+def _check_writable(folder: Path) -> None:
+    """The embedding cache's folder can be created and written here (its nearest existing
+    ancestor is a writable folder): else every trial would fail after Ray started."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        error = ValueError(
+            f"{folder}: the embedding cache cannot be written here ({existing} is not a writable folder)"
+        )
+        error.field = "cache"  # type: ignore[attr-defined]
+        raise error
