@@ -7,7 +7,8 @@ whose trials report rarely (long epochs, one evaluation report per dataset) look
 runs, and `gc` would delete checkpoints under it. A lease is held if it was renewed within
 `TTL_S` and its holder is not known to be dead: on the same host, its pid must still exist (a
 driver killed with SIGKILL leaves its lease behind; `resume` right after must not wait for it
-to expire); from another host, only the renewal time can tell.
+to expire; and it must be the same process, by its start time, not one that reused the pid);
+from another host, only the renewal time can tell.
 """
 
 from __future__ import annotations
@@ -34,14 +35,25 @@ def read_lease(store: Store) -> dict | None:
         return None
 
 
-def _pid_alive(pid: int) -> bool:
+def _process_started_at(pid: int) -> float | None:
+    """When process `pid` of this host started, or None if there is none."""
+    import psutil
+
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).create_time()
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return None
+    except psutil.AccessDenied:  # exists, owned by someone else
+        return -1.0
+
+
+def _alive(pid: int, started_at: float | None) -> bool:
+    """Whether the lease's driver process still runs: its pid exists and, when the lease says
+    when that process started, it is the same process (not a new one that reused the pid)."""
+    now_started = _process_started_at(pid)
+    if now_started is None:
         return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
+    return started_at is None or now_started < 0 or abs(now_started - started_at) < 2.0
 
 
 def holder(store: Store) -> str | None:
@@ -54,7 +66,7 @@ def holder(store: Store) -> str | None:
     host, pid = lease.get("host"), int(lease.get("pid", -1))
     if age >= TTL_S:
         return None
-    if host == socket.gethostname() and (pid == os.getpid() or not _pid_alive(pid)):
+    if host == socket.gethostname() and (pid == os.getpid() or not _alive(pid, lease.get("process_started_at"))):
         return None
     return f"pid {pid} on host {host} (lease renewed {max(age, 0):.0f} s ago)"
 
@@ -63,6 +75,7 @@ def write_lease(store: Store, token: str, started_at: float) -> None:
     data = {
         "host": socket.gethostname(),
         "pid": os.getpid(),
+        "process_started_at": _process_started_at(os.getpid()),
         "token": token,
         "started_at": started_at,
         "renewed_at": time.time(),

@@ -168,8 +168,9 @@ def test_a_running_study_and_a_bad_choice_are_refused(tmp_path):
 
 
 def test_the_driver_lease_says_whether_a_study_runs(tmp_path):
-    """Held: renewed within 2 minutes by a process that is alive (same host) or by another host.
-    Not held: expired, or its process on this host is gone (a driver killed with SIGKILL)."""
+    """Held: renewed within 2 minutes by a process that is alive (same host: the same process, by
+    its start time) or by another host. Not held: expired, or its process on this host is gone (a
+    driver killed with SIGKILL) or is another one with the same pid."""
     import socket
     import subprocess
     import sys
@@ -181,13 +182,26 @@ def test_the_driver_lease_says_whether_a_study_runs(tmp_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     try:
-        for host, pid, age, held in [
-            (socket.gethostname(), alive.pid, 5, True),
-            (socket.gethostname(), dead.pid, 5, False),
-            ("another-node", 1, 100, True),
-            ("another-node", 1, 200, False),
+        import psutil
+
+        started = psutil.Process(alive.pid).create_time()
+        for host, pid, age, process_started_at, held in [
+            (socket.gethostname(), alive.pid, 5, started, True),
+            (socket.gethostname(), alive.pid, 5, started - 3600, False),  # the pid was reused by another process
+            (socket.gethostname(), dead.pid, 5, None, False),
+            ("another-node", 1, 100, None, True),
+            ("another-node", 1, 200, None, False),
         ]:
-            lease.write_text(json.dumps({"host": host, "pid": pid, "renewed_at": time.time() - age}))
+            lease.write_text(
+                json.dumps(
+                    {
+                        "host": host,
+                        "pid": pid,
+                        "renewed_at": time.time() - age,
+                        "process_started_at": process_started_at,
+                    }
+                )
+            )
             if held:
                 with pytest.raises(UserError, match=rf"the study is running \(pid {pid} on host {host}"):
                     garbage_collect(str(root), "best", dry_run=True, console=QUIET)
