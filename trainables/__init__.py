@@ -1,92 +1,64 @@
-"""Registry of trainables: name -> recipe module, imported lazily (torch is heavy).
+"""Trainables: the five built-in recipes, the components they are made of, and the contract any
+trainable keeps, the researcher's own included. `trainables/registry.py` finds them.
 
-The recipes live at the top of this package, one file each (`train` as the entry, then
-its setup, fit and evaluation); they compose the components of `data/`, `models/`, `losses/`,
-`metrics/` and `runtime/`, which never import a recipe. The orchestrator reaches a recipe only
-through this registry (`get`, `settings`).
+The contract (the public API; README, *Your own trainable*)
+----------------------------------------------------------
+A trainable is a module (one `.py` file, a module of a package, or an entry of the
+`orchestrator.trainables` entry-point group) with:
 
-Every trainable has a settings module `trainables/configs/<name>.py` (no torch import, so
-`plan` and `validate` stay fast) with:
-- `Config`: a pydantic model of its settings (unknown keys rejected), one description per field;
-- optionally `INPUT_FIELDS`: config keys that name input files, resolved against the study
-  file's folder; `MODEL_FIELDS`: keys that are a local folder or a hub name (resolved only
-  when they are paths);
-- optionally `DATA_PARALLEL = True`: `train` runs under N Ray Train workers (`workers: N`),
-  wrapping its model with `trainables.runtime.distributed` (DDP) and sharding its data by rank;
-- optionally `started_resources(config: dict) -> {"cpu": c, "gpu": g}`: what a trial with this
-  config starts on the cluster besides its own process (Ray Data actors, a helper pool), so that
-  `plan`'s estimate, the spend and the budget charge it;
+- `train(config: dict, session) -> dict` (required): runs one trial and returns its final
+  metrics. `config` is exactly the trial's config from the study file (variant, grid and search
+  values merged, references resolved, input paths made absolute) plus `seed`. `session` is
+  the object the built-ins use (`trainables.runtime.session.Session`):
+  - `session.report(metrics: dict, checkpoint_dir: str | None = None)`: one epoch's numbers
+    (name them as you like; an `epoch`, `step` or `fold` key is the progress unit), optionally
+    with a folder to keep as its checkpoint (write `state.pt` into it with
+    `trainables.runtime.checkpoints.save`);
+  - `session.checkpoint_due(epoch, metrics) -> bool`: ask before reporting an epoch whether to
+    write a checkpoint with it (the stage's clock, and every epoch that improves its `select`
+    metric, so that the best epoch has one);
+  - `session.restore_state() -> dict | None`: the newest checkpoint's state (resume after a
+    killed worker or driver, a retry), or None to start afresh;
+  - `session.artifact_dir`: a folder for files kept with the trial (plots, predictions);
+  - `session.context`: who runs the trial (study, stage, trial id, seed, code hash), for your
+    `metadata.json`.
+- `Config` (optional): a pydantic model of the settings. With it `validate` checks every
+  trial's config (unknown keys rejected, errors at the study file's line) and references
+  `${stage.best.config.key}` to it; without it the config is passed as written.
+- `INPUT_FIELDS` (optional): config keys that name input files or folders, resolved against the
+  study file's folder; `MODEL_FIELDS`: keys that are a folder or a hub name (resolved if a path).
+- `check(config) -> str | None` (optional): read the inputs before any Ray starts (`validate`,
+  `run`); raise `ValueError` with a one-line message (set `exc.field` to the config key it is
+  about); return a note to print. `CHECK_FIELDS`: other keys it reads (it runs once per distinct
+  inputs).
+- `preflight(config, workdir) -> dict` (optional): config overrides for `orchestrator preflight`
+  (a few steps on tiny data); without it `epochs` (if the config has it) becomes 1.
+- `DATA_PARALLEL = True` (optional): `workers: N` runs `train` in N Ray Train workers; wrap the
+  model with `trainables.runtime.distributed.wrap` and shard the data with `.shard`.
+- `started_resources(config) -> {"cpu": c, "gpu": g}` (optional): what a trial starts on the
+  cluster besides itself (actors), charged with it.
 
-optionally an inputs module `trainables/inputs/<name>.py` (torch-free too, apart from a check
-that must load a model) with:
-- `check(config: Config) -> str | None`, which raises `ValueError` with a one-line message (and
-  row numbers) for bad data before any Ray starts, and may return a one-line note that
-  `validate` prints (how the windows are split); it reads the data without torch (a driver that
-  imports torch pays ~2 s on a small machine for nothing); with `CHECK_FIELDS`, the other
-  settings it reads: `validate` checks once per distinct value of the inputs and these (once
-  per data file, not per trial of a learning-rate grid);
-- `preflight(config, workdir) -> dict`: config overrides for `orchestrator preflight` (a few
-  steps on tiny data);
+A trainable may instead be split (the built-ins are, so that `validate` never imports torch): a
+light *settings module* with the above but `train`, and `RECIPE = "pkg.recipe"` (the module
+with `train`) and `INPUTS = "pkg.inputs"` (with `check`, `preflight`). Stable: everything above.
+Not stable: the built-ins' own components (`trainables.data`, `.models`, `.losses`, ...), which
+you may import, and which may change between releases.
 
-and a recipe module `trainables/<name>.py` with:
-- `train(config: dict, session: Session | None = None) -> dict`: runs one trial and returns
-  its final metrics; usable under Ray Tune or standalone
-  (`trainables.runtime.session.LocalSession`). It asks `session.checkpoint_due(epoch, metrics)`
-  before reporting each epoch, so that every epoch that improves the stage's select metric has
-  its own checkpoint (`trainables.runtime.selection`).
+Built-in recipes (one file each: `train` as the entry, then setup, fit and evaluation), each with
+its settings in `trainables/configs/<name>.py` and its input checks in `trainables/inputs/<name>.py`;
+they compose the components of `data/`, `models/`, `losses/`, `metrics/` and `runtime/`, which
+never import a recipe; the orchestrator reaches a recipe only through the registry.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-from types import ModuleType
+from trainables.registry import (
+    Trainable,
+    TrainableError,
+    UnknownTrainable,
+    load_recipe,
+    registered,
+    resolve,
+)
 
-TRAINABLES: dict[str, str] = {
-    "lstm_mae_pretrain": "trainables.lstm_mae_pretrain",
-    "lstm_classifier_finetune": "trainables.lstm_classifier_finetune",
-    "multitask_span": "trainables.multitask_span",
-    "contrastive_isotropy": "trainables.contrastive_isotropy",
-    "retrieval_eval": "trainables.retrieval_eval",
-}
-
-
-class UnknownTrainable(KeyError):
-    def __init__(self, name: str):
-        self.name = name
-        super().__init__(f"unknown trainable {name!r}; valid names: {', '.join(sorted(TRAINABLES))}")
-
-    def __str__(self) -> str:
-        return self.args[0]
-
-
-def get(name: str) -> ModuleType:
-    """Import and return the trainable module registered as `name` (imports torch)."""
-    if name not in TRAINABLES:
-        raise UnknownTrainable(name)
-    return importlib.import_module(TRAINABLES[name])
-
-
-def settings(name: str) -> ModuleType:
-    """The settings module of trainable `name`: `Config` and `INPUT_FIELDS`, without torch."""
-    if name not in TRAINABLES:
-        raise UnknownTrainable(name)
-    return importlib.import_module(TRAINABLES[name].replace("trainables.", "trainables.configs.", 1))
-
-
-def inputs_of(name: str) -> ModuleType | None:
-    """The inputs module of trainable `name` (`check`, `preflight`), or None if it has none."""
-    if name not in TRAINABLES:
-        raise UnknownTrainable(name)
-    target = TRAINABLES[name].replace("trainables.", "trainables.inputs.", 1)
-    if importlib.util.find_spec(target) is None:
-        return None
-    return importlib.import_module(target)
-
-
-def started_resources(name: str, config: dict) -> dict[str, float]:
-    """CPUs and GPUs that a trial of trainable `name` with `config` starts besides its own
-    process (see the module doc); none unless its settings module says so."""
-    declared = getattr(settings(name), "started_resources", None)
-    started = declared(config) if declared is not None else {}
-    return {"cpu": float(started.get("cpu", 0.0)), "gpu": float(started.get("gpu", 0.0))}
+__all__ = ["Trainable", "TrainableError", "UnknownTrainable", "load_recipe", "registered", "resolve"]

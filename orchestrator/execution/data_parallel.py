@@ -30,7 +30,7 @@ def _worker_loop(cfg: dict) -> None:
     session.context = dict(session.context, placement=distributed.placement())
     session.telemetry = telemetry.for_this_trial(cfg.get("gpu_share"), own_device_only=True)
     try:
-        trainables.get(cfg["trainable"]).train(cfg["config"], session)
+        trainables.load_recipe(cfg["recipe"]).train(cfg["config"], session)
     finally:
         if session.telemetry is not None:
             session.telemetry.stop()
@@ -98,6 +98,7 @@ def _trainer(trial: dict, loop_config: dict, queue, storage: tuple):
         _worker_loop,
         train_loop_config={
             "trainable": trial["trainable"],
+            "recipe": trial["recipe"],
             **loop_config,
             "checkpoint_every": trial["checkpoint_every"],
             "select": trial.get("select"),

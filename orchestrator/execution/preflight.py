@@ -47,11 +47,14 @@ class Outcome:
     detail: str
 
 
-def shrink(trainable: str, config: dict, workdir: Path) -> dict:
-    inputs = trainables.inputs_of(trainable)
-    if inputs is not None:
-        return {**config, **inputs.preflight(config, workdir)}
-    if "epochs" in trainables.settings(trainable).Config.model_fields:
+def shrink(trainable: trainables.Trainable, config: dict, workdir: Path) -> dict:
+    """The trial's config for a pre-flight run: its trainable's `preflight` overrides, or one
+    epoch when it has `epochs`."""
+    hook = getattr(trainable.inputs, "preflight", None)
+    if hook is not None:
+        return {**config, **hook(config, workdir)}
+    model = trainable.config_model
+    if "epochs" in (model.model_fields if model is not None else config):
         return {**config, "epochs": 1}
     return dict(config)
 
@@ -87,11 +90,11 @@ def run_trial(sp: StagePlan, spec, workdir: Path) -> tuple[Outcome, dict | None]
     started = time.perf_counter()
     try:
         before = dict(config)
-        config = shrink(spec.trainable, config, folder)
+        config = shrink(sp.trainable, config, folder)
         stand_in = sorted(k for k, v in config.items() if _is_stand_in(before.get(k), v))
         select = sp.stage.select.model_dump() if sp.stage.select else None
         session = LocalSession(folder, checkpoint_every=1, keep=1, select=select)
-        trainables.get(spec.trainable).train(config, session)
+        sp.trainable.recipe().train(config, session)
     except Exception as exc:  # noqa: BLE001 - every failure of a trial is the finding to report
         (folder / "error.txt").write_text(traceback.format_exc())
         return Outcome(sp.name, spec.name, spec.id, False, time.perf_counter() - started, _one_line(exc)), None

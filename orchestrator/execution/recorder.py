@@ -154,7 +154,7 @@ class StageRecorder(Callback):
         )
         cfg = self._here(trial, trial_config(trial.config))
         # what the trial is charged per hour: what it holds and what it starts (Ray Data actors)
-        charge = trial_charge(self.resources, self.plan.stage.trainable, cfg)
+        charge = trial_charge(self.resources, self.plan.trainable, cfg)
         cfg.pop("seed", None)
         entry = self.record["trials"].get(tid, {})
         wall = self._wall_s(tid, entry, last)

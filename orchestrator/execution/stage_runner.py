@@ -204,6 +204,7 @@ def _param_space(run: StudyRun, sp: StagePlan, res: dict) -> dict:
     workers = sp.resources.workers
     common = {
         "study": study.name,
+        "recipe": sp.trainable.recipe_name,  # the module the trial's process imports
         "checkpoint_every": policy.every,
         "checkpoint_interval_s": policy.interval_s,
         "report_interval_s": study.report_interval_of(sp.stage),

@@ -15,7 +15,6 @@ from pyarrow import ArrowException
 from rich.console import Console
 from rich.markup import escape
 
-import trainables
 from orchestrator.errors import Problem, UserError
 from orchestrator.execution import gates
 from orchestrator.execution.budget_guard import BudgetGuard
@@ -205,7 +204,7 @@ def _refuse_actors_without_gpus(plan: Plan, options: RunOptions) -> None:
         return
     for sp in plan.stages.values():
         for t in sp.trials:
-            if trial_charge({"cpu": 0.0, "gpu": 0.0}, sp.stage.trainable, t.config)["gpu"] > 0:
+            if trial_charge({"cpu": 0.0, "gpu": 0.0}, sp.trainable, t.config)["gpu"] > 0:
                 raise UserError(
                     Problem(
                         plan.doc.file,
@@ -257,7 +256,8 @@ def _start(
     modules = [
         "ray.tune",
         "orchestrator.execution.trial",
-        *sorted({trainables.TRAINABLES[plan.stages[n].stage.trainable] for n in todo}),
+        # the built-ins only: a user's trainable reaches the workers through the runtime_env
+        *sorted({plan.stages[n].trainable.recipe_name for n in todo if plan.stages[n].trainable.source is None}),
     ]
     shape = init_ray(options, console, modules if preload_pays(first, options) else [])
     status = StudyStatus(store, plan.study.name, console)

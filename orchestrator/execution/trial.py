@@ -25,6 +25,12 @@ def trial_config(config: dict) -> dict:
     return dict(deep_merge(trial["config"], config.get("search") or {}), seed=trial["seed"])
 
 
+def recipe_name(trial: dict) -> str:
+    """The module with the trainable's `train` (trials of experiments stored before it was in the
+    trial's config name a registered trainable)."""
+    return trial.get("recipe") or trainables.resolve(trial["trainable"]).recipe_name
+
+
 def _placement() -> dict:
     from trainables.runtime.distributed import placement
 
@@ -57,11 +63,11 @@ def run_trial(config: dict) -> None:
         # the study folder was moved since Tune stored this trial's config: its paths (upstream
         # checkpoints, the storage itself) are read from where the study is now
         config = relocated(config, config["trial"]["storage"], here)
-    trial = config["trial"]
+    trial = dict(config["trial"], recipe=recipe_name(config["trial"]))
     parallel = trial.get("workers", 1) > 1
     # The first trial of a worker pays the imports (torch). A data-parallel trial's own process
     # only waits for its Ray Train workers, which import the trainable themselves.
-    module = None if parallel else trainables.get(trial["trainable"])
+    module = None if parallel else trainables.load_recipe(trial["recipe"])
     import_s = time.time() - function_started_at
     ctx = tune.get_context()
     session = TuneSession(

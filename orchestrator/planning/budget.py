@@ -180,7 +180,7 @@ def uses_gpus(plan: Plan) -> bool:
         if sp.resources.gpu > 0:
             return True
         declared = {"cpu": sp.resources.cpu, "gpu": 0.0}
-        if any(trial_charge(declared, sp.stage.trainable, t.config)["gpu"] > 0 for t in sp.trials):
+        if any(trial_charge(declared, sp.trainable, t.config)["gpu"] > 0 for t in sp.trials):
             return True
     return False
 

@@ -38,6 +38,7 @@ class StagePlan:
     notes: list[str] = field(default_factory=list)  # what checking the inputs found (overlapping windows, ...)
     fan_out: int = 1  # downstream trials per planned row, from `top[K]` / `all` references
     resolved: bool = False  # references replaced by upstream results (at run time)
+    trainable: trainables.Trainable | None = None  # what `stage.trainable` names (trainables/registry.py)
 
     @property
     def num_trials(self) -> int:
@@ -130,12 +131,13 @@ class _StageExpansion:
         self.fan_out: dict[tuple, int] = {}
 
     def expand(self, check_inputs: bool) -> StagePlan:
-        module = self._module()
+        trainable = self._trainable()
+        module = trainable.settings
         space = None
         if self.stage.search is not None:
             where = ("stages", self.name, "search", "space")
             space, _ = load_space(self.stage.search.space, self.study_dir, self.doc, where)
-        checks = InputChecks(self.stage.trainable, read_data=check_inputs)
+        checks = InputChecks(trainable, read_data=check_inputs)
         problems: list[Problem] = []
         trials: list[TrialSpec] = []
         seen: dict[str, str] = {}
@@ -171,33 +173,35 @@ class _StageExpansion:
             _differing(trials),
             list(dict.fromkeys(checks.notes)),
             fan_out=math.prod(self.fan_out.values()) if self.fan_out else 1,
+            trainable=trainable,
         )
 
-    def _module(self):
-        """The trainable's settings module; also checks that it runs data-parallel if asked to."""
+    def _trainable(self) -> trainables.Trainable:
+        """The stage's trainable (`trainables/registry.py`); also checks that it runs data-parallel
+        if asked to. A mistake in a user's trainable is one line at the user's file and line."""
         where = ("stages", self.name, "trainable")
         row = Row(self.doc, self.name, self.stage, None)
         try:
-            module = trainables.settings(self.stage.trainable)
+            trainable = trainables.resolve(self.stage.trainable, self.study_dir)
         except trainables.UnknownTrainable as exc:
             raise UserError(row.problem(str(exc), where)) from None
-        if self.study.resources_of(self.stage).workers > 1 and not getattr(module, "DATA_PARALLEL", False):
+        except trainables.TrainableError as exc:
+            raise UserError(user_code_problem(exc, row, where)) from None
+        if self.study.resources_of(self.stage).workers > 1 and not trainable.data_parallel:
             where = (
                 ("stages", self.name, "resources", "workers")
                 if self.stage.resources
                 else ("defaults", "resources", "workers")
             )
-            parallel = sorted(
-                n for n in trainables.TRAINABLES if getattr(trainables.settings(n), "DATA_PARALLEL", False)
-            )
+            parallel = trainables.registered(data_parallel=True)
             raise UserError(
                 row.problem(
                     f"trainable {self.stage.trainable!r} does not run data-parallel; workers > 1 needs one that "
-                    f"does ({', '.join(parallel)}); use gpu: N for one process with N GPUs",
+                    f"does (DATA_PARALLEL = True, e.g. {', '.join(parallel)}); use gpu: N for one process with N GPUs",
                     where,
                 )
             )
-        return module
+        return trainable
 
     def _specs(self):
         """(trial, its row) for every variant x grid combination x seed, in file order."""
@@ -258,8 +262,11 @@ class _StageExpansion:
             )
         if ref.field.startswith("config."):
             key = ref.field.split(".")[1]
-            if key not in trainables.settings(upstream.stage.trainable).Config.model_fields:
+            model = upstream.trainable.config_model
+            if model is not None and key not in model.model_fields:
                 return f"trainable {upstream.stage.trainable} has no config key {key!r}"
+            if model is None and not any(key in t.config for t in upstream.trials):
+                return f"no trial of stage {ref.stage!r} sets config key {key!r} (its trainable has no Config)"
         return None
 
 
@@ -269,7 +276,17 @@ def _placeholder(ref: refs.Ref, upstream: StagePlan):
         return PLACEHOLDERS[ref.field]
     key = ref.field.split(".")[1]
     first = upstream.trials[0].run_config if upstream.trials else {}
-    return first.get(key, trainables.settings(upstream.stage.trainable).Config.model_fields[key].default)
+    model = upstream.trainable.config_model
+    return first.get(key, model.model_fields[key].default if model is not None else None)
+
+
+def user_code_problem(exc: trainables.TrainableError, row: Row, where: tuple) -> Problem:
+    """A mistake in a user's trainable: at the user's file and line when known (where the fix
+    is), naming the stage's `trainable` key and its line in the study file."""
+    if exc.file is None:
+        return row.problem(exc.message, where)
+    at = f"{row.doc.file}:{row.doc.line_of(where)}" if row.doc.line_of(where) else row.doc.file
+    return Problem(exc.file, f"{exc.message} (the trainable of {at})", join_path(*where), exc.line)
 
 
 def _differing(trials: list[TrialSpec]) -> list[str]:

@@ -18,6 +18,7 @@ from orchestrator.errors import Problem, join_path
 from orchestrator.study.references import looks_like_ref
 from orchestrator.study.schema import Stage
 from orchestrator.study.yaml_doc import YamlDoc
+from trainables.configs.contrastive_isotropy import is_local_path
 
 SYNTHETIC_PREFIX = "synthetic:"
 
@@ -70,8 +71,9 @@ def resolve_inputs(config: dict, module: ModuleType, study_dir: Path) -> dict:
         if key in out:
             value = out[key]
             out[key] = [resolve(v) for v in value] if isinstance(value, list) else resolve(value)
+    local = getattr(module, "is_local_path", is_local_path)
     for key in getattr(module, "MODEL_FIELDS", ()):
-        if isinstance(out.get(key), str) and module.is_local_path(out[key]) and not _is_uri(out[key]):
+        if isinstance(out.get(key), str) and local(out[key]) and not _is_uri(out[key]):
             out[key] = resolve(out[key])
     return out
 
@@ -87,9 +89,10 @@ class InputChecks:
     `notes` collects what the data checks found worth saying (how windows are split).
     """
 
-    def __init__(self, trainable: str, read_data: bool):
-        self.module = trainables.settings(trainable)
-        self.inputs = trainables.inputs_of(trainable)  # `check` and CHECK_FIELDS, if any
+    def __init__(self, trainable: trainables.Trainable, read_data: bool):
+        self.module = trainable.settings
+        self.model = trainable.config_model  # None: the config is passed as written
+        self.inputs = trainable.inputs  # `check` and CHECK_FIELDS, if any
         self.read_data = read_data
         self._checked: set[tuple] = set()  # each distinct data file (and the settings it needs) is read once
         self.notes: list[str] = []
@@ -98,7 +101,7 @@ class InputChecks:
         """Problems of one trial's `config` (input paths resolved, references and sampled keys
         given representative values); `raw_config` is the config as written."""
         try:
-            parsed = self.module.Config.model_validate(config)
+            parsed = self.model.model_validate(config) if self.model is not None else dict(config)
         except ValidationError as exc:
             return [self._config_problem(err, row) for err in exc.errors()]
         fields = input_fields(self.module)
@@ -109,11 +112,14 @@ class InputChecks:
         # Inputs given as references exist only at run time: check the others, with those unset.
         by_ref = {f for f in fields if looks_like_ref(raw_config.get(f))}
         if by_ref:
-            if any(self.module.Config.model_fields[f].is_required() for f in by_ref):
+            if self.model is None or any(self.model.model_fields[f].is_required() for f in by_ref):
                 return []
             parsed = parsed.model_copy(update=dict.fromkeys(by_ref))
+        check = getattr(self.inputs, "check", None)
+        if check is None:
+            return []
         try:
-            note = self.inputs.check(parsed)
+            note = check(parsed)
         except ValueError as exc:
             field_name = getattr(exc, "field", fields[0] if fields else "")
             return [row.problem(str(exc), row.origin(field_name))]
@@ -130,7 +136,7 @@ class InputChecks:
             path = origin + loc[1:] if origin[-1] == loc[0] else origin + loc
         if err["type"] == "extra_forbidden":
             msg = f"unknown key {loc[-1]!r} for trainable {row.stage.trainable}; expected one of: " + ", ".join(
-                k for k in self.module.Config.model_fields if k != "seed"
+                k for k in self.model.model_fields if k != "seed"
             )
         elif err["type"] == "missing":
             msg = f"required key {loc[-1]!r} is missing"

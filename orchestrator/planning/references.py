@@ -9,7 +9,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-import trainables
 from orchestrator.planning.expand import StagePlan
 from orchestrator.planning.inputs import resolve_inputs
 from orchestrator.planning.trials import TrialSpec, trial_id
@@ -119,7 +118,7 @@ def expand(config: dict, records: dict[str, dict]) -> list[tuple[dict, dict, dic
 
 def resolve_stage(sp: StagePlan, records: dict[str, dict], study_dir: Path) -> StagePlan:
     """The stage with its references replaced by upstream results (raises RefError)."""
-    module = trainables.settings(sp.stage.trainable)
+    module = sp.trainable.settings
     trials = []
     seen: dict[str, TrialSpec] = {}
     for spec in sp.trials:
@@ -147,4 +146,14 @@ def resolve_stage(sp: StagePlan, records: dict[str, dict], study_dir: Path) -> S
                 )
             seen[tid] = new
             trials.append(new)
-    return StagePlan(sp.name, sp.stage, trials, sp.resources, sp.search_space, sp.differing, sp.notes, resolved=True)
+    return StagePlan(
+        sp.name,
+        sp.stage,
+        trials,
+        sp.resources,
+        sp.search_space,
+        sp.differing,
+        sp.notes,
+        resolved=True,
+        trainable=sp.trainable,
+    )

@@ -77,9 +77,9 @@ def concurrency(res: dict, shape: ClusterShape, limit: int | None) -> int:
     return max(n, 0)
 
 
-def trial_charge(res: dict, trainable: str, config: dict) -> dict[str, float]:
+def trial_charge(res: dict, trainable: trainables.Trainable, config: dict) -> dict[str, float]:
     """What one trial is charged per hour of its wall time: the CPUs and GPUs it holds on this
     cluster (`effective_resources`: its own, or its data-parallel workers'), plus those it starts
-    itself (a `retrieval_eval` trial's Ray Data actors: `trainables.started_resources`)."""
-    started = trainables.started_resources(trainable, config)
+    itself (a `retrieval_eval` trial's Ray Data actors: `Trainable.started_resources`)."""
+    started = trainable.started_resources(config)
     return {"cpu": res["cpu"] + started["cpu"], "gpu": res["gpu"] + started["gpu"]}

@@ -67,7 +67,7 @@ def _stage_row(sp: StagePlan, shape: ClusterShape, measured: dict[str, float], p
     waves = math.ceil(sp.num_trials / conc) if conc else None
     minutes = sp.stage.expected_trial_minutes or measured.get(sp.stage.trainable)
     source = "declared" if sp.stage.expected_trial_minutes else "measured" if minutes else None
-    charges = [trial_charge(res, sp.stage.trainable, t.config) for t in sp.trials]
+    charges = [trial_charge(res, sp.trainable, t.config) for t in sp.trials]
     estimate = None
     if minutes and waves:
         # every trial charged what it holds and starts (a trial's Ray Data actors too), as the

@@ -172,7 +172,13 @@ def test_the_record_charges_a_trial_its_actors_gpus(monkeypatch):
     now = [100.0]
     monkeypatch.setattr(recorder_module.time, "monotonic", lambda: now[0])
     rec = StageRecorder.__new__(StageRecorder)
-    rec.plan = SimpleNamespace(name="evaluate", stage=SimpleNamespace(trainable="retrieval_eval", select=None))
+    import trainables
+
+    rec.plan = SimpleNamespace(
+        name="evaluate",
+        stage=SimpleNamespace(trainable="retrieval_eval", select=None),
+        trainable=trainables.resolve("retrieval_eval"),
+    )
     rec.store = Store("/tmp/nowhere/study")
     rec.resources, rec._attempts, rec.deleted = {"cpu": 1.0, "gpu": 0.0}, {}, set()
     rec.record = {"stage": "evaluate", "select": None, "trials": {}}

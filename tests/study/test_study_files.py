@@ -21,7 +21,7 @@ def test_every_study_file_validates(path: Path):
     plan = load_plan(path, check_inputs="synthetic:" in text)
     assert plan.num_trials > 0
     for sp in plan.stages.values():
-        assert sp.stage.trainable in trainables.TRAINABLES
+        assert sp.stage.trainable in trainables.registered()
 
 
 def test_seed_matrix_plans_five_named_experiments(cli):

@@ -12,6 +12,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from trainables.configs.beir_names import distinct_beir
 
+# This is the entry of `contrastive_isotropy` in the `orchestrator.trainables` registry (pyproject.toml):
+# the recipe is imported by the trial's process only, the input checks by `validate`.
+RECIPE = "trainables.contrastive_isotropy"
+INPUTS = "trainables.inputs.contrastive_isotropy"
+
 INPUT_FIELDS = ("train_data", "val_data", "beir")
 # Local folder or hub name: resolved against the study file's folder only when it is a path
 # (see `is_local_path`), so that `sentence-transformers/all-mpnet-base-v2` stays a hub name.

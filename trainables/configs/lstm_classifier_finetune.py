@@ -6,6 +6,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+# This is the entry of `lstm_classifier_finetune` in the `orchestrator.trainables` registry (pyproject.toml):
+# the recipe is imported by the trial's process only, the input checks by `validate`.
+RECIPE = "trainables.lstm_classifier_finetune"
+INPUTS = "trainables.inputs.lstm_classifier_finetune"
+
 INPUT_FIELDS = ("data", "encoder")
 
 

@@ -6,6 +6,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+# This is the entry of `lstm_mae_pretrain` in the `orchestrator.trainables` registry (pyproject.toml):
+# the recipe is imported by the trial's process only, the input checks by `validate`.
+RECIPE = "trainables.lstm_mae_pretrain"
+INPUTS = "trainables.inputs.lstm_mae_pretrain"
+
 INPUT_FIELDS = ("data",)
 # `workers: N` runs N data-parallel Ray Train workers (DDP; see trainables/runtime/distributed.py)
 DATA_PARALLEL = True

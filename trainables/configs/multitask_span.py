@@ -6,6 +6,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+# This is the entry of `multitask_span` in the `orchestrator.trainables` registry (pyproject.toml):
+# the recipe is imported by the trial's process only, the input checks by `validate`.
+RECIPE = "trainables.multitask_span"
+INPUTS = "trainables.inputs.multitask_span"
+
 INPUT_FIELDS = ("data",)
 TASKS = ("type", "ptr", "span", "countdown")
 AUTO_TEST_FRACTION = 0.2

@@ -9,6 +9,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from trainables.configs.beir_names import distinct_beir
 from trainables.configs.contrastive_isotropy import OFFLINE_MINILM, is_local_path
 
+# This is the entry of `retrieval_eval` in the `orchestrator.trainables` registry (pyproject.toml):
+# the recipe is imported by the trial's process only, the input checks by `validate`.
+RECIPE = "trainables.retrieval_eval"
+INPUTS = "trainables.inputs.retrieval_eval"
+
 # `cache` is where embeddings go, not an input, but a relative folder means the same: relative
 # to the study file
 INPUT_FIELDS = ("beir", "cache")
