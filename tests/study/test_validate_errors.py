@@ -29,7 +29,7 @@ CASES = {
     ),
     "unknown trainable": (
         GOOD.replace("lstm_mae_pretrain", "lstm_mae_pretrian"),
-        ["stages.pretrain.trainable", "not a registered name (contrastive_isotropy, lstm_classifier_finetune, lstm_mae_pretrain"],
+        ["stages.pretrain.trainable", "not a registered name (contrastive_isotropy, lstm_classifier_finetune"],
     ),
     "unknown trainable config key": (
         GOOD.replace("epochs: 2", "epochs: 2, hidden: 3"),
