@@ -348,6 +348,28 @@ def eval_retrieval(
         fail(exc)
 
 
+@app.command("new-trainable")
+def new_trainable(
+    file: Path = typer.Argument(..., help="Where to write it, e.g. recipes/my_model.py."),
+    force: bool = typer.Option(False, "--force", help="Overwrite the file if it exists."),
+) -> None:
+    """Write a minimal, working trainable (Config, a small model, val/loss per epoch, checkpoints
+    and resume) to edit into yours."""
+    template = (Path(__file__).parent / "templates" / "trainable.py.template").read_text(encoding="utf-8")
+    if not file.name.endswith(".py") or not file.stem.isidentifier():
+        fail(UserError(Problem(str(file), "expected a .py file whose name is a module name (letters, digits, _)")))
+    if file.exists() and not force:
+        fail(UserError(Problem(str(file), "exists already; nothing was written (--force overwrites it)")))
+    file.parent.mkdir(parents=True, exist_ok=True)
+    file.write_text(template.format(name=file.stem, file=file.as_posix()), encoding="utf-8")
+    console.print(
+        f"wrote {file}: use it as `trainable: ./{file.as_posix()}` in a study (path relative to the study file); "
+        "README, Your own trainable, has the contract",
+        markup=False,
+        highlight=False,
+    )
+
+
 @data_app.command("windows")
 def data_windows(
     csv: Path = typer.Argument(..., help="OHLC CSV (columns open, high, low, close; optional timestamp)."),

@@ -95,9 +95,12 @@ def _warm_local_workers(preload: list[str]):
             os.environ.pop("RAY_preload_python_modules", None)
 
 
-def init_ray(options: RunOptions, console: Console, preload: list[str] = ()) -> ClusterShape:
+def init_ray(
+    options: RunOptions, console: Console, preload: list[str] = (), runtime_env: dict | None = None
+) -> ClusterShape:
     """Connect to the given Ray cluster or start one in-process; `preload`: modules the
-    workers of an in-process Ray import before they accept work."""
+    workers of an in-process Ray import before they accept work; `runtime_env`: the job's (a
+    user's trainable shipped to every worker: `orchestrator/execution/shipping.py`)."""
     import ray
 
     _keep_credentials_out_of_ray()
@@ -111,8 +114,13 @@ def init_ray(options: RunOptions, console: Console, preload: list[str] = ()) -> 
     address = options.address or os.environ.get("RAY_ADDRESS")
     if ray.is_initialized():
         pass_through = "connected to the running Ray"
+        if runtime_env:
+            console.print(
+                "[yellow]warning[/]: Ray was started before this run: the trainable's code is not shipped to its "
+                "workers (they must be able to import it)"
+            )
     elif address:
-        ray.init(address=address, log_to_driver=False)
+        ray.init(address=address, log_to_driver=False, runtime_env=runtime_env)
         pass_through = f"connected to Ray at {address}"
     else:
         # address="local": always a new in-process Ray. Without it ray.init() attaches to any
@@ -127,6 +135,7 @@ def init_ray(options: RunOptions, console: Console, preload: list[str] = ()) -> 
                 log_to_driver=False,
                 configure_logging=True,
                 logging_level="ERROR",
+                runtime_env=runtime_env,
             )
         pass_through = "started a local Ray" + (" (dashboard http://127.0.0.1:8265)" if options.dashboard else "")
     res = ray.cluster_resources()

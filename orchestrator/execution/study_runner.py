@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from orchestrator.errors import Problem, UserError
-from orchestrator.execution import gates
+from orchestrator.execution import gates, shipping
 from orchestrator.execution.budget_guard import BudgetGuard
 from orchestrator.execution.lease import DriverLease, refuse_if_held
 from orchestrator.execution.live_status import StudyStatus
@@ -96,6 +96,7 @@ def run_study(plan: Plan, study_text: str, options: RunOptions, console: Console
         uses_gpus=budget.uses_gpus(plan),
     )
     _refuse_actors_without_gpus(plan, options)
+    shipping.check(shipping.sources(plan, plan.order), plan.doc.file)  # too large: refused before anything starts
     records = _open_folder(plan, store, study_text, (cap, options), console)
     lease = DriverLease(store, console)
     lease.acquire()
@@ -259,7 +260,10 @@ def _start(
         # the built-ins only: a user's trainable reaches the workers through the runtime_env
         *sorted({plan.stages[n].trainable.recipe_name for n in todo if plan.stages[n].trainable.source is None}),
     ]
-    shape = init_ray(options, console, modules if preload_pays(first, options) else [])
+    ship = shipping.sources(plan, todo)
+    for line in shipping.check(ship, plan.doc.file):
+        console.print(f"[dim]ships to every Ray worker (runtime_env py_modules): {escape(line)}[/]")
+    shape = init_ray(options, console, modules if preload_pays(first, options) else [], shipping.runtime_env(ship))
     status = StudyStatus(store, plan.study.name, console)
     return StudyRun(plan, store, shape, options, status, console, git_commit(plan.study_dir))
 
