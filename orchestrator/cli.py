@@ -148,6 +148,7 @@ BUDGET_HELP = {
     "budget_gpu_hours": "Cap on GPU-hours (replaces budget.gpu_hours).",
     "gpu_price": "GPU price key from cluster/prices.yaml (replaces budget.gpu_price).",
     "over_budget": "Run even when the estimate exceeds the budget (the cap still stops the run).",
+    "allow_code_change": "Run new and unfinished trials with a trainable whose code changed since the study ran.",
 }
 
 
@@ -165,6 +166,7 @@ def run(
     budget_gpu_hours: Optional[float] = typer.Option(None, min=0.0, help=BUDGET_HELP["budget_gpu_hours"]),
     gpu_price: Optional[str] = typer.Option(None, help=BUDGET_HELP["gpu_price"]),
     over_budget: bool = typer.Option(False, "--over-budget", help=BUDGET_HELP["over_budget"]),
+    allow_code_change: bool = typer.Option(False, "--allow-code-change", help=BUDGET_HELP["allow_code_change"]),
 ) -> None:
     """Run a study (or continue it: finished trials are skipped)."""
     from orchestrator.execution.ray_start import RunOptions
@@ -178,6 +180,7 @@ def run(
         retry_errored=retry_errored,
         dashboard=dashboard,
         num_cpus=num_cpus,
+        allow_code_change=allow_code_change,
         **_budget_options(budget, budget_gpu_hours, gpu_price, over_budget),
     )
     _finish(lambda: run_study(p, Path(file).read_text(encoding="utf-8"), options, console))
@@ -195,6 +198,7 @@ def resume(
     budget_gpu_hours: Optional[float] = typer.Option(None, min=0.0, help=BUDGET_HELP["budget_gpu_hours"]),
     gpu_price: Optional[str] = typer.Option(None, help=BUDGET_HELP["gpu_price"]),
     over_budget: bool = typer.Option(False, "--over-budget", help=BUDGET_HELP["over_budget"]),
+    allow_code_change: bool = typer.Option(False, "--allow-code-change", help=BUDGET_HELP["allow_code_change"]),
 ) -> None:
     """Continue an interrupted study from its storage (the study file is read from there)."""
     from orchestrator.execution.ray_start import RunOptions
@@ -205,6 +209,7 @@ def resume(
         retry_errored=retry_errored,
         max_concurrent=max_concurrent,
         num_cpus=num_cpus,
+        allow_code_change=allow_code_change,
         **_budget_options(budget, budget_gpu_hours, gpu_price, over_budget),
     )
     _finish(lambda: resume_study(run_dir, options, console))

@@ -73,7 +73,7 @@ def run_study_in_process(path: Path, storage: Path, console) -> int:
 def run_cli(*args, cwd: Path, timeout: float = 300, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
     """Run `python -m orchestrator ...` as a real process (what a user does); `env`: variables
     set on top of this process's environment."""
-    env = dict(os.environ, PYTHONPATH=str(REPO), **(env or {}))
+    env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "orchestrator", *map(str, args)],
         cwd=cwd,

@@ -73,11 +73,24 @@ class Trainable:
     inputs: ModuleType | None  # check, preflight, CHECK_FIELDS (None: no input checks)
     recipe_name: str  # the module with `train`, as the trial's process imports it
     source: Path | None = None  # what Ray ships to every worker: a .py file or a package folder
-    files: tuple[Path, ...] = field(default=(), compare=False)  # its code: what the code hash covers
+    package: Path | None = field(default=None, compare=False)  # the folder (or file) its code is in
 
     def recipe(self) -> ModuleType:
         """The module with `train` (imports torch for the built-ins)."""
         return load_recipe(self.recipe_name)
+
+    def code_files(self) -> list[Path]:
+        """The files of its code (what its code hash covers): a file trainable's file; else its
+        modules (settings, input checks, recipe) and every module of their package they import
+        (`trainables/code_files.py`)."""
+        if self.package is None:
+            return []
+        if self.package.is_file():
+            return [self.package]
+        from trainables.code_files import import_closure
+
+        names = [self.settings.__name__, self.recipe_name] + ([self.inputs.__name__] if self.inputs else [])
+        return sorted({f for name in dict.fromkeys(names) for f in import_closure(name, self.package)})
 
     @property
     def config_model(self):
@@ -137,15 +150,7 @@ def _from_module(name: str, module_name: str, kind: str) -> Trainable:
     top = module_name.split(".")[0]
     ours = top == OURS
     package = _package_folder(top)
-    return Trainable(
-        name,
-        kind,
-        module,
-        inputs,
-        recipe_name,
-        source=None if ours else package,
-        files=tuple(code_files(recipe_name, package)) if package else (),
-    )
+    return Trainable(name, kind, module, inputs, recipe_name, source=None if ours else package, package=package)
 
 
 def _from_file(name: str, study_dir: Path) -> Trainable:
@@ -171,7 +176,7 @@ def _from_file(name: str, study_dir: Path) -> Trainable:
     module = existing or _import_file(module_name, path)
     _check_contract(module, str(path))
     inputs = module if _has_checks(module) else None
-    return Trainable(name, "file", module, inputs, module_name, source=path, files=(path,))
+    return Trainable(name, "file", module, inputs, module_name, source=path, package=path)
 
 
 def _is_file_of(module_name: str, path: Path) -> bool:
@@ -260,12 +265,3 @@ def _package_folder(top: str) -> Path | None:
         locations = list(spec.submodule_search_locations)
         return Path(locations[0]).resolve() if len(locations) == 1 else None
     return Path(spec.origin).resolve() if spec.origin and spec.origin.endswith(".py") else None
-
-
-def code_files(module_name: str, package: Path) -> list[Path]:
-    """The files of a trainable's code: its module and every module of its own package it
-    imports, directly or not (a static walk of the imports: the modules need not be imported).
-    A single-file module is its file."""
-    from trainables.code_files import import_closure
-
-    return import_closure(module_name, package)

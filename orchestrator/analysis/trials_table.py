@@ -49,6 +49,7 @@ def rows_of(record: dict) -> list[dict]:
             # it was not kept (`checkpoint.keep_best: false` rotated it out)
             "checkpoint_epoch": t.get("checkpoint_epoch"),
             "path": t.get("path"),
+            "code": t.get("code"),  # the hash of the trainable's code the trial ran (study.json: code)
             "error": t.get("error"),
         }
         flatten("grid", t.get("grid") or {}, row)

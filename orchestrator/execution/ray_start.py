@@ -34,6 +34,7 @@ class RunOptions:
     gpu_price: str | None = None
     over_budget: bool = False
     stored_cap: object | None = None  # orchestrator.planning.budget.Cap
+    allow_code_change: bool = False  # run trials with a trainable whose code changed since the study ran
 
 
 def _keep_credentials_out_of_ray() -> None:

@@ -117,6 +117,7 @@ class StageRecorder(Callback):
         self._restored_seen = False  # trials a restored experiment knows were taken in (first step)
         self._saved_at, self._ended = -float("inf"), False
         self.deleted = deleted_checkpoints(store)  # by `gc`: never named by a record again
+        self.code: str | None = None  # the hash of the trainable's code in this run (set by run_stage)
         self.guard = None  # the study's BudgetGuard (orchestrator.execution.budget_guard), if it has a cap
 
     # -- recording -------------------------------------------------------------------------
@@ -186,6 +187,10 @@ class StageRecorder(Callback):
                 "path": trial_uri(self.store, trial.path),
                 "failures": trial.num_failures,
             }
+        )
+        # the code it ran: this run's for a trial that ran in it, else what it ran before
+        entry["code"] = (
+            self.code if tid in self._started or status == "running" else entry.get("code", spec.get("code"))
         )
         for key in ("checkpoint", "latest_checkpoint"):
             if entry[key] is not None and study_relative(entry[key]) in self.deleted:

@@ -14,7 +14,7 @@ import sys
 import time
 import traceback
 import types
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ray import tune
 from ray.tune import TuneError
@@ -53,6 +53,7 @@ class StudyRun:
     console: Console
     git: dict | None  # the commit of the study file's repository, recorded with every trial
     notifier: Notifier | None = None  # the study's webhooks (`notify:`)
+    code: dict = field(default_factory=dict)  # the trainables' code identities (planning/code.py)
     guard: BudgetGuard | None = None  # the study's spend cap (`budget:`)
 
 
@@ -156,6 +157,7 @@ def run_stage(run: StudyRun, sp: StagePlan, previous: dict | None) -> dict:
         keep = 4
     run.console.print(f"[bold]stage {sp.name}[/]: {sp.num_trials} trials, {max_conc} at a time ({each})")
     recorder = StageRecorder(sp, run.store, run.status, run.console, previous, res, notifier=run.notifier)
+    recorder.code = run.code.get(sp.stage.trainable, {}).get("hash")
     _LIVE_RECORDERS[sp.name] = recorder
     tuner = _tuner(run, sp, res, max_conc, (keep, policy.keep_best))
     started = time.perf_counter()
@@ -205,6 +207,7 @@ def _param_space(run: StudyRun, sp: StagePlan, res: dict) -> dict:
     common = {
         "study": study.name,
         "recipe": sp.trainable.recipe_name,  # the module the trial's process imports
+        "code": run.code.get(sp.stage.trainable, {}).get("hash"),  # what it ran (orchestrator/planning/code.py)
         "checkpoint_every": policy.every,
         "checkpoint_interval_s": policy.interval_s,
         "report_interval_s": study.report_interval_of(sp.stage),

@@ -73,9 +73,10 @@ def stored_meta(plan: Plan, store: Store) -> dict | None:
     return meta
 
 
-def prepare_storage(plan: Plan, store: Store, study_text: str) -> dict:
+def prepare_storage(plan: Plan, store: Store, study_text: str, code: dict | None = None) -> dict:
     """Record the study in its storage, or check that the stored one is the same study; either
-    way, where it is now (`location`: a later run finds out that it was moved)."""
+    way, where it is now (`location`: a later run finds out that it was moved) and what code its
+    trainables are (`code`, by trainable; earlier versions in `code_history`)."""
     meta = stored_meta(plan, store)
     if meta is not None:
         meta.setdefault("runs", []).append(time.strftime("%Y-%m-%dT%H:%M:%S%z"))
@@ -91,5 +92,11 @@ def prepare_storage(plan: Plan, store: Store, study_text: str) -> dict:
         }
         store.write_text(study_text, STUDY_FILE)
     meta["location"] = store.uri
+    if code is not None:
+        before = meta.get("code") or {}
+        changed = {name: v for name, v in before.items() if name in code and code[name]["hash"] != v.get("hash")}
+        if changed:
+            meta.setdefault("code_history", []).append({"until": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **changed})
+        meta["code"] = {**before, **code}
     store.write_text(json.dumps(meta, indent=1, default=str), STUDY_META)
     return meta

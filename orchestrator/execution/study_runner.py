@@ -25,7 +25,7 @@ from orchestrator.execution.ray_start import RunOptions, init_ray, preload_pays
 from orchestrator.execution.recorder import best_trial
 from orchestrator.execution.stage_runner import StudyRun, run_stage
 from orchestrator.execution.study_folder import git_commit, prepare_storage, stored_meta, study_store
-from orchestrator.planning import budget
+from orchestrator.planning import budget, code
 from orchestrator.planning.expand import Plan, StagePlan
 from orchestrator.planning.references import resolve_stage, successful
 from orchestrator.planning.resources import ClusterShape, trial_charge
@@ -115,6 +115,16 @@ def _open_folder(plan: Plan, store: Store, study_text: str, run: tuple, console:
         meta = stored_meta(plan, store)  # the same study, or a one-line error; nothing written yet
         refuse_if_held(store)
         records = {name: load_stage_record(store, name) for name in plan.order}
+        todo = [name for name in plan.order if not _stage_done(records[name], options.retry_errored)]
+        current = code.identities(plan)
+        for line in code.check_unchanged(
+            (meta or {}).get("code"),
+            current,
+            [plan.stages[n].stage.trainable for n in todo],
+            plan.doc.file,
+            options.allow_code_change,
+        ):
+            console.print(f"[yellow]note[/]: {escape(line)}")
         moved_from = recorded_location(meta, records)
         moved = moved_from is not None and moved_from.rstrip("/") != store.uri.rstrip("/")
         if moved:
@@ -125,7 +135,7 @@ def _open_folder(plan: Plan, store: Store, study_text: str, run: tuple, console:
             )
         if cap is not None:
             console.print(_check_budget(plan, cap, (store, records), options), markup=False, highlight=False)
-        prepare_storage(plan, store, study_text)
+        prepare_storage(plan, store, study_text, current)
         for name, record in records.items() if moved else ():
             if record is not None:
                 save_stage_record(store, name, record)
@@ -265,7 +275,9 @@ def _start(
         console.print(f"[dim]ships to every Ray worker (runtime_env py_modules): {escape(line)}[/]")
     shape = init_ray(options, console, modules if preload_pays(first, options) else [], shipping.runtime_env(ship))
     status = StudyStatus(store, plan.study.name, console)
-    return StudyRun(plan, store, shape, options, status, console, git_commit(plan.study_dir))
+    return StudyRun(
+        plan, store, shape, options, status, console, git_commit(plan.study_dir), code=code.identities(plan)
+    )
 
 
 def _stage_done(record: dict | None, retry_errored: bool) -> bool:

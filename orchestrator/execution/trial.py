@@ -84,6 +84,7 @@ def run_trial(config: dict) -> None:
             "trial_name": ctx.get_trial_name(),
             "sampled": config.get("search") or {},
             "git": trial.get("git"),
+            "code": trial.get("code"),  # the hash of the trainable's code (orchestrator/planning/code.py)
             "upstream": trial.get("upstream") or {},
             "placement": {} if parallel else _placement(),  # data-parallel: per worker
             # when this worker process started and when this trial began in it: the first trial

@@ -235,7 +235,7 @@ class _StageExpansion:
             upstream = self.built.get(ref.stage)
             if upstream is None:  # the upstream stage itself had problems, reported there
                 continue
-            refs.set_path(probe, path, _placeholder(ref, upstream))
+            refs.set_path(probe, path, _placeholder(ref, upstream, self.built))
             if ref.fan_out:
                 self.fan_out[ref.group] = ref.k if ref.selector == "top" else upstream.num_trials
         return problems
@@ -270,14 +270,21 @@ class _StageExpansion:
         return None
 
 
-def _placeholder(ref: refs.Ref, upstream: StagePlan):
-    """The value a (valid) reference stands for until its stage has run."""
+def _placeholder(ref: refs.Ref, upstream: StagePlan, built: dict[str, StagePlan]):
+    """The value a (valid) reference stands for until its stage has run: a config value of the
+    upstream stage's first trial, followed through that stage's own reference if it has one
+    (`${b.best.config.hidden}` where stage b took `hidden` from stage a)."""
     if not ref.field.startswith("config."):
         return PLACEHOLDERS[ref.field]
     key = ref.field.split(".")[1]
     first = upstream.trials[0].run_config if upstream.trials else {}
     model = upstream.trainable.config_model
-    return first.get(key, model.model_fields[key].default if model is not None else None)
+    value = first.get(key, model.model_fields[key].default if model is not None else None)
+    if refs.looks_like_ref(value):
+        inner = refs.parse(value)
+        if inner.stage in built:
+            return _placeholder(inner, built[inner.stage], built)
+    return value
 
 
 def user_code_problem(exc: trainables.TrainableError, row: Row, where: tuple) -> Problem:
