@@ -33,6 +33,7 @@ from pathlib import Path
 from types import ModuleType
 
 GROUP = "orchestrator.trainables"
+_FILES: dict[str, Path] = {}  # module name -> the file trainable this process loaded under it
 OURS = "trainables"  # this package: installed with the orchestrator on every node, never shipped
 
 
@@ -163,18 +164,27 @@ def _from_file(name: str, study_dir: Path) -> Trainable:
     if not module_name.isidentifier():
         raise TrainableError(f"{path}: {module_name!r} cannot be a module name (letters, digits, _)")
     existing = sys.modules.get(module_name)
-    if existing is not None and Path(getattr(existing, "__file__", "") or "").resolve() != path:
+    ours = existing is not None and _FILES.get(module_name) is not None  # a file trainable loaded before
+    if existing is not None and not ours:
         raise TrainableError(
             f"{path}: a module named {module_name!r} is already imported from elsewhere "
-            f"({getattr(existing, '__file__', 'built in')}); rename the file"
+            f"({getattr(existing, '__file__', None) or 'built in'}); rename the file, since every worker imports "
+            "it by that name"
         )
     if existing is None and _findable(module_name) and not _is_file_of(module_name, path):
         raise TrainableError(
             f"{path}: a module named {module_name!r} exists already ({importlib.util.find_spec(module_name).origin}); "
             "rename the file, since every worker imports it by that name"
         )
-    module = existing or _import_file(module_name, path)
-    _check_contract(module, str(path))
+    # loaded afresh each time (a long-lived process, a notebook, sees the file as it is now)
+    module = _import_file(module_name, path)
+    _FILES[module_name] = path
+    try:
+        _check_contract(module, str(path))
+    except TrainableError:
+        sys.modules.pop(module_name, None)
+        _FILES.pop(module_name, None)
+        raise
     inputs = module if _has_checks(module) else None
     return Trainable(name, "file", module, inputs, module_name, source=path, package=path)
 

@@ -84,9 +84,33 @@ def build_plan(study: Study, doc: YamlDoc, study_dir: Path, check_inputs: bool =
             stages[name] = _StageExpansion(study, name, doc, study_dir, stages).expand(check_inputs)
         except UserError as exc:
             problems.extend(exc.problems)
+    problems += _same_module_names(stages, doc)
     if problems:
         raise UserError(list({str(p): p for p in problems}.values()))  # each problem once, in order
     return Plan(study, doc, study_dir, stages, list(stages))
+
+
+def _same_module_names(stages: dict[str, StagePlan], doc: YamlDoc) -> list[Problem]:
+    """Two file trainables of a study with one file name: every worker imports a file trainable
+    by its name, so they would be one module there."""
+    seen: dict[str, StagePlan] = {}
+    problems = []
+    for sp in stages.values():
+        if sp.trainable is None or sp.trainable.kind != "file":
+            continue
+        first = seen.setdefault(sp.trainable.recipe_name, sp)
+        if first.trainable.source != sp.trainable.source:
+            where = ("stages", sp.name, "trainable")
+            problems.append(
+                Problem(
+                    doc.file,
+                    f"{sp.trainable.source} and {first.trainable.source} (stage {first.name}) have the same module "
+                    f"name {sp.trainable.recipe_name!r}, which every worker imports them by; rename one",
+                    join_path(*where),
+                    doc.line_of(where),
+                )
+            )
+    return problems
 
 
 def _check_size(study: Study, doc: YamlDoc) -> None:
