@@ -33,8 +33,8 @@ from pathlib import Path
 import torch
 
 from trainables.configs.lstm_mae_pretrain import Config
-from trainables.data import augment, masking, ohlc
-from trainables.data.folds import split_note, time_blocks
+from trainables.data import augment, masking
+from trainables.data.pretrain_windows import Windows, load_windows, masked_error
 from trainables.models import encoders
 from trainables.models.masked_autoencoder import MaskedAutoencoder
 from trainables.runtime import checkpoints, distributed, precision
@@ -43,21 +43,6 @@ from trainables.runtime.metadata import environment, parameter_counts
 from trainables.runtime.reproducibility import rng_state, set_rng_state, start_trial
 from trainables.runtime.selection import ModelChoice
 from trainables.runtime.session import Session, write_json, write_metrics_csv
-
-EVAL_MASK_SEED = 20_251_017  # fixed: every trial is scored on the same validation masks
-EVAL_MASK_RATIO = 0.15
-
-
-@dataclass
-class Windows:
-    """The trial's data on the device: training windows, validation windows and their masks."""
-
-    train: torch.Tensor
-    val: torch.Tensor
-    val_mask: torch.Tensor  # the trial's own mask strategy
-    common_mask: torch.Tensor  # one random mask shared by every trial
-    interp_mse: float  # the common mask filled by interpolation: the naive baseline
-    overlap: dict  # how the windows were split (metadata.json)
 
 
 @dataclass
@@ -135,18 +120,6 @@ def train_step(
     return loss.detach()
 
 
-@torch.no_grad()
-def masked_error(model, x: torch.Tensor, mask: torch.Tensor, batch: int) -> float:
-    """Masked MSE over every hidden value of `x`, summed on the device (one host sync)."""
-    model.eval()
-    total = torch.zeros((), dtype=torch.float64, device=x.device)
-    for i in range(0, len(x), batch):
-        xb, mb = x[i : i + batch], mask[i : i + batch]
-        total += (((model(xb, mb) - xb) ** 2) * mb).sum()
-    model.train()
-    return float(total) / max(float(mask.sum()), 1.0)
-
-
 def train(config: dict, session: Session | None = None) -> dict:
     """Run one pretraining trial; returns the last reported metrics."""
     cfg = Config.model_validate(config)
@@ -173,40 +146,6 @@ def train(config: dict, session: Session | None = None) -> dict:
     if state.best_encoder is not None:
         _export_best_encoder(state, session.artifact_dir / encoders.ENCODER_FILE, cfg)
     return metrics
-
-
-def load_windows(cfg: Config, device: torch.device) -> Windows:
-    """The data, split by time (seed-independent), normalised, and the fixed validation masks.
-
-    Everything here is computed on the CPU and only then moved to the trial's device: a CUDA
-    generator draws other numbers than a CPU one for the same seed, so masks drawn on the device
-    would score GPU trials on other masks than CPU trials (or a CPU pre-flight)."""
-    windows = ohlc.load_windows(cfg.data, cfg.window_length)
-    line, (train_idx, val_idx) = time_blocks(windows, (cfg.val_fraction,), cfg.window_length)
-    data = ohlc.normalise(torch.as_tensor(windows.ohlc, dtype=torch.float32))
-    x_train, x_val = data[torch.as_tensor(train_idx)], data[torch.as_tensor(val_idx)]
-    # Validation masks are drawn once with fixed seeds: same masks every epoch and every trial.
-    # Two separate generators: the common mask must not depend on the trial's strategy.
-    val_mask = masking.make_mask(
-        cfg.mask_strategy,
-        tuple(x_val.shape),
-        cfg.mask_ratio,
-        "cpu",
-        patch_len=cfg.patch_len,
-        mean_block=cfg.mean_block,
-        generator=torch.Generator().manual_seed(EVAL_MASK_SEED),
-    )
-    common_mask = masking.random_mask(
-        tuple(x_val.shape), EVAL_MASK_RATIO, "cpu", torch.Generator().manual_seed(EVAL_MASK_SEED + 1)
-    )
-    interp = masking.interpolate_masked(x_val, common_mask)
-    interp_mse = float(masking.masked_mse(interp, x_val, common_mask))
-    overlap = {
-        **line.describe(cfg.window_length),
-        "split": split_note(line, len(windows), (train_idx, val_idx), ("train", "val")),
-    }
-    x_train, x_val, val_mask, common_mask = (t.to(device) for t in (x_train, x_val, val_mask, common_mask))
-    return Windows(x_train, x_val, val_mask, common_mask, interp_mse, overlap)
 
 
 def fit(state: TrainState, data: Windows, cfg: Config, session: Session) -> dict:
