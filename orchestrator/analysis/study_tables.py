@@ -48,7 +48,34 @@ def build(
         if agg.empty:  # no successful trial in this stage: nothing to aggregate or compare
             continue
         out.aggregated[name] = agg
-        base = baseline or (record.get("compare") or {}).get("baseline")
+        compare = record.get("compare") or {}
+        if compare.get("stage") and not baseline:
+            other = records.get(compare["stage"])  # the other stage, also when only this one is shown
+            both = trials if compare["stage"] in chosen else trials_table.build_table([record, other] if other else [])
+            against = _against_stage(both, name, compare, stage_metrics) if other else None
+            if against is not None:
+                out.paired[name] = seed_stats.paired(against[0], against[1], against[2], group_by, how)
+            continue
+        base = baseline or compare.get("baseline")
         if base and base in set(rows["variant"].dropna()):
             out.paired[name] = seed_stats.paired(rows, base, stage_metrics, group_by, how)
     return out
+
+
+def _against_stage(trials: pd.DataFrame, name: str, compare: dict, metrics: list[str]):
+    """(rows, baseline label, metrics) pairing stage `name` with `compare["stage"]` by seed: the
+    other stage's trials (its variant `compare["baseline"]`, if given) become the baseline group
+    labelled by that stage's name, in the same stage cell; the metrics both stages have. None when
+    the other stage has no trials."""
+    other = compare["stage"]
+    mine, theirs = trials[trials["stage"] == name].copy(), trials[trials["stage"] == other].copy()
+    if compare.get("baseline"):
+        theirs = theirs[theirs["variant"] == compare["baseline"]]
+    if theirs.empty:
+        return None
+    mine["variant"] = mine["variant"].fillna(name).replace("", name)
+    theirs["variant"], theirs["stage"] = other, name
+    both = pd.concat([mine, theirs], ignore_index=True)
+    shared = [m for m in metrics if m in theirs.columns and theirs[m].notna().any()]
+    keep = [c for c in both.columns if not c.startswith("config.") or both[c].nunique(dropna=False) <= 1]
+    return both[keep], other, shared

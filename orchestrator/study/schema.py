@@ -105,9 +105,18 @@ class Gate(_Strict):
 
 
 class Compare(_Strict):
-    """A paired comparison of every variant against one of them, seed by seed."""
+    """A paired comparison, seed by seed: every variant against one of them (`baseline`), or this
+    stage against another one (`stage`; with `baseline`, that stage's variant), e.g. two
+    architectures, each its own trainable, trained on the same data with the same seeds."""
 
-    baseline: str
+    baseline: str | None = None
+    stage: str | None = Field(None, description="Compare with this stage's trials, paired by seed.")
+
+    @model_validator(mode="after")
+    def _something(self) -> Compare:
+        if self.baseline is None and self.stage is None:
+            raise ValueError("give baseline (a variant of this stage), or stage (another stage), or both")
+        return self
 
 
 class Search(_Strict):
@@ -177,7 +186,7 @@ class Stage(_Strict):
 
     @model_validator(mode="after")
     def _baseline_is_a_variant(self) -> Stage:
-        if self.compare and self.compare.baseline not in self.variants:
+        if self.compare and self.compare.stage is None and self.compare.baseline not in self.variants:
             raise ValueError(
                 f"compare.baseline {self.compare.baseline!r} is not a variant of this stage; "
                 f"variants: {', '.join(self.variants) or '(none)'}"
@@ -419,6 +428,19 @@ def _check_graph(study: Study, doc: YamlDoc) -> list[Problem]:
                         doc.line_of(("stages", name, "needs", i)),
                     )
                 )
+    for name, stage in study.stages.items():
+        other = stage.compare.stage if stage.compare else None
+        if other is None:
+            continue
+        where = ("stages", name, "compare", "stage")
+        if other not in study.stages or other == name:
+            message = f"unknown stage {other!r}; stages are: {', '.join(n for n in study.stages if n != name)}"
+        elif stage.compare.baseline is not None and stage.compare.baseline not in study.stages[other].variants:
+            where = ("stages", name, "compare", "baseline")
+            message = f"stage {other!r} has no variant {stage.compare.baseline!r}"
+        else:
+            continue
+        problems.append(Problem(doc.file, message, join_path(*where), doc.line_of(where)))
     if problems:
         return problems
     cycle = find_cycle({n: s.needs for n, s in study.stages.items()})

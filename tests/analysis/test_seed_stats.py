@@ -351,3 +351,45 @@ def test_fan_out_duplicates_are_never_aligned_as_seeds():
     assert (pairs["n"] == 3).all()
     md = paired_markdown(seed_stats.paired(df, "scratch", ["best.acc"], within_seed="mean"))
     assert "| fine | pre | scratch | 3 |" in md and "2 trials per seed averaged" in md
+
+
+def test_a_stage_compared_with_another_stage_is_paired_by_seed():
+    """`compare: {stage: lstm}`: two architectures, each its own trainable, on the same seeds:
+    Δ = this stage - that stage, seed by seed, on the metrics both report."""
+    from scipy import stats as sstats
+
+    from orchestrator.analysis import study_tables
+
+    def record(stage, values, compare=None):
+        return {
+            "stage": stage,
+            "select": {"metric": "val/mse", "mode": "min"},
+            "compare": compare,
+            "trials": {
+                f"{stage}{seed}": {
+                    "stage": stage,
+                    "trial_id": f"{stage}{seed}",
+                    "name": f"{stage}/base/s{seed}",
+                    "variant": None,
+                    "seed": seed,
+                    "status": "done",
+                    "best": value,
+                    "config": {"width": 8 if stage == "lstm" else 32},
+                    "metrics": {"val/mse": value},
+                }
+                for seed, value in values.items()
+            },
+        }
+
+    lstm = record("lstm", {1: 0.30, 2: 0.50, 3: 0.40})
+    patch = record("patch", {1: 0.28, 2: 0.45, 3: 0.41, 4: 0.2}, compare={"stage": "lstm"})
+    for chosen in (None, "patch"):  # also when only the compared stage is shown (results --stage patch)
+        row = study_tables.build({"lstm": lstm, "patch": patch}, stage=chosen).paired["patch"].iloc[0]
+        deltas = [0.28 - 0.30, 0.45 - 0.50, 0.41 - 0.40]
+        low, high = sstats.t.interval(0.95, 2, loc=sum(deltas) / 3, scale=sstats.sem(deltas))
+        assert row["baseline"] == "lstm" and row["n"] == 3 and row["seeds"] == "1,2,3"
+        assert row["best.val/mse:delta"] == pytest.approx(sum(deltas) / 3)
+        assert row["best.val/mse:delta_ci_low"] == pytest.approx(low) and row[
+            "best.val/mse:delta_ci_high"
+        ] == pytest.approx(high)
+        assert "unpaired (no baseline): seed(s) 4" in row["note"]

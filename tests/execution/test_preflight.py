@@ -8,7 +8,9 @@ import pytest
 
 from tests.conftest import REPO
 
-STUDIES = sorted([REPO / "matrix.yaml", *(REPO / "search_spaces").glob("*.yaml")])
+STUDIES = sorted(
+    [REPO / "matrix.yaml", *(REPO / "search_spaces").glob("*.yaml"), *(REPO / "examples").glob("*/study.yaml")]
+)
 
 
 @pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.name)

@@ -337,3 +337,9 @@ def test_unusable_storage_is_one_line_exit_2(tmp_path, write_study, cli):
     path = write_study(_study(tmp_path, GOOD))
     code, out, err = cli("run", path, "--storage", blocker / "runs")
     assert code == 2 and "cannot use this storage" in err and "Traceback" not in err + out
+
+
+def test_compare_with_an_unknown_stage_or_variant_is_one_line(tmp_path, write_study, cli):
+    body = GOOD.rstrip() + "\n    compare: {stage: nowhere}\n"
+    code, _, err = cli("validate", write_study(_study(tmp_path, body)))
+    assert code == 2 and "compare.stage: unknown stage 'nowhere'" in err, err
