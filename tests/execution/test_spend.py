@@ -180,7 +180,7 @@ def test_the_record_charges_a_trial_its_actors_gpus(monkeypatch):
         trainable=trainables.resolve("retrieval_eval"),
     )
     rec.store = Store("/tmp/nowhere/study")
-    rec.resources, rec._attempts, rec.deleted = {"cpu": 1.0, "gpu": 0.0}, {}, set()
+    rec.resources, rec._attempts, rec.deleted, rec._started, rec.code = {"cpu": 1.0, "gpu": 0.0}, {}, set(), set(), None
     rec.record = {"stage": "evaluate", "select": None, "trials": {}}
     config = {"beir": ["b"], "encode_workers": 2, "worker_gpus": 1.0, "worker_cpus": 1.0}
     manager = SimpleNamespace(best_checkpoint_result=None, latest_checkpoint_result=None)
