@@ -121,7 +121,7 @@ def resolve(name: str, study_dir: Path | str | None = None) -> Trainable:
         return _from_file(name, Path(study_dir or "."))
     if name in entry_points():
         return _from_module(name, entry_points()[name], "entry point")
-    if "." in name and _findable(name):
+    if name.replace(".", "").replace("_", "").isalnum() and _findable(name):
         return _from_module(name, name, "module")
     raise UnknownTrainable(name)
 
