@@ -5,6 +5,7 @@ trials once its references are replaced (the syntax is in `orchestrator.study.re
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from pathlib import Path
 from typing import Any
@@ -116,15 +117,14 @@ def expand(config: dict, records: dict[str, dict]) -> list[tuple[dict, dict, dic
     return out
 
 
-def resolve_stage(sp: StagePlan, records: dict[str, dict], study_dir: Path) -> StagePlan:
-    """The stage with its references replaced by upstream results (raises RefError)."""
-    module = sp.trainable.settings
-    trials = []
-    seen: dict[str, TrialSpec] = {}
-    for spec in sp.trials:
-        for resolved, lineage, id_config in expand(spec.config, records):
-            tid = trial_id(spec.trainable, id_config, spec.seed)
-            new = TrialSpec(
+def resolve_spec(spec: TrialSpec, records: dict[str, dict], module, study_dir: Path) -> list[TrialSpec]:
+    """One planned trial with its references replaced by upstream results: one trial per
+    combination of fan-out choices (raises RefError)."""
+    out = []
+    for resolved, lineage, id_config in expand(spec.config, records):
+        tid = trial_id(spec.trainable, id_config, spec.seed)
+        out.append(
+            TrialSpec(
                 spec.stage,
                 spec.trainable,
                 spec.variant,
@@ -135,25 +135,29 @@ def resolve_stage(sp: StagePlan, records: dict[str, dict], study_dir: Path) -> S
                 resolve_inputs(resolved, module, study_dir),
                 lineage,
             )
-            if tid in seen:
-                # e.g. ${pre.best} in one variant and ${pre.top[1]} (or trials[x], x the best) in
-                # another: the same upstream trial, so the same config and seed. Two trials in one
-                # folder would overwrite each other's checkpoints and records.
-                used = ", ".join(sorted(f"{v['trial']}" for v in lineage.values())) or "the same inputs"
-                raise RefError(
-                    f"trials {seen[tid].name} and {new.name} are the same trial once references are "
-                    f"resolved (same config and seed; both use {used}); make the variants differ"
-                )
-            seen[tid] = new
+        )
+    return out
+
+
+def check_distinct(new: TrialSpec, seen: dict[str, TrialSpec]) -> None:
+    """Two trials of a stage that are one trial once references are resolved: an error (e.g.
+    ${pre.best} in one variant and ${pre.top[1]} in another: the same upstream trial, so the same
+    config and seed; two trials in one folder would overwrite each other's checkpoints)."""
+    if new.id in seen:
+        used = ", ".join(sorted(f"{v['trial']}" for v in new.upstream.values())) or "the same inputs"
+        raise RefError(
+            f"trials {seen[new.id].name} and {new.name} are the same trial once references are "
+            f"resolved (same config and seed; both use {used}); make the variants differ"
+        )
+    seen[new.id] = new
+
+
+def resolve_stage(sp: StagePlan, records: dict[str, dict], study_dir: Path) -> StagePlan:
+    """The stage with its references replaced by upstream results (raises RefError)."""
+    trials: list[TrialSpec] = []
+    seen: dict[str, TrialSpec] = {}
+    for spec in sp.trials:
+        for new in resolve_spec(spec, records, sp.trainable.settings, study_dir):
+            check_distinct(new, seen)
             trials.append(new)
-    return StagePlan(
-        sp.name,
-        sp.stage,
-        trials,
-        sp.resources,
-        sp.search_space,
-        sp.differing,
-        sp.notes,
-        resolved=True,
-        trainable=sp.trainable,
-    )
+    return dataclasses.replace(sp, trials=trials, fan_out=1, resolved=True)
