@@ -43,17 +43,19 @@ class BudgetGuard:
         # spend of earlier runs that their records missed (a driver killed between two saves of a
         # record; see budget.spent_so_far): counted on top of the records, and saved with them
         self.carried = spent_so_far(store, records) - study_spend(records.values())
-        self.recorder = None  # the running stage's StageRecorder
+        self.recorders: list = []  # the StageRecorders of the stages that run
         self.stopped: str | None = None  # why the cap stopped the study
         self._gate: tuple[float, bool] = (-1.0, True)  # (checked at, open)
         self._checked = self._saved = -float("inf")
 
     # -- what is spent -----------------------------------------------------------------------
     def spend(self) -> Spend:
-        """Every stage's trials, the running stage's up to now."""
-        stage = self.recorder.plan.name if self.recorder is not None else None
-        done = study_spend(r for name, r in self.records.items() if name != stage) + self.carried
-        return done + (self.recorder.live_spend() if self.recorder is not None else Spend())
+        """Every stage's trials, the running stages' up to now."""
+        live = {r.plan.name for r in self.recorders}
+        total = study_spend(r for name, r in self.records.items() if name not in live) + self.carried
+        for recorder in self.recorders:
+            total = total + recorder.live_spend()
+        return total
 
     def reached(self) -> str | None:
         """`spent $4.10 of $4.00` when the cap is reached (the study may spend nothing more), or None."""
@@ -68,28 +70,32 @@ class BudgetGuard:
         would make Tune wait for a trial that never comes."""
         if self.stopped is not None:
             return False
-        if self.recorder is None or not self.recorder.running():
+        if not any(r.running() for r in self.recorders):
             return True
         checked, open_ = self._gate
         now = time.monotonic()
         if now - checked >= 1.0:
-            open_ = self.cap.exceeded_by(self.spend() + self.recorder.running_need()) is None
+            need = self.spend()
+            for recorder in self.recorders:
+                need = need + recorder.running_need()
+            open_ = self.cap.exceeded_by(need) is None
             self._gate = (now, open_)
         return open_
 
     # -- a stage ------------------------------------------------------------------------------
     def begin(self, recorder) -> None:
-        """Watch the stage of this recorder."""
-        self.recorder = recorder
-        recorder.guard = self  # the stage's GatedVariants finds the guard through its recorder
+        """Watch the stage of this recorder (several stages may run at once)."""
+        self.recorders.append(recorder)
+        recorder.guard = self  # a per-stage Tuner's GatedVariants finds the guard through its recorder
         self._gate = (-1.0, True)
         self.save()
 
-    def end(self) -> None:
-        if self.recorder is not None:
-            self.recorder.guard = None
+    def end(self, recorder) -> None:
+        """That stage has ended: its record holds its spend from now on."""
+        if recorder in self.recorders:
+            self.recorders.remove(recorder)
+        recorder.guard = None
         self.save()
-        self.recorder = None
 
     def check(self, force: bool = False) -> None:
         """Stop the study when the cap is reached. Called by the recorder after each step of
@@ -102,7 +108,7 @@ class BudgetGuard:
         reached = self.reached()
         if reached:
             self.stop(f"the cap is reached: {reached}")
-        elif now - self._saved >= 10.0:
+        elif force or now - self._saved >= 10.0:  # at a trial's end, with its stage record
             self.save()
 
     def stop(self, reason: str, interrupt: bool = True) -> None:

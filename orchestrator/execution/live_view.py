@@ -52,14 +52,16 @@ class _Running:
 
 
 class LiveView:
-    """A stage's running trials; `update`/`finish` as results arrive, `renderable()` to draw."""
+    """A stage's running trials; `update`/`finish` as results arrive, `renderable()` to draw. A
+    section of a `StudyView` draws through it (one live display for every stage of the study)."""
 
-    def __init__(self, console: Console, stage: str, total: int, select: dict | None):
+    def __init__(self, console: Console, stage: str, total: int, select: dict | None, parent=None):
         self.console, self.stage, self.total, self.select = console, stage, total, select
         self.running: dict[str, _Running] = {}
         self.counts = {"done": 0, "failed": 0}
         self.best: tuple[float, str] | None = None
         self._live: Live | None = None
+        self.parent = parent
 
     def start(self) -> LiveView:
         if self.console.is_terminal and not self.console.is_dumb_terminal:
@@ -98,7 +100,9 @@ class LiveView:
         return entry.eta_s(time.monotonic()) if entry else None
 
     def _refresh(self) -> None:
-        if self._live is not None:
+        if self.parent is not None:
+            self.parent.refresh()
+        elif self._live is not None:
             self._live.update(self.renderable())
 
     def renderable(self) -> Group:
@@ -126,6 +130,40 @@ class LiveView:
             value = f"{self.select['metric']}={entry.value:.4g}" if entry.value is not None and self.select else ""
             table.add_row(Text(entry.name), bar, count, f"{_clock(elapsed)} {eta}".strip(), value)
         return Group(Text.from_markup(head), table)
+
+
+class StudyView:
+    """The live view of a whole study: one section per stage that runs (its counts, best value
+    and running trials), in one display, while stages overlap."""
+
+    def __init__(self, console: Console):
+        self.console = console
+        self.sections: dict[str, LiveView] = {}
+        self._live: Live | None = None
+
+    def section(self, stage: str, total: int, select: dict | None) -> LiveView:
+        self.sections[stage] = LiveView(self.console, stage, total, select, parent=self)
+        self.refresh()
+        return self.sections[stage]
+
+    def start(self) -> StudyView:
+        if self.console.is_terminal and not self.console.is_dumb_terminal:
+            self._live = Live(self.renderable(), console=self.console, refresh_per_second=2, transient=True)
+            self._live.start()
+        return self
+
+    def stop(self) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+
+    def refresh(self) -> None:
+        if self._live is not None:
+            self._live.update(self.renderable())
+
+    def renderable(self) -> Group:
+        shown = [s for s in self.sections.values() if s.running or s.counts["done"] + s.counts["failed"] < s.total]
+        return Group(*(s.renderable() for s in shown))
 
 
 def _clock(seconds: float) -> str:

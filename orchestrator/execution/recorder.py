@@ -158,6 +158,9 @@ class StageRecorder(Callback):
         charge = trial_charge(self.resources, self.plan.trainable, cfg)
         cfg.pop("seed", None)
         entry = self.record["trials"].get(tid, {})
+        # a checkpoint Tune no longer knows of (a trial restored from an older experiment snapshot
+        # runs again from its checkpoint and may report none): the record keeps the one it had
+        known = {k: entry.get(k) for k in ("checkpoint", "checkpoint_epoch", "latest_checkpoint")}
         wall = self._wall_s(tid, entry, last)
         entry.update(
             {
@@ -192,6 +195,10 @@ class StageRecorder(Callback):
         entry["code"] = (
             self.code if tid in self._started or status == "running" else entry.get("code", spec.get("code"))
         )
+        if entry["checkpoint"] is None and known["checkpoint"]:
+            entry["checkpoint"], entry["checkpoint_epoch"] = known["checkpoint"], known["checkpoint_epoch"]
+        if entry["latest_checkpoint"] is None and known["latest_checkpoint"]:
+            entry["latest_checkpoint"] = known["latest_checkpoint"]
         for key in ("checkpoint", "latest_checkpoint"):
             if entry[key] is not None and study_relative(entry[key]) in self.deleted:
                 entry[key] = None  # Tune's experiment state still names it
@@ -388,6 +395,15 @@ class StageRecorder(Callback):
         self.save(ended=True)
         if self.guard is not None:
             self.guard.check(force=True)
+
+    def finish(self) -> dict:
+        """The stage has ended (every trial it has ended: the study's schedule knows how many a
+        fan-out has): its record complete."""
+        for tid in list(self._attempts):
+            self._attempts.pop(tid)
+        self.record["state"] = "complete"
+        self.status.stage(self.plan.name, "complete", self.record["trials"])
+        return self.record
 
     def on_experiment_end(self, trials, **info):
         for trial in trials:

@@ -183,7 +183,7 @@ def run_stage(run: StudyRun, sp: StagePlan, previous: dict | None) -> dict:
         recorder.view.stop()
         if run.guard is not None:
             _budget_stop(recorder.record, run.guard.stopped)
-            run.guard.end()
+            run.guard.end(recorder)
     save_stage_record(run.store, sp.name, recorder.record)
     return recorder.record
 
@@ -198,13 +198,13 @@ def _budget_stop(record: dict, reason: str | None) -> None:
             trial["stopped_by"] = "budget"
 
 
-def _param_space(run: StudyRun, sp: StagePlan, res: dict) -> dict:
-    """Tune's param_space: a grid over the stage's trials (each with what its trial function
-    needs), and the search space's samplers."""
+def trial_common(run: StudyRun, sp: StagePlan, res: dict) -> dict:
+    """What every trial of a stage carries in its config besides its own spec: what the trial
+    function needs (checkpoint clock, reports, storage, selection, resources) and what it ran."""
     study = run.plan.study
     policy = study.checkpoint_of(sp.stage)
     workers = sp.resources.workers
-    common = {
+    return {
         "study": study.name,
         "recipe": sp.trainable.recipe_name,  # the module the trial's process imports
         "code": run.code.get(sp.stage.trainable, {}).get("hash"),  # what it ran (orchestrator/planning/code.py)
@@ -216,7 +216,16 @@ def _param_space(run: StudyRun, sp: StagePlan, res: dict) -> dict:
         "storage": run.store.uri,
         "select": sp.stage.select.model_dump() if sp.stage.select else None,
         "worker_resources": {"cpu": sp.resources.cpu, "gpu": res["gpu"] / workers},
+        # the trial's own process: a data-parallel trial's only waits for its Ray Train workers,
+        # which reserve the CPUs and GPUs themselves
+        "resources": {"cpu": res["cpu"], "gpu": res["gpu"]} if workers == 1 else {"cpu": 0.01, "gpu": 0.0},
     }
+
+
+def _param_space(run: StudyRun, sp: StagePlan, res: dict) -> dict:
+    """Tune's param_space: a grid over the stage's trials (each with what its trial function
+    needs), and the search space's samplers."""
+    common = trial_common(run, sp, res)
     space = {"trial": tune.grid_search([dict(t.to_dict(), **common) for t in sp.trials])}
     if sp.search_space:
         space["search"] = search.to_tune(sp.search_space)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pyarrow.fs as pafs
 from pyarrow import ArrowException
 from rich.console import Console
 from rich.markup import escape
@@ -22,9 +23,10 @@ from orchestrator.execution.lease import DriverLease, refuse_if_held
 from orchestrator.execution.live_status import StudyStatus
 from orchestrator.execution.notify import Notifier
 from orchestrator.execution.ray_start import RunOptions, init_ray, preload_pays
-from orchestrator.execution.recorder import best_trial
 from orchestrator.execution.stage_runner import StudyRun, run_stage
 from orchestrator.execution.study_folder import git_commit, prepare_storage, stored_meta, study_store
+from orchestrator.execution.study_schedule import skipped_record, stage_line
+from orchestrator.execution.study_tune import run_schedule
 from orchestrator.planning import budget, code
 from orchestrator.planning.expand import Plan, StagePlan
 from orchestrator.planning.references import resolve_stage, successful
@@ -153,7 +155,10 @@ def _run_folder(plan: Plan, store: Store, options: RunOptions, console: Console,
     if guard is not None:
         guard.save()  # the cap in force, for status, results and resume
     try:
-        outcome = _run_stages(plan, store, options, console, (records, todo, notifier, guard))
+        if _legacy_experiments(store, todo):  # interrupted by a release that ran one Tuner per stage
+            outcome = _run_stages(plan, store, options, console, (records, todo, notifier, guard))
+        else:
+            outcome = _run_together(plan, store, options, console, (records, todo, notifier, guard))
     finally:
         if todo:
             notifier.send("study_end", _study_line(plan, records, store), storage=store.uri)
@@ -161,8 +166,69 @@ def _run_folder(plan: Plan, store: Store, options: RunOptions, console: Console,
     return outcome
 
 
+def _legacy_experiments(store: Store, todo: list[str]) -> bool:
+    """Whether a stage still to run has a Tune experiment of its own (`<stage>/experiment_state-*`:
+    the per-stage runs of releases before 2026-12-05), which only a per-stage Tuner restores."""
+    for name in todo:
+        selector = pafs.FileSelector(store.path(name), allow_not_found=True)
+        if any(i.base_name.startswith("experiment_state") for i in store.fs.get_file_info(selector)):
+            return True
+    return False
+
+
+def _run_together(plan: Plan, store: Store, options: RunOptions, console: Console, state: tuple) -> StudyOutcome:
+    """The stages still to run as one experiment (`study_tune.run_schedule`); Ray starts only
+    when a stage can run (a re-run whose stages are complete, or skipped before they start, starts
+    none)."""
+    records, todo, notifier, guard = state
+    for name in plan.order:
+        if name not in todo:
+            console.print(f"[dim]stage {name}: complete in storage, skipped[/]")
+    runnable = _skip_what_cannot_run(plan, store, console, (records, todo))
+    if guard is not None and not guard.stopped and runnable:
+        reached = guard.reached()
+        if reached:
+            guard.stop(f"the cap is reached before the study starts: {reached}", interrupt=False)
+    if guard is not None and guard.stopped:
+        return StudyOutcome(store, records, interrupted=True, budget=guard.stopped)
+    if not runnable:
+        return StudyOutcome(store, records, interrupted=False)
+    run = _start(plan, plan.stages[runnable[0]], store, options, console, runnable)
+    run.notifier, run.guard = notifier, guard
+    for name in todo:
+        if name not in runnable:
+            run.status.stage(name, records[name]["state"])
+    schedule = run_schedule(run, records, runnable)
+    left = [name for name in runnable if schedule.stages[name].state not in ("complete", "gated", "skipped", "failed")]
+    return StudyOutcome(store, records, interrupted=bool(left), budget=guard.stopped if guard else None)
+
+
+def _skip_what_cannot_run(plan: Plan, store: Store, console: Console, state: tuple) -> list[str]:
+    """Record the stages that cannot run because of how the stages they need ended (gated,
+    skipped, no successful trial); the stages that may run."""
+    records, todo = state
+    runnable: list[str] = []
+    for name in todo:
+        if any(dep in runnable for dep in plan.stages[name].stage.needs):
+            runnable.append(name)  # decided when what it needs has run
+            continue
+        _, reason = ready_stage(plan, name, records)
+        if reason is None or not all(
+            (records.get(dep) or {}).get("state") in ("complete", "gated", "skipped", "failed")
+            for dep in plan.stages[name].stage.needs
+        ):
+            runnable.append(name)
+            continue
+        state_ = "gated" if reason.startswith("gated") else "skipped"
+        records[name] = skipped_record(plan.stages[name], reason, state_)
+        save_stage_record(store, name, records[name])
+        console.print(f"[yellow]stage {name} {state_}[/]: {escape(reason)}")
+    return runnable
+
+
 def _run_stages(plan: Plan, store: Store, options: RunOptions, console: Console, state: tuple) -> StudyOutcome:
-    """The stages still to run, in order (the body of `run_study`)."""
+    """The stages still to run, in order, one Tuner each: a study whose interrupted stages have
+    per-stage experiments (releases before 2026-12-05) continues as it ran."""
     records, todo, notifier, guard = state
     for name in plan.order:
         if name not in todo:
@@ -194,7 +260,7 @@ def _run_stages(plan: Plan, store: Store, options: RunOptions, console: Console,
         records[name] = run_stage(run, sp, records[name])
         if records[name]["state"] == "interrupted":  # Ctrl-C, or the cap (then the next stage is not started)
             return StudyOutcome(store, records, interrupted=True, budget=guard.stopped if guard else None)
-        notifier.send("stage_end", _stage_line(records[name]), stage=name, storage=store.uri)
+        notifier.send("stage_end", stage_line(records[name]), stage=name, storage=store.uri)
         if sp.stage.gates and records[name]["state"] == "complete":
             records[name]["gates"] = gates.evaluate(records[name], sp.stage.gates)
             save_stage_record(store, name, records[name])
@@ -239,21 +305,9 @@ def _check_budget(plan: Plan, cap: budget.Cap, state: tuple[Store, dict], option
     return budget.check_start(cap, rows, records, plan.doc.file, options.over_budget, spent)
 
 
-def _stage_line(record: dict) -> str:
-    """`stage pretrain complete: 6 trials, 5 done, 1 failed; best val/loss=0.0123 (pretrain/a/s1)`"""
-    trials = list(record.get("trials", {}).values())
-    done = sum(t["status"] == "done" for t in trials)
-    failed = sum(t["status"] in ("error", "diverged") for t in trials)
-    text = f"stage {record['stage']} {record['state']}: {len(trials)} trials, {done} done, {failed} failed"
-    best = best_trial(trials, record.get("select"))
-    if best is not None:
-        text += f"; best {record['select']['metric']}={best['best']:.4g} ({best['name']})"
-    return text
-
-
 def _study_line(plan: Plan, records: dict[str, dict | None], store: Store) -> str:
     """How the run ended, in one line: per stage its state and counts, and where the results are."""
-    parts = [_stage_line(r).removeprefix("stage ") for r in records.values() if r]
+    parts = [stage_line(r).removeprefix("stage ") for r in records.values() if r]
     interrupted = any(r and r.get("state") == "interrupted" for r in records.values())
     head = "interrupted" if interrupted else "ended"
     return f"study {plan.study.name} {head}: " + "; ".join(parts) + f". Results: {store.uri}"
@@ -308,16 +362,3 @@ def ready_stage(plan: Plan, name: str, records: dict[str, dict | None]) -> tuple
         return resolve_stage(sp, records, plan.study_dir), None
     except RefError as exc:
         return None, str(exc)
-
-
-def skipped_record(sp: StagePlan, reason: str, state: str = "skipped") -> dict:
-    return {
-        "stage": sp.name,
-        "trainable": sp.stage.trainable,
-        "state": state,
-        "reason": reason,
-        "select": sp.stage.select.model_dump() if sp.stage.select else None,
-        "within_seed": sp.stage.within_seed,
-        "needs": list(sp.stage.needs),
-        "trials": {},
-    }

@@ -10,12 +10,13 @@ from orchestrator.errors import Problem, UserError
 from orchestrator.study.trackers import entries
 
 
-def build(callbacks: list, study: str, stage: str, study_uri: str, local: bool) -> list:
-    """Tune callbacks for one stage's Tuner."""
+def build(callbacks: list, study: str, stage: str | None, study_uri: str, local: bool) -> list:
+    """Tune callbacks for one stage's Tuner, or (`stage` None) for the whole study's, which tag
+    each trial's run with the trial's own stage (MLflow tag `stage`, W&B group)."""
     out = []
     for name, options in entries(callbacks):
         if name == "mlflow":
-            from ray.air.integrations.mlflow import MLflowLoggerCallback
+            from orchestrator.execution.tracker_callbacks import StageTaggedMLflow
 
             uri = (
                 options.get("tracking_uri")
@@ -29,17 +30,17 @@ def build(callbacks: list, study: str, stage: str, study_uri: str, local: bool) 
                 # on one machine wants (use a tracking server or sqlite:/// for more).
                 os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
             preflight_mlflow(uri, options.get("experiment", study))
-            out.append(
-                MLflowLoggerCallback(
-                    tracking_uri=uri,
-                    experiment_name=options.get("experiment", study),
-                    tags={"study": study, "stage": stage},
-                )
+            callback = StageTaggedMLflow(
+                tracking_uri=uri, experiment_name=options.get("experiment", study), tags={"study": study}
             )
+            callback.fixed_stage = stage
+            out.append(callback)
         elif name == "wandb":
-            from ray.air.integrations.wandb import WandbLoggerCallback
+            from orchestrator.execution.tracker_callbacks import StageGroupedWandb
 
-            out.append(WandbLoggerCallback(project=options.get("project", study), group=options.get("group", stage)))
+            callback = StageGroupedWandb(project=options.get("project", study), group=options.get("group", stage))
+            callback.fixed_group = options.get("group") or stage
+            out.append(callback)
     return out
 
 

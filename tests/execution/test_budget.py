@@ -99,7 +99,7 @@ def test_the_gate_closes_when_the_running_trials_would_cross_the_cap(monkeypatch
         guard._gate = (time.monotonic(), False)
         assert guard.may_start()
     finally:
-        guard.end()
+        guard.end(recorder)
     assert recorder.guard is None  # the stage's gate is detached from the guard
 
 
