@@ -15,7 +15,7 @@ import math
 import pandas as pd
 from rich.console import Console
 
-from orchestrator.analysis import study_tables, trial_report
+from orchestrator.analysis import study_tables, timeline, trial_report
 from orchestrator.analysis.rendering import render_markdown
 from orchestrator.errors import Problem, UserError
 from orchestrator.planning.budget import Cap, budget_text, read_budget
@@ -119,6 +119,7 @@ def write_report(run_dir: str, console: Console, gpu_price: str | None = None, g
     ]
     md += _plan_section(store, records)
     md += ["", "## Results", "", render_markdown(t)]
+    md += _timeline_section(records, list(meta.get("stages") or records), out)
     md += _curves_section(store, t, out)
     md += _diagnostics_section(store, t, out)
     md += _failures_section(t)
@@ -142,6 +143,16 @@ def _plan_section(store: Store, records: dict[str, dict]) -> list[str]:
             f"{', '.join(record.get('needs') or needs.get(name, []))} |"
         )
     return md
+
+
+def _timeline_section(records: dict[str, dict], order: list[str], out: Store) -> list[str]:
+    """The study's timeline (`orchestrator/analysis/timeline.py`), when its trials recorded when
+    they ran."""
+    png = timeline.draw(records, order)
+    if png is None:
+        return []
+    out.write_bytes(png, "timeline.png")
+    return ["## Timeline", "", "![timeline](timeline.png)", ""]
 
 
 def _curves_section(store: Store, t: study_tables.StudyTables, out: Store) -> list[str]:

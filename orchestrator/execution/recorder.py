@@ -112,8 +112,9 @@ class StageRecorder(Callback):
                 self.view.finish(t.get("name", ""), t["status"], t.get("best"))
         self._started: set[str] = set()
         self._completed: set[str] = set()
-        # trial id -> (when its running attempt started (monotonic), its wall time before it)
-        self._attempts: dict[str, tuple[float, float]] = {}
+        # trial id -> (when its running attempt started (monotonic), its wall time before it, and
+        # when it started (epoch seconds))
+        self._attempts: dict[str, tuple[float, float, float]] = {}
         self._restored_seen = False  # trials a restored experiment knows were taken in (first step)
         self._saved_at, self._ended = -float("inf"), False
         self.deleted = deleted_checkpoints(store)  # by `gc`: never named by a record again
@@ -217,7 +218,7 @@ class StageRecorder(Callback):
         had saved of its running one), plus the running one up to now, never less than Tune's
         time_total_s (records written before attempts were timed)."""
         if tid in self._attempts:
-            started, before = self._attempts[tid]
+            started, before, _ = self._attempts[tid]
             wall = before + time.monotonic() - started
         else:
             wall = entry.get("wall_s", 0.0)
@@ -226,7 +227,8 @@ class StageRecorder(Callback):
     def _open(self, trial) -> None:
         tid = _trial_id(trial)
         if tid not in self._attempts:
-            self._attempts[tid] = (time.monotonic(), self.record["trials"].get(tid, {}).get("wall_s", 0.0))
+            before = self.record["trials"].get(tid, {}).get("wall_s", 0.0)
+            self._attempts[tid] = (time.monotonic(), before, time.time())
 
     def _close(self, trial) -> None:
         """End the running attempt of a trial: its time joins the trial's `wall_s`."""
@@ -235,6 +237,8 @@ class StageRecorder(Callback):
         if attempt is not None and tid in self.record["trials"]:
             entry = self.record["trials"][tid]
             entry["wall_s"] = attempt[1] + time.monotonic() - attempt[0]
+            # when each attempt ran (epoch seconds): the report's timeline of the study
+            entry.setdefault("attempts", []).append([round(attempt[2], 3), round(time.time(), 3)])
             self._charge(entry)
 
     def _charge(self, entry: dict) -> None:
@@ -257,7 +261,7 @@ class StageRecorder(Callback):
         if not (since >= SAVE_INTERVAL_S or (self._ended and since >= ENDED_GAP_S)):
             return
         self._saved_at, self._ended = now, False
-        for tid, (started, before) in self._attempts.items():
+        for tid, (started, before, _) in self._attempts.items():
             entry = self.record["trials"].get(tid)
             if entry is not None:
                 entry["wall_s"] = max(before + now - started, entry.get("wall_s", 0.0))
@@ -314,7 +318,7 @@ class StageRecorder(Callback):
         walls = [w for t in trials if t["status"] == "done" and (w := t.get("wall_s") or t.get("duration_s"))]
         typical = statistics.median(walls) if walls else None
         need = Spend()
-        for tid, (started, before) in self._attempts.items():
+        for tid, (started, before, _) in self._attempts.items():
             entry = self.record["trials"].get(tid, {})
             left = self.view.eta_s(entry.get("name", ""))
             if left is None and typical is not None:

@@ -101,8 +101,8 @@ def test_run_writes_tables_checkpoints_artifacts_and_rerun_skips(finished):
     text = (root / "report" / "report.md").read_text()
     for section in ("## Plan", "## Results", "over seeds", "## Learning curves", "## Time and cost", "## Study file"):
         assert section in text
-    pngs = sorted((root / "report").glob("*.png"))
-    assert len(pngs) >= 3
+    pngs = sorted(p for p in (root / "report").glob("*.png") if p.name != "timeline.png")
+    assert len(pngs) >= 3 and "## Timeline" in text and (root / "report" / "timeline.png").stat().st_size > 5_000
     for png in pngs:
         head = png.read_bytes()[:24]
         assert head[:8] == b"\x89PNG\r\n\x1a\n"

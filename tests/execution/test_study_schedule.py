@@ -1,0 +1,179 @@
+"""One schedule for the whole study (`study_schedule`, `study_tune`), through the CLI, from the
+trials' own timestamps: a fan-out's downstream trial starts before the last upstream trial ends,
+independent stages run at once, a `best` reference waits for its whole stage, a failed gate's
+dependants never start; a driver killed while two stages run resumes with every epoch once; an
+ASHA stage beside a FIFO stage stops only its own trials; a study folder written by the
+per-stage runner of earlier releases continues."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import TINY_STAGE, run_cli
+from tests.execution.test_faults import _popen
+
+pytestmark = pytest.mark.e2e
+
+
+def _pretrain(epochs: int, extra: str = "") -> str:
+    return TINY_STAGE.replace("epochs: 2", f"epochs: {epochs}").replace(
+        "patch_len: 8}", f"patch_len: 8, early_stopping_patience: null{extra}}}"
+    )
+
+
+FINE = """\
+    trainable: lstm_classifier_finetune
+    config: {data: "synthetic:ohlc?n=60&length=40&seed=1&labeled=1", window_length: 40, num_heads: 2,
+             folds: 2, epochs: 1, hidden_size: 8, encoder: "ENCODER"}
+"""
+
+STUDY = (
+    "name: overlap\nstorage: ./runs\ndefaults: {seeds: [1], max_failures: 0}\nstages:\n  up:\n"
+    + _pretrain(2)
+    + "    variants: {short: {epochs: 2}, long: {epochs: 150}}\n    select: {metric: val/loss, mode: min}\n"
+    + "  each:\n    needs: [up]\n"
+    + FINE.replace("ENCODER", "${up.all.checkpoint}")
+    + "  best:\n    needs: [up]\n"
+    + FINE.replace("ENCODER", "${up.best.checkpoint}")
+    + "  beside:\n"
+    + _pretrain(150)
+    + "  checked:\n"
+    + _pretrain(1)
+    + "    select: {metric: val/loss, mode: min}\n    gate: {metric: val/loss, op: '<', value: 0.0}\n"
+    + "  after_gate:\n    needs: [checked]\n"
+    + _pretrain(1)
+)
+
+
+def _intervals(root: Path) -> dict[str, dict[str, tuple[float, float]]]:
+    """{stage: {trial name: (start, end)}}: the trial function's start, its last report."""
+    out: dict[str, dict] = {}
+    for meta_path in root.glob("*/*/metadata.json"):
+        meta = json.loads(meta_path.read_text())
+        last = json.loads((meta_path.parent / "result.json").read_text().splitlines()[-1])
+        out.setdefault(meta_path.parent.parent.name, {})[meta["trial_name"]] = (
+            meta["timing"]["function_started_at"],
+            last["timestamp"],
+        )
+    return out
+
+
+def test_stages_overlap_and_trials_start_when_their_inputs_exist(tmp_path):
+    (tmp_path / "study.yaml").write_text(STUDY)
+    done = run_cli("run", "study.yaml", "--num-cpus", "2", cwd=tmp_path, timeout=400)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    root = tmp_path / "runs" / "overlap"
+    table = pd.read_parquet(root / "results.parquet")
+    assert set(table["status"]) == {"done"}
+    times = _intervals(root)
+    long_end = times["up"]["up/long/s1"][1]
+    # the fan-out's trial of the short upstream trial starts before the long one has ended
+    early = [start for name, (start, _) in times["each"].items() if name.endswith("@short/s1")]
+    assert early and early[0] < long_end, (early, long_end)
+    # `best` reads the whole stage: it starts after its last trial ended
+    ((best_start, _),) = times["best"].values()
+    assert best_start > long_end
+    # a stage that needs nothing of the others runs beside them
+    ((beside_start, beside_end),) = times["beside"].values()
+    up_start = min(s for s, _ in times["up"].values())
+    assert beside_start < long_end and up_start < beside_end
+    # a failed gate: the stage that needs it never starts
+    record = json.loads((root / "_orchestrator" / "stages" / "after_gate.json").read_text())
+    assert record["state"] == "gated" and not (root / "after_gate").exists()
+    assert "stage(s) gated: after_gate" in done.stdout
+    assert run_cli("report", root, cwd=tmp_path).returncode == 0
+    assert (root / "report" / "timeline.png").stat().st_size > 10_000
+
+
+def _epochs(trial_dir: Path) -> list[int]:
+    return pd.read_csv(trial_dir / "metrics.csv")["epoch"].tolist()
+
+
+def test_a_driver_killed_while_two_stages_run_resumes_them_with_every_epoch_once(tmp_path):
+    (tmp_path / "study.yaml").write_text(
+        "name: killed2\nstorage: ./runs\ndefaults: {seeds: [1, 2], max_failures: 1,"
+        " checkpoint: {every: 1, keep: null}}\nstages:\n  first:\n"
+        + _pretrain(40)
+        + "  second:\n"
+        + _pretrain(40)
+    )
+    proc = _popen(["run", "study.yaml", "--num-cpus", "2"], tmp_path, TUNE_GLOBAL_CHECKPOINT_S="100000")
+    root = tmp_path / "runs" / "killed2"
+    deadline = time.time() + 240
+    both = False
+    while time.time() < deadline and not both:
+        running = {p.parent.parent.name for p in root.glob("*/*/metadata.json")}
+        both = {"first", "second"} <= running
+        time.sleep(0.3)
+    time.sleep(2)
+    os.kill(proc.pid, signal.SIGKILL)  # the driver only: no chance to save anything
+    proc.wait(timeout=60)
+    assert both
+    time.sleep(2)
+    resumed = run_cli("resume", root, "--num-cpus", "2", cwd=tmp_path, timeout=400)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-2000:]
+    table = pd.read_parquet(root / "results.parquet")
+    assert len(table) == 4 and set(table["status"]) == {"done"} and table["trial_id"].is_unique
+    for _, row in table.iterrows():
+        assert _epochs(root / row["stage"] / row["trial_id"]) == list(range(1, 41))  # every epoch once
+
+
+def test_an_asha_stage_stops_only_its_own_trials(tmp_path):
+    (tmp_path / "study.yaml").write_text(
+        "name: mixed\nstorage: ./runs\ndefaults: {seeds: [1], max_failures: 0}\nstages:\n  searched:\n"
+        + _pretrain(12)
+        + "    select: {metric: val/loss, mode: min}\n"
+        "    search: {space: {lr: {loguniform: [1.0e-5, 1.0e-1]}}, num_samples: 6, scheduler: asha,\n"
+        "             scheduler_config: {grace_period: 1, max_t: 12, reduction_factor: 3}}\n"
+        "  plain:\n" + _pretrain(12) + "    seeds: [1, 2, 3]\n"
+    )
+    done = run_cli("run", "study.yaml", "--num-cpus", "2", cwd=tmp_path, timeout=400)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    table = pd.read_parquet(tmp_path / "runs" / "mixed" / "results.parquet").set_index("stage")
+    assert (table.loc["plain", "final.epoch"] == 12).all()  # the FIFO stage: every trial ran to its end
+    searched = table.loc["searched", "final.epoch"]
+    assert len(searched) == 6 and (searched < 12).any()  # ASHA stopped some of its own
+
+
+def test_a_study_folder_of_the_per_stage_runner_continues(tmp_path, monkeypatch):
+    """Studies interrupted under releases that ran one Tuner per stage have an experiment per
+    stage (`<stage>/experiment_state-*`): `resume` continues them as they ran."""
+    from orchestrator.execution import study_runner
+
+    (tmp_path / "study.yaml").write_text(
+        "name: legacy\nstorage: ./runs\ndefaults: {seeds: [1, 2]}\n"
+        "budget: {usd: 3, cpu_price: 3600}\nstages:\n  pre:\n" + _pretrain(150)
+    )
+    # the first run with the per-stage runner (what a folder of an earlier release holds), stopped
+    # by its spend cap mid-stage
+    monkeypatch.setattr(study_runner, "_legacy_experiments", lambda store, todo: True)
+    monkeypatch.chdir(tmp_path)
+    from rich.console import Console
+
+    from orchestrator.execution.ray_start import RunOptions
+    from orchestrator.planning.expand import load_plan
+
+    plan = load_plan(tmp_path / "study.yaml")
+    outcome = study_runner.run_study(
+        plan, (tmp_path / "study.yaml").read_text(), RunOptions(num_cpus=2, over_budget=True), Console(quiet=True)
+    )
+    import ray
+
+    ray.shutdown()
+    monkeypatch.undo()
+    root = tmp_path / "runs" / "legacy"
+    assert outcome.budget and list((root / "pre").glob("experiment_state-*.json"))
+    resumed = run_cli("resume", root, "--budget", "1000", "--num-cpus", "2", cwd=tmp_path, timeout=400)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-2000:]
+    table = pd.read_parquet(root / "results.parquet")
+    assert len(table) == 2 and set(table["status"]) == {"done"}
+    for tid in table["trial_id"]:
+        assert _epochs(root / "pre" / tid) == list(range(1, 151))
+    assert not list(root.glob("experiment_state-*.json"))  # it continued as it ran: per stage
