@@ -1,6 +1,15 @@
 """Orchestration overhead: how close a study gets to the ideal makespan on 2 CPU slots.
 
     python bench/orchestration.py [--trials 16] [--work-s 3] [--json bench/results/orchestration_16x3.json]
+    python bench/orchestration.py --two-stage [--work-s 4] [--json bench/results/orchestration_two_stage.json]
+
+`--two-stage` (issue 29): stage A of 8 pretraining trials of unequal length (1x, 2x and 3x the
+base work: 3, 3 and 2 trials), stage B one fine-tuning trial per A trial (`${A.all.checkpoint}`,
+~1x), run as one study (`study_tune`: each B trial starts when its A trial has ended) and, in
+the same run, stage after stage (the per-stage runner of earlier releases, which the orchestrator
+keeps for studies it interrupted). Work = each trial's time inside its function; ideal = the
+larger of total work / 2 slots and the critical path (the longest A_i + B_i); makespan = from
+the experiment's start to the last trial's end (Ray's start-up excluded).
 
 The same real trainable (`lstm_mae_pretrain`, a fixed number of epochs on 300 synthetic windows
 read from a Parquet file, no early stopping, one thread per trial) runs N times three ways,
@@ -216,13 +225,135 @@ def summarise(name: str, r: dict, trials: int, slots: int) -> dict:
     return r
 
 
+TWO_STAGE = """\
+name: two
+storage: {storage}
+defaults: {{seeds: [0], resources: {{cpu: 1}}, max_failures: 0}}
+stages:
+  A:
+    trainable: lstm_mae_pretrain
+    config: {{{config}}}
+    variants: {variants}
+  B:
+    needs: [A]
+    trainable: lstm_classifier_finetune
+    config: {{data: "{labeled}", window_length: 105, hidden_size: 32, num_heads: 2, folds: 2,
+             epochs: {b_epochs}, encoder: "${{A.all.checkpoint}}"}}
+"""
+
+PER_STAGE = """
+import sys
+from orchestrator.execution import study_runner
+study_runner._legacy_experiments = lambda store, todo: True  # one Tuner per stage, stage after stage
+from orchestrator.cli import app
+sys.argv = ["orchestrator", *sys.argv[1:]]
+app()
+"""
+
+
+def calibrate_fine(work_s: float, labeled: str) -> int:
+    """Epochs of the fine-tuning trial (2 folds) for about `work_s` seconds on one thread."""
+    import torch
+
+    from trainables import lstm_classifier_finetune as fine
+    from trainables.runtime.session import LocalSession
+
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        cfg = {"data": labeled, "window_length": 105, "hidden_size": 32, "num_heads": 2, "folds": 2, "epochs": 4}
+        fine.train(cfg, LocalSession(tmp))
+        per_epoch = (time.perf_counter() - t0) / 4
+    return max(1, round(work_s / per_epoch))
+
+
+def run_two_stage(work_s: float, folder: Path, per_stage: bool, figure: Path | None = None) -> dict:
+    """The two-stage study in its own folder; makespan, work and ideal from the records."""
+    import pyarrow.parquet as pq
+
+    from trainables.data import synthetic_ohlc as synthetic
+    from trainables.data.ohlc import windows_table
+
+    data = synthetic.generate(200, 105, seed=1)
+    labeled = folder / "labeled.parquet"
+    extra = {k: data[k] for k in ("label", "expansion_start", "expansion_end")}
+    pq.write_table(windows_table(data["ohlc"], list(data["window_id"]), **extra), labeled)
+    e = calibrate(work_s)
+    config = ", ".join(f"{k}: {json.dumps(v) if v is not None else 'null'}" for k, v in CONFIG.items() if k != "epochs")
+    # 8 trials of A: three of 1x, three of 2x, two of 3x the base work (distinct mask ratios)
+    lengths = [1, 1, 1, 2, 2, 2, 3, 3]
+    variants = ", ".join(f"a{i}: {{epochs: {k * e}, mask_ratio: {0.15 + 0.01 * i:.2f}}}" for i, k in enumerate(lengths))
+    study = folder / "two.yaml"
+    study.write_text(
+        TWO_STAGE.format(
+            storage=folder / "runs",
+            config=config,
+            variants="{" + variants + "}",
+            labeled=labeled,
+            b_epochs=calibrate_fine(work_s, str(labeled)),
+        )
+    )
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    command = [sys.executable, "-c", PER_STAGE] if per_stage else [sys.executable, "-m", "orchestrator"]
+    proc = subprocess.run(
+        [*command, "run", str(study), "--num-cpus", str(SLOTS)], capture_output=True, text=True, env=env, cwd=folder
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stdout[-3000:] + proc.stderr[-3000:])
+    root = folder / "runs" / "two"
+    records = {s: json.loads((root / "_orchestrator" / "stages" / f"{s}.json").read_text()) for s in ("A", "B")}
+    start = min(r["fit_started_at"] for r in records.values())
+    end = max(a[1] for r in records.values() for t in r["trials"].values() for a in t.get("attempts", []))
+    work = {s: {t["trial_id"]: t["duration_s"] for t in r["trials"].values()} for s, r in records.items()}
+    chains = [work["A"][t["upstream"]["A.all"]["trial_id"]] + t["duration_s"] for t in records["B"]["trials"].values()]
+    total = sum(work["A"].values()) + sum(work["B"].values())
+    ideal = max(total / SLOTS, max(chains))
+    if figure is not None:  # the report's timeline of this run
+        from orchestrator.analysis import timeline
+
+        figure.write_bytes(timeline.draw(records, ["A", "B"]))
+    return {
+        "makespan_s": end - start,
+        "work_s": total,
+        "critical_path_s": max(chains),
+        "ideal_s": ideal,
+        "ratio_to_ideal": (end - start) / ideal,
+        "trials": {s: len(r["trials"]) for s, r in records.items()},
+    }
+
+
+def two_stage(args) -> None:
+    out = {"work_s_target": args.work_s}
+    for name, per_stage in (("one schedule", False), ("stage after stage", True)):
+        figure = args.figures / f"timeline_{'per_stage' if per_stage else 'one_schedule'}.png" if args.figures else None
+        if figure is not None:
+            figure.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            CONFIG["data"] = write_data(folder)
+            r = run_two_stage(args.work_s, folder, per_stage, figure)
+        out[name] = r
+        print(
+            f"{name:<18} makespan {r['makespan_s']:6.1f} s, ideal {r['ideal_s']:6.1f} s (work {r['work_s']:.1f} s / "
+            f"{SLOTS} slots, critical path {r['critical_path_s']:.1f} s): makespan / ideal {r['ratio_to_ideal']:.3f}"
+        )
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(out, indent=1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=16)
     parser.add_argument("--work-s", type=float, default=3.0)
     parser.add_argument("--skip", nargs="*", default=[], choices=["sequential", "orchestrator", "tune-defaults"])
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--two-stage", action="store_true", help="A -> B fan-out: one schedule vs stage after stage")
+    parser.add_argument("--figures", type=Path, help="--two-stage: write each run's timeline PNG here")
     args = parser.parse_args()
+    if args.two_stage:
+        two_stage(args)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         CONFIG["data"] = write_data(folder)

@@ -296,7 +296,7 @@ def run_schedule(run: StudyRun, records: dict, todo: list[str]) -> StudySchedule
     os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(min(max(limits, 16), 200)))
     tuner = _tuner(run, schedule)
     view.start()
-    started = time.perf_counter()
+    started, fit_started_at = time.perf_counter(), time.time()
     try:
         tuner.fit()
     except TuneError as exc:
@@ -306,7 +306,9 @@ def run_schedule(run: StudyRun, records: dict, todo: list[str]) -> StudySchedule
         for st in schedule.stages.values():
             if st.recorder is None:
                 continue
-            st.recorder.record.setdefault("wall_s", time.perf_counter() - started)
+            # the experiment's start and wall time (every stage of this run shares them)
+            st.recorder.record["fit_started_at"] = fit_started_at
+            st.recorder.record["wall_s"] = time.perf_counter() - started
             if run.guard is not None:
                 _budget_stop(st.recorder.record, run.guard.stopped)
                 run.guard.end(st.recorder)

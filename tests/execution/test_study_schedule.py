@@ -99,10 +99,7 @@ def _epochs(trial_dir: Path) -> list[int]:
 def test_a_driver_killed_while_two_stages_run_resumes_them_with_every_epoch_once(tmp_path):
     (tmp_path / "study.yaml").write_text(
         "name: killed2\nstorage: ./runs\ndefaults: {seeds: [1, 2], max_failures: 1,"
-        " checkpoint: {every: 1, keep: null}}\nstages:\n  first:\n"
-        + _pretrain(40)
-        + "  second:\n"
-        + _pretrain(40)
+        " checkpoint: {every: 1, keep: null}}\nstages:\n  first:\n" + _pretrain(40) + "  second:\n" + _pretrain(40)
     )
     proc = _popen(["run", "study.yaml", "--num-cpus", "2"], tmp_path, TUNE_GLOBAL_CHECKPOINT_S="100000")
     root = tmp_path / "runs" / "killed2"
