@@ -253,7 +253,9 @@ class StudySchedule:
         for spec in resolved:
             for k, sampled in enumerate(self._samples_of(st, spec)):
                 count += 1
-                tune_id = f"{spec.id}_{k:05d}"
+                # unique in the study's one experiment: two stages may plan the same trial
+                # (same trainable, config and seed), whose folders differ only by stage
+                tune_id = f"{st.name}-{spec.id}_{k:05d}"
                 if tune_id not in st.emitted and tune_id not in queued:
                     st.queue.append(Candidate(spec, sampled, tune_id))
         if upstream_done:

@@ -96,30 +96,45 @@ def _epochs(trial_dir: Path) -> list[int]:
     return pd.read_csv(trial_dir / "metrics.csv")["epoch"].tolist()
 
 
+def _epochs_so_far(root: Path, stage: str) -> list[int]:
+    """How many epochs each trial of `stage` has written so far."""
+    counts = []
+    for path in root.glob(f"{stage}/*/metrics.csv"):
+        try:
+            counts.append(len(pd.read_csv(path)))
+        except (pd.errors.EmptyDataError, OSError):
+            counts.append(0)
+    return counts
+
+
 def test_a_driver_killed_while_two_stages_run_resumes_them_with_every_epoch_once(tmp_path):
+    epochs = 150
     (tmp_path / "study.yaml").write_text(
         "name: killed2\nstorage: ./runs\ndefaults: {seeds: [1, 2], max_failures: 1,"
-        " checkpoint: {every: 1, keep: null}}\nstages:\n  first:\n" + _pretrain(40) + "  second:\n" + _pretrain(40)
+        " checkpoint: {every: 1, keep: null}}\nstages:\n  first:\n"
+        + _pretrain(epochs)
+        + "  second:\n"
+        + _pretrain(epochs)
     )
     proc = _popen(["run", "study.yaml", "--num-cpus", "2"], tmp_path, TUNE_GLOBAL_CHECKPOINT_S="100000")
     root = tmp_path / "runs" / "killed2"
     deadline = time.time() + 240
-    both = False
-    while time.time() < deadline and not both:
-        running = {p.parent.parent.name for p in root.glob("*/*/metadata.json")}
-        both = {"first", "second"} <= running
-        time.sleep(0.3)
-    time.sleep(2)
+    midway = False
+    while time.time() < deadline and not midway:
+        # a trial of each stage is between its first few epochs and its last
+        midway = all(any(3 <= n < epochs - 20 for n in _epochs_so_far(root, s)) for s in ("first", "second"))
+        time.sleep(0.1)
     os.kill(proc.pid, signal.SIGKILL)  # the driver only: no chance to save anything
     proc.wait(timeout=60)
-    assert both
+    assert midway
     time.sleep(2)
     resumed = run_cli("resume", root, "--num-cpus", "2", cwd=tmp_path, timeout=400)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-2000:]
     table = pd.read_parquet(root / "results.parquet")
-    assert len(table) == 4 and set(table["status"]) == {"done"} and table["trial_id"].is_unique
+    assert len(table) == 4 and set(table["status"]) == {"done"}
+    assert set(zip(table["stage"], table["seed"])) == {(s, k) for s in ("first", "second") for k in (1, 2)}
     for _, row in table.iterrows():
-        assert _epochs(root / row["stage"] / row["trial_id"]) == list(range(1, 41))  # every epoch once
+        assert _epochs(root / row["stage"] / row["trial_id"]) == list(range(1, epochs + 1))  # every epoch once
 
 
 def test_an_asha_stage_stops_only_its_own_trials(tmp_path):
