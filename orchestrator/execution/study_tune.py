@@ -153,6 +153,7 @@ class StageSchedulers(TrialScheduler):
         scheduler.on_trial_remove(_StageView(tune_controller, stage), trial)
 
     def choose_trial_to_run(self, tune_controller):
+        _evict_idle_actors(tune_controller)
         for stage, scheduler in reversed(list(self._stages().items())):
             chosen = scheduler.choose_trial_to_run(_StageView(tune_controller, stage))
             if chosen is not None:
@@ -167,6 +168,30 @@ class StageSchedulers(TrialScheduler):
 
     def restore(self, checkpoint_path: str) -> None:
         """See `save`."""
+
+
+def _evict_idle_actors(wrapped) -> None:
+    """Stop the idle trial actors that no pending trial can reuse, at the start of each step's
+    scheduling (after the searcher released its trials, before Tune reuses its cached actors).
+
+    Tune keeps one idle actor while its searcher is not finished, for a trial of the same shape
+    to come (`_ObjectCache(may_keep_one=True)`, ray/tune/execution/tune_controller.py:155, and
+    `flush_cached_objects`). With one searcher for the whole study that actor can hold its
+    resources for as long as any stage runs, and Tune does not see what a running trial still
+    needs beyond its own placement group (Ray Train's workers, Ray Data's actors): those then
+    wait forever for what an idle actor of a finished stage holds. What the schedule releases
+    next is pending in this same step, so reuse is kept wherever it can happen."""
+    controller = getattr(wrapped, "_tune_controller", wrapped)
+    cache = getattr(controller, "_actor_cache", None)
+    if cache is None or not cache.num_cached_objects:
+        return
+    wanted = {t.placement_group_factory for t in controller.get_trials() if t.status == Trial.PENDING}
+    for shape in [k for k in list(cache._cached_objects) if k not in wanted]:
+        while cache.has_cached_object(shape):
+            actor = cache.pop_cached_object(shape)
+            actor.set_on_stop(None)
+            actor.set_on_error(None)
+            controller._remove_actor(tracked_actor=actor)
 
 
 class StudyCallback(Callback):
