@@ -60,7 +60,15 @@ def draw(records: dict[str, dict], order: list[str]) -> bytes | None:
     fig, ax = plt.subplots(figsize=(9.0, height), dpi=100)
     busy = 0.0
     for (stage, _, start, end), row in zip(spans, placed):
-        ax.barh(row, end - start, left=start - origin, height=0.8, color=colour.get(stage, "#999999"))
+        ax.barh(
+            row,
+            end - start,
+            left=start - origin,
+            height=0.8,
+            color=colour.get(stage, "#999999"),
+            edgecolor="white",  # back-to-back trials on one slot stay apart
+            linewidth=1.5,
+        )
         busy += end - start
     slots = max(placed) + 1
     idle = 1.0 - busy / (slots * makespan) if makespan > 0 else 0.0
