@@ -267,8 +267,8 @@ def calibrate_fine(work_s: float, labeled: str) -> int:
     return max(1, round(work_s / per_epoch))
 
 
-def run_two_stage(work_s: float, folder: Path, per_stage: bool, figure: Path | None = None) -> dict:
-    """The two-stage study in its own folder; makespan, work and ideal from the records."""
+def _labeled_data(folder: Path) -> Path:
+    """200 labeled windows for stage B, as a Parquet file."""
     import pyarrow.parquet as pq
 
     from trainables.data import synthetic_ohlc as synthetic
@@ -278,7 +278,14 @@ def run_two_stage(work_s: float, folder: Path, per_stage: bool, figure: Path | N
     labeled = folder / "labeled.parquet"
     extra = {k: data[k] for k in ("label", "expansion_start", "expansion_end")}
     pq.write_table(windows_table(data["ohlc"], list(data["window_id"]), **extra), labeled)
-    e = calibrate(work_s)
+    return labeled
+
+
+def run_two_stage(epochs: tuple[int, int], folder: Path, per_stage: bool, figure: Path | None = None) -> dict:
+    """The two-stage study in its own folder (`epochs`: of the base A trial and of a B trial, the
+    same for both ways of running it); makespan, work and ideal from the records."""
+    labeled = _labeled_data(folder)
+    e, b_epochs = epochs
     config = ", ".join(f"{k}: {json.dumps(v) if v is not None else 'null'}" for k, v in CONFIG.items() if k != "epochs")
     # 8 trials of A: three of 1x, three of 2x, two of 3x the base work (distinct mask ratios)
     lengths = [1, 1, 1, 2, 2, 2, 3, 3]
@@ -290,7 +297,7 @@ def run_two_stage(work_s: float, folder: Path, per_stage: bool, figure: Path | N
             config=config,
             variants="{" + variants + "}",
             labeled=labeled,
-            b_epochs=calibrate_fine(work_s, str(labeled)),
+            b_epochs=b_epochs,
         )
     )
     env = dict(os.environ, PYTHONPATH=str(REPO))
@@ -323,11 +330,17 @@ def run_two_stage(work_s: float, folder: Path, per_stage: bool, figure: Path | N
         "worker_start_s": first - start,
         "ratio_to_ideal_excl_worker_start": (end - first) / ideal,
         "trials": {s: len(r["trials"]) for s, r in records.items()},
+        "work_by_stage_s": {s: sum(w.values()) for s, w in work.items()},
     }
 
 
 def two_stage(args) -> None:
     out = {"work_s_target": args.work_s}
+    with tempfile.TemporaryDirectory() as tmp:  # calibrated once: both ways run the same epochs
+        CONFIG["data"] = write_data(Path(tmp))
+        labeled = _labeled_data(Path(tmp))
+        epochs = (calibrate(args.work_s), calibrate_fine(args.work_s, str(labeled)))
+    out["epochs"] = {"A base": epochs[0], "B": epochs[1]}
     for name, per_stage in (("one schedule", False), ("stage after stage", True)):
         figure = args.figures / f"timeline_{'per_stage' if per_stage else 'one_schedule'}.png" if args.figures else None
         if figure is not None:
@@ -335,7 +348,7 @@ def two_stage(args) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
             CONFIG["data"] = write_data(folder)
-            r = run_two_stage(args.work_s, folder, per_stage, figure)
+            r = run_two_stage(epochs, folder, per_stage, figure)
         out[name] = r
         print(
             f"{name:<18} makespan {r['makespan_s']:6.1f} s, ideal {r['ideal_s']:6.1f} s (work {r['work_s']:.1f} s / "
