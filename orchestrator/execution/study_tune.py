@@ -185,7 +185,8 @@ def _evict_idle_actors(wrapped) -> None:
     cache = getattr(controller, "_actor_cache", None)
     if cache is None or not cache.num_cached_objects:
         return
-    wanted = {t.placement_group_factory for t in controller.get_trials() if t.status == Trial.PENDING}
+    waiting = (Trial.PENDING, Trial.PAUSED)  # a trial PBT paused runs again, and may reuse an actor
+    wanted = {t.placement_group_factory for t in controller.get_trials() if t.status in waiting}
     for shape in [k for k in list(cache._cached_objects) if k not in wanted]:
         while cache.has_cached_object(shape):
             actor = cache.pop_cached_object(shape)
