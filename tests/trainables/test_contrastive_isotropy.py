@@ -114,7 +114,11 @@ def test_two_worker_data_parallel_trial_through_the_orchestrator(tmp_path, write
             config: *cfg
             select: {metric: final/ndcg@10, mode: max}
     """)
-    proc = run_cli("run", study, cwd=tmp_path, timeout=600, env={"HF_HUB_OFFLINE": "1"})
+    # The two stages start together on 2 CPUs; stage two's Ray Train workers (2 x 0.5 CPU, not
+    # in its trial's placement group) wait for stage one's trial, then for the CPU its idle
+    # (cached) actor would hold for as long as the study runs without
+    # study_tune._evict_idle_actors: then this run never ends (45 s here with it)
+    proc = run_cli("run", study, cwd=tmp_path, timeout=300, env={"HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "2 data-parallel workers" in proc.stdout
     results = pd.read_csv(tmp_path / "runs" / "dp" / "results.csv")
