@@ -102,7 +102,7 @@ def _epochs_so_far(root: Path, stage: str) -> list[int]:
     for path in root.glob(f"{stage}/*/metrics.csv"):
         try:
             counts.append(len(pd.read_csv(path)))
-        except (pd.errors.EmptyDataError, OSError):
+        except (pd.errors.EmptyDataError, pd.errors.ParserError, OSError):  # being written
             counts.append(0)
     return counts
 
