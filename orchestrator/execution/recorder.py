@@ -134,12 +134,15 @@ class StageRecorder(Callback):
         metrics = final_metrics(last)
         if status is None:
             status = TUNE_STATUS.get(trial.status, trial.status.lower())
-            # An interrupted run leaves its running trials TERMINATED too. A TERMINATED trial
-            # finished if it completed in this run (done=True, or the complete event fired), or
-            # if it did not even start in this run (restored as finished from an earlier run).
-            finished = last.get("done") is True or tid in self._completed or tid not in self._started
+            # An interrupted run leaves its running trials TERMINATED too, and those released
+            # but still waiting for a slot. A TERMINATED trial finished if it completed in this
+            # run (done=True, or the complete event fired), or if it did not start in this run
+            # but has results (restored as finished from an earlier run); one that never ran has
+            # none and is still to run.
+            restored = tid not in self._started and bool(last.get("training_iteration"))
+            finished = last.get("done") is True or tid in self._completed or restored
             if status == "done" and not finished:
-                status = "interrupted"
+                status = "interrupted" if tid in self._started else "pending"
             elif status == "done" and metrics.get("diverged"):
                 status = "diverged"
         # The trial's own best over every epoch it ran (trainables.runtime.selection), not Tune's

@@ -174,6 +174,8 @@ def test_interrupted_run_continues_without_rerunning_finished_trials(tmp_path):
     first = pd.read_parquet(root / "results.parquet")
     finished = first[first["status"] == "done"]
     assert len(finished) >= 1 and (first["status"] == "interrupted").any(), first[["trial", "status"]]
+    # "done" means it ran to its end: a trial that had not started is not done
+    assert (finished["final.epoch"] == 60).all(), first[["trial", "status", "final.epoch"]]
 
     resumed = run_cli("resume", root, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr

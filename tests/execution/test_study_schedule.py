@@ -137,6 +137,38 @@ def test_a_driver_killed_while_two_stages_run_resumes_them_with_every_epoch_once
         assert _epochs(root / row["stage"] / row["trial_id"]) == list(range(1, epochs + 1))  # every epoch once
 
 
+def test_ctrl_c_while_trials_of_two_stages_wait_records_them_as_not_run(tmp_path):
+    """Ctrl-C with a trial of each stage running and one of each released but waiting for a
+    slot: the waiting ones are not `done` (a stage of such trials would count as complete and
+    `resume` would skip it); `resume` runs them, every epoch once."""
+    epochs = 150
+    (tmp_path / "study.yaml").write_text(
+        "name: ctrlc\nstorage: ./runs\ndefaults: {seeds: [1, 2], max_failures: 0, checkpoint: {every: 1, keep: null}}"
+        "\nstages:\n  first:\n" + _pretrain(epochs) + "  second:\n" + _pretrain(epochs)
+    )
+    proc = _popen(["run", "study.yaml", "--num-cpus", "2"], tmp_path)
+    root = tmp_path / "runs" / "ctrlc"
+    deadline = time.time() + 240
+    midway = False
+    while time.time() < deadline and not midway:
+        midway = all(any(3 <= n < epochs - 20 for n in _epochs_so_far(root, s)) for s in ("first", "second"))
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=120) == 130 and midway
+    first = pd.read_parquet(root / "results.parquet")
+    done = first[first["status"] == "done"]
+    assert (done["final.epoch"] == epochs).all(), first[["trial", "status", "final.epoch"]]
+    for stage in ("first", "second"):
+        record = json.loads((root / "_orchestrator" / "stages" / f"{stage}.json").read_text())
+        assert record["state"] == "interrupted", (stage, record["state"])
+    resumed = run_cli("resume", root, "--num-cpus", "2", cwd=tmp_path, timeout=400)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-2000:]
+    table = pd.read_parquet(root / "results.parquet")
+    assert len(table) == 4 and set(table["status"]) == {"done"}
+    for _, row in table.iterrows():
+        assert _epochs(root / row["stage"] / row["trial_id"]) == list(range(1, epochs + 1))
+
+
 def test_an_asha_stage_stops_only_its_own_trials(tmp_path):
     (tmp_path / "study.yaml").write_text(
         "name: mixed\nstorage: ./runs\ndefaults: {seeds: [1], max_failures: 0}\nstages:\n  searched:\n"
