@@ -137,12 +137,14 @@ class StageRecorder(Callback):
             # An interrupted run leaves its running trials TERMINATED too, and those released
             # but still waiting for a slot. A TERMINATED trial finished if it completed in this
             # run (done=True, or the complete event fired), or if it did not start in this run
-            # but has results (restored as finished from an earlier run); one that never ran has
-            # none and is still to run.
-            restored = tid not in self._started and bool(last.get("training_iteration"))
+            # but has results that the record does not call unfinished (restored as finished
+            # from an earlier run); one that never ran has none and is still to run.
+            ran = bool(last.get("training_iteration"))
+            prior = self.record["trials"].get(tid, {}).get("status")
+            restored = tid not in self._started and ran and prior not in ("interrupted", "pending")
             finished = last.get("done") is True or tid in self._completed or restored
             if status == "done" and not finished:
-                status = "interrupted" if tid in self._started else "pending"
+                status = "interrupted" if tid in self._started or ran else "pending"
             elif status == "done" and metrics.get("diverged"):
                 status = "diverged"
         # The trial's own best over every epoch it ran (trainables.runtime.selection), not Tune's
