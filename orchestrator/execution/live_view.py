@@ -51,7 +51,28 @@ class _Running:
         return (now - self.started) / (done - self.base) * (total - done) if done > self.base else None
 
 
-class LiveView:
+class _Display:
+    """A live display on the terminal (none when it is not one) of what `renderable()` draws."""
+
+    console: Console
+    _live: Live | None
+
+    def renderable(self):
+        raise NotImplementedError
+
+    def start(self):
+        if self.console.is_terminal and not self.console.is_dumb_terminal:
+            self._live = Live(self.renderable(), console=self.console, refresh_per_second=2, transient=True)
+            self._live.start()
+        return self
+
+    def stop(self) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+
+
+class LiveView(_Display):
     """A stage's running trials; `update`/`finish` as results arrive, `renderable()` to draw. A
     section of a `StudyView` draws through it (one live display for every stage of the study)."""
 
@@ -62,17 +83,6 @@ class LiveView:
         self.best: tuple[float, str] | None = None
         self._live: Live | None = None
         self.parent = parent
-
-    def start(self) -> LiveView:
-        if self.console.is_terminal and not self.console.is_dumb_terminal:
-            self._live = Live(self.renderable(), console=self.console, refresh_per_second=2, transient=True)
-            self._live.start()
-        return self
-
-    def stop(self) -> None:
-        if self._live is not None:
-            self._live.stop()
-            self._live = None
 
     def update(self, trial: str, metrics: dict, config: dict) -> None:
         entry = self.running.setdefault(trial, _Running(trial))
@@ -132,7 +142,7 @@ class LiveView:
         return Group(Text.from_markup(head), table)
 
 
-class StudyView:
+class StudyView(_Display):
     """The live view of a whole study: one section per stage that runs (its counts, best value
     and running trials), in one display, while stages overlap."""
 
@@ -145,17 +155,6 @@ class StudyView:
         self.sections[stage] = LiveView(self.console, stage, total, select, parent=self)
         self.refresh()
         return self.sections[stage]
-
-    def start(self) -> StudyView:
-        if self.console.is_terminal and not self.console.is_dumb_terminal:
-            self._live = Live(self.renderable(), console=self.console, refresh_per_second=2, transient=True)
-            self._live.start()
-        return self
-
-    def stop(self) -> None:
-        if self._live is not None:
-            self._live.stop()
-            self._live = None
 
     def refresh(self) -> None:
         if self._live is not None:

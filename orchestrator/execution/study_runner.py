@@ -155,6 +155,9 @@ def _run_folder(plan: Plan, store: Store, options: RunOptions, console: Console,
     if guard is not None:
         guard.save()  # the cap in force, for status, results and resume
     try:
+        for name in plan.order:
+            if name not in todo:
+                console.print(f"[dim]stage {name}: complete in storage, skipped[/]")
         if _legacy_experiments(store, todo):  # interrupted by a release that ran one Tuner per stage
             outcome = _run_stages(plan, store, options, console, (records, todo, notifier, guard))
         else:
@@ -181,9 +184,6 @@ def _run_together(plan: Plan, store: Store, options: RunOptions, console: Consol
     when a stage can run (a re-run whose stages are complete, or skipped before they start, starts
     none)."""
     records, todo, notifier, guard = state
-    for name in plan.order:
-        if name not in todo:
-            console.print(f"[dim]stage {name}: complete in storage, skipped[/]")
     runnable = _skip_what_cannot_run(plan, store, console, (records, todo))
     if guard is not None and not guard.stopped and runnable:
         reached = guard.reached()
@@ -230,9 +230,6 @@ def _run_stages(plan: Plan, store: Store, options: RunOptions, console: Console,
     """The stages still to run, in order, one Tuner each: a study whose interrupted stages have
     per-stage experiments (releases before 2026-12-05) continues as it ran."""
     records, todo, notifier, guard = state
-    for name in plan.order:
-        if name not in todo:
-            console.print(f"[dim]stage {name}: complete in storage, skipped[/]")
     run: StudyRun | None = None  # Ray starts with the first stage that runs
     skips: list[tuple[str, str]] = []  # skipped before the live status existed
     for name in todo:

@@ -107,6 +107,28 @@ def _epochs_so_far(root: Path, stage: str) -> list[int]:
     return counts
 
 
+def _wait_until_midway(root: Path, epochs: int) -> bool:
+    """Wait (4 minutes at most) until a trial of each of the stages `first` and `second` is
+    between its first few epochs and its last; whether that happened."""
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if all(any(3 <= n < epochs - 20 for n in _epochs_so_far(root, s)) for s in ("first", "second")):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _resume_every_epoch_once(root: Path, cwd: Path, epochs: int) -> None:
+    """`resume`: both seeds of both stages done, each having run every epoch once."""
+    resumed = run_cli("resume", root, "--num-cpus", "2", cwd=cwd, timeout=400)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-2000:]
+    table = pd.read_parquet(root / "results.parquet")
+    assert len(table) == 4 and set(table["status"]) == {"done"}
+    assert set(zip(table["stage"], table["seed"])) == {(s, k) for s in ("first", "second") for k in (1, 2)}
+    for _, row in table.iterrows():
+        assert _epochs(root / row["stage"] / row["trial_id"]) == list(range(1, epochs + 1))  # every epoch once
+
+
 def test_a_driver_killed_while_two_stages_run_resumes_them_with_every_epoch_once(tmp_path):
     epochs = 150
     (tmp_path / "study.yaml").write_text(
@@ -118,23 +140,12 @@ def test_a_driver_killed_while_two_stages_run_resumes_them_with_every_epoch_once
     )
     proc = _popen(["run", "study.yaml", "--num-cpus", "2"], tmp_path, TUNE_GLOBAL_CHECKPOINT_S="100000")
     root = tmp_path / "runs" / "killed2"
-    deadline = time.time() + 240
-    midway = False
-    while time.time() < deadline and not midway:
-        # a trial of each stage is between its first few epochs and its last
-        midway = all(any(3 <= n < epochs - 20 for n in _epochs_so_far(root, s)) for s in ("first", "second"))
-        time.sleep(0.1)
+    midway = _wait_until_midway(root, epochs)
     os.kill(proc.pid, signal.SIGKILL)  # the driver only: no chance to save anything
     proc.wait(timeout=60)
     assert midway
     time.sleep(2)
-    resumed = run_cli("resume", root, "--num-cpus", "2", cwd=tmp_path, timeout=400)
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-2000:]
-    table = pd.read_parquet(root / "results.parquet")
-    assert len(table) == 4 and set(table["status"]) == {"done"}
-    assert set(zip(table["stage"], table["seed"])) == {(s, k) for s in ("first", "second") for k in (1, 2)}
-    for _, row in table.iterrows():
-        assert _epochs(root / row["stage"] / row["trial_id"]) == list(range(1, epochs + 1))  # every epoch once
+    _resume_every_epoch_once(root, tmp_path, epochs)
 
 
 def test_ctrl_c_while_trials_of_two_stages_wait_records_them_as_not_run(tmp_path):
@@ -148,11 +159,7 @@ def test_ctrl_c_while_trials_of_two_stages_wait_records_them_as_not_run(tmp_path
     )
     proc = _popen(["run", "study.yaml", "--num-cpus", "2"], tmp_path)
     root = tmp_path / "runs" / "ctrlc"
-    deadline = time.time() + 240
-    midway = False
-    while time.time() < deadline and not midway:
-        midway = all(any(3 <= n < epochs - 20 for n in _epochs_so_far(root, s)) for s in ("first", "second"))
-        time.sleep(0.1)
+    midway = _wait_until_midway(root, epochs)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=120) == 130 and midway
     first = pd.read_parquet(root / "results.parquet")
@@ -161,12 +168,7 @@ def test_ctrl_c_while_trials_of_two_stages_wait_records_them_as_not_run(tmp_path
     for stage in ("first", "second"):
         record = json.loads((root / "_orchestrator" / "stages" / f"{stage}.json").read_text())
         assert record["state"] == "interrupted", (stage, record["state"])
-    resumed = run_cli("resume", root, "--num-cpus", "2", cwd=tmp_path, timeout=400)
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-2000:]
-    table = pd.read_parquet(root / "results.parquet")
-    assert len(table) == 4 and set(table["status"]) == {"done"}
-    for _, row in table.iterrows():
-        assert _epochs(root / row["stage"] / row["trial_id"]) == list(range(1, epochs + 1))
+    _resume_every_epoch_once(root, tmp_path, epochs)
 
 
 def test_an_asha_stage_stops_only_its_own_trials(tmp_path):
