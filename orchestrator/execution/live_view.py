@@ -20,6 +20,8 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from orchestrator.storage.records import ENDED_STATUSES
+
 # (metric in the trial's reports, the config key that holds its total): the first that applies
 UNITS = (("step", "max_steps"), ("epoch", "epochs"), ("fold", "folds"), ("dataset", "beir"))
 
@@ -79,7 +81,7 @@ class LiveView(_Display):
     def __init__(self, console: Console, stage: str, total: int, select: dict | None, parent=None):
         self.console, self.stage, self.total, self.select = console, stage, total, select
         self.running: dict[str, _Running] = {}
-        self.counts = {"done": 0, "failed": 0}
+        self.counts = {"done": 0, "failed": 0, "eliminated": 0}
         self.best: tuple[float, str] | None = None
         self._live: Live | None = None
         self.parent = parent
@@ -96,8 +98,8 @@ class LiveView(_Display):
 
     def finish(self, trial: str, status: str, best: float | None) -> None:
         self.running.pop(trial, None)
-        if status in ("done", "error", "diverged"):
-            self.counts["done" if status == "done" else "failed"] += 1
+        if status in ENDED_STATUSES:
+            self.counts[status if status in ("done", "eliminated") else "failed"] += 1
         if best is not None and status == "done" and self.select:
             better = self.best is None or (best < self.best[0] if self.select["mode"] == "min" else best > self.best[0])
             if better:
@@ -116,11 +118,13 @@ class LiveView(_Display):
             self._live.update(self.renderable())
 
     def renderable(self) -> Group:
-        ended = self.counts["done"] + self.counts["failed"]
+        ended = sum(self.counts.values())
         head = (
             f"[bold]stage {escape(self.stage)}[/]: {ended}/{self.total} ended, {len(self.running)} running, "
             f"{self.counts['failed']} failed"
         )
+        if self.counts["eliminated"]:
+            head += f", {self.counts['eliminated']} eliminated"
         if self.best is not None:
             head += f"; best {escape(self.select['metric'])}={self.best[0]:.4g} ({escape(self.best[1])})"
         table = Table.grid(padding=(0, 1))
@@ -161,7 +165,7 @@ class StudyView(_Display):
             self._live.update(self.renderable())
 
     def renderable(self) -> Group:
-        shown = [s for s in self.sections.values() if s.running or s.counts["done"] + s.counts["failed"] < s.total]
+        shown = [s for s in self.sections.values() if s.running or sum(s.counts.values()) < s.total]
         return Group(*(s.renderable() for s in shown))
 
 

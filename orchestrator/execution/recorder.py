@@ -24,7 +24,7 @@ from orchestrator.execution.trial import trial_config
 from orchestrator.planning.budget import Spend, trial_spend
 from orchestrator.planning.expand import StagePlan
 from orchestrator.planning.resources import trial_charge
-from orchestrator.storage.records import deleted_checkpoints, save_stage_record, study_relative
+from orchestrator.storage.records import ENDED_STATUSES, deleted_checkpoints, save_stage_record, study_relative
 from orchestrator.storage.relocation import relocated
 from orchestrator.storage.store import Store
 from trainables.runtime import selection
@@ -108,7 +108,7 @@ class StageRecorder(Callback):
         self.status.stage(plan.name, "running", self.record["trials"], plan.num_trials, self.record["select"])
         self.view = LiveView(console, plan.name, plan.num_trials, self.record["select"])
         for t in self.record["trials"].values():  # trials that ended in an earlier run of the stage
-            if t.get("status") in ("done", "error", "diverged"):
+            if t.get("status") in ENDED_STATUSES:
                 self.view.finish(t.get("name", ""), t["status"], t.get("best"))
         self._started: set[str] = set()
         self._completed: set[str] = set()
@@ -120,6 +120,7 @@ class StageRecorder(Callback):
         self.deleted = deleted_checkpoints(store)  # by `gc`: never named by a record again
         self.code: str | None = None  # the hash of the trainable's code in this run (set by run_stage)
         self.guard = None  # the study's BudgetGuard (orchestrator.execution.budget_guard), if it has a cap
+        self.race = None  # a raced stage's StageRace (orchestrator.execution.race)
 
     # -- recording -------------------------------------------------------------------------
     def _here(self, trial, value):
@@ -147,6 +148,8 @@ class StageRecorder(Callback):
                 status = "interrupted" if tid in self._started or ran else "pending"
             elif status == "done" and metrics.get("diverged"):
                 status = "diverged"
+        if status == "done" and self.race is not None and self.race.is_eliminated(trial.trial_id):
+            status = "eliminated"  # stopped by its stage's race (Tune calls that done)
         # The trial's own best over every epoch it ran (trainables.runtime.selection), not Tune's
         # metric_analysis, which sees only the reports that reached Tune (throttled ones do not).
         best = finite(last.get(selection.BEST)) if self.plan.stage.select is not None else None
@@ -197,6 +200,10 @@ class StageRecorder(Callback):
                 "failures": trial.num_failures,
             }
         )
+        if spec.get("race_group"):
+            entry["race_group"] = spec["race_group"]
+        if status == "eliminated":
+            entry.setdefault("race", self.race.decision_of(trial.trial_id))
         # the code it ran: this run's for a trial that ran in it, else what it ran before
         entry["code"] = (
             self.code if tid in self._started or status == "running" else entry.get("code", spec.get("code"))
@@ -292,12 +299,52 @@ class StageRecorder(Callback):
         self._restored_seen = True
         for trial in trials:
             tid = _trial_id(trial)
-            if trial.status in ("TERMINATED", "ERROR") and self.record["trials"].get(tid, {}).get("status") not in (
-                "done",
-                "diverged",
-                "error",
+            if (
+                trial.status in ("TERMINATED", "ERROR")
+                and self.record["trials"].get(tid, {}).get("status") not in ENDED_STATUSES
             ):
                 self._update(trial)
+
+    def group_eliminated(self, group: str, decision: dict) -> None:
+        """Its stage's race eliminated a group: its trials that already ran to their end are
+        eliminated too (`best`, `top[k]`, gates and references read surviving groups only);
+        their values stay in the record, marked as such."""
+        for entry in self.record["trials"].values():
+            if entry.get("race_group") == group and entry["status"] == "done":
+                entry["status"], entry["race"] = "eliminated", dict(decision, ran_to_end=True)
+
+    def never_started(self, tid: str, name: str, config: dict, decision: dict) -> None:
+        """A trial of an eliminated group that its stage's race kept from starting (`config`: the
+        Tune config it would have had): in the record as eliminated, nothing run or spent."""
+        spec = config["trial"]
+        cfg = trial_config(config)
+        charge = trial_charge(self.resources, self.plan.trainable, cfg)
+        cfg.pop("seed", None)
+        self.record["trials"][tid] = {
+            "stage": self.plan.name,
+            "trial_id": tid,
+            "name": name,
+            "variant": spec["variant"],
+            "seed": spec["seed"],
+            "config": cfg,
+            "sampled": config.get("search") or {},
+            "upstream": spec.get("upstream") or {},
+            "grid": spec.get("grid") or {},
+            "status": "eliminated",
+            "iterations": 0,
+            "duration_s": 0.0,
+            "charged": charge,
+            "wall_s": 0.0,
+            "gpu_s": 0.0,
+            "cpu_s": 0.0,
+            "metrics": {},
+            "best": None,
+            "failures": 0,
+            "race_group": spec.get("race_group"),
+            "race": decision,
+            "started": False,
+        }
+        self.view.finish(self.record["trials"][tid]["name"], "eliminated", None)
 
     def live_spend(self) -> Spend:
         """GPU- and CPU-hours of this stage's trials so far, the running ones up to now."""
@@ -362,8 +409,11 @@ class StageRecorder(Callback):
         self._completed.add(_trial_id(trial))
         self._close(trial)
         entry = self._update(trial)
-        entry["status"] = "diverged" if entry["metrics"].get("diverged") else "done"
-        colour = "yellow" if entry["status"] == "diverged" else "green"
+        if self.race is not None and self.race.is_eliminated(trial.trial_id):
+            entry["status"], entry["race"] = "eliminated", self.race.decision_of(trial.trial_id)
+        else:
+            entry["status"] = "diverged" if entry["metrics"].get("diverged") else "done"
+        colour = {"diverged": "yellow", "eliminated": "magenta"}.get(entry["status"], "green")
         self.view.finish(entry["name"], entry["status"], entry.get("best"))
         self.console.print(
             f"[{colour}]{entry['status']:<8}[/] {escape(entry['name'])}  {self._summary(entry)}  "
@@ -420,17 +470,20 @@ class StageRecorder(Callback):
             self._update(trial)
         # Tune creates trials lazily, so an interrupted run may not know all of them yet:
         # the stage is complete only when every planned trial has ended.
-        ended = sum(t["status"] in ("done", "diverged", "error") for t in self.record["trials"].values())
+        ended = sum(t["status"] in ENDED_STATUSES for t in self.record["trials"].values())
         self.record["state"] = "complete" if ended >= self.plan.num_trials else "interrupted"
         self.status.stage(self.plan.name, self.record["state"], self.record["trials"])
 
     def _progress(self) -> str:
         """`[3/6 ended: 2 running, 1 failed; best val/loss=0.01 pretrain/a/s1]`"""
         trials = self.record["trials"].values()
-        ended = sum(t["status"] in ("done", "diverged", "error") for t in trials)
+        ended = sum(t["status"] in ENDED_STATUSES for t in trials)
         running = sum(t["status"] in ("running", "retrying") for t in trials)
         failed = sum(t["status"] in ("error", "diverged") for t in trials)
         text = f"[{ended}/{self.plan.num_trials} ended, {running} running, {failed} failed"
+        eliminated = sum(t["status"] == "eliminated" for t in trials)
+        if eliminated:
+            text += f", {eliminated} eliminated"
         best = best_trial(trials, self.record["select"])
         if best is not None:
             text += f"; best {self.record['select']['metric']}={best['best']:.4g} {best['name']}"

@@ -24,20 +24,24 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 from rich.markup import escape
 
 from orchestrator.execution import gates
+from orchestrator.execution.race import StageRace, decision_line
 from orchestrator.execution.recorder import StageRecorder, best_trial
-from orchestrator.execution.stage_runner import StudyRun
+from orchestrator.execution.stage_runner import StudyRun, trial_dirname, trial_name
+from orchestrator.planning import race_rule
 from orchestrator.planning.expand import StagePlan
 from orchestrator.planning.references import check_distinct, resolve_spec, successful
 from orchestrator.planning.resources import concurrency, effective_resources
 from orchestrator.planning.trials import TrialSpec
-from orchestrator.storage.records import save_stage_record
+from orchestrator.storage.records import ENDED_STATUSES, save_stage_record
 from orchestrator.study.references import RefError, parse, walk
+from trainables.runtime.selection import BEST
 
-ENDED = ("done", "diverged", "error")
+ENDED = ENDED_STATUSES
 TERMINAL = ("complete", "gated", "skipped", "failed")
 
 
@@ -48,6 +52,7 @@ class Candidate:
     spec: TrialSpec
     sampled: dict | None
     tune_id: str
+    group: str | None = None  # its group of seeds, in a raced stage (planning.race_rule.group_key)
 
 
 @dataclass
@@ -65,6 +70,7 @@ class StageRun:
     queue: deque = field(default_factory=deque)  # candidates not yet released
     expected: int | None = None  # its number of trials, once known
     dirty: bool = True  # an upstream trial ended since the queue was filled
+    race: StageRace | None = None  # a raced stage's race (`race:`)
 
     @property
     def name(self) -> str:
@@ -171,6 +177,13 @@ class StudySchedule:
         count = f"{sp.num_trials} trials" if not sp.has_refs else f"{sp.num_trials} trials (when its inputs exist)"
         run.console.print(f"[bold]stage {sp.name}[/]: {count}, {st.limit} at a time ({each})")
         recorder = self._recorder(st)
+        if sp.stage.race is not None:
+            race = sp.stage.race
+            shown = ", ".join(map(str, race_rule.rungs(race.first, race.factor, race.first * race.factor**3)))
+            run.console.print(
+                f"  race: rungs at iterations {shown}, ...; alpha {race.alpha:g} over all rungs, "
+                f"{'t-test' if race.test == 't' else 'signed-rank test'}, at least {race.min_seeds} paired seeds"
+            )
         recorder.view = self.view.section(sp.name, sp.num_trials, recorder.record["select"])
         for t in recorder.record["trials"].values():  # trials that ended in an earlier run of the stage
             if t.get("status") in ENDED:
@@ -184,6 +197,10 @@ class StudySchedule:
         run = self.run
         recorder = StageRecorder(st.sp, run.store, run.status, run.console, self.records.get(st.name), st.res)
         recorder.notifier, recorder.code = run.notifier, run.code.get(st.sp.stage.trainable, {}).get("hash")
+        if st.sp.stage.race is not None:
+            if st.race is None:
+                st.race = StageRace(st.sp, recorder.record)
+            recorder.race = st.race
         return recorder
 
     def recorder_of(self, stage: str) -> StageRecorder:
@@ -207,8 +224,12 @@ class StudySchedule:
             self._fill(st)
         while st.queue:
             candidate = st.queue.popleft()
-            if candidate.tune_id not in st.emitted:
-                return candidate
+            if candidate.tune_id in st.emitted:
+                continue
+            if st.race is not None and st.race.group_eliminated(candidate.group):
+                self._never_started(st, candidate)
+                continue
+            return candidate
         return None
 
     def _live(self, st: StageRun) -> int:
@@ -217,7 +238,9 @@ class StudySchedule:
 
     def _samples_of(self, st: StageRun, spec: TrialSpec) -> list:
         """The search samples of a planned trial ([None] without a search), drawn once per run."""
-        key = (st.name, spec.id)
+        # a raced stage runs each sample with every seed (its group); else each trial draws its own
+        group = race_rule.group_key(spec.variant, spec.grid, spec.config, spec.upstream, None) if st.race else None
+        key = (st.name, group or spec.id)
         if key not in self._samples:
             search = st.sp.stage.search
             self._samples[key] = [self.sampler(st.sp) for _ in range(search.num_samples)] if search else [None]
@@ -241,6 +264,9 @@ class StudySchedule:
                 if upstream_done:
                     self._fail(st, str(exc))
                     return
+        if st.race is not None:  # seed after seed: every group's first seeds run first, so rungs fill early
+            seeds = self.run.plan.study.seeds_of(sp.stage)
+            resolved.sort(key=lambda s: seeds.index(s.seed) if s.seed in seeds else len(seeds))
         for spec in resolved:
             if spec.id not in st.specs:
                 try:
@@ -256,8 +282,13 @@ class StudySchedule:
                 # unique in the study's one experiment: two stages may plan the same trial
                 # (same trainable, config and seed), whose folders differ only by stage
                 tune_id = f"{st.name}-{spec.id}_{k:05d}"
+                group = None
+                if st.race is not None:
+                    group = race_rule.group_key(spec.variant, spec.grid, spec.config, spec.upstream, sampled)
+                    label = spec.name.replace(f"/s{spec.seed}", "", 1) + (f"/{k:05d}" if sampled is not None else "")
+                    st.race.add(tune_id, group, label, spec.seed)
                 if tune_id not in st.emitted and tune_id not in queued:
-                    st.queue.append(Candidate(spec, sampled, tune_id))
+                    st.queue.append(Candidate(spec, sampled, tune_id, group))
         if upstream_done:
             st.expected = count
             self.trial_ended(st.name)  # a stage with nothing (left) to run ends here
@@ -283,7 +314,7 @@ class StudySchedule:
         st.expected = len(st.emitted)
         self.run.console.print(f"[yellow]stage {st.name}[/]: {escape(reason)}")
 
-    def took_in(self, stage: str, tune_id: str, ended: bool) -> StageRun:
+    def took_in(self, stage: str, tune_id: str, ended: bool, trial=None) -> StageRun:
         """A trial Tune restored from an earlier run of the study: its stage runs."""
         st = self.stages[stage]
         if st.state == "waiting":
@@ -291,7 +322,66 @@ class StudySchedule:
         st.emitted.add(tune_id)
         if ended:
             st.ended.add(tune_id)
+        spec = trial.config["trial"] if trial is not None else {}
+        if st.race is not None and spec.get("race_group"):
+            label = spec["name"].replace(f"/s{spec['seed']}", "", 1) + (
+                f"/{tune_id.split('_')[-1]}" if trial.config.get("search") else ""
+            )
+            st.race.add(tune_id, spec["race_group"], label, spec["seed"])
+            last = trial.last_result or {}
+            if ended:
+                status = "done" if trial.status == "TERMINATED" and not last.get("diverged") else "error"
+                st.race.on_end(tune_id, status, last.get(BEST), last.get("training_iteration"))
         return st
+
+    # -- the race ---------------------------------------------------------------------------------
+    def race_step(self) -> None:
+        """Decide what restored trials made ready (a resumed run)."""
+        for st in self.stages.values():
+            if st.race is not None and st.state == "running":
+                made = st.race.step()
+                if made:
+                    self.race_decided(st.name, made)
+
+    def race_decided(self, stage: str, made: list[dict]) -> None:
+        """Groups the race eliminated: said, their unreleased trials recorded as never started,
+        the record saved at once (a killed driver's resume keeps the decisions)."""
+        st = self.stages[stage]
+        metric = st.sp.stage.select.metric
+        for d in made:
+            self.run.console.print(f"[magenta]race[/] {st.name}: {escape(decision_line(d, metric))}")
+            st.recorder.group_eliminated(d["group"], d)
+            if self.run.notifier is not None:
+                self.run.notifier.send("race", f"stage {st.name}: {decision_line(d, metric)}", stage=st.name)
+        kept = deque()
+        for candidate in st.queue:
+            if candidate.tune_id not in st.emitted and st.race.group_eliminated(candidate.group):
+                self._never_started(st, candidate)
+            else:
+                kept.append(candidate)
+        st.queue = kept
+        save_stage_record(self.run.store, st.name, st.recorder.record)
+        self.trial_ended(st.name)
+
+    def _race_saving(self, st: StageRun, record: dict) -> None:
+        """What the race did not spend, into the record and on the terminal."""
+        saved = race_rule.saving(record)
+        if saved is None:
+            return
+        guard = self.run.guard
+        usd = guard.cap.prices.usd(saved["gpu_hours"], saved["cpu_hours"]) if guard is not None else None
+        record["race"]["saving"] = dict(saved, usd=usd)
+        save_stage_record(self.run.store, st.name, record)
+        self.run.console.print(f"[magenta]race[/] {st.name}: {escape(race_rule.saving_line(saved, usd))}")
+
+    def _never_started(self, st: StageRun, candidate: Candidate) -> None:
+        config = self.factory.config_of(st, candidate)
+        shim = SimpleNamespace(config=config, trial_id=candidate.tune_id)
+        decision = st.race.state["eliminated"][candidate.group]
+        st.recorder.never_started(trial_dirname(shim), trial_name(shim), config, decision)
+        st.emitted.add(candidate.tune_id)
+        st.ended.add(candidate.tune_id)
+        st.race.final[candidate.tune_id] = None
 
     def trial_ended(self, stage: str, tune_id: str | None = None) -> None:
         """Called when a trial of `stage` ended: the stages that read it may release more; the
@@ -315,6 +405,8 @@ class StudySchedule:
             self.run.guard.end(st.recorder)
         save_stage_record(self.run.store, st.name, record)
         notifier = self.run.notifier
+        if st.race is not None:
+            self._race_saving(st, record)
         if notifier is not None:
             notifier.send("stage_end", stage_line(record), stage=st.name, storage=self.run.store.uri)
         if st.sp.stage.gates and record["state"] == "complete":

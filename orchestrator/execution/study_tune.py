@@ -40,6 +40,7 @@ from ray.tune.trainable.function_trainable import wrap_function
 
 from orchestrator.execution import search, trackers
 from orchestrator.execution.live_view import StudyView
+from orchestrator.execution.race import RaceScheduler
 from orchestrator.execution.stage_runner import (
     StudyRun,
     _budget_stop,
@@ -122,7 +123,7 @@ class StageSchedulers(TrialScheduler):
     def _stages(self) -> dict[str, TrialScheduler]:
         if self._by_stage is None:
             plan = _LIVE[self.study].run.plan
-            self._by_stage = {n: search.scheduler(plan.stages[n]) or FIFOScheduler() for n in plan.order}
+            self._by_stage = {n: _scheduler(self.study, plan.stages[n]) for n in plan.order}
         return self._by_stage
 
     def _of(self, trial) -> tuple[TrialScheduler, str]:
@@ -168,6 +169,27 @@ class StageSchedulers(TrialScheduler):
 
     def restore(self, checkpoint_path: str) -> None:
         """See `save`."""
+
+
+def _scheduler(study: str, sp) -> TrialScheduler:
+    """A stage's own scheduler: its search's (ASHA, PBT), its race's, else first in, first out."""
+    if sp.stage.race is not None:
+        return _StageRaceScheduler(study, sp.name)
+    return search.scheduler(sp) or FIFOScheduler()
+
+
+class _StageRaceScheduler(RaceScheduler):
+    """A raced stage's scheduler, finding this driver's race by study and stage (picklable)."""
+
+    def __init__(self, study: str, stage: str):
+        super().__init__()
+        self.study, self.stage = study, stage
+
+    def race(self):
+        return _LIVE[self.study].stages[self.stage].race
+
+    def decided(self, made: list[dict]) -> None:
+        _LIVE[self.study].race_decided(self.stage, made)
 
 
 def _evict_idle_actors(wrapped) -> None:
@@ -217,7 +239,7 @@ class StudyCallback(Callback):
         by_stage: dict[str, list] = {}
         for trial in trials:  # trials a restored experiment knows: their stages run
             ended = trial.status in (Trial.TERMINATED, Trial.ERROR)
-            st = schedule.took_in(trial.config["trial"]["stage"], trial.trial_id, ended)
+            st = schedule.took_in(trial.config["trial"]["stage"], trial.trial_id, ended, trial)
             if st.recorder is not None or not ended:
                 schedule.recorder_of(st.name)
                 by_stage.setdefault(st.name, []).append(trial)
@@ -225,6 +247,7 @@ class StudyCallback(Callback):
             schedule.stages[name].recorder._take_in_restored(stage_trials)
         for name in by_stage:
             schedule.trial_ended(name)
+        schedule.race_step()
 
     def on_step_end(self, iteration, trials, **info):
         schedule = self._schedule()
@@ -282,6 +305,16 @@ class _Trials:
         self.storage = copy.copy(storage)
         self.storage.trial_dir_name = None
 
+    def config_of(self, st: StageRun, candidate: Candidate) -> dict:
+        """The Tune config of a candidate's trial: its spec, what every trial of the stage carries,
+        its search sample and, in a raced stage, its group."""
+        config = {"trial": dict(candidate.spec.to_dict(), **trial_common(self.run, st.sp, st.res))}
+        if candidate.group is not None:
+            config["trial"]["race_group"] = candidate.group
+        if candidate.sampled is not None:
+            config["search"] = candidate.sampled
+        return config
+
     def __call__(self, st: StageRun, candidate: Candidate) -> Trial:
         study = self.run.plan.study
         sp = st.sp
@@ -289,9 +322,7 @@ class _Trials:
         keep = policy.keep
         if sp.stage.search and sp.stage.search.scheduler == "pbt" and keep is not None and keep < 4:
             keep = 4  # PBT clones other trials' checkpoints; deleting them too early breaks exploitation
-        config = {"trial": dict(candidate.spec.to_dict(), **trial_common(self.run, sp, st.res))}
-        if candidate.sampled is not None:
-            config["search"] = candidate.sampled
+        config = self.config_of(st, candidate)
         trial = Trial(
             self.name,
             config=config,

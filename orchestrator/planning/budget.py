@@ -23,7 +23,7 @@ from orchestrator.errors import Problem, UserError
 from orchestrator.planning.costs import NO_PRICES, Prices, price_of
 from orchestrator.planning.expand import Plan
 from orchestrator.planning.resources import trial_charge
-from orchestrator.storage.records import STATE_DIR, read_json
+from orchestrator.storage.records import ENDED_STATUSES, STATE_DIR, read_json
 from orchestrator.storage.store import Store
 from orchestrator.study.schema import Budget
 
@@ -242,7 +242,7 @@ def remaining_estimate(rows: dict, records: dict[str, dict | None]) -> dict | No
         if not estimate:
             return None
         trials = (records.get(stage["stage"]) or {}).get("trials", {}).values()
-        ended = sum(t["status"] in ("done", "diverged", "error") for t in trials)
+        ended = sum(t["status"] in ENDED_STATUSES for t in trials)
         share = max(stage["trials"] - ended, 0) / stage["trials"] if stage["trials"] else 0.0
         left = left + Spend(estimate["gpu_hours"], estimate["cpu_hours"]).scaled(share)
     return {"gpu_hours": left.gpu_hours, "cpu_hours": left.cpu_hours}

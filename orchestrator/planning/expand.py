@@ -11,6 +11,7 @@ from pathlib import Path
 
 import trainables
 from orchestrator.errors import Problem, UserError, join_path
+from orchestrator.planning import race_rule
 from orchestrator.planning.inputs import InputChecks, Row, resolve_inputs, value_key
 from orchestrator.planning.trials import TrialSpec, deep_merge, trial_id
 from orchestrator.study import references as refs
@@ -186,6 +187,7 @@ class _StageExpansion:
                 probe[key] = representative(sampler)
             problems.extend(checks.check(probe, spec.config, row))
             trials.append(spec)
+        problems += self._race_problems(trials, checks.notes)
         if problems:
             raise UserError(problems)
         return StagePlan(
@@ -199,6 +201,38 @@ class _StageExpansion:
             fan_out=math.prod(self.fan_out.values()) if self.fan_out else 1,
             trainable=trainable,
         )
+
+    def _race_problems(self, trials: list[TrialSpec], notes: list[str]) -> list[Problem]:
+        """A race that could never eliminate anything is a mistake in the study file."""
+        race = self.stage.race
+        if race is None or not trials:
+            return []
+        where = Row(self.doc, self.name, self.stage, None)
+        seeds = self.study.seeds_of(self.stage)
+        if len(seeds) < race.min_seeds:
+            return [
+                where.problem(
+                    f"race needs at least min_seeds={race.min_seeds} seeds per group; the stage has {len(seeds)} "
+                    f"({', '.join(map(str, seeds))}): add seeds or lower min_seeds",
+                    ("stages", self.name, "race", "min_seeds"),
+                )
+            ]
+        samples = self.stage.search.num_samples if self.stage.search else 1
+        groups = len(trials) // len(seeds) * samples * (math.prod(self.fan_out.values()) if self.fan_out else 1)
+        if groups < 2:
+            notes.append("race: the stage has one group of seeds: nothing to race against")
+            return []
+        first = race_rule.rung_level(race.alpha, 1) / (groups - 1)
+        if race_rule.smallest_p(race.test, len(seeds)) > first:
+            return [
+                where.problem(
+                    f"race with test wilcoxon on {len(seeds)} seeds can never eliminate a group: its smallest "
+                    f"p-value, 2^-{len(seeds)} = {0.5 ** len(seeds):.3g}, is above the first rung's level for "
+                    f"{groups} groups ({first:.3g}); use test: t, or more seeds",
+                    ("stages", self.name, "race", "test"),
+                )
+            ]
+        return []
 
     def _trainable(self) -> trainables.Trainable:
         """The stage's trainable (`trainables/registry.py`); also checks that it runs data-parallel

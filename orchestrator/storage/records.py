@@ -16,6 +16,8 @@ from orchestrator.storage.store import Store
 STUDY_FILE = "study.yaml"
 STUDY_META = "study.json"
 STATE_DIR = "_orchestrator"
+# a trial in one of these has ended for good (`eliminated`: stopped, or never started, by its stage's race)
+ENDED_STATUSES = ("done", "diverged", "error", "eliminated")
 
 
 def open_study(run_dir: str) -> Store:

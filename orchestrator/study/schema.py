@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from orchestrator.errors import Problem, UserError, join_path
 from orchestrator.study import notify_targets, trackers
+from orchestrator.study.race_settings import Race
 from orchestrator.study.yaml_doc import YamlDoc, load_yaml
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -154,6 +155,7 @@ class Stage(_Strict):
     resources: Resources | None = None
     search: Search | None = None
     select: Select | None = None
+    race: Race | None = Field(None, description="Race the groups of seeds; stop the clearly worse ones.")
     compare: Compare | None = None
     within_seed: Literal["separate", "mean"] = Field(
         "separate",
@@ -176,6 +178,21 @@ class Stage(_Strict):
                 f"scheduler {self.search.scheduler!r} needs `select: {{metric: ..., mode: ...}}` "
                 "on the stage (the metric it schedules on)"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _race_needs(self) -> Stage:
+        if self.race is None:
+            return self
+        if self.select is None:
+            raise ValueError("race needs `select: {metric: ..., mode: ...}` on the stage (the metric it races on)")
+        if self.search and self.search.scheduler != "fifo":
+            raise ValueError(
+                f"race and search.scheduler {self.search.scheduler!r} would both stop trials: "
+                "use one (race stops groups of seeds, the scheduler single trials)"
+            )
+        if self.report_interval_s:
+            raise ValueError("race reads every epoch's report: remove report_interval_s from the stage, or set it to 0")
         return self
 
     @property
@@ -214,7 +231,7 @@ class Stage(_Strict):
 
 
 MAX_TRIALS = 20_000
-NOTIFY_EVENTS = ("study_end", "stage_end", "gate", "trial_error", "budget")
+NOTIFY_EVENTS = ("study_end", "stage_end", "gate", "trial_error", "budget", "race")
 ENV_URL = notify_targets.ENV_URL
 
 
@@ -326,8 +343,8 @@ class Study(_Strict):
     def report_interval_of(self, stage: Stage) -> float:
         if stage.report_interval_s is not None:
             return stage.report_interval_s
-        if stage.search and stage.search.scheduler != "fifo":
-            return 0.0  # ASHA / PBT count reports as time: one per epoch keeps their units epochs
+        if stage.race or (stage.search and stage.search.scheduler != "fifo"):
+            return 0.0  # a race's rungs, ASHA and PBT count reports as time: one per epoch keeps them epochs
         return self.defaults.report_interval_s
 
     def max_failures_of(self, stage: Stage) -> int:
