@@ -9,6 +9,7 @@ import re
 import pandas as pd
 
 from orchestrator.analysis import trials_table
+from orchestrator.analysis.race_tables import race_markdown
 
 LOWER_IS_BETTER = re.compile(r"loss|mse|mae|error|perplexity|time|hours", re.I)
 HIGHER_IS_BETTER = re.compile(r"acc|f1|ndcg|recall|mrr|precision|separation|isotropy|auc|map", re.I)
@@ -183,6 +184,8 @@ def render_markdown(t) -> str:
         agg = t.aggregated.get(name)
         if agg is not None and not agg.empty and (agg["n"] > 1).any():
             parts.append(f"\n### {name}: over seeds\n\n" + aggregate_markdown(agg.drop(columns=["stage"])))
+        if record.get("race"):
+            parts.append(f"\n### {name}: race\n\n" + race_markdown(record))
         pairs = t.paired.get(name)
         if pairs is not None:
             parts.append(f"\n### {name}: against the baseline\n\n" + paired_markdown(pairs.drop(columns=["stage"])))

@@ -15,6 +15,8 @@ from orchestrator.planning.budget import read_budget
 from orchestrator.storage.records import STATE_DIR, load_stage_record, open_study, read_meta, status_counts
 from orchestrator.storage.store import Store
 
+STATUS_COLUMNS = ("done", "running", "pending", "error", "diverged", "eliminated")
+
 
 def status_view(store: Store, meta: dict):
     """(renderable, ended): trials by state per stage, running trials, and whether every stage ended."""
@@ -24,7 +26,7 @@ def status_view(store: Store, meta: dict):
         else {"stages": {}}
     )
     table = Table(header_style="bold")
-    for col in ("stage", "state", "trials", "done", "running", "pending", "error", "diverged"):
+    for col in ("stage", "state", "trials", *STATUS_COLUMNS):
         table.add_column(col)
     ended, running = True, []
     for stage in meta.get("stages", {}):
@@ -46,7 +48,7 @@ def status_view(store: Store, meta: dict):
             stage,
             state,
             str(total),
-            *[str(counts.get(k, 0)) for k in ("done", "running", "pending", "error", "diverged")],
+            *[str(counts.get(k, 0)) for k in STATUS_COLUMNS],
         )
     parts = [Text.from_markup(f"[bold]study {meta['name']}[/] ({store.uri}), created {meta.get('created_at')}"), table]
     for t in running:

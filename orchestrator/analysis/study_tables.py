@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from orchestrator.analysis import seed_stats, trials_table
+from orchestrator.analysis import race_tables, seed_stats, trials_table
 
 
 @dataclass
@@ -45,6 +45,9 @@ def build(
             continue
         how = within_seed or record.get("within_seed") or "separate"
         agg = seed_stats.aggregate(rows, stage_metrics, group_by, how)
+        gone = race_tables.eliminated_rows(rows)
+        if not gone.empty:  # said, not averaged: an eliminated group's values stop early
+            agg = pd.concat([agg, gone], ignore_index=True)
         if agg.empty:  # no successful trial in this stage: nothing to aggregate or compare
             continue
         out.aggregated[name] = agg

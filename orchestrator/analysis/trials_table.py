@@ -58,6 +58,11 @@ def rows_of(record: dict) -> list[dict]:
             row[f"upstream.{label}.trial"] = up.get("trial")
             row[f"upstream.{label}.trial_id"] = up.get("trial_id")
             row[f"upstream.{label}.checkpoint"] = up.get("checkpoint")
+        race = t.get("race")
+        if race:  # eliminated by its stage's race: where, against whom, how sure
+            row["race.rung"], row["race.group"], row["race.lost_to"] = race["rung"], race["label"], race["lost_to"]
+            row["race.n"], row["race.delta"], row["race.p"] = race["n"], race["delta"], race["p"]
+            row["race.ci_low"], row["race.ci_high"] = race.get("ci_low"), race.get("ci_high")
         select = record.get("select")
         if select and t.get("best") is not None:
             row[f"best.{select['metric']}"] = t["best"]

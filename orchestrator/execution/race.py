@@ -2,7 +2,7 @@
 and the decisions, made with `orchestrator.planning.race_rule` as the values come in.
 
 - Values come from the stage's scheduler (`RaceScheduler`), which sees each result before the
-  experiment's callbacks: the trial's best value of the select metric at the rung's iteration
+  experiment's callbacks: the trial's best value of the select metric at the rung's epoch
   (a raced stage reports every epoch). A trial that ended normally has its final best at every
   later rung; one that failed, diverged or was eliminated has no value beyond what it reported.
 - A rung is decided once, when every surviving group is settled there (it has `min_seeds`
@@ -43,7 +43,7 @@ class StageRace:
         self.state = state
         self.members: dict[str, dict] = {}  # group -> {seed: tune id}
         self.group_of: dict[str, str] = {}  # tune id -> group
-        self.last: dict[str, int] = {}  # tune id -> the last iteration it reported
+        self.last: dict[str, int] = {}  # tune id -> the last epoch it reported (the trainable's unit)
         self.final: dict[str, float | None] = {}  # tune id -> its final best (ended; None: no value)
 
     # -- what the stage has ---------------------------------------------------------------------
@@ -175,12 +175,12 @@ def _num(value: float) -> float | None:
 
 
 def decision_line(d: dict, metric: str) -> str:
-    """`group pre/lr=1e-05 eliminated at iteration 4: worse than pre/lr=0.01 by Δ val/loss=+0.31
+    """`group pre/lr=1e-05 eliminated at epoch 4: worse than pre/lr=0.01 by Δ val/loss=+0.31
     (95% CI 0.12 to 0.50) on 3 seeds, one-sided t-test p=0.004 <= 0.014 (Holm; rung 1 at 0.042)`"""
     ci = f" (95% CI {d['ci_low']:.4g} to {d['ci_high']:.4g})" if d.get("ci_low") is not None else ""
     test = "one-sided t-test" if d["test"] == "t" else "one-sided signed-rank test"
     return (
-        f"group {d['label']} eliminated at iteration {d['rung']}: worse than {d['lost_to']} by "
+        f"group {d['label']} eliminated at epoch {d['rung']}: worse than {d['lost_to']} by "
         f"Δ {metric}={d['delta']:+.4g}{ci} on {d['n']} seeds, {test} p={d['p']:.3g} <= {d['level']:.3g} "
         f"(Holm; rung {d['k']} at {d['rung_level']:.3g})"
     )
@@ -204,13 +204,13 @@ class RaceScheduler(FIFOScheduler):
 
     def on_trial_result(self, tune_controller, trial, result):
         race = self.race()
-        self._after(race.on_result(trial.trial_id, result.get("training_iteration"), result.get(selection.BEST)))
+        self._after(race.on_result(trial.trial_id, race_rule.progress(result), result.get(selection.BEST)))
         return TrialScheduler.STOP if race.is_eliminated(trial.trial_id) else TrialScheduler.CONTINUE
 
     def on_trial_complete(self, tune_controller, trial, result):
         race, result = self.race(), result or {}
         stopped = race.is_eliminated(trial.trial_id) or result.get("diverged")
-        best, iteration = result.get(selection.BEST), result.get("training_iteration")
+        best, iteration = result.get(selection.BEST), race_rule.progress(result)
         self._after(race.on_end(trial.trial_id, "stopped" if stopped else "done", best, iteration))
 
     def on_trial_error(self, tune_controller, trial):

@@ -181,7 +181,7 @@ class StudySchedule:
             race = sp.stage.race
             shown = ", ".join(map(str, race_rule.rungs(race.first, race.factor, race.first * race.factor**3)))
             run.console.print(
-                f"  race: rungs at iterations {shown}, ...; alpha {race.alpha:g} over all rungs, "
+                f"  race: rungs at epochs {shown}, ...; alpha {race.alpha:g} over all rungs, "
                 f"{'t-test' if race.test == 't' else 'signed-rank test'}, at least {race.min_seeds} paired seeds"
             )
         recorder.view = self.view.section(sp.name, sp.num_trials, recorder.record["select"])
@@ -331,7 +331,7 @@ class StudySchedule:
             last = trial.last_result or {}
             if ended:
                 status = "done" if trial.status == "TERMINATED" and not last.get("diverged") else "error"
-                st.race.on_end(tune_id, status, last.get(BEST), last.get("training_iteration"))
+                st.race.on_end(tune_id, status, last.get(BEST), race_rule.progress(last))
         return st
 
     # -- the race ---------------------------------------------------------------------------------

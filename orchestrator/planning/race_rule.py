@@ -4,8 +4,9 @@ while the stage runs; `bench/race_simulation.py` measures it on synthetic learni
 
 - **Group**: the trials of a stage that differ only in the seed (variant, grid values, search
   sample and upstream trial the same), the unit `results --view aggregate` uses.
-- **Rungs**: the reported iterations `first`, `first x factor`, `first x factor^2`, ... (each
-  rounded up, strictly increasing). A trial's value at a rung is its best value of the select
+- **Rungs**: the epochs `first`, `first x factor`, `first x factor^2`, ... (each rounded up,
+  strictly increasing), in the trainable's own unit (`progress`: its reported epoch, else Tune's
+  report count; a raced stage reports every epoch). A trial's value at a rung is its best value of the select
   metric up to that iteration (what `best` reads); a trial that ended normally before a rung
   has its final best there.
 - **At a rung** the best group is the surviving group with the best mean among those with at
@@ -149,22 +150,42 @@ def decide(
     return best, rows
 
 
+UNITS = ("epoch", "step", "fold")  # the trainable's own progress, as trainables.runtime.selection has it
+
+
+def progress(result: dict) -> int | None:
+    """How far a trial is, in the trainable's own unit (its reported `epoch`, `step` or `fold`),
+    else Tune's `training_iteration`: Tune counts a restored trial's reports from 0 again, so
+    after a driver kill only the trainable's own count still says which epoch a value is from."""
+    for unit in UNITS:
+        value = result.get(unit)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value == int(value):
+            return int(value)
+    value = result.get("training_iteration")
+    return int(value) if isinstance(value, int) else None
+
+
+def _ran(trial: dict) -> int:
+    """The epochs a recorded trial ran (its last progress; 0 if it never started)."""
+    return progress(trial.get("metrics") or {}) or int(trial.get("iterations") or 0)
+
+
 def saving(record: dict) -> dict | None:
     """What a raced stage did not spend, against running every trial to the end: trial-epochs
-    (reported iterations), and GPU- and CPU-hours at the pace of its trials that ran to the end
+    (epochs, in the trainable's unit), and GPU- and CPU-hours at the pace of its trials that ran to the end
     (the median wall time per iteration, times what each eliminated trial was charged per hour).
     The full length is the longest trial that ran to the end. None before any trial did."""
     trials = list(record.get("trials", {}).values())
-    full = [t for t in trials if t.get("status") == "done" and t.get("iterations")]
+    full = [t for t in trials if t.get("status") == "done" and _ran(t)]
     if not record.get("race") or not full:
         return None
-    length = max(int(t["iterations"]) for t in full)
-    paces = sorted(t["wall_s"] / t["iterations"] for t in full if t.get("wall_s"))
+    length = max(_ran(t) for t in full)
+    paces = sorted(t["wall_s"] / _ran(t) for t in full if t.get("wall_s"))
     pace = paces[len(paces) // 2] if paces else 0.0
     eliminated = [t for t in trials if t.get("status") == "eliminated"]
     epochs = gpu_s = cpu_s = 0.0
     for t in eliminated:
-        left = max(length - int(t.get("iterations") or 0), 0)
+        left = max(length - _ran(t), 0)
         charge = t.get("charged") or {"gpu": 0.0, "cpu": 0.0}
         epochs += left
         gpu_s, cpu_s = gpu_s + left * pace * charge["gpu"], cpu_s + left * pace * charge["cpu"]
