@@ -105,6 +105,8 @@ class StageRecorder(Callback):
             "needs": list(plan.stage.needs),
             "trials": dict((previous or {}).get("trials", {})),
         }
+        if (previous or {}).get("race"):  # a raced stage's decisions and values: kept by a resumed run
+            self.record["race"] = previous["race"]
         self.status.stage(plan.name, "running", self.record["trials"], plan.num_trials, self.record["select"])
         self.view = LiveView(console, plan.name, plan.num_trials, self.record["select"])
         for t in self.record["trials"].values():  # trials that ended in an earlier run of the stage
@@ -171,35 +173,39 @@ class StageRecorder(Callback):
         # runs again from its checkpoint and may report none): the record keeps the one it had
         known = {k: entry.get(k) for k in ("checkpoint", "checkpoint_epoch", "latest_checkpoint")}
         wall = self._wall_s(tid, entry, last)
-        entry.update(
-            {
-                "stage": self.plan.name,
-                "trial_id": tid,
-                "name": trial.trial_name if hasattr(trial, "trial_name") else str(trial),
-                "variant": spec["variant"],
-                "seed": spec["seed"],
-                "config": cfg,
-                "sampled": self._here(trial, trial.config.get("search") or {}),
-                "upstream": spec.get("upstream") or {},
-                "status": status,
-                "iterations": last.get("training_iteration"),
-                "duration_s": last.get("time_total_s"),
-                "charged": charge,
-                "wall_s": wall,
-                "gpu_s": wall * charge["gpu"],
-                "cpu_s": wall * charge["cpu"],
-                "grid": spec.get("grid") or {},
-                "metrics": metrics,
-                "best": best,
-                "best_epoch": last.get(selection.BEST_EPOCH),
-                "checkpoint": trial_uri(self.store, chosen.path) if chosen else None,
-                "checkpoint_epoch": chosen_epoch if chosen else None,
-                "latest_checkpoint": trial_uri(self.store, latest.path) if latest else None,
-                "latest_checkpoint_epoch": latest_epoch if latest else None,
-                "path": trial_uri(self.store, trial.path),
-                "failures": trial.num_failures,
-            }
-        )
+        fresh = {
+            "stage": self.plan.name,
+            "trial_id": tid,
+            "name": trial.trial_name if hasattr(trial, "trial_name") else str(trial),
+            "variant": spec["variant"],
+            "seed": spec["seed"],
+            "config": cfg,
+            "sampled": self._here(trial, trial.config.get("search") or {}),
+            "upstream": spec.get("upstream") or {},
+            "status": status,
+            "iterations": last.get("training_iteration"),
+            "duration_s": last.get("time_total_s"),
+            "charged": charge,
+            "wall_s": wall,
+            "gpu_s": wall * charge["gpu"],
+            "cpu_s": wall * charge["cpu"],
+            "grid": spec.get("grid") or {},
+            "metrics": metrics,
+            "best": best,
+            "best_epoch": last.get(selection.BEST_EPOCH),
+            "checkpoint": trial_uri(self.store, chosen.path) if chosen else None,
+            "checkpoint_epoch": chosen_epoch if chosen else None,
+            "latest_checkpoint": trial_uri(self.store, latest.path) if latest else None,
+            "latest_checkpoint_epoch": latest_epoch if latest else None,
+            "path": trial_uri(self.store, trial.path),
+            "failures": trial.num_failures,
+        }
+        if not last.get("training_iteration") and entry.get("iterations"):
+            # Tune knows no result of it (restored from an experiment snapshot older than the
+            # record, and stopped before it ran again): the record's results stay
+            for key in ("iterations", "duration_s", "metrics", "best", "best_epoch"):
+                fresh.pop(key)
+        entry.update(fresh)
         if spec.get("race_group"):
             entry["race_group"] = spec["race_group"]
         if status == "eliminated":

@@ -60,7 +60,7 @@ def _check_outcome(root: Path) -> dict:
     assert decision["delta"] > 0 and decision["p"] <= decision["level"] and decision["ci_low"] > 0
     for s in (1, 2, 3):  # stopped at their first report after the decision
         tiny = trials[f"pre/tiny/s{s}"]
-        assert tiny["status"] == "eliminated" and 5 <= tiny["iterations"] < EPOCHS, tiny
+        assert tiny["status"] == "eliminated" and 5 <= tiny["metrics"]["epoch"] < EPOCHS, tiny
         assert tiny["race"]["rung"] == 5 and tiny["latest_checkpoint"]
     waiting = trials["pre/tiny/s4"]  # released seed after seed: never started
     assert waiting["status"] == "eliminated" and waiting["iterations"] == 0 and waiting["started"] is False
