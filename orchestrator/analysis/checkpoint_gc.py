@@ -53,7 +53,7 @@ from orchestrator.storage.store import Store
 from trainables.runtime.retries import with_retries
 
 KEEP = ("best", "selected", "latest")
-FINISHED = ("done", "diverged")
+FINISHED = ("done", "diverged", "eliminated")  # ended for good: only what is kept stays
 TUNE_CHECKPOINT = re.compile(r"^checkpoint_\d+$")
 EPOCH_FILE = re.compile(r"^checkpoint_epoch_(\d+)\.pt$")
 NAMED = re.compile(r"^(.*/checkpoint_\d+)(/.*)?$")  # a checkpoint folder, or a file in one

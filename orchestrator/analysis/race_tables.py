@@ -87,3 +87,16 @@ def eliminated_rows(trials: pd.DataFrame) -> pd.DataFrame:
         )
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def paired_with_eliminated(pairs: pd.DataFrame, gone: pd.DataFrame, baseline: str) -> pd.DataFrame:
+    """The paired table with a row per eliminated group (no deltas: its values stop early), and,
+    when the baseline itself was eliminated, that said in every row's note."""
+    if gone.empty:
+        return pairs
+    lost = gone[gone["variant"] == baseline]
+    if not lost.empty and not pairs.empty and "note" in pairs.columns:
+        pairs = pairs.assign(note=f"the baseline {baseline!r} was " + lost.iloc[0]["note"])
+    others = gone[gone["variant"] != baseline].assign(baseline=baseline, n=0)
+    keys = [c for c in others.columns if c == "stage" or c == "variant" or c.startswith("grid.")]
+    return pd.concat([pairs, others[[*keys, "baseline", "n", "note"]]], ignore_index=True)

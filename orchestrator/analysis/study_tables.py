@@ -61,7 +61,8 @@ def build(
             continue
         base = baseline or compare.get("baseline")
         if base and base in set(rows["variant"].dropna()):
-            out.paired[name] = seed_stats.paired(rows, base, stage_metrics, group_by, how)
+            pairs = seed_stats.paired(rows, base, stage_metrics, group_by, how)
+            out.paired[name] = race_tables.paired_with_eliminated(pairs, gone, base)
     return out
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 
-STATES = ("pending", "running", "retrying", "done", "error", "diverged", "interrupted")
+STATES = ("pending", "running", "retrying", "done", "error", "diverged", "interrupted", "eliminated")
 
 
 class StudyMetrics:

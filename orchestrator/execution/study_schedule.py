@@ -5,7 +5,8 @@ the experiment's search algorithm for the next trial and told by its callback wh
 
 - **A stage starts** when the stages it needs have ended (complete, gates passed, a successful
   trial), or earlier, while a needed stage still runs, when this stage reads it only through
-  `${stage.all...}` and that stage has no gate: each of its trials then starts as soon as the
+  `${stage.all...}` and that stage has no gate and no race (a trial that ended can still lose its
+  group's race): each of its trials then starts as soon as the
   upstream trial it reads has ended (the fan-out of an evaluation over trained models begins
   with the first model). `best`, `top[K]`, `trials[VARIANT]` and gates read a whole stage, so a
   stage that uses them waits for it: a `best` never changes after a trial used it.
@@ -147,7 +148,13 @@ class StudySchedule:
                 if not successful(record):
                     return False, f"it needs stage {dep!r}, which has no successful trial"
                 continue
-            early = upstream.state == "running" and dep in only_all and not upstream.sp.stage.gates
+            # a raced stage's trial that ended may still lose its group's race: `all` waits for it
+            early = (
+                upstream.state == "running"
+                and dep in only_all
+                and not upstream.sp.stage.gates
+                and upstream.sp.stage.race is None
+            )
             if not early:
                 return False, None
         return True, None

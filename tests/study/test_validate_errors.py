@@ -82,6 +82,37 @@ CASES = {
     ),
     "duplicate seeds": (GOOD.replace("stages:", "defaults: {seeds: [1, 1]}\nstages:"), ["seeds must be unique"]),
     "patch longer than window": (GOOD.replace("patch_len: 8", "patch_len: 80"), ["patch_len (80)"]),
+    "race without select": (
+        GOOD.replace("stages:", "defaults: {seeds: [1, 2, 3]}\nstages:") + "    race: {first: 2}\n",
+        ["stages.pretrain", "race needs `select"],
+    ),
+    "race beside asha": (
+        GOOD.replace("stages:", "defaults: {seeds: [1, 2, 3]}\nstages:")
+        + "    select: {metric: val/loss, mode: min}\n    race: {first: 2}\n"
+        + "    search: {space: {dropout: {uniform: [0, 0.2]}}, scheduler: asha}\n",
+        ["stages.pretrain", "race and search.scheduler 'asha' would both stop trials"],
+    ),
+    "race with batched reports": (
+        GOOD.replace("stages:", "defaults: {seeds: [1, 2, 3]}\nstages:")
+        + "    select: {metric: val/loss, mode: min}\n    race: {first: 2}\n    report_interval_s: 5\n",
+        ["stages.pretrain", "race reads every epoch's report"],
+    ),
+    "race with too few seeds": (
+        GOOD.replace("stages:", "defaults: {seeds: [1, 2]}\nstages:")
+        + "    select: {metric: val/loss, mode: min}\n    race: {first: 2}\n    variants: {a: {lr: 0.01}, b: {}}\n",
+        ["stages.pretrain.race.min_seeds", "at least min_seeds=3 seeds per group; the stage has 2 (1, 2)"],
+    ),
+    "race that could never eliminate": (
+        GOOD.replace("stages:", "defaults: {seeds: [1, 2, 3, 4, 5]}\nstages:")
+        + "    select: {metric: val/loss, mode: min}\n    race: {first: 2, test: wilcoxon}\n"
+        + "    variants: {a: {lr: 0.01}, b: {lr: 0.001}, c: {lr: 0.1}, d: {}}\n",
+        ["stages.pretrain.race.test", "smallest p-value, 2^-5 = 0.0312", "4 groups (0.0139)"],
+    ),
+    "race factor not above 1": (
+        GOOD.replace("stages:", "defaults: {seeds: [1, 2, 3]}\nstages:")
+        + "    select: {metric: val/loss, mode: min}\n    race: {first: 2, factor: 1}\n",
+        ["stages.pretrain.race.factor", "greater than 1"],
+    ),
 }
 
 
