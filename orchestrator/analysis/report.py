@@ -108,6 +108,10 @@ def write_report(run_dir: str, console: Console, gpu_price: str | None = None, g
         raise UserError(Problem(run_dir, "nothing to report yet (no stage of this study has ended)"))
     saved = read_budget(store)  # a study with a budget has its prices stored
     prices = (Cap.from_dict(saved["cap"]).prices if saved else NO_PRICES).with_gpu_price(gpu_price)
+    for record in records.values():  # a race's saving in USD, at these prices (in this report only)
+        saving = (record.get("race") or {}).get("saving")
+        if saving and prices.priced:
+            saving["usd"] = prices.usd(saving["gpu_hours"], saving["cpu_hours"])
     t = study_tables.build(records)
     out = store.child(REPORT_DIR)
     md = [

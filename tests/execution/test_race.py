@@ -40,8 +40,21 @@ stages:
 """
 
 
-def _record(root: Path) -> dict:
-    return json.loads((root / "_orchestrator" / "stages" / "pre.json").read_text())
+SAMPLED = """\
+  sampled:
+    trainable: lstm_mae_pretrain
+    config: {data: "synthetic:ohlc?n=120&length=40&seed=0", window_length: 40, epochs: 6, hidden_size: 8,
+             batch_size: 32, aug_multiplier: 1, patch_len: 8, early_stopping_patience: null}
+    seeds: [1, 2, 3]
+    search: {space: {lr: {loguniform: [0.000001, 0.01]}, dropout: {uniform: [0.0, 0.3]}}, num_samples: 2}
+    resources: {cpu: 0.3}
+    select: {metric: val/loss, mode: min}
+    race: {first: 3, min_seeds: 3}
+"""
+
+
+def _record(root: Path, stage: str = "pre") -> dict:
+    return json.loads((root / "_orchestrator" / "stages" / f"{stage}.json").read_text())
 
 
 def _eliminations(record: dict) -> dict:
@@ -73,13 +86,14 @@ def _check_outcome(root: Path) -> dict:
     assert saving["trial_epochs_saved"] == stopped_early and saving["trial_epochs_planned"] == 8 * EPOCHS
     assert saving["eliminated_trials"] == 4 and saving["never_started"] == 1 and saving["cpu_hours"] > 0
     table = pd.read_parquet(root / "results.parquet")
+    table = table[table["stage"] == "pre"]
     assert dict(zip(table["trial"], table["status"])) == {n: t["status"] for n, t in trials.items()}
     assert set(table.loc[table["status"] == "eliminated", "race.rung"]) == {5}
     return record
 
 
 def test_a_far_too_small_learning_rate_is_eliminated_early_and_the_tables_say_so(tmp_path):
-    (tmp_path / "study.yaml").write_text(_study("raced"))
+    (tmp_path / "study.yaml").write_text(_study("raced") + SAMPLED)
     done = run_cli("run", "study.yaml", "--num-cpus", "2", cwd=tmp_path, timeout=400)
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-4000:]
@@ -93,6 +107,16 @@ def test_a_far_too_small_learning_rate_is_eliminated_early_and_the_tables_say_so
     assert "### pre: race" in shown.stdout and "| 5 | pre/tiny | pre/good | 3 |" in shown.stdout
     status = run_cli("status", root, cwd=tmp_path)
     assert "eliminated" in status.stdout
+    # a search beside it: each sample runs with every seed, and the sample with its seeds is a group
+    sampled = _record(root, "sampled")
+    by_group: dict[str, list] = {}
+    for t in sampled["trials"].values():
+        by_group.setdefault(t["race_group"], []).append(t)
+    assert len(by_group) == 2 and sorted(len(g) for g in by_group.values()) == [3, 3]
+    for members in by_group.values():
+        assert {t["seed"] for t in members} == {1, 2, 3}
+        assert len({json.dumps(t["sampled"], sort_keys=True) for t in members}) == 1, members
+    assert set(sampled["race"]["groups"]) == set(by_group)
 
 
 def test_a_driver_killed_after_the_decision_resumes_with_the_decision_kept(tmp_path):
