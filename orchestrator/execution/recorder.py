@@ -350,7 +350,8 @@ class StageRecorder(Callback):
             "race": decision,
             "started": False,
         }
-        self.view.finish(self.record["trials"][tid]["name"], "eliminated", None)
+        self.view.finish(name, "eliminated", None)
+        self.console.print(f"[magenta]eliminated[/] {escape(name)}  never started  [dim]{escape(self._progress())}[/]")
 
     def live_spend(self) -> Spend:
         """GPU- and CPU-hours of this stage's trials so far, the running ones up to now."""
