@@ -418,6 +418,8 @@ class StageRecorder(Callback):
         entry = self._update(trial)
         if self.race is not None and self.race.is_eliminated(trial.trial_id):
             entry["status"], entry["race"] = "eliminated", self.race.decision_of(trial.trial_id)
+            if not entry.get("iterations") and entry["trial_id"] not in self._started:
+                entry["started"] = False  # released, then stopped by the race before it started
         else:
             entry["status"] = "diverged" if entry["metrics"].get("diverged") else "done"
         colour = {"diverged": "yellow", "eliminated": "magenta"}.get(entry["status"], "green")
