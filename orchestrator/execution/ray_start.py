@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from rich.console import Console
 
+from orchestrator.execution import cluster_auth
 from orchestrator.planning.expand import StagePlan
 from orchestrator.planning.resources import ClusterShape
 
@@ -37,6 +38,11 @@ class RunOptions:
     over_budget: bool = False
     stored_cap: object | None = None  # orchestrator.planning.budget.Cap
     allow_code_change: bool = False  # run trials with a trainable whose code changed since the study ran
+
+    @property
+    def cluster(self) -> str | None:
+        """The cluster to join: `--address`, else `RAY_ADDRESS`; None: an in-process Ray."""
+        return self.address or os.environ.get("RAY_ADDRESS") or None
 
 
 def _keep_credentials_out_of_ray() -> None:
@@ -139,7 +145,7 @@ def init_ray(
     logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    address = options.address or os.environ.get("RAY_ADDRESS")
+    address = options.cluster
     if ray.is_initialized():
         pass_through = "connected to the running Ray"
         if runtime_env:
@@ -148,8 +154,9 @@ def init_ray(
                 "workers (they must be able to import it)"
             )
     elif address:
+        sent = cluster_auth.prepare(address, "--address" if options.address else "RAY_ADDRESS")
         ray.init(address=address, log_to_driver=False, runtime_env=runtime_env)
-        pass_through = f"connected to Ray at {address}"
+        pass_through = f"connected to Ray at {address} ({sent})"
     else:
         # address="local": always a new in-process Ray. Without it ray.init() attaches to any
         # cluster `ray start` left on this machine (/tmp/ray/ray_current_cluster), even a dead one.

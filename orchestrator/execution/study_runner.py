@@ -274,7 +274,7 @@ def _refuse_actors_without_gpus(plan: Plan, options: RunOptions) -> None:
     """On an in-process Ray without GPUs, trials whose actors ask for GPUs (a `retrieval_eval`
     stage's `worker_gpus`) would wait for them forever: refuse before anything starts. (A
     trial's own GPUs are dropped with a note instead: the trial itself runs on the CPU.)"""
-    if options.address or ClusterShape.local().gpus > 0:
+    if options.cluster or ClusterShape.local().gpus > 0:
         return
     for sp in plan.stages.values():
         for t in sp.trials:
@@ -293,8 +293,8 @@ def _check_budget(plan: Plan, cap: budget.Cap, state: tuple[Store, dict], option
     """Refuse a run whose estimate crosses the cap (see budget.check_start); else the line to
     print. The estimate is of this machine (an in-process Ray), or of the declared resources on
     a cluster (`--address`: its shape is known only once connected)."""
-    shape = ClusterShape.local() if not options.address else ClusterShape(cpus=1e6, gpus=1e6)
-    if options.num_cpus and not options.address:
+    shape = ClusterShape.local() if not options.cluster else ClusterShape(cpus=1e6, gpus=1e6)
+    if options.num_cpus and not options.cluster:
         shape = ClusterShape(float(options.num_cpus), shape.gpus)
     rows = plan_rows(plan, shape, {}, cap.prices)
     store, records = state
