@@ -22,6 +22,9 @@
 # client needs the cluster's token. Rank 0 uses RAY_AUTH_TOKEN, else ~/.ray/auth_token, else
 # generates one there (`ray get-auth-token --generate`). The other ranks need the same token:
 # put it in a RunPod secret exposed as RAY_AUTH_TOKEN on every node (or copy the file).
+# Clients: `python -m orchestrator run ... --address` finds the token itself (RAY_AUTH_TOKEN, or
+# ~/.ray/auth_token) from any shell; Ray's own CLI (`ray status`, `ray job submit`) needs
+# RAY_AUTH_MODE=token exported in that shell too.
 #
 # Storage: pods share no disk. Run studies with `--storage s3://bucket/prefix` and give the
 # pods credentials through RunPod's secrets / environment, never in a file of this repository.

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.conftest import REPO, TINY_STAGE
 
 CLUSTER_FILES = sorted(p for p in (REPO / "cluster").rglob("*.yaml") if p.name != "prices.yaml")
 SCRIPT = REPO / "cluster" / "runpod" / "start_ray.sh"
@@ -32,6 +32,16 @@ def test_cluster_file_validates_against_rays_schema(path: Path):
     assert "StrictHostKeyChecking" not in text
     assert not re.search(r"AKIA[0-9A-Z]{16}|aws_secret_access_key|BEGIN .*PRIVATE KEY", text)
     assert "--dashboard-host=0.0.0.0" not in text.replace("# ", "").split("Opt in")[0]
+
+
+@pytest.mark.parametrize("path", CLUSTER_FILES, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_node_starts_ray_with_token_authentication_and_the_laptops_token(path: Path):
+    config = yaml.safe_load(path.read_text())
+    mounts = config["file_mounts"]
+    assert any(remote.endswith("/.ray/auth_token") and local == "~/.ray/auth_token" for remote, local in mounts.items())
+    commands = config["head_start_ray_commands"] + config["worker_start_ray_commands"]
+    starts = [c for c in commands if "ray start" in c]
+    assert len(starts) == 2 and all(c.startswith("export RAY_AUTH_MODE=token;") for c in starts), starts
 
 
 def test_the_validator_rejects_a_broken_file():
@@ -98,6 +108,20 @@ def test_runpod_bootstrap_brings_up_head_and_worker_on_loopback(tmp_path):
         again = _script(rank1)
         assert again.returncode == 0 and "nothing to do" in again.stderr
         assert "NCCL_SOCKET_IFNAME=ens1" in worker.stderr
+        # the README's next step, from a fresh shell on rank 0 (no RAY_AUTH_MODE): a study runs
+        (tmp_path / "study.yaml").write_text(
+            "name: pod\nstorage: ./runs\ndefaults: {seeds: [1]}\nstages:\n  pretrain:\n" + TINY_STAGE
+        )
+        ran = subprocess.run(
+            [sys.executable, "-m", "orchestrator", "run", "study.yaml", "--address", "127.0.0.1:6391"],
+            cwd=tmp_path,
+            env=dict(env, PYTHONPATH=str(REPO)),
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert ran.returncode == 0, (ran.stdout + ran.stderr)[-3000:]
+        assert f"(token from {tmp_path}/.ray/auth_token): 2 CPUs" in ran.stdout
     finally:
         _stop_cluster_on_port(6391)
 
