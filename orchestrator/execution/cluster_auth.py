@@ -78,8 +78,10 @@ def probe(address: str, token: str | None) -> tuple[str, str]:
 
 def _probed_address(address: str) -> str | None:
     """The host:port to probe, or None for addresses Ray resolves itself (`auto`, `local`,
-    `ray://` clients)."""
-    if address in ("auto", "local") or "://" in address or ":" not in address:
+    `ray://` clients) and for clusters that speak TLS (`RAY_USE_TLS`: the probe's channel is
+    plain gRPC)."""
+    tls = os.environ.get("RAY_USE_TLS", "").strip().lower() in ("1", "true")
+    if tls or address in ("auto", "local") or "://" in address or ":" not in address:
         return None
     return address
 

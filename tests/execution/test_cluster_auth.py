@@ -177,3 +177,25 @@ def test_a_cluster_without_authentication_still_works_without_a_token(tmp_path):
         assert done.returncode == 0, out[-4000:]
         assert f"connected to Ray at {address} (no token): 2 CPUs" in out
         assert len(_placements(tmp_path / "runs" / "joined")) == 2
+
+
+def test_the_token_is_looked_for_in_rays_order_and_an_unreadable_token_path_is_one_line(tmp_path, monkeypatch):
+    from orchestrator.errors import UserError
+
+    home = _home(tmp_path, "home", "from-the-file\n")
+    monkeypatch.setenv("HOME", str(home))
+    for name in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    assert cluster_auth.local_token() == ("from-the-file", f"{home}/.ray/auth_token")
+    (tmp_path / "elsewhere").write_text("from-the-path")
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "elsewhere"))
+    assert cluster_auth.local_token() == ("from-the-path", "RAY_AUTH_TOKEN_PATH")
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "from-the-variable")
+    assert cluster_auth.local_token() == ("from-the-variable", "RAY_AUTH_TOKEN")
+    monkeypatch.delenv("RAY_AUTH_TOKEN")
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "missing"))
+    with pytest.raises(UserError, match="RAY_AUTH_TOKEN_PATH: cannot read the Ray token file it names"):
+        cluster_auth.local_token()
+    (home / ".ray" / "auth_token").unlink()
+    monkeypatch.delenv("RAY_AUTH_TOKEN_PATH")
+    assert cluster_auth.local_token()[0] is None
