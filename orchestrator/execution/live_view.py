@@ -83,6 +83,7 @@ class LiveView(_Display):
         self.running: dict[str, _Running] = {}
         self.counts = {"done": 0, "failed": 0, "eliminated": 0}
         self.best: tuple[float, str] | None = None
+        self._done: dict[str, float] = {}  # best value of each done trial (a race may relabel one)
         self._live: Live | None = None
         self.parent = parent
 
@@ -101,9 +102,21 @@ class LiveView(_Display):
         if status in ENDED_STATUSES:
             self.counts[status if status in ("done", "eliminated") else "failed"] += 1
         if best is not None and status == "done" and self.select:
+            self._done[trial] = best
             better = self.best is None or (best < self.best[0] if self.select["mode"] == "min" else best > self.best[0])
             if better:
                 self.best = (best, trial)
+        self._refresh()
+
+    def relabel(self, trial: str, old: str, new: str) -> None:
+        """A trial that ended as `old` is now `new` (a `done` trial whose group lost its race)."""
+        if self.counts.get(old, 0) > 0:
+            self.counts[old] -= 1
+            self.counts[new] = self.counts.get(new, 0) + 1
+        self._done.pop(trial, None)
+        if self.best is not None and self.best[1] == trial:  # the best is among surviving groups only
+            pick = min if self.select["mode"] == "min" else max
+            self.best = pick(((v, t) for t, v in self._done.items()), default=None)
         self._refresh()
 
     def eta_s(self, trial: str) -> float | None:

@@ -318,6 +318,7 @@ class StageRecorder(Callback):
         for entry in self.record["trials"].values():
             if entry.get("race_group") == group and entry["status"] == "done":
                 entry["status"], entry["race"] = "eliminated", dict(decision, ran_to_end=True)
+                self.view.relabel(entry.get("name", ""), "done", "eliminated")
 
     def never_started(self, tid: str, name: str, config: dict, decision: dict) -> None:
         """A trial of an eliminated group that its stage's race kept from starting (`config`: the

@@ -57,3 +57,15 @@ def test_eta_counts_the_units_of_this_attempt_only(monkeypatch):
     monkeypatch.setattr(live_view.time, "monotonic", lambda: 110.0)
     assert view.eta_s("pretrain/a/s1") == 10.0 / 2 * 8
     assert view.eta_s("pretrain/z/s1") is None
+
+
+def test_a_done_trial_whose_group_loses_its_race_is_counted_eliminated_and_is_not_the_best():
+    view = LiveView(Console(), "pre", 4, {"metric": "val/loss", "mode": "min"})
+    view.finish("pre/a/s1", "done", 0.1)
+    view.finish("pre/b/s1", "done", 0.2)
+    view.finish("pre/a/s2", "eliminated", None)
+    view.relabel("pre/a/s1", "done", "eliminated")
+    assert view.counts == {"done": 1, "failed": 0, "eliminated": 2}
+    assert view.best == (0.2, "pre/b/s1")
+    head = view.renderable().renderables[0].plain
+    assert head == "stage pre: 3/4 ended, 0 running, 0 failed, 2 eliminated; best val/loss=0.2 (pre/b/s1)"
