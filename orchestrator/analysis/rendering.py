@@ -155,8 +155,13 @@ def aggregate_latex(agg: pd.DataFrame, selects: dict[str, dict] | None = None, c
     ]
     for idx, row in agg.iterrows():
         cells = [latex_escape(row[k]) for k in keys]
-        for m in metrics:
+        eliminated = str(row.get("note") or "").startswith("eliminated by the race")
+        for i, m in enumerate(metrics):
             text = latex_escape(cell(row, m)).replace("±", r"$\pm$")
+            if eliminated and i == 0:  # its values stop early: said, not shown
+                text = r"\multicolumn{" + str(len(metrics)) + r"}{l}{eliminated by the race}"
+            elif eliminated:
+                continue
             cells.append(r"\textbf{" + text + "}" if (idx, m) in bold and text else text)
         lines.append(" & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]

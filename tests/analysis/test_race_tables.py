@@ -106,3 +106,12 @@ def test_the_markdown_has_the_race_section_with_each_comparison_and_the_saving()
     assert "### pre: race" in text
     assert "| 5 | pre/tiny | pre/good | 3 | +0.04 | 0.02 to 0.06 | 0.004 | 0.0416 | yes |" in text
     assert "Saved: 1 of 2 groups eliminated (4 trials, 1 never started); 142 of 320 trial-epochs not run (44%)" in text
+
+
+def test_the_latex_table_says_eliminated_instead_of_blank_cells():
+    from orchestrator.analysis.rendering import aggregate_latex
+
+    t = study_tables.build({"pre": _record()})
+    text = aggregate_latex(t.aggregated["pre"], t.selects)
+    row = next(line for line in text.splitlines() if line.startswith("pre & tiny"))
+    assert row.endswith(r"\multicolumn{2}{l}{eliminated by the race} \\"), row  # best and final val/loss
