@@ -113,7 +113,7 @@ def prepare(address: str, where: str) -> str:
         if token and not mode:
             _enable_token_mode()
         return f"token from {source}" if token else "no token"
-    outcome, detail = probe(target, token)
+    outcome, detail = probe(target, None)
     if outcome == "unreachable":
         raise UserError(
             Problem(
@@ -122,14 +122,16 @@ def prepare(address: str, where: str) -> str:
                 "check the address and that its GCS port is reachable from here",
             )
         )
-    if outcome == "unauthenticated":
-        if token:
-            why = f"refused this machine's token (from {source}): it is not the cluster's"
-        elif mode == "disabled":
-            why = "uses token authentication, but RAY_AUTH_MODE=disabled here sends none"
-        else:
-            why = f"uses token authentication and this machine has no token ({source})"
-        raise UserError(Problem(where, f"the Ray cluster at {address} {why}; {GET_TOKEN}"))
-    if token and mode != "token":
-        _enable_token_mode()
-    return f"token from {source}" if token else "no token"
+    if outcome == "ok":  # no authentication there: nothing to send (a token a cluster without
+        return "no token needed"  # authentication is not expecting breaks its actors' start)
+    if token and probe(target, token)[0] == "ok":
+        if mode != "token":
+            _enable_token_mode()
+        return f"token from {source}"
+    if token:
+        why = f"refused this machine's token (from {source}): it is not the cluster's"
+    elif mode == "disabled":
+        why = "uses token authentication, but RAY_AUTH_MODE=disabled here sends none"
+    else:
+        why = f"uses token authentication and this machine has no token ({source})"
+    raise UserError(Problem(where, f"the Ray cluster at {address} {why}; {GET_TOKEN}"))
