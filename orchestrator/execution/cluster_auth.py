@@ -8,12 +8,14 @@ its token only when `RAY_AUTH_MODE=token` is in the client's environment (ray-pr
 "Unauthenticated" warnings and ends in a `ConnectionError` traceback. Ray 2.61 makes token
 authentication the default for every cluster.
 
-So before `ray.init`, one gRPC call to the head's GCS (`GetClusterId`, what `ray.init` asks
-first) says whether the cluster answers, and whether it takes this machine's token (Ray's own
-sources, in Ray's order: `RAY_AUTH_TOKEN`, the file at `RAY_AUTH_TOKEN_PATH`, `~/.ray/auth_token`).
-If it does, token mode is turned on for this process the way `ray.init` does for a local cluster
-(the environment variable and Ray's cached config); if not, a `UserError` names the address and
-how to get the token. The token itself is never printed, logged or stored: messages name only
+So before `ray.init`, a gRPC call to the head's GCS (`GetClusterId`, what `ray.init` asks first)
+without a token says whether the cluster answers and whether it wants a token; only if it does,
+a second one says whether it takes this machine's (Ray's own sources, in Ray's order:
+`RAY_AUTH_TOKEN`, the file at `RAY_AUTH_TOKEN_PATH`, `~/.ray/auth_token`), and token mode is
+turned on for this process the way `ray.init` does for a local cluster (the environment variable
+and Ray's cached config). A cluster without authentication gets no token: one it does not expect
+leaves its trial actors cancelled before they start. Otherwise a `UserError` names the address
+and how to get the token. The token itself is never printed, logged or stored: messages name only
 where it came from.
 """
 
