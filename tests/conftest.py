@@ -70,10 +70,12 @@ def run_study_in_process(path: Path, storage: Path, console) -> int:
     return outcome.conclude(console)
 
 
-def run_cli(*args, cwd: Path, timeout: float = 300, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
+def run_cli(
+    *args, cwd: Path, timeout: float = 300, env: dict | None = None, inherit: bool = True, **kwargs
+) -> subprocess.CompletedProcess:
     """Run `python -m orchestrator ...` as a real process (what a user does); `env`: variables
-    set on top of this process's environment."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    set on top of this process's environment, or (`inherit=False`) the whole environment."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})} if inherit else dict(env or {})
     return subprocess.run(
         [sys.executable, "-m", "orchestrator", *map(str, args)],
         cwd=cwd,

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.execution import cluster_auth
+from tests import conftest
 
 pytestmark = pytest.mark.e2e
 
@@ -55,17 +56,10 @@ def _env(home: Path, **extra: str) -> dict:
     return dict(env, HOME=str(home), PYTHONPATH=str(REPO), RAY_USAGE_STATS_ENABLED="0", **extra)
 
 
-def run_cli(*args, cwd: Path, env: dict, timeout: float) -> subprocess.CompletedProcess:
-    """`python -m orchestrator ...` with exactly `env` (this process may have RAY_AUTH_MODE set
-    by an earlier in-process Ray: a user's shell would not)."""
-    return subprocess.run(
-        [sys.executable, "-m", "orchestrator", *map(str, args)],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+def run_cli(*args, cwd: Path, env: dict, timeout: float):
+    """The CLI with exactly `env`: this process may have RAY_AUTH_MODE set by an earlier
+    in-process Ray, a user's shell would not."""
+    return conftest.run_cli(*args, cwd=cwd, env=env, timeout=timeout, inherit=False)
 
 
 def _free_port() -> int:
