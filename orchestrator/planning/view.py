@@ -108,6 +108,7 @@ def _stage_row(sp: StagePlan, shape: ClusterShape, measured: dict[str, float], p
         "search": sp.describe_search(),
         "num_samples": sp.stage.search.num_samples if sp.stage.search else 1,
         "select": sp.stage.select.model_dump() if sp.stage.select else None,
+        "race": sp.stage.race.model_dump() if sp.stage.race else None,
         "gates": [g.describe() for g in sp.stage.gates],
         "estimate": estimate,
         "rows": rows,
@@ -169,6 +170,13 @@ def _render_stage(stage: dict, console: Console) -> None:
         console.print(f"  search x{stage['num_samples']}: " + ", ".join(f"{k}={v}" for k, v in stage["search"].items()))
     if stage["select"]:
         console.print(f"  best = {stage['select']['mode']} {stage['select']['metric']}")
+    if stage.get("race"):
+        r = stage["race"]
+        console.print(
+            f"  race: groups of seeds compared from epoch {r['first']} (x{r['factor']:g} per rung), "
+            f"{'paired t-test' if r['test'] == 't' else 'signed-rank test'}, alpha {r['alpha']:g} over all rungs, "
+            f"at least {r['min_seeds']} paired seeds; the estimate assumes every trial runs to its end"
+        )
     for gate in stage["gates"]:
         console.print(f"  gate: {gate} (stages that need {stage['stage']} run only if it holds)")
     table = Table(header_style="bold", box=None, pad_edge=False)

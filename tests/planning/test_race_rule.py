@@ -109,3 +109,19 @@ def test_simulation_testing_every_rung_at_alpha_would_break_the_guarantee():
     """What the spending over rungs is for: the same check fails on the rule without it."""
     plain = race_simulation.simulate(1000, (4, 5, 0.85), 0.0, _args(plain=True), seed=11)
     assert not _not_above(plain["best_eliminated"], 1000, 0.05), plain
+
+
+def test_plan_and_validate_show_the_race(tmp_path, write_study, cli):
+    from tests.conftest import TINY_STAGE
+
+    path = write_study(
+        "name: raced\nstorage: ./runs\ndefaults: {seeds: [1, 2, 3]}\nstages:\n  pre:\n"
+        + TINY_STAGE
+        + "    variants: {a: {lr: 0.01}, b: {lr: 0.001}}\n"
+        + "    select: {metric: val/loss, mode: min}\n    race: {first: 4}\n"
+    )
+    code, out, err = cli("plan", path)
+    assert code == 0, err
+    assert "race: groups of seeds compared from epoch 4 (x2 per rung), paired t-test, alpha 0.05" in out
+    code, out, err = cli("validate", path)
+    assert code == 0 and "6 trials" in out, err
