@@ -90,10 +90,10 @@ class Comparison:
 
 def _p_value(worse: np.ndarray, test: str) -> float:
     """One-sided p-value of 'the mean of `worse` is above 0' (worse: per-seed differences signed
-    so that positive means worse). No variation at all gives no evidence either way but the sign:
-    all zero is p = 1."""
-    if np.all(worse == 0):
-        return 1.0
+    so that positive means worse). Differences without any variation leave the t-test undefined:
+    they count as the exact sign test does (0.5^n if all are positive, else 1)."""
+    if np.ptp(worse) == 0:
+        return 0.5 ** len(worse) if worse[0] > 0 else 1.0
     if test == "wilcoxon":
         p = stats.wilcoxon(worse, alternative="greater").pvalue
     else:

@@ -76,6 +76,12 @@ def test_the_best_group_is_never_tested_and_too_few_paired_seeds_are_never_teste
     assert race_rule.decide(vals, "min", 0.05, min_seeds=3)[1] == []
 
 
+def test_differences_without_variation_count_as_the_sign_test_does():
+    vals = _values({"a": [1.0, 2.0, 3.0], "b": [1.5, 2.5, 3.5]})
+    _, (row,) = race_rule.decide(vals, "min", 0.2, min_seeds=3)
+    assert row.p == 0.125 and row.eliminated  # three of three seeds worse: 0.5^3
+
+
 def test_identical_groups_are_not_eliminated():
     vals = _values({"a": [1.0, 2.0, 3.0], "b": [1.0, 2.0, 3.0]})
     _, (row,) = race_rule.decide(vals, "min", 0.05, min_seeds=3)
