@@ -31,8 +31,9 @@ from rich.markup import escape
 
 from orchestrator.execution import gates
 from orchestrator.execution.race import StageRace, decision_line
-from orchestrator.execution.recorder import StageRecorder, best_trial
+from orchestrator.execution.recorder import StageRecorder
 from orchestrator.execution.stage_runner import StudyRun, trial_dirname, trial_name
+from orchestrator.execution.trial_results import best_trial
 from orchestrator.planning import race_rule
 from orchestrator.planning.expand import StagePlan
 from orchestrator.planning.references import check_distinct, resolve_spec, successful

@@ -159,7 +159,7 @@ def test_driver_finds_the_best_epochs_checkpoint_that_a_restored_tune_does_not_k
 
     import pyarrow.fs as pafs
 
-    from orchestrator.execution.recorder import best_checkpoint
+    from orchestrator.execution.trial_results import best_checkpoint
 
     saved = [
         ("checkpoint_000001", 2, True, 1_000),
@@ -190,7 +190,7 @@ def test_a_checkpoint_that_is_not_the_best_epochs_says_whose_it_is(tmp_path):
     gone, and the checkpoint recorded is then another epoch's, which the record must name."""
     import pyarrow.fs as pafs
 
-    from orchestrator.execution.recorder import best_checkpoint
+    from orchestrator.execution.trial_results import best_checkpoint
 
     (tmp_path / "checkpoint_000009").mkdir()
     (tmp_path / "checkpoint_000009" / sel.STATE_FILE).write_text(json.dumps({"improvements": 5, "is_best": False}))
