@@ -14,7 +14,8 @@ from orchestrator.execution.study_runner import StudyOutcome, run_study
 from orchestrator.planning.budget import load_cap
 from orchestrator.planning.expand import build_plan
 from orchestrator.storage.records import STUDY_FILE, open_study, read_meta
-from orchestrator.study.schema import Study, pydantic_problems
+from orchestrator.study.pydantic_errors import pydantic_problems
+from orchestrator.study.schema import Study
 from orchestrator.study.yaml_doc import parse_yaml
 
 
