@@ -295,6 +295,7 @@ class StageRecorder(Callback):
     def never_started(self, tid: str, name: str, config: dict, decision: dict) -> None:
         """A trial of an eliminated group that its stage's race kept from starting (`config`: the
         Tune config it would have had): in the record as eliminated, nothing run or spent."""
+        again = self.record["trials"].get(tid, {}).get("started") is False  # said by an earlier run
         spec = config["trial"]
         cfg = trial_config(config)
         charge = trial_charge(self.resources, self.plan.trainable, cfg)
@@ -324,7 +325,10 @@ class StageRecorder(Callback):
             "started": False,
         }
         self.view.finish(name, "eliminated", None)
-        self.console.print(f"[magenta]eliminated[/] {escape(name)}  never started  [dim]{escape(self._progress())}[/]")
+        if not again:
+            self.console.print(
+                f"[magenta]eliminated[/] {escape(name)}  never started  [dim]{escape(self._progress())}[/]"
+            )
 
     def live_spend(self) -> Spend:
         """GPU- and CPU-hours of this stage's trials so far, the running ones up to now."""

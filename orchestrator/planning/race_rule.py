@@ -85,7 +85,8 @@ class Comparison:
     eliminated: bool
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """As a record keeps it: a number that is not finite (a threshold never reached) is None."""
+        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in asdict(self).items()}
 
 
 def _p_value(worse: np.ndarray, test: str) -> float:
