@@ -6,7 +6,9 @@ from __future__ import annotations
 import pandas as pd
 
 from orchestrator.analysis.trials_table import fmt
-from orchestrator.planning.race_rule import saving_line
+from orchestrator.planning.race_rule import saving_line, test_name
+
+ELIMINATED = "eliminated by the race"  # how an eliminated group's aggregate row begins its note
 
 
 def decisions(record: dict) -> pd.DataFrame:
@@ -42,7 +44,7 @@ def race_markdown(record: dict) -> str:
     lines = [
         f"Race on {metric} ({(record.get('select') or {}).get('mode')}): rungs from epoch {settings.get('first')} "
         f"x {settings.get('factor')}, alpha {settings.get('alpha')} over all rungs, "
-        f"{'paired t-test' if settings.get('test') == 't' else 'signed-rank test'}, "
+        f"{test_name(settings.get('test'))}, "
         f"at least {settings.get('min_seeds')} paired seeds. Δ = group - best, mean over paired seeds (95% CI).",
         "",
     ]
@@ -80,7 +82,7 @@ def eliminated_rows(trials: pd.DataFrame) -> pd.DataFrame:
             seeds=",".join(map(str, seeds)),
             trials=len(group),
             note=(
-                f"eliminated by the race at epoch {int(first['race.rung'])} (worse than {first['race.lost_to']}: "
+                f"{ELIMINATED} at epoch {int(first['race.rung'])} (worse than {first['race.lost_to']}: "
                 f"Δ={first['race.delta']:+.4g}, n={int(first['race.n'])}, p={first['race.p']:.3g}); "
                 "its values stop early and are not aggregated"
             ),

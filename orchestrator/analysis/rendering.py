@@ -9,7 +9,7 @@ import re
 import pandas as pd
 
 from orchestrator.analysis import trials_table
-from orchestrator.analysis.race_tables import race_markdown
+from orchestrator.analysis.race_tables import ELIMINATED, race_markdown
 
 LOWER_IS_BETTER = re.compile(r"loss|mse|mae|error|perplexity|time|hours", re.I)
 HIGHER_IS_BETTER = re.compile(r"acc|f1|ndcg|recall|mrr|precision|separation|isotropy|auc|map", re.I)
@@ -155,11 +155,11 @@ def aggregate_latex(agg: pd.DataFrame, selects: dict[str, dict] | None = None, c
     ]
     for idx, row in agg.iterrows():
         cells = [latex_escape(row[k]) for k in keys]
-        eliminated = str(row.get("note") or "").startswith("eliminated by the race")
+        eliminated = str(row.get("note") or "").startswith(ELIMINATED)
         for i, m in enumerate(metrics):
             text = latex_escape(cell(row, m)).replace("±", r"$\pm$")
             if eliminated and i == 0:  # its values stop early: said, not shown
-                text = r"\multicolumn{" + str(len(metrics)) + r"}{l}{eliminated by the race}"
+                text = r"\multicolumn{" + str(len(metrics)) + r"}{l}{" + ELIMINATED + "}"
             elif eliminated:
                 continue
             cells.append(r"\textbf{" + text + "}" if (idx, m) in bold and text else text)

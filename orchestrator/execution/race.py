@@ -176,9 +176,9 @@ def _num(value: float) -> float | None:
 
 def decision_line(d: dict, metric: str) -> str:
     """`group pre/lr=1e-05 eliminated at epoch 4: worse than pre/lr=0.01 by Δ val/loss=+0.31
-    (95% CI 0.12 to 0.50) on 3 seeds, one-sided t-test p=0.004 <= 0.014 (Holm; rung 1 at 0.042)`"""
+    (95% CI 0.12 to 0.50) on 3 seeds, one-sided paired t-test p=0.004 <= 0.014 (Holm; rung 1 at 0.042)`"""
     ci = f" (95% CI {d['ci_low']:.4g} to {d['ci_high']:.4g})" if d.get("ci_low") is not None else ""
-    test = "one-sided t-test" if d["test"] == "t" else "one-sided signed-rank test"
+    test = "one-sided " + race_rule.test_name(d["test"])
     return (
         f"group {d['label']} eliminated at epoch {d['rung']}: worse than {d['lost_to']} by "
         f"Δ {metric}={d['delta']:+.4g}{ci} on {d['n']} seeds, {test} p={d['p']:.3g} <= {d['level']:.3g} "

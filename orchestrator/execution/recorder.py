@@ -392,9 +392,9 @@ class StageRecorder(Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._completed.add(_trial_id(trial))
         self._close(trial)
-        entry = self._update(trial)
-        if self.race is not None and self.race.is_eliminated(trial.trial_id):
-            entry["status"], entry["race"] = "eliminated", self.race.decision_of(trial.trial_id)
+        eliminated = self.race is not None and self.race.is_eliminated(trial.trial_id)
+        entry = self._update(trial, "eliminated" if eliminated else None)
+        if eliminated:
             if not entry.get("iterations") and entry["trial_id"] not in self._started:
                 entry["started"] = False  # released, then stopped by the race before it started
         else:

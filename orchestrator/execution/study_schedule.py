@@ -190,7 +190,7 @@ class StudySchedule:
             shown = ", ".join(map(str, race_rule.rungs(race.first, race.factor, race.first * race.factor**3)))
             run.console.print(
                 f"  race: rungs at epochs {shown}, ...; alpha {race.alpha:g} over all rungs, "
-                f"{'t-test' if race.test == 't' else 'signed-rank test'}, at least {race.min_seeds} paired seeds"
+                f"{race_rule.test_name(race.test)}, at least {race.min_seeds} paired seeds"
             )
         recorder.view = self.view.section(sp.name, sp.num_trials, recorder.record["select"])
         for t in recorder.record["trials"].values():  # trials that ended in an earlier run of the stage
@@ -293,8 +293,7 @@ class StudySchedule:
                 group = None
                 if st.race is not None:
                     group = race_rule.group_key(spec.variant, spec.grid, spec.config, spec.upstream, sampled)
-                    label = spec.name.replace(f"/s{spec.seed}", "", 1) + (f"/{k:05d}" if sampled is not None else "")
-                    st.race.add(tune_id, group, label, spec.seed)
+                    st.race.add(tune_id, group, _group_label(spec.name, spec.seed, tune_id, sampled), spec.seed)
                 if tune_id not in st.emitted and tune_id not in queued:
                     st.queue.append(Candidate(spec, sampled, tune_id, group))
         if upstream_done:
@@ -332,9 +331,7 @@ class StudySchedule:
             st.ended.add(tune_id)
         spec = trial.config["trial"] if trial is not None else {}
         if st.race is not None and spec.get("race_group"):
-            label = spec["name"].replace(f"/s{spec['seed']}", "", 1) + (
-                f"/{tune_id.split('_')[-1]}" if trial.config.get("search") else ""
-            )
+            label = _group_label(spec["name"], spec["seed"], tune_id, trial.config.get("search"))
             st.race.add(tune_id, spec["race_group"], label, spec["seed"])
             last = trial.last_result or {}
             if ended:
@@ -453,6 +450,12 @@ def stage_line(record: dict) -> str:
     if best is not None:
         text += f"; best {record['select']['metric']}={best['best']:.4g} ({best['name']})"
     return text
+
+
+def _group_label(name: str, seed, tune_id: str, sampled) -> str:
+    """A group's name: its trials' name without the seed (`pre/small/lr=0.1`), with the search
+    sample's index as trial names have it (`.../00001`)."""
+    return name.replace(f"/s{seed}", "", 1) + (f"/{tune_id.split('_')[-1]}" if sampled else "")
 
 
 def _refs(sp: StagePlan):

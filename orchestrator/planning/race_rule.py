@@ -37,6 +37,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import stats
 
+from trainables.runtime import selection
+
 ZETA3 = 1.2020569031595942  # sum of 1/k^3: the levels alpha/(zeta(3) k^3) add up to alpha
 
 
@@ -49,6 +51,11 @@ def rungs(first: int, factor: float, up_to: float) -> list[int]:
             out.append(rung)
         r *= factor
     return out
+
+
+def test_name(test: str) -> str:
+    """How tables and the terminal name a race's test (`race.test`)."""
+    return "paired t-test" if test == "t" else "signed-rank test"
 
 
 def rung_level(alpha: float, k: int) -> float:
@@ -151,14 +158,11 @@ def decide(
     return best, rows
 
 
-UNITS = ("epoch", "step", "fold")  # the trainable's own progress, as trainables.runtime.selection has it
-
-
 def progress(result: dict) -> int | None:
     """How far a trial is, in the trainable's own unit (its reported `epoch`, `step` or `fold`),
     else Tune's `training_iteration`: Tune counts a restored trial's reports from 0 again, so
     after a driver kill only the trainable's own count still says which epoch a value is from."""
-    for unit in UNITS:
+    for unit in selection.UNITS:
         value = result.get(unit)
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value == int(value):
             return int(value)

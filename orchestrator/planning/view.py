@@ -9,6 +9,7 @@ import statistics
 from rich.console import Console
 from rich.table import Table
 
+from orchestrator.planning import race_rule
 from orchestrator.planning.costs import NO_PRICES, Prices
 from orchestrator.planning.expand import Plan, StagePlan
 from orchestrator.planning.resources import ClusterShape, concurrency, effective_resources, trial_charge
@@ -174,7 +175,7 @@ def _render_stage(stage: dict, console: Console) -> None:
         r = stage["race"]
         console.print(
             f"  race: groups of seeds compared from epoch {r['first']} (x{r['factor']:g} per rung), "
-            f"{'paired t-test' if r['test'] == 't' else 'signed-rank test'}, alpha {r['alpha']:g} over all rungs, "
+            f"{race_rule.test_name(r['test'])}, alpha {r['alpha']:g} over all rungs, "
             f"at least {r['min_seeds']} paired seeds; the estimate assumes every trial runs to its end"
         )
     for gate in stage["gates"]:
