@@ -24,11 +24,13 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# style (ruff) and the import rules of README's Architecture section (import-linter, pyproject.toml)
+# style (ruff), the import rules of README's Architecture section (import-linter, pyproject.toml)
+# and the size rules ruff lacks (.ci/code_size.py: modules <= 500 lines, functions <= 80)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+	$(BIN)/python .ci/code_size.py
 
 # every benchmark of bench/README.md; raw results into bench/results/
 bench: $(STAMP)

@@ -146,7 +146,8 @@ def same_numbers(check: Check, device: torch.device, quick: bool) -> None:
     from trainables import lstm_mae_pretrain as mae
     from trainables.configs.multitask_span import Config as SpanConfig
     from trainables.data import masking
-    from trainables.losses.span import Batch, task_losses
+    from trainables.data.span_targets import Batch
+    from trainables.losses.span import task_losses
     from trainables.models import causal_classifier
     from trainables.models.masked_autoencoder import MaskedAutoencoder
     from trainables.models.span_model import SpanModel
@@ -347,7 +348,8 @@ def pretraining(check: Check, device, dtype: str, quick: bool, folder: Path) -> 
 def span(check: Check, device, dtype: str, use_crf: bool, quick: bool, folder: Path) -> None:
     from trainables import multitask_span as mt
     from trainables.configs.multitask_span import Config
-    from trainables.losses.span import Batch, task_losses
+    from trainables.data.span_targets import Batch
+    from trainables.losses.span import task_losses
     from trainables.losses.uncertainty import TaskWeighting
     from trainables.models.span_model import SpanModel
     from trainables.runtime import precision

@@ -72,7 +72,8 @@ def bare(epochs: int, crf: bool) -> float:
     import torch
 
     from trainables.configs.multitask_span import Config
-    from trainables.losses.span import Batch, task_losses
+    from trainables.data.span_targets import Batch
+    from trainables.losses.span import task_losses
     from trainables.runtime.reproducibility import limit_threads
 
     limit_threads()

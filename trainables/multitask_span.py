@@ -41,7 +41,6 @@ checkpoint_epoch_N.pt, metrics.csv (every reported metric per epoch), threshold_
 from __future__ import annotations
 
 import math
-import re
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -51,12 +50,13 @@ import torch
 
 from trainables.configs.multitask_span import TASKS, Config
 from trainables.data import span_features
-from trainables.data.folds import split_note, time_blocks
-from trainables.data.labeled import load_spans
-from trainables.losses.span import Batch, task_losses
+from trainables.data.span_targets import Batch
+from trainables.data.span_windows import SpanData, load_data
+from trainables.evaluation.span import ensemble, evaluate, final_scores
+from trainables.losses.span import task_losses
 from trainables.losses.uncertainty import TaskWeighting
 from trainables.metrics import span as span_metrics
-from trainables.metrics.span_diagnostics import DIAGNOSTICS_FILE, DiagnosticLog, criteria, plot_all
+from trainables.metrics.span_diagnostics import DiagnosticLog, plot_all, write_epoch, write_summary
 from trainables.models.span_model import SpanModel
 from trainables.runtime import checkpoints, precision
 from trainables.runtime.early_stopping import EarlyStopping
@@ -66,20 +66,6 @@ from trainables.runtime.session import Session, write_json, write_metrics_csv
 
 TASK_KINDS = {"type": "classification", "ptr": "regression", "span": "classification", "countdown": "regression"}
 BEST_MODEL = "best_model.pt"
-
-
-@dataclass
-class SpanData:
-    """The trial's windows as features and targets on the device, split train / val / test by time."""
-
-    train: Batch
-    val: Batch
-    test: Batch
-    raw_by_phase: dict[str, torch.Tensor]  # unstandardised features of train and val (feature_stats.csv)
-    mean: torch.Tensor  # the standardiser, from the training windows
-    std: torch.Tensor
-    classes: list[str]
-    meta: dict  # what metadata.json says of the data
 
 
 @dataclass
@@ -144,24 +130,6 @@ def build(cfg: Config, n_classes: int, device: torch.device):
     return model, weighting, opt
 
 
-@torch.no_grad()
-def evaluate(model: SpanModel, weighting: TaskWeighting, b: Batch, cfg: Config) -> dict:
-    model.eval()
-    out = model(b.x)
-    losses = task_losses(model, out, b, cfg)
-    model.train()
-    prob = torch.sigmoid(out["span"])
-    return {
-        "losses": losses,
-        "objective": weighting(losses),
-        "prob": prob,
-        "out": out,
-        "pointer_mae": float((out["ptr"] - b.ptr).abs().mean()),
-        "accuracy": float((out["type"].argmax(-1) == b.y).float().mean()),
-        "decoded": model.decode(out["span"]) if model.crf is not None else None,
-    }
-
-
 def train(config: dict, session: Session | None = None) -> dict:
     """Run one multi-task span trial; returns the last reported metrics."""
     cfg = Config.model_validate(config)
@@ -207,44 +175,6 @@ def train(config: dict, session: Session | None = None) -> dict:
     if not metrics.get("diverged"):
         write_metrics_csv(state.history, folder / "metrics.csv")
     return metrics
-
-
-def load_data(cfg: Config, device: torch.device) -> SpanData:
-    """Features of every window (computed once, on the device), standardised with the training
-    windows' statistics, and the targets of each block."""
-    windows, classes, y, starts, ends = load_spans(cfg.data, cfg.window_length)
-    line, (train_idx, val_idx, test_idx) = time_blocks(windows, cfg.split_fractions(len(windows)), cfg.window_length)
-    raw = span_features.compute(torch.as_tensor(windows.ohlc, device=device))
-    mean, std = span_features.standardiser(raw[torch.as_tensor(train_idx, device=device)])
-    feats = (raw - mean) / std
-
-    def subset(idx):
-        i = torch.as_tensor(idx, device=device)
-        return Batch(
-            feats[i],
-            torch.as_tensor(y[idx], device=device),
-            torch.as_tensor(starts[idx], device=device),
-            torch.as_tensor(ends[idx], device=device),
-            cfg,
-        )
-
-    raw_by_phase = {
-        "train": raw[torch.as_tensor(train_idx, device=device)],
-        "val": raw[torch.as_tensor(val_idx, device=device)],
-    }
-    meta = {
-        "source": cfg.data,
-        "windows": len(windows),
-        "train": len(train_idx),
-        "val": len(val_idx),
-        "test": len(test_idx),
-        "window_length": cfg.window_length,
-        "split": split_note(line, len(windows), (train_idx, val_idx, test_idx), ("train", "val", "test")),
-        "overlap": line.describe(cfg.window_length),
-        "features": list(span_features.FEATURES),
-        "class_counts": {c: int((y == i).sum()) for i, c in enumerate(classes)},
-    }
-    return SpanData(subset(train_idx), subset(val_idx), subset(test_idx), raw_by_phase, mean, std, classes, meta)
 
 
 def fit(state: TrainState, data: SpanData, cfg: Config, session: Session) -> dict:
@@ -311,7 +241,7 @@ def _epoch(epoch: int, state: TrainState, data: SpanData, cfg: Config) -> dict:
     d0, s0 = time.perf_counter(), state.diag.seconds
     val_stats = span_metrics.probability_stats(val["prob"], data.val.hard)
     sigmas, shares = state.weighting.sigmas().tolist(), state.weighting.shares().tolist()
-    _write_diagnostics(
+    write_epoch(
         state.diag,
         epoch,
         {
@@ -327,7 +257,7 @@ def _epoch(epoch: int, state: TrainState, data: SpanData, cfg: Config) -> dict:
             "train_stats": span_metrics.probability_stats(passed.prob, data.train.hard),
             "grad_row": passed.grad_row,
         },
-        data,
+        data.raw_by_phase,
     )
     state.diag.log(
         f"Epoch {epoch:3d}/{cfg.epochs}: train_loss={train_loss:.4f}, val_loss={val_loss:.4f}, "
@@ -402,82 +332,17 @@ def _train_step(state: TrainState, b: Batch, cfg: Config, params: list, want_gra
     return losses.detach(), objective.detach(), out["span"].detach(), norms
 
 
-def _write_diagnostics(diag: DiagnosticLog, epoch: int, m: dict, data: SpanData) -> None:
-    """One epoch's rows of the diagnostic tables (`trainables/metrics/span_diagnostics.py`)."""
-    diag.add(
-        "epoch_metrics.csv",
-        [
-            {
-                "epoch": epoch,
-                "train_loss": m["train_loss"],
-                "val_loss": m["val_loss"],
-                **m["at"],
-                "epoch_time": m["epoch_time"],
-            }
-        ],
-    )
-    diag.add(
-        "loss_components.csv",
-        [
-            {"epoch": epoch, "phase": phase, **{f"loss_{t}": v for t, v in zip(TASKS, comps)}, "total_loss": total}
-            for phase, comps, total in (
-                ("train", m["train_components"], m["train_loss"]),
-                ("val", m["val_components"], m["val_loss"]),
-            )
-        ],
-    )
-    diag.add(
-        "uncertainty_params.csv",
-        [
-            {
-                "epoch": epoch,
-                **{f"sigma_{t}": s for t, s in zip(TASKS, m["sigmas"])},
-                **{f"weight_{t}": w for t, w in zip(TASKS, m["shares"])},
-            }
-        ],
-    )
-    diag.add(
-        "probability_stats.csv",
-        [{"epoch": epoch, "phase": "train", **m["train_stats"]}, {"epoch": epoch, "phase": "val", **m["val_stats"]}],
-    )
-    if epoch == 1:  # the inputs are fixed: their statistics are the same at every epoch
-        diag.add("feature_stats.csv", _feature_rows(epoch, data.raw_by_phase))
-    if m["grad_row"] is not None:
-        diag.add("gradient_stats.csv", [dict(zip(diag.columns["gradient_stats.csv"], [epoch, *m["grad_row"]]))])
-
-
-def _feature_rows(epoch: int, raw_by_phase: dict[str, torch.Tensor]) -> list[dict]:
-    rows = []
-    for phase, x in raw_by_phase.items():
-        flat = x.reshape(-1, x.shape[-1])
-        stats = torch.stack([flat.mean(0), flat.std(0), flat.amin(0), flat.amax(0), flat.median(0).values]).T.tolist()
-        rows += [
-            {
-                "epoch": epoch,
-                "phase": phase,
-                "feature_name": name,
-                "mean": s[0],
-                "std": s[1],
-                "min": s[2],
-                "max": s[3],
-                "median": s[4],
-            }
-            for name, s in zip(span_features.FEATURES, stats)
-        ]
-    return rows
-
-
 def _finish(state: TrainState, data: SpanData, cfg: Config, folder: Path) -> dict:
     """Threshold sweep, evaluation, ensemble, plots and criteria (after the last epoch), with the
     best epoch's weights; the model keeps its last weights afterwards."""
     model, diag = state.model, state.diag
     current = {k: v.detach().clone() for k, v in model.state_dict().items()}
     model.load_state_dict(state.best_state)
-    out, val_prob = _final_scores(state, data, cfg, folder)
+    out, val_prob = final_scores(model, state.weighting, data, cfg, folder)
     if cfg.ensemble_last_k:
-        out.update(_ensemble(model, data.val, data.test, cfg, folder))
+        out.update(ensemble(model, data.val, data.test, cfg, folder))
     figures = plot_all(folder, diag, val_prob, data.val.hard) if cfg.plots else []
-    lines = _write_criteria(state, out, figures, len(data.test), folder)
+    lines = write_summary(diag, state.stopper.best_epoch, out, figures, len(data.test))
     diag.log("final: " + ", ".join(f"{k}={v:.4f}" for k, v in out.items()))
     for line in lines:
         diag.log(
@@ -485,116 +350,4 @@ def _finish(state: TrainState, data: SpanData, cfg: Config, folder: Path) -> dic
             f"{'PASS' if line['passed'] else 'FAIL'} ({line['value']})"
         )
     model.load_state_dict(current)
-    return out
-
-
-def _final_scores(state: TrainState, data: SpanData, cfg: Config, folder: Path) -> tuple[dict, torch.Tensor]:
-    """The threshold chosen on validation (sweep in threshold_sweep.csv), the validation scores
-    at it, and the test block's at the same threshold; (scores, validation probabilities)."""
-    val_set, test_set = data.val, data.test
-    val = evaluate(state.model, state.weighting, val_set, cfg)
-    sweep = span_metrics.sweep(val["prob"], val_set.hard)
-    write_metrics_csv(sweep, folder / "threshold_sweep.csv")
-    chosen = span_metrics.best_threshold(sweep)
-    stats = span_metrics.probability_stats(val["prob"], val_set.hard)
-    out = {
-        "final/threshold": chosen["threshold"],
-        "final/val_span_f1": chosen["span_f1"],
-        "final/val_span_precision": chosen["span_precision"],
-        "final/val_span_recall": chosen["span_recall"],
-        "final/val_separation": stats["separation"],
-        "final/val_pointer_mae": val["pointer_mae"],
-        "final/val_accuracy": val["accuracy"],
-    }
-    if val["decoded"] is not None:
-        out.update({f"final/val_crf_{k}": v for k, v in span_metrics.decoded(val["decoded"], val_set.hard).items()})
-    if not len(test_set):
-        return out, val["prob"]
-    test = evaluate(state.model, state.weighting, test_set, cfg)
-    at = span_metrics.at_threshold(test["prob"], test_set.hard, chosen["threshold"])
-    out.update({f"final/test_{k}": v for k, v in at.items()})
-    out.update(
-        {
-            "final/test_separation": span_metrics.probability_stats(test["prob"], test_set.hard)["separation"],
-            "final/test_pointer_mae": test["pointer_mae"],
-            "final/test_accuracy": test["accuracy"],
-        }
-    )
-    if test["decoded"] is not None:
-        out.update({f"final/test_crf_{k}": v for k, v in span_metrics.decoded(test["decoded"], test_set.hard).items()})
-    return out, val["prob"]
-
-
-def _write_criteria(state: TrainState, out: dict, figures: list[str], n_test: int, folder: Path) -> list[dict]:
-    """The seed's success criteria, judged, into diagnostics.json with the final scores; the criteria."""
-    diag = state.diag
-    task_loss = [sum(r[f"loss_{t}"] for t in TASKS) for r in diag.rows["loss_components.csv"] if r["phase"] == "val"]
-    reduction = (task_loss[0] - min(task_loss)) / task_loss[0] if task_loss and task_loss[0] > 0 else None
-    # The criteria judge the scores of windows that chose nothing (the test block) when there is
-    # one; validation chose the threshold and the best epoch, so its scores are optimistic.
-    scored = "test" if n_test else "val"
-    lines = criteria(
-        {
-            "val_loss_reduction": reduction,
-            "span_f1": out[f"final/{scored}_span_f1"],
-            "separation": out[f"final/{scored}_separation"],
-        }
-    )
-    on_what = (
-        f"span F1 and separation are of the {n_test} test windows, at that threshold."
-        if scored == "test"
-        else "there is no test block (test_fraction 0, or too few windows), "
-        "so span F1 and separation are of the validation windows themselves: optimistic."
-    )
-    write_json(
-        {
-            "trainable": "multitask_span",
-            "epochs": len(diag.rows["epoch_metrics.csv"]),
-            "best_epoch": state.stopper.best_epoch,
-            "val_task_loss_first": task_loss[0] if task_loss else None,
-            "val_task_loss_best": min(task_loss) if task_loss else None,
-            "val_loss_reduction": reduction,
-            "final": out,
-            "criteria": lines,
-            "figures": figures,
-            "scored_on": scored,
-            "notes": "val_loss_reduction uses the unweighted sum of validation task losses (first epoch vs "
-            "best). The threshold and the best epoch were chosen on the validation windows; " + on_what,
-        },
-        folder / DIAGNOSTICS_FILE,
-    )
-    return lines
-
-
-def _ensemble(model: SpanModel, val_set: Batch, test_set: Batch, cfg: Config, folder: Path) -> dict:
-    """Average the soft span predictions of the last k periodic checkpoints."""
-    found = sorted(
-        (int(m.group(1)), p)
-        for p in folder.glob("checkpoint_epoch_*.pt")
-        if (m := re.fullmatch(r"checkpoint_epoch_(\d+)\.pt", p.name))
-    )
-    chosen = [p for _, p in found[-cfg.ensemble_last_k :]]
-    if not chosen:
-        return {}
-    probs_val, probs_test = [], []
-    model.eval()
-    with torch.no_grad():
-        for path in chosen:
-            model.load_state_dict(checkpoints.load(path, map_location=val_set.x.device)["model"])
-            probs_val.append(torch.sigmoid(model(val_set.x)["span"]))
-            if len(test_set):
-                probs_test.append(torch.sigmoid(model(test_set.x)["span"]))
-    model.train()
-    p_val = torch.stack(probs_val).mean(0)
-    best = span_metrics.best_threshold(span_metrics.sweep(p_val, val_set.hard))
-    out = {
-        "ensemble/members": len(chosen),
-        "ensemble/threshold": best["threshold"],
-        "ensemble/val_span_f1": best["span_f1"],
-        "ensemble/val_separation": span_metrics.probability_stats(p_val, val_set.hard)["separation"],
-    }
-    if probs_test:
-        p_test = torch.stack(probs_test).mean(0)
-        out["ensemble/test_span_f1"] = span_metrics.at_threshold(p_test, test_set.hard, best["threshold"])["span_f1"]
-        out["ensemble/test_separation"] = span_metrics.probability_stats(p_test, test_set.hard)["separation"]
     return out

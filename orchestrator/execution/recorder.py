@@ -107,21 +107,7 @@ class StageRecorder(Callback):
         tid = _trial_id(trial)
         last = trial.last_result or {}
         metrics = final_metrics(last)
-        if status is None:
-            status = TUNE_STATUS.get(trial.status, trial.status.lower())
-            # An interrupted run leaves its running trials TERMINATED too, and those released
-            # but still waiting for a slot. A TERMINATED trial finished if it completed in this
-            # run (done=True, or the complete event fired), or if it did not start in this run
-            # but has results that the record does not call unfinished (restored as finished
-            # from an earlier run); one that never ran has none and is still to run.
-            ran = bool(last.get("training_iteration"))
-            prior = self.record["trials"].get(tid, {}).get("status")
-            restored = tid not in self._started and ran and prior not in ("interrupted", "pending")
-            finished = last.get("done") is True or tid in self._completed or restored
-            if status == "done" and not finished:
-                status = "interrupted" if tid in self._started or ran else "pending"
-            elif status == "done" and metrics.get("diverged"):
-                status = "diverged"
+        status = status or self._status(trial, tid, last, metrics)
         if status == "done" and self.race is not None and self.race.is_eliminated(trial.trial_id):
             status = "eliminated"  # stopped by its stage's race (Tune calls that done)
         # The trial's own best over every epoch it ran (trainables.runtime.selection), not Tune's
@@ -186,6 +172,35 @@ class StageRecorder(Callback):
         entry["code"] = (
             self.code if tid in self._started or status == "running" else entry.get("code", spec.get("code"))
         )
+        self._keep_checkpoints(entry, known)
+        if status != "interrupted":
+            entry.pop("stopped_by", None)  # a trial the budget stopped, now running again
+        if status == "error":
+            error = error_text(trial)
+            entry["error"] = " ".join(str(error).split())[-400:] if error else "unknown error"
+        self.record["trials"][tid] = entry
+        return entry
+
+    def _status(self, trial, tid: str, last: dict, metrics: dict) -> str:
+        """The record's status of a trial from Tune's."""
+        status = TUNE_STATUS.get(trial.status, trial.status.lower())
+        # An interrupted run leaves its running trials TERMINATED too, and those released but
+        # still waiting for a slot. A TERMINATED trial finished if it completed in this run
+        # (done=True, or the complete event fired), or if it did not start in this run but has
+        # results that the record does not call unfinished (restored as finished from an earlier
+        # run); one that never ran has none and is still to run.
+        ran = bool(last.get("training_iteration"))
+        prior = self.record["trials"].get(tid, {}).get("status")
+        restored = tid not in self._started and ran and prior not in ("interrupted", "pending")
+        finished = last.get("done") is True or tid in self._completed or restored
+        if status == "done" and not finished:
+            return "interrupted" if tid in self._started or ran else "pending"
+        if status == "done" and metrics.get("diverged"):
+            return "diverged"
+        return status
+
+    def _keep_checkpoints(self, entry: dict, known: dict) -> None:
+        """Checkpoints the record knew of that Tune no longer names stay; those gc deleted go."""
         if entry["checkpoint"] is None and known["checkpoint"]:
             entry["checkpoint"], entry["checkpoint_epoch"] = known["checkpoint"], known["checkpoint_epoch"]
         if entry["latest_checkpoint"] is None and known["latest_checkpoint"]:
@@ -194,13 +209,6 @@ class StageRecorder(Callback):
             if entry[key] is not None and study_relative(entry[key]) in self.deleted:
                 entry[key] = None  # Tune's experiment state still names it
                 entry.setdefault("gc", {})[key] = "deleted by gc"
-        if status != "interrupted":
-            entry.pop("stopped_by", None)  # a trial the budget stopped, now running again
-        if status == "error":
-            error = error_text(trial)
-            entry["error"] = " ".join(str(error).split())[-400:] if error else "unknown error"
-        self.record["trials"][tid] = entry
-        return entry
 
     # -- wall time (what a budget counts) --------------------------------------------------
     def _wall_s(self, tid: str, entry: dict, last: dict) -> float:

@@ -13,11 +13,12 @@ from sklearn.metrics import f1_score, precision_score, recall_score
 
 from trainables import multitask_span as mt
 from trainables.configs.multitask_span import Config
-from trainables.data import span_features
+from trainables.data import span_features, span_targets
 from trainables.data import synthetic_ohlc as synthetic
 from trainables.data.folds import time_blocks
 from trainables.data.labeled import load_spans
 from trainables.data.ohlc import windows_table
+from trainables.evaluation import span as span_eval
 from trainables.inputs import multitask_span as mt_inputs
 from trainables.losses.uncertainty import TaskWeighting
 from trainables.metrics import span as span_metrics
@@ -161,10 +162,10 @@ def test_span_metrics_equal_scikit_learn_per_bar():
 
 
 def test_soft_span_target_and_metrics():
-    hard, soft = span_metrics.span_masks(torch.tensor([2]), torch.tensor([4]), 8, softness=1.0)
+    hard, soft = span_targets.span_masks(torch.tensor([2]), torch.tensor([4]), 8, softness=1.0)
     assert hard[0].tolist() == [0, 0, 1, 1, 1, 0, 0, 0]
     assert soft[0, 3] > soft[0, 2] > 0.5 > soft[0, 1] > soft[0, 0]
-    assert torch.equal(span_metrics.span_masks(torch.tensor([2]), torch.tensor([4]), 8, 0.0)[1], hard)
+    assert torch.equal(span_targets.span_masks(torch.tensor([2]), torch.tensor([4]), 8, 0.0)[1], hard)
     prob = torch.tensor([[0.1, 0.6, 0.9, 0.8, 0.4, 0.2, 0.1, 0.7]])
     m = span_metrics.at_threshold(prob, hard, 0.5)  # predicted bars 1, 2, 3, 7; true 2, 3, 4
     assert m["span_precision"] == pytest.approx(2 / 4) and m["span_recall"] == pytest.approx(2 / 3)
@@ -273,7 +274,7 @@ def test_crf_path_trains_and_decodes_valid_spans(tmp_path):
     model.eval()
     with torch.no_grad():
         decoded = model.decode(model(feats)["span"])
-    hard, _ = span_metrics.span_masks(torch.as_tensor(starts[val_idx]), torch.as_tensor(ends[val_idx]), 105, 0)
+    hard, _ = span_targets.span_masks(torch.as_tensor(starts[val_idx]), torch.as_tensor(ends[val_idx]), 105, 0)
     assert metrics["final/val_crf_span_f1"] == pytest.approx(f1_score(hard.ravel().numpy(), decoded.ravel().numpy()))
     paths = model.decode(torch.randn(5, 30))
     assert paths.dtype == torch.bool and paths.shape == (5, 30)
@@ -350,7 +351,8 @@ def test_non_finite_loss_ends_the_trial_as_diverged(tmp_path, monkeypatch):
         losses = real(*args)
         return losses * float("nan") if calls["n"] > 8 else losses  # NaN from the 3rd epoch on
 
-    monkeypatch.setattr(mt, "task_losses", poisoned)
+    monkeypatch.setattr(mt, "task_losses", poisoned)  # the training steps
+    monkeypatch.setattr(span_eval, "task_losses", poisoned)  # validation
     metrics, session = _train(tmp_path, "nan", epochs=6, plots=False)  # 3 train batches + 1 val per epoch
     assert metrics["diverged"] is True and metrics["epoch"] == 3
     assert [m["epoch"] for m in session.metrics] == [1, 2, 3]

@@ -1,7 +1,7 @@
-"""The four tasks of `multitask_span`, their targets and losses: the window's class
-(cross-entropy), expansion start and end as window fractions (Huber), the per-bar soft span
-(BCE + soft Dice against a soft target; plus the CRF's negative log-likelihood per bar when the
-model has one) and the countdown to the onset (Huber)."""
+"""The losses of `multitask_span`'s four tasks (their targets: `trainables/data/span_targets.py`):
+the window's class (cross-entropy), expansion start and end as window fractions (Huber), the
+per-bar soft span (BCE + soft Dice against a soft target; plus the CRF's negative log-likelihood
+per bar when the model has one) and the countdown to the onset (Huber)."""
 
 from __future__ import annotations
 
@@ -9,29 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from trainables.configs.multitask_span import Config
-from trainables.metrics import span as span_metrics
+from trainables.data.span_targets import Batch
 from trainables.models.span_model import SpanModel
-
-
-class Batch:
-    """Inputs and every target of a set of windows, on the device."""
-
-    def __init__(self, x, y, starts, ends, cfg: Config):
-        t = x.shape[1]
-        self.x, self.y = x, y
-        self.hard, self.soft = span_metrics.span_masks(starts, ends, t, cfg.span_edge_softness)
-        self.ptr = torch.stack([starts, ends], dim=-1).float() / (t - 1)
-        bars = torch.arange(t, device=x.device, dtype=torch.float32)
-        self.countdown = (starts.float()[:, None] - bars[None]) / cfg.countdown_scale
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    def take(self, idx: torch.Tensor) -> Batch:
-        sub = object.__new__(Batch)
-        for name, value in vars(self).items():
-            setattr(sub, name, value[idx])
-        return sub
 
 
 def task_losses(model: SpanModel, out: dict, b: Batch, cfg: Config) -> torch.Tensor:

@@ -1,8 +1,5 @@
-"""Span targets and span metrics, vectorised over windows, bars and thresholds.
+"""Span metrics, vectorised over windows, bars and thresholds.
 
-- Soft target mask of a span [s, e] (inclusive bar indices) with edge softness tau (bars):
-  m_t = sigmoid((t - s + 0.5) / tau) * sigmoid((e + 0.5 - t) / tau); tau = 0 gives the hard
-  mask 1[s <= t <= e]. With tau = 1 an edge bar gets 0.62 and the bar outside it 0.38.
 - Span precision / recall / F1 are *per bar*, micro-averaged over all bars of all windows:
   predicted in-span = prob >= threshold, true in-span = the hard mask.
 - Separation = mean probability on in-span bars - mean probability on out-of-span bars.
@@ -13,19 +10,6 @@ from __future__ import annotations
 import torch
 
 SWEEP = tuple(round(0.1 + 0.05 * i, 2) for i in range(17))  # 0.10, 0.15, ..., 0.90
-
-
-def span_masks(
-    starts: torch.Tensor, ends: torch.Tensor, length: int, softness: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(hard, soft) masks, both (N, T) float."""
-    t = torch.arange(length, device=starts.device, dtype=torch.float32)[None]
-    s, e = starts.float()[:, None], ends.float()[:, None]
-    hard = ((t >= s) & (t <= e)).float()
-    if softness <= 0:
-        return hard, hard
-    soft = torch.sigmoid((t - s + 0.5) / softness) * torch.sigmoid((e + 0.5 - t) / softness)
-    return hard, soft
 
 
 def counts(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:

@@ -1,5 +1,6 @@
 """The diagnostic files of a `multitask_span` trial (names and columns of the seed's baseline
-protocol), its training log, plots and success criteria.
+protocol), written one epoch at a time, its training log, plots and success criteria
+(`diagnostics.json`).
 
 Tables grow by appending one epoch's rows, so they can be read while the trial runs (the seed
 rsynced partial CSVs); the rows are also kept in memory and in the trial's checkpoint, and a
@@ -25,7 +26,11 @@ import csv
 import time
 from pathlib import Path
 
+import torch
+
 from trainables.configs.multitask_span import TASKS
+from trainables.data.span_features import FEATURES
+from trainables.runtime.session import write_json
 
 TABLES = {
     "epoch_metrics.csv": ["epoch", "train_loss", "val_loss", "span_f1", "span_precision", "span_recall", "epoch_time"],
@@ -114,6 +119,115 @@ def criteria(values: dict[str, float]) -> list[dict]:
             {"level": level, "metric": metric, "condition": f"{op} {target:g}", "value": value, "passed": bool(passed)}
         )
     return out
+
+
+def write_epoch(diag: DiagnosticLog, epoch: int, m: dict, raw_by_phase: dict[str, torch.Tensor]) -> None:
+    """One epoch's rows of the diagnostic tables, from the epoch's measurements `m`; the input
+    features' statistics (`raw_by_phase`: unstandardised features of train and val) at epoch 1."""
+    diag.add(
+        "epoch_metrics.csv",
+        [
+            {
+                "epoch": epoch,
+                "train_loss": m["train_loss"],
+                "val_loss": m["val_loss"],
+                **m["at"],
+                "epoch_time": m["epoch_time"],
+            }
+        ],
+    )
+    diag.add(
+        "loss_components.csv",
+        [
+            {"epoch": epoch, "phase": phase, **{f"loss_{t}": v for t, v in zip(TASKS, comps)}, "total_loss": total}
+            for phase, comps, total in (
+                ("train", m["train_components"], m["train_loss"]),
+                ("val", m["val_components"], m["val_loss"]),
+            )
+        ],
+    )
+    diag.add(
+        "uncertainty_params.csv",
+        [
+            {
+                "epoch": epoch,
+                **{f"sigma_{t}": s for t, s in zip(TASKS, m["sigmas"])},
+                **{f"weight_{t}": w for t, w in zip(TASKS, m["shares"])},
+            }
+        ],
+    )
+    diag.add(
+        "probability_stats.csv",
+        [{"epoch": epoch, "phase": "train", **m["train_stats"]}, {"epoch": epoch, "phase": "val", **m["val_stats"]}],
+    )
+    if epoch == 1:  # the inputs are fixed: their statistics are the same at every epoch
+        diag.add("feature_stats.csv", _feature_rows(epoch, raw_by_phase))
+    if m["grad_row"] is not None:
+        diag.add("gradient_stats.csv", [dict(zip(diag.columns["gradient_stats.csv"], [epoch, *m["grad_row"]]))])
+
+
+def _feature_rows(epoch: int, raw_by_phase: dict[str, torch.Tensor]) -> list[dict]:
+    rows = []
+    for phase, x in raw_by_phase.items():
+        flat = x.reshape(-1, x.shape[-1])
+        stats = torch.stack([flat.mean(0), flat.std(0), flat.amin(0), flat.amax(0), flat.median(0).values]).T.tolist()
+        rows += [
+            {
+                "epoch": epoch,
+                "phase": phase,
+                "feature_name": name,
+                "mean": s[0],
+                "std": s[1],
+                "min": s[2],
+                "max": s[3],
+                "median": s[4],
+            }
+            for name, s in zip(FEATURES, stats)
+        ]
+    return rows
+
+
+def write_summary(
+    diag: DiagnosticLog, best_epoch: int | None, out: dict, figures: list[str], n_test: int
+) -> list[dict]:
+    """The seed's success criteria, judged, into diagnostics.json with the final scores `out`
+    (`n_test` windows in the test block); the criteria."""
+    task_loss = [sum(r[f"loss_{t}"] for t in TASKS) for r in diag.rows["loss_components.csv"] if r["phase"] == "val"]
+    reduction = (task_loss[0] - min(task_loss)) / task_loss[0] if task_loss and task_loss[0] > 0 else None
+    # The criteria judge the scores of windows that chose nothing (the test block) when there is
+    # one; validation chose the threshold and the best epoch, so its scores are optimistic.
+    scored = "test" if n_test else "val"
+    lines = criteria(
+        {
+            "val_loss_reduction": reduction,
+            "span_f1": out[f"final/{scored}_span_f1"],
+            "separation": out[f"final/{scored}_separation"],
+        }
+    )
+    on_what = (
+        f"span F1 and separation are of the {n_test} test windows, at that threshold."
+        if scored == "test"
+        else "there is no test block (test_fraction 0, or too few windows), "
+        "so span F1 and separation are of the validation windows themselves: optimistic."
+    )
+    write_json(
+        {
+            "trainable": "multitask_span",
+            "epochs": len(diag.rows["epoch_metrics.csv"]),
+            "best_epoch": best_epoch,
+            "val_task_loss_first": task_loss[0] if task_loss else None,
+            "val_task_loss_best": min(task_loss) if task_loss else None,
+            "val_loss_reduction": reduction,
+            "final": out,
+            "criteria": lines,
+            "figures": figures,
+            "scored_on": scored,
+            "notes": "val_loss_reduction uses the unweighted sum of validation task losses (first epoch vs "
+            "best). The threshold and the best epoch were chosen on the validation windows; " + on_what,
+        },
+        diag.folder / DIAGNOSTICS_FILE,
+    )
+    return lines
 
 
 def plot_all(folder: Path, log: DiagnosticLog, val_probs, val_truth) -> list[str]:
