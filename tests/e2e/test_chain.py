@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from tests.conftest import TINY_STAGE, run_cli
+from tests.conftest import TINY_STAGE, run_here
 from tests.execution.test_notify import Hook
 
 pytestmark = pytest.mark.e2e
@@ -63,8 +63,8 @@ def _run_with_webhook(study, tmp_path):
     notify = f"notify: {{webhooks: ['{hook.url}'], events: [trial_error], format: json}}\n"
     study.write_text(STUDY.replace("{storage}", str(tmp_path / "runs")).replace("stages:\n", notify + "stages:\n", 1))
     try:
-        assert run_cli("validate", study, cwd=tmp_path).returncode == 0
-        return run_cli("run", study, cwd=tmp_path), hook.received
+        assert run_here("validate", study, cwd=tmp_path).returncode == 0
+        return run_here("run", study, cwd=tmp_path), hook.received
     finally:
         hook.close()
 
@@ -111,15 +111,15 @@ def test_chain_resolves_references_records_lineage_and_isolates_failures(tmp_pat
 
     for stage in ("pre", "fine", "fan", "broken"):
         assert (root / "tables" / f"{stage}.parquet").exists()
-    status = run_cli("status", root, cwd=tmp_path).stdout
+    status = run_here("status", root, cwd=tmp_path).stdout
     assert "skipped" in status
-    assert run_cli("report", root, cwd=tmp_path).returncode == 0
+    assert run_here("report", root, cwd=tmp_path).returncode == 0
     plan = (root / "report" / "report.md").read_text()
     assert "| fine | lstm_classifier_finetune | 2 | complete | pre |" in plan  # the needs column
     assert "| after_broken | lstm_classifier_finetune | 0 | skipped | broken |" in plan
 
     # a re-run keeps every finished stage; the skipped one is re-evaluated (still skipped)
-    again = run_cli("run", study, cwd=tmp_path)
+    again = run_here("run", study, cwd=tmp_path)
     assert again.returncode == 1 and "stage fine: complete in storage, skipped" in again.stdout
     assert "stage after_broken skipped" in again.stdout and "started a local Ray" not in again.stdout
     assert pd.read_parquet(root / "results.parquet")["trial_id"].tolist() == df["trial_id"].tolist()

@@ -13,7 +13,7 @@ import time
 import pandas as pd
 import pytest
 
-from tests.conftest import REPO, TINY_STAGE, run_cli
+from tests.conftest import REPO, TINY_STAGE, run_cli, run_here
 
 pytestmark = pytest.mark.e2e
 
@@ -75,14 +75,16 @@ def test_run_writes_tables_checkpoints_artifacts_and_rerun_skips(finished):
     assert "complete in storage, skipped" in again.stdout
     assert "started a local Ray" not in again.stdout  # nothing to run: Ray not even started
 
-    code = run_cli("results", root, "--format", "csv", cwd=tmp_path)
+    # the reading commands in this process (`run_here`: the CLI without a new interpreter)
+
+    code = run_here("results", root, "--format", "csv", cwd=tmp_path)
     assert code.returncode == 0 and len(code.stdout.strip().splitlines()) == 5
-    status = run_cli("status", root, cwd=tmp_path)
+    status = run_here("status", root, cwd=tmp_path)
     assert status.returncode == 0 and "complete" in status.stdout
 
     # plan with measured durations of this run of the same trainable
     planned = json.loads(
-        run_cli(
+        run_here(
             "plan", study, "--history", root, "--json", "--gpus", "1", "--gpu-price", "runpod-rtx4090", cwd=tmp_path
         ).stdout
     )
@@ -94,9 +96,9 @@ def test_run_writes_tables_checkpoints_artifacts_and_rerun_skips(finished):
     # the aggregate over seeds: 2 variants x 2 seeds
     agg = pd.read_parquet(root / "aggregate.parquet")
     assert sorted(agg["variant"]) == ["block", "patch"] and (agg["n"] == 2).all()
-    latex = run_cli("results", root, "--format", "latex", cwd=tmp_path).stdout
+    latex = run_here("results", root, "--format", "latex", cwd=tmp_path).stdout
     assert latex.count("{") == latex.count("}") and r"\toprule" in latex and r"\textbf{" in latex
-    rep = run_cli("report", root, "--gpu-price", "runpod-rtx4090", cwd=tmp_path)
+    rep = run_here("report", root, "--gpu-price", "runpod-rtx4090", cwd=tmp_path)
     assert rep.returncode == 0, rep.stderr
     text = (root / "report" / "report.md").read_text()
     for section in ("## Plan", "## Results", "over seeds", "## Learning curves", "## Time and cost", "## Study file"):
@@ -131,7 +133,7 @@ def test_changed_study_in_same_storage_is_refused(finished, tmp_path):
     shutil.copytree(finished[0] / "runs", tmp_path / "runs")
     study = tmp_path / "study.yaml"
     study.write_text(_study(tmp_path).replace("epochs: 2", "epochs: 3"))
-    proc = run_cli("run", study, cwd=tmp_path)
+    proc = run_here("run", study, cwd=tmp_path)
     assert proc.returncode == 2 and "different study file" in proc.stderr
     assert pd.read_parquet(tmp_path / "runs" / "e2e" / "results.parquet")["final.epoch"].max() == 2
 
@@ -177,7 +179,7 @@ def test_interrupted_run_continues_without_rerunning_finished_trials(tmp_path):
     # "done" means it ran to its end: a trial that had not started is not done
     assert (finished["final.epoch"] == 60).all(), first[["trial", "status", "final.epoch"]]
 
-    resumed = run_cli("resume", root, cwd=tmp_path)
+    resumed = run_here("resume", root, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     final = pd.read_parquet(root / "results.parquet")
     assert len(final) == 3 and set(final["status"]) == {"done"} and final["trial_id"].is_unique

@@ -10,7 +10,7 @@ import json
 import pandas as pd
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import run_here
 
 pytestmark = pytest.mark.e2e
 
@@ -34,7 +34,7 @@ def test_ray_data_encoding_inside_a_trial_and_the_cache_across_studies(tmp_path)
     (tmp_path / "a.yaml").write_text(STUDY.format(cache=cache))
     (tmp_path / "b.yaml").write_text(STUDY.format(cache=cache).replace("name: evaluation", "name: again"))
     for name in ("a.yaml", "b.yaml"):
-        done = run_cli("run", name, "--storage", str(tmp_path / "runs"), cwd=tmp_path, timeout=300)
+        done = run_here("run", name, "--storage", str(tmp_path / "runs"), cwd=tmp_path, timeout=300)
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     table = pd.read_parquet(tmp_path / "runs" / "evaluation" / "results.parquet")
     assert table["status"].tolist() == ["done"] and table["final.final/ndcg@10"].between(0, 1).all()

@@ -20,7 +20,7 @@ from orchestrator.execution.stage_runner import _LIVE_RECORDERS, GatedVariants
 from orchestrator.planning.budget import Cap, Spend, cap_of, check_start, over_estimate
 from orchestrator.planning.costs import Prices
 from orchestrator.study.schema import Budget
-from tests.conftest import run_cli
+from tests.conftest import run_here
 from tests.execution.test_notify import Hook
 
 PRICED = Prices(gpu=4.0, cpu=0.5)
@@ -123,7 +123,7 @@ def _study(folder, *, usd: float, extra: str = "") -> str:
     )
 
 
-def test_a_study_over_its_budget_is_refused_before_ray_starts(tmp_path, cli):
+def test_a_study_over_its_budget_is_refused_before_ray_starts(without_ray, tmp_path, cli):
     import ray
 
     study = tmp_path / "study.yaml"
@@ -149,7 +149,7 @@ def test_cap_reached_mid_run_stops_trials_that_resume_completes_with_every_epoch
         # 150 epochs take 4-10 s a trial here; two run at once: $4 is reached inside the first two
         (tmp_path / "study.yaml").write_text(_study(tmp_path, usd=4, extra=notify))
         env = {"BUDGET_HOOK": hook.url}
-        run = run_cli("run", "study.yaml", "--num-cpus", "2", "--over-budget", cwd=tmp_path, env=env)
+        run = run_here("run", "study.yaml", "--num-cpus", "2", "--over-budget", cwd=tmp_path, env=env)
     finally:
         hook.close()
     out = run.stdout + run.stderr
@@ -164,13 +164,13 @@ def test_cap_reached_mid_run_stops_trials_that_resume_completes_with_every_epoch
     assert saved["stopped"].startswith("the cap is reached") and saved["spent"]["usd"] >= 4.0
     assert [e["event"] for e in hook.received] == ["budget"], hook.received
 
-    status = run_cli("status", root, cwd=tmp_path)
+    status = run_here("status", root, cwd=tmp_path)
     assert "interrupted (budget)" in status.stdout and "budget: spent $" in status.stdout, status.stdout
     # `resume` from a shell without the webhook's secret: notifications off, the study continues
-    again = run_cli("resume", root, cwd=tmp_path)  # the stored cap: still spent
+    again = run_here("resume", root, cwd=tmp_path)  # the stored cap: still spent
     assert again.returncode == 2 and "has spent its budget" in again.stderr, again.stdout + again.stderr
 
-    resumed = run_cli("resume", root, "--num-cpus", "2", "--budget", "100", cwd=tmp_path)
+    resumed = run_here("resume", root, "--num-cpus", "2", "--budget", "100", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "notifications to ${env:BUDGET_HOOK} are off: environment variable BUDGET_HOOK is not set" in resumed.stdout
     final = pd.read_parquet(root / "results.parquet")
@@ -178,9 +178,9 @@ def test_cap_reached_mid_run_stops_trials_that_resume_completes_with_every_epoch
     for tid in stopped["trial_id"]:  # continued from their checkpoints, each epoch once
         epochs = pd.read_csv(root / "pretrain" / tid / "metrics.csv")["epoch"]
         assert list(epochs) == list(range(1, 151))
-    results = run_cli("results", root, cwd=tmp_path)
+    results = run_here("results", root, cwd=tmp_path)
     assert "Budget: spent $" in results.stdout and "of $100.00" in results.stdout
-    assert run_cli("report", root, cwd=tmp_path).returncode == 0  # priced by the budget's prices
+    assert run_here("report", root, cwd=tmp_path).returncode == 0  # priced by the budget's prices
     report = (root / "report" / "report.md").read_text()
     assert "Budget: spent $" in report and "CPU $3600/CPU-hour" in report
     assert json.loads((root / "_orchestrator" / "budget.json").read_text())["stopped"] is None

@@ -9,7 +9,7 @@ import pytest
 
 from orchestrator.execution.gates import evaluate
 from orchestrator.study.schema import Gate
-from tests.conftest import TINY_STAGE, run_cli
+from tests.conftest import TINY_STAGE, run_here
 
 TINY = TINY_STAGE.replace("{", "{{").replace("}", "}}")
 # Two chains in one study (one run of Ray): the gate of `pass_pre` holds, that of `fail_pre` not.
@@ -71,14 +71,14 @@ def test_gate_semantics():
 def test_gate_decides_whether_the_next_stage_runs(tmp_path):
     study = tmp_path / "study.yaml"
     study.write_text(STUDY.format(storage=tmp_path / "runs"))
-    plan = run_cli("plan", study, cwd=tmp_path)
+    plan = run_here("plan", study, cwd=tmp_path)
     assert "gate: val/loss <= " in plan.stdout
-    proc = run_cli("run", study, cwd=tmp_path)
+    proc = run_here("run", study, cwd=tmp_path)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     root = tmp_path / "runs" / "gated"
     df = pd.read_parquet(root / "results.parquet")
-    md = run_cli("results", root, cwd=tmp_path).stdout
+    md = run_here("results", root, cwd=tmp_path).stdout
     for prefix, passes in (("pass", True), ("fail", False)):
         record = json.loads((root / "_orchestrator" / "stages" / f"{prefix}_pre.json").read_text())
         gate = record["gates"][0]
@@ -90,5 +90,5 @@ def test_gate_decides_whether_the_next_stage_runs(tmp_path):
         else:
             assert fine["state"] == "gated" and "did not pass its gate val/loss <=" in fine["reason"]
             assert f"stage {prefix}_fine gated" in out and f"{prefix}_fine" not in set(df.stage)
-    assert "gated" in run_cli("status", root, cwd=tmp_path).stdout
+    assert "gated" in run_here("status", root, cwd=tmp_path).stdout
     assert "gate ✅" in md and "gate ❌" in md

@@ -14,7 +14,7 @@ import time
 import pandas as pd
 import pytest
 
-from tests.conftest import TINY_STAGE, run_cli
+from tests.conftest import TINY_STAGE, run_here
 from tests.execution.test_faults import _popen
 
 pytestmark = pytest.mark.e2e
@@ -67,7 +67,7 @@ def test_a_study_moved_after_a_killed_driver_resumes_in_its_new_place(tmp_path):
     shutil.move(str(old), str(new))
     (tmp_path / "runs").rmdir()
 
-    resumed = run_cli("resume", new, "--num-cpus", "2", cwd=tmp_path, timeout=400)
+    resumed = run_here("resume", new, "--num-cpus", "2", cwd=tmp_path, timeout=400)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "this study was run in" in resumed.stdout and "it continues here" in resumed.stdout
     assert not (tmp_path / "runs").exists()  # nothing written to the old place

@@ -17,7 +17,7 @@ from rich.console import Console
 
 from orchestrator.execution.notify import Notifier
 from orchestrator.study.schema import Notify
-from tests.conftest import TINY_STAGE, run_cli
+from tests.conftest import TINY_STAGE, run_here
 
 
 class Hook:
@@ -97,7 +97,7 @@ def test_a_study_notifies_its_stage_gate_and_end_and_keeps_the_url_secret(hook, 
     )
     env = {"STUDY_HOOK": hook.url, "GARBAGE_HOOK": garbage.url, "CLOSED_HOOK": _closed_port_url()}
     try:
-        done = run_cli("run", "study.yaml", "--storage", str(tmp_path / "runs"), cwd=tmp_path, env=env)
+        done = run_here("run", "study.yaml", "--storage", str(tmp_path / "runs"), cwd=tmp_path, env=env)
     finally:
         garbage.close()
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
@@ -118,7 +118,7 @@ def test_a_missing_environment_variable_is_an_error_at_validate(tmp_path, monkey
     (tmp_path / "study.yaml").write_text(
         "# x\nname: x\nnotify: {webhooks: ['${env:NO_SUCH_HOOK}']}\nstages:\n  pre:\n" + TINY_STAGE
     )
-    done = run_cli("validate", "study.yaml", cwd=tmp_path)
+    done = run_here("validate", "study.yaml", cwd=tmp_path)
     assert done.returncode == 2
     (line,) = [x for x in done.stderr.splitlines() if x.strip()]
     assert "notify.webhooks" in line and "environment variable NO_SUCH_HOOK is not set" in line
@@ -252,7 +252,7 @@ def test_apprise_urls_reach_any_service(hook):
 )
 def test_urls_that_cannot_be_sent_to_are_refused_at_validate(tmp_path, notify, message):
     (tmp_path / "study.yaml").write_text(f"name: x\nnotify: {notify}\nstages:\n  pre:\n" + TINY_STAGE)
-    done = run_cli("validate", "study.yaml", cwd=tmp_path, env={"BAD_APPRISE": "nosuch://SECRETTOKEN"})
+    done = run_here("validate", "study.yaml", cwd=tmp_path, env={"BAD_APPRISE": "nosuch://SECRETTOKEN"})
     assert done.returncode == 2, done.stdout + done.stderr
     (line,) = [x for x in done.stderr.splitlines() if x.strip()]
     assert message in line and "SECRETTOKEN" not in line, line

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import run_here
 from tests.execution.test_faults import _popen
 
 pytestmark = pytest.mark.e2e
@@ -96,18 +96,18 @@ def _check_outcome(root: Path) -> dict:
 
 def test_a_far_too_small_learning_rate_is_eliminated_early_and_the_tables_say_so(tmp_path):
     (tmp_path / "study.yaml").write_text(_study("raced") + SAMPLED)
-    done = run_cli("run", "study.yaml", "--num-cpus", "2", cwd=tmp_path, timeout=400)
+    done = run_here("run", "study.yaml", "--num-cpus", "2", cwd=tmp_path, timeout=400)
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-4000:]
     assert "race pre: group pre/tiny eliminated at epoch 5: worse than pre/" in out, out[-4000:]
     assert "1 of 3 groups eliminated (4 trials, 1 never started)" in out
     root = tmp_path / "runs" / "raced"
     _check_outcome(root)
-    shown = run_cli("results", root, cwd=tmp_path)
+    shown = run_here("results", root, cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
     assert "eliminated by the race at epoch 5 (worse than pre/" in shown.stdout  # the aggregate's row
     assert "### pre: race" in shown.stdout and "| 5 | pre/tiny | pre/" in shown.stdout
-    status = run_cli("status", root, cwd=tmp_path)
+    status = run_here("status", root, cwd=tmp_path)
     assert "eliminated" in status.stdout
     # a search beside it: each sample runs with every seed, and the sample with its seeds is a group
     sampled = _record(root, "sampled")
@@ -138,7 +138,7 @@ def test_a_driver_killed_after_the_decision_resumes_with_the_decision_kept(tmp_p
     proc.wait(timeout=60)
     assert decided is not None, "no decision within 300 s"
     time.sleep(2)
-    resumed = run_cli("resume", root, "--num-cpus", "2", cwd=tmp_path, timeout=400)
+    resumed = run_here("resume", root, "--num-cpus", "2", cwd=tmp_path, timeout=400)
     assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-4000:]
     record = _check_outcome(root)
     # the same decision, made once: nothing about it was raced again after the kill

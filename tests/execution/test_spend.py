@@ -16,7 +16,7 @@ import pytest
 
 from orchestrator.planning.budget import Spend, spent_so_far
 from orchestrator.storage.store import Store
-from tests.conftest import run_cli
+from tests.conftest import run_here
 from tests.execution.test_faults import _popen
 
 EVALUATION = """\
@@ -35,7 +35,7 @@ stages:
 """
 
 
-def test_the_actors_a_trial_starts_are_charged_in_the_estimate(tmp_path, cli):
+def test_the_actors_a_trial_starts_are_charged_in_the_estimate(without_ray, tmp_path, cli):
     study = tmp_path / "study.yaml"
     study.write_text(EVALUATION.format(budget="", gpu=""))
     code, out, err = cli("plan", study, "--gpus", "8", "--json")
@@ -147,7 +147,7 @@ def test_the_spend_of_a_killed_driver_is_read_back_by_resume(tmp_path):
     assert before > 3.0, "".join(lines)  # one trial's run at least
     time.sleep(2)  # the killed driver's local Ray shuts down
 
-    resumed = run_cli("resume", root, "--num-cpus", "2", cwd=tmp_path, timeout=400)
+    resumed = run_here("resume", root, "--num-cpus", "2", cwd=tmp_path, timeout=400)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     so_far = next(ln for ln in resumed.stdout.splitlines() if "spent so far" in ln)
     spent_at_start = float(so_far.split("spent so far $")[1].split(" ")[0].replace(",", ""))

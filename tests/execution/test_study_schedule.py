@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import TINY_STAGE, run_cli
+from tests.conftest import TINY_STAGE, run_here
 from tests.execution.test_faults import _popen
 
 pytestmark = pytest.mark.e2e
@@ -67,7 +67,7 @@ def _intervals(root: Path) -> dict[str, dict[str, tuple[float, float]]]:
 
 def test_stages_overlap_and_trials_start_when_their_inputs_exist(tmp_path):
     (tmp_path / "study.yaml").write_text(STUDY)
-    done = run_cli("run", "study.yaml", "--num-cpus", "2", cwd=tmp_path, timeout=400)
+    done = run_here("run", "study.yaml", "--num-cpus", "2", cwd=tmp_path, timeout=400)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     root = tmp_path / "runs" / "overlap"
     table = pd.read_parquet(root / "results.parquet")
@@ -88,7 +88,7 @@ def test_stages_overlap_and_trials_start_when_their_inputs_exist(tmp_path):
     record = json.loads((root / "_orchestrator" / "stages" / "after_gate.json").read_text())
     assert record["state"] == "gated" and not (root / "after_gate").exists()
     assert "stage(s) gated: after_gate" in done.stdout
-    assert run_cli("report", root, cwd=tmp_path).returncode == 0
+    assert run_here("report", root, cwd=tmp_path).returncode == 0
     assert (root / "report" / "timeline.png").stat().st_size > 10_000
 
 
@@ -120,7 +120,7 @@ def _wait_until_midway(root: Path, epochs: int) -> bool:
 
 def _resume_every_epoch_once(root: Path, cwd: Path, epochs: int) -> None:
     """`resume`: both seeds of both stages done, each having run every epoch once."""
-    resumed = run_cli("resume", root, "--num-cpus", "2", cwd=cwd, timeout=400)
+    resumed = run_here("resume", root, "--num-cpus", "2", cwd=cwd, timeout=400)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-2000:]
     table = pd.read_parquet(root / "results.parquet")
     assert len(table) == 4 and set(table["status"]) == {"done"}
@@ -130,7 +130,7 @@ def _resume_every_epoch_once(root: Path, cwd: Path, epochs: int) -> None:
 
 
 def test_a_driver_killed_while_two_stages_run_resumes_them_with_every_epoch_once(tmp_path):
-    epochs = 150
+    epochs = 60
     (tmp_path / "study.yaml").write_text(
         "name: killed2\nstorage: ./runs\ndefaults: {seeds: [1, 2], max_failures: 1,"
         " checkpoint: {every: 1, keep: null}}\nstages:\n  first:\n"
@@ -152,7 +152,7 @@ def test_ctrl_c_while_trials_of_two_stages_wait_records_them_as_not_run(tmp_path
     """Ctrl-C with a trial of each stage running and one of each released but waiting for a
     slot: the waiting ones are not `done` (a stage of such trials would count as complete and
     `resume` would skip it); `resume` runs them, every epoch once."""
-    epochs = 150
+    epochs = 60
     (tmp_path / "study.yaml").write_text(
         "name: ctrlc\nstorage: ./runs\ndefaults: {seeds: [1, 2], max_failures: 0, checkpoint: {every: 1, keep: null}}"
         "\nstages:\n  first:\n" + _pretrain(epochs) + "  second:\n" + _pretrain(epochs)
@@ -180,7 +180,7 @@ def test_an_asha_stage_stops_only_its_own_trials(tmp_path):
         "             scheduler_config: {grace_period: 1, max_t: 12, reduction_factor: 3}}\n"
         "  plain:\n" + _pretrain(12) + "    seeds: [1, 2, 3]\n"
     )
-    done = run_cli("run", "study.yaml", "--num-cpus", "2", cwd=tmp_path, timeout=400)
+    done = run_here("run", "study.yaml", "--num-cpus", "2", cwd=tmp_path, timeout=400)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     table = pd.read_parquet(tmp_path / "runs" / "mixed" / "results.parquet").set_index("stage")
     assert (table.loc["plain", "final.epoch"] == 12).all()  # the FIFO stage: every trial ran to its end
@@ -210,13 +210,10 @@ def test_a_study_folder_of_the_per_stage_runner_continues(tmp_path, monkeypatch)
     outcome = study_runner.run_study(
         plan, (tmp_path / "study.yaml").read_text(), RunOptions(num_cpus=2, over_budget=True), Console(quiet=True)
     )
-    import ray
-
-    ray.shutdown()
     monkeypatch.undo()
     root = tmp_path / "runs" / "legacy"
     assert outcome.budget and list((root / "pre").glob("experiment_state-*.json"))
-    resumed = run_cli("resume", root, "--budget", "1000", "--num-cpus", "2", cwd=tmp_path, timeout=400)
+    resumed = run_here("resume", root, "--budget", "1000", "--num-cpus", "2", cwd=tmp_path, timeout=400)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-2000:]
     table = pd.read_parquet(root / "results.parquet")
     assert len(table) == 2 and set(table["status"]) == {"done"}

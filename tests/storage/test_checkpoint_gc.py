@@ -16,7 +16,7 @@ from orchestrator.analysis.checkpoint_gc import garbage_collect
 from orchestrator.errors import UserError
 from orchestrator.storage.records import load_records
 from orchestrator.storage.store import Store
-from tests.conftest import TINY_STAGE, run_cli
+from tests.conftest import TINY_STAGE, run_here
 from tests.storage.test_s3_storage import _objects, s3  # noqa: F401 - the moto fixture
 
 QUIET = Console(file=None, quiet=True)
@@ -236,7 +236,7 @@ stages:
 def chain(tmp_path_factory):
     folder = tmp_path_factory.mktemp("gc")
     (folder / "study.yaml").write_text(CHAIN)
-    proc = run_cli("run", "study.yaml", "--storage", folder / "runs", cwd=folder)
+    proc = run_here("run", "study.yaml", "--storage", folder / "runs", cwd=folder)
     assert proc.returncode == 1 and "1 trial(s) failed" in proc.stdout, proc.stdout + proc.stderr  # `broken`
     return folder / "runs" / "gcchain"
 
@@ -268,15 +268,15 @@ def test_gc_on_a_finished_chain_study_local(chain, tmp_path):
     shutil.copytree(chain, root)
     (tmp_path / "study.yaml").write_text(CHAIN)
     count = len(list(root.glob("pre/*/checkpoint_*")))
-    dry = run_cli("gc", root, "--dry-run", cwd=tmp_path)
+    dry = run_here("gc", root, "--dry-run", cwd=tmp_path)
     assert dry.returncode == 0 and "would free" in dry.stdout and len(list(root.glob("pre/*/checkpoint_*"))) == count
-    done = run_cli("gc", root, "--keep", "selected", cwd=tmp_path)
+    done = run_here("gc", root, "--keep", "selected", cwd=tmp_path)
     assert done.returncode == 0 and "freed" in done.stdout, done.stdout + done.stderr
     assert len(list(root.glob("pre/*/checkpoint_*"))) == 1  # the best trial's best epoch: fine's encoder
     _valid_after_gc(Store(str(root)))
     # a later run restores the stage's experiment (to retry its failed trial): Tune's state still
     # names the deleted checkpoints, and no record may name them again
-    again = run_cli("run", tmp_path / "study.yaml", "--storage", tmp_path, "--retry-errored", cwd=tmp_path)
+    again = run_here("run", tmp_path / "study.yaml", "--storage", tmp_path, "--retry-errored", cwd=tmp_path)
     assert again.returncode == 1 and "1 trial(s) failed" in again.stdout, again.stdout + again.stderr
     assert len(list(root.glob("pre/*/checkpoint_*"))) == 1
     _valid_after_gc(Store(str(root)))
@@ -285,9 +285,9 @@ def test_gc_on_a_finished_chain_study_local(chain, tmp_path):
 @pytest.mark.e2e
 def test_gc_on_a_finished_chain_study_on_s3(chain, s3, tmp_path):  # noqa: F811 - the moto fixture
     uri = "s3://studies/gc/gcchain"
-    assert run_cli("sync", chain, uri, cwd=tmp_path).returncode == 0
+    assert run_here("sync", chain, uri, cwd=tmp_path).returncode == 0
     before = _objects(s3["client"], "gc/gcchain/pre/")
-    done = run_cli("gc", uri, cwd=tmp_path)  # --keep best: every pre trial keeps its best epoch
+    done = run_here("gc", uri, cwd=tmp_path)  # --keep best: every pre trial keeps its best epoch
     assert done.returncode == 0 and "freed" in done.stdout, done.stdout + done.stderr
     after = _objects(s3["client"], "gc/gcchain/pre/")
     parts = [k.split("/") for k in after]
@@ -336,14 +336,14 @@ def test_a_study_whose_trials_report_rarely_is_not_collected_while_it_runs(tmp_p
         status = json.loads((root / "_orchestrator" / "status.json").read_text())
         status["updated_at"] = long_ago.strftime("%Y-%m-%dT%H:%M:%S%z")
         (root / "_orchestrator" / "status.json").write_text(json.dumps(status))
-        refused = run_cli("gc", root, cwd=tmp_path)
+        refused = run_here("gc", root, cwd=tmp_path)
         assert refused.returncode == 2, refused.stdout + refused.stderr
         (line,) = [x for x in refused.stderr.splitlines() if x.strip()]
         assert f"the study is running (pid {proc.pid} on host" in line and "collect after it ends" in line
-        second = run_cli("run", "study.yaml", cwd=tmp_path)
+        second = run_here("run", "study.yaml", cwd=tmp_path)
         assert second.returncode == 2 and "being run by another driver" in second.stderr, second.stderr
     finally:
         os.kill(proc.pid, signal.SIGINT)  # Ctrl-C: the driver ends, its lease with it
         proc.communicate(timeout=120)
     assert not (root / "_orchestrator" / "lease.json").exists()
-    assert run_cli("gc", root, "--dry-run", cwd=tmp_path).returncode == 0
+    assert run_here("gc", root, "--dry-run", cwd=tmp_path).returncode == 0

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import REPO, TINY_STAGE, run_cli
+from tests.conftest import REPO, TINY_STAGE, run_cli, run_here
 
 pytestmark = pytest.mark.e2e
 
@@ -102,13 +102,13 @@ def test_study_on_s3_survives_an_outage_lands_in_the_bucket_and_reads_back_witho
     assert not (work / "runs").exists()  # nothing written locally
 
     # read back from a clean working directory: results, status, and a local copy by sync
-    res = run_cli("results", "s3://studies/team/outage", "--format", "csv", cwd=elsewhere)
+    res = run_here("results", "s3://studies/team/outage", "--format", "csv", cwd=elsewhere)
     assert res.returncode == 0 and res.stdout.count("\n") == 4, res.stderr
     assert "s3://studies/team/outage/pretrain/" in res.stdout  # checkpoints are S3 URIs
-    assert run_cli("status", "s3://studies/team/outage", cwd=elsewhere).returncode == 0
+    assert run_here("status", "s3://studies/team/outage", cwd=elsewhere).returncode == 0
     resumed = run_cli("resume", "s3://studies/team/outage", cwd=elsewhere)
     assert resumed.returncode == 0 and "complete in storage, skipped" in resumed.stdout, resumed.stderr
-    sync = run_cli("sync", "s3://studies/team/outage", elsewhere / "copy", cwd=elsewhere)
+    sync = run_here("sync", "s3://studies/team/outage", elsewhere / "copy", cwd=elsewhere)
     assert sync.returncode == 0 and "verified by SHA-256" in sync.stdout
     assert len(pd.read_parquet(elsewhere / "copy" / "results.parquet")) == 3
 

@@ -11,7 +11,7 @@ import os
 import pandas as pd
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import run_here
 from trainables import contrastive_isotropy as ci
 from trainables.runtime.session import LocalSession
 
@@ -118,7 +118,7 @@ def test_two_worker_data_parallel_trial_through_the_orchestrator(tmp_path, write
     # in its trial's placement group) wait for stage one's trial, then for the CPU its idle
     # (cached) actor would hold for as long as the study runs without
     # study_tune._evict_idle_actors: then this run never ends (45 s here with it)
-    proc = run_cli("run", study, cwd=tmp_path, timeout=300, env={"HF_HUB_OFFLINE": "1"})
+    proc = run_here("run", study, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "2 data-parallel workers" in proc.stdout
     results = pd.read_csv(tmp_path / "runs" / "dp" / "results.csv")

@@ -385,7 +385,7 @@ def test_bad_spans_are_rejected_with_the_rows(tmp_path):
 
 @pytest.mark.e2e
 def test_ablation_runs_through_the_cli_and_the_report_shows_criteria_and_plots(tmp_path, write_study):
-    from tests.conftest import run_cli
+    from tests.conftest import run_here
 
     study = write_study("""\
         # two arms of the ablation, tiny
@@ -402,11 +402,11 @@ def test_ablation_runs_through_the_cli_and_the_report_shows_criteria_and_plots(t
               fixed_crf: {loss_weighting: fixed, use_crf: true}
             select: {metric: final/val_span_f1, mode: max}
     """)
-    proc = run_cli("run", study, cwd=tmp_path)
+    proc = run_here("run", study, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "4 epochs" in proc.stdout and "Traceback" not in proc.stdout + proc.stderr
     assert "final.final/val_span_f1" in (tmp_path / "runs" / "mt" / "results.md").read_text()
-    proc = run_cli("report", tmp_path / "runs" / "mt", cwd=tmp_path)
+    proc = run_here("report", tmp_path / "runs" / "mt", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = (tmp_path / "runs" / "mt" / "report" / "report.md").read_text()
     assert report.count("### ablation/") == 2 and "| strong | span_f1 > 0.3 |" in report
@@ -416,6 +416,6 @@ def test_ablation_runs_through_the_cli_and_the_report_shows_criteria_and_plots(t
     ]
     assert len(images) == 10 and all((tmp_path / "runs" / "mt" / "report" / p).exists() for p in images)
     trial = next(p.parent for p in (tmp_path / "runs" / "mt" / "ablation").glob("*/diagnostics.json"))
-    proc = run_cli("report", trial, cwd=tmp_path)
+    proc = run_here("report", trial, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "| minimum | val_loss_reduction >= 0.2 |" in (trial / "report.md").read_text()

@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, run_here
 from trainables.metrics import retrieval
 from trainables.runtime.embedding_cache import EmbeddingCache
 
@@ -50,7 +50,7 @@ def test_evaluation_settings_that_would_mislabel_results_are_refused(tmp_path, c
     (tmp_path / "study.yaml").write_text(
         f"name: e\nstages:\n  evaluate:\n    trainable: retrieval_eval\n    config: {config}\n"
     )
-    done = run_cli("validate", "study.yaml", cwd=tmp_path)
+    done = run_here("validate", "study.yaml", cwd=tmp_path)
     assert done.returncode == 2, done.stdout + done.stderr
     (line,) = [x for x in done.stderr.splitlines() if x.strip()]
     assert re.search(message, line) and "Traceback" not in done.stderr

@@ -148,7 +148,7 @@ def test_the_mean_over_datasets_is_reported_once_all_are_done(tmp_path):
 
 
 def test_validate_reads_every_corpus_line(tmp_path):
-    from tests.conftest import run_cli
+    from tests.conftest import run_here
 
     folder = tmp_path / "beir"
     (folder / "qrels").mkdir(parents=True)
@@ -158,7 +158,7 @@ def test_validate_reads_every_corpus_line(tmp_path):
     (tmp_path / "study.yaml").write_text(
         "# e\nname: e\nstages:\n  evaluate:\n    trainable: retrieval_eval\n    config: {beir: [beir]}\n"
     )
-    done = run_cli("validate", "study.yaml", cwd=tmp_path)
+    done = run_here("validate", "study.yaml", cwd=tmp_path)
     assert done.returncode == 2
     (line,) = [x for x in done.stderr.splitlines() if x.strip()]
     assert "corpus.jsonl:2: missing or non-string key(s) text; expected _id, text" in line

@@ -11,7 +11,7 @@ import json
 import pandas as pd
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import run_here
 from trainables.data.triples import head_triples, open_triples
 
 ROWS = [
@@ -154,7 +154,7 @@ def test_contrastive_trains_from_msmarco_text_triples_and_validate_refuses_a_bro
         "name: tsv\nstages:\n  train:\n    trainable: contrastive_isotropy\n    config:\n"
         "      train_data: train.tsv\n      batch_size: 8\n"
     )
-    done = run_cli("validate", "study.yaml", cwd=tmp_path)
+    done = run_here("validate", "study.yaml", cwd=tmp_path)
     assert done.returncode == 2, done.stdout + done.stderr
     (line,) = [x for x in done.stderr.splitlines() if x.strip()]
     assert "train.tsv:49: expected at least 3 tab-separated columns, got 2" in line and "Traceback" not in done.stderr
