@@ -44,6 +44,7 @@ def _model_folder(tmp_path, kind: str) -> str:
     return str(folder)
 
 
+@pytest.mark.usefixtures("without_ray")
 @pytest.mark.parametrize(
     "kind,message",
     [
@@ -55,7 +56,7 @@ def _model_folder(tmp_path, kind: str) -> str:
         ("other state", "model: {path}/state.pt: not a contrastive_isotropy checkpoint"),
     ],
 )
-def test_an_evaluation_model_that_cannot_be_read_is_refused_at_validate(without_ray, tmp_path, write_study, cli, kind, message):
+def test_an_evaluation_model_that_cannot_be_read_is_refused_at_validate(tmp_path, write_study, cli, kind, message):
     _beir(tmp_path)
     path = str(tmp_path / "model") if kind == "missing" else _model_folder(tmp_path, kind)
     study = write_study(

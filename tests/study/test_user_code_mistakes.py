@@ -22,6 +22,7 @@ def train(config, session):
 """
 
 
+@pytest.mark.usefixtures("without_ray")
 @pytest.mark.parametrize(
     "source,line,message",
     [
@@ -36,7 +37,7 @@ def train(config, session):
         ("Config = dict\n\ndef train(config, session):\n    pass\n", None, "`Config` must be a pydantic BaseModel"),
     ],
 )
-def test_a_broken_trainable_is_one_line_at_its_file_and_line(without_ray, tmp_path, write_study, cli, source, line, message):
+def test_a_broken_trainable_is_one_line_at_its_file_and_line(tmp_path, write_study, cli, source, line, message):
     (tmp_path / "recipes").mkdir()
     (tmp_path / "recipes" / "model.py").write_text(source)
     code, out, err = cli("validate", write_study(STUDY))
