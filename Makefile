@@ -21,8 +21,9 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/python -m orchestrator run matrix.yaml
 
+# the 15 slowest tests are listed after the summary: where the suite's time goes
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 # style (ruff), the import rules of README's Architecture section (import-linter, pyproject.toml)
 # and the size rules ruff lacks (.ci/code_size.py: modules <= 500 lines, functions <= 80)

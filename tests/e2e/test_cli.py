@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import REPO, TINY_STAGE, run_cli, run_here
+from tests.execution.test_faults import _stopped_at
 
 pytestmark = pytest.mark.e2e
 
@@ -179,6 +180,7 @@ def test_interrupted_run_continues_without_rerunning_finished_trials(tmp_path):
     # "done" means it ran to its end: a trial that had not started is not done
     assert (finished["final.epoch"] == 60).all(), first[["trial", "status", "final.epoch"]]
 
+    stopped_at = _stopped_at(root)
     resumed = run_here("resume", root, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     final = pd.read_parquet(root / "results.parquet")
@@ -189,4 +191,7 @@ def test_interrupted_run_continues_without_rerunning_finished_trials(tmp_path):
         assert again["duration_s"] == row["duration_s"]
     interrupted = first[first["status"] == "interrupted"].iloc[0]
     progress = pd.read_csv(root / "pretrain" / interrupted["trial_id"] / "metrics.csv")
-    assert list(progress["epoch"]) == list(range(1, 61))  # epochs continued from the checkpoint, once each
+    assert list(progress["epoch"]) == list(range(1, 61))  # every epoch once
+    # continued from its checkpoint: the epochs before the interrupt kept their measured times
+    before = stopped_at[f"pretrain/{interrupted['trial_id']}"][:-1]
+    assert before and progress["epoch_time_s"].tolist()[: len(before)] == before

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
-from tests.conftest import REPO, TINY_STAGE, run_cli, run_study_in_process
+from tests.conftest import REPO, TINY_STAGE, run_here, run_study_in_process, stop_shared_ray
 
 pytestmark = pytest.mark.e2e
 
@@ -47,6 +47,19 @@ def _popen(args, cwd, **env_vars):
 
 def _epochs(trial_dir: Path) -> list[int]:
     return pd.read_csv(trial_dir / "metrics.csv")["epoch"].tolist()
+
+
+def _stopped_at(root: Path) -> dict[str, list[float]]:
+    """{stage/trial id: the epoch times in its metrics.csv} of every trial that has written one:
+    measured times, so a rerun of an epoch writes a different one."""
+    out = {}
+    for path in root.glob("*/*/metrics.csv"):
+        key = f"{path.parent.parent.name}/{path.parent.name}"
+        try:
+            out[key] = pd.read_csv(path)["epoch_time_s"].tolist()
+        except (pd.errors.EmptyDataError, pd.errors.ParserError):  # killed while writing it
+            out[key] = []
+    return out
 
 
 def test_driver_killed_then_resume_completes_every_trial_once(tmp_path):
@@ -83,14 +96,19 @@ def test_driver_killed_then_resume_completes_every_trial_once(tmp_path):
             finished_before[trial_dir.name] = json.loads(meta.read_text())["environment"]["started_at"]
     assert len(finished_before) >= 2, "".join(lines)
     time.sleep(2)  # the killed driver's local Ray shuts down
+    stopped_at = _stopped_at(tmp_path / "runs" / "killed")
 
-    resumed = run_cli("resume", tmp_path / "runs" / "killed", cwd=tmp_path, timeout=400)
+    resumed = run_here("resume", tmp_path / "runs" / "killed", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     df = pd.read_parquet(tmp_path / "runs" / "killed" / "results.parquet")
     assert len(df) == 6 and df["trial_id"].is_unique and set(df["status"]) == {"done"}
     assert (df["final.epoch"] == 25).all()  # each trial's result is its last epoch
     for tid in df["trial_id"]:
         assert _epochs(root / tid) == list(range(1, 26))  # every epoch exactly once
+        # and those run before the kill were not run again (metrics.csv is rewritten from the
+        # trial's state: a restart from scratch would pass the line above, not this one)
+        before = stopped_at.get(f"pretrain/{tid}", [])[:-1]
+        assert pd.read_csv(root / tid / "metrics.csv")["epoch_time_s"].tolist()[: len(before)] == before, tid
     for tid, started in finished_before.items():  # finished trials were not re-run
         assert json.loads((root / tid / "metadata.json").read_text())["environment"]["started_at"] == started
 
@@ -130,6 +148,7 @@ def test_node_lost_mid_study_trials_retried_elsewhere(tmp_path):
     import ray
     from ray.cluster_utils import Cluster
 
+    stop_shared_ray()  # this test needs a Ray of its own: its nodes are removed
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
     nodes = [cluster.add_node(num_cpus=1) for _ in range(2)]
     cluster.wait_for_nodes()

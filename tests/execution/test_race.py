@@ -19,7 +19,7 @@ from tests.execution.test_faults import _popen
 
 pytestmark = pytest.mark.e2e
 
-EPOCHS = 40
+EPOCHS = 30
 
 
 def _study(name: str) -> str:

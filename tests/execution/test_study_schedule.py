@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import TINY_STAGE, run_here
-from tests.execution.test_faults import _popen
+from tests.execution.test_faults import _popen, _stopped_at
 
 pytestmark = pytest.mark.e2e
 
@@ -119,14 +119,23 @@ def _wait_until_midway(root: Path, epochs: int) -> bool:
 
 
 def _resume_every_epoch_once(root: Path, cwd: Path, epochs: int) -> None:
-    """`resume`: both seeds of both stages done, each having run every epoch once."""
+    """`resume`: both seeds of both stages done, each having run every epoch once, those stopped
+    after checkpointed epochs going on from their checkpoint."""
+    stopped_at = _stopped_at(root)
     resumed = run_here("resume", root, "--num-cpus", "2", cwd=cwd, timeout=400)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-2000:]
     table = pd.read_parquet(root / "results.parquet")
     assert len(table) == 4 and set(table["status"]) == {"done"}
     assert set(zip(table["stage"], table["seed"])) == {(s, k) for s in ("first", "second") for k in (1, 2)}
     for _, row in table.iterrows():
-        assert _epochs(root / row["stage"] / row["trial_id"]) == list(range(1, epochs + 1))  # every epoch once
+        trial_dir = root / row["stage"] / row["trial_id"]
+        assert _epochs(trial_dir) == list(range(1, epochs + 1))  # every epoch once
+        # a trial stopped after checkpointed epochs went on from its checkpoint: those epochs keep
+        # the times measured before the stop (the line above would pass a restart from scratch:
+        # metrics.csv is rewritten from the trial's state); the last one may have been rerun
+        before = stopped_at.get(f"{row['stage']}/{row['trial_id']}", [])[:-1]
+        assert pd.read_csv(trial_dir / "metrics.csv")["epoch_time_s"].tolist()[: len(before)] == before, row["trial"]
+    assert any(len(times) >= 2 for times in stopped_at.values()), stopped_at
 
 
 def test_a_driver_killed_while_two_stages_run_resumes_them_with_every_epoch_once(tmp_path):
