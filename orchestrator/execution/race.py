@@ -195,16 +195,20 @@ class RaceScheduler(FIFOScheduler):
     def race(self) -> StageRace:
         raise NotImplementedError
 
-    def decided(self, made: list[dict]) -> None:
+    def decided(self, made: list[dict], at_result: bool) -> None:
+        """`made`: the decisions just taken; `at_result`: taken on a trial's result, which Tune
+        hands to the callbacks (the driver's record) only after this scheduler."""
         raise NotImplementedError
 
-    def _after(self, made: list[dict]) -> None:
+    def _after(self, made: list[dict], at_result: bool = False) -> None:
         if made:
-            self.decided(made)
+            self.decided(made, at_result)
 
     def on_trial_result(self, tune_controller, trial, result):
         race = self.race()
-        self._after(race.on_result(trial.trial_id, race_rule.progress(result), result.get(selection.BEST)))
+        self._after(
+            race.on_result(trial.trial_id, race_rule.progress(result), result.get(selection.BEST)), at_result=True
+        )
         return TrialScheduler.STOP if race.is_eliminated(trial.trial_id) else TrialScheduler.CONTINUE
 
     def on_trial_complete(self, tune_controller, trial, result):

@@ -73,6 +73,7 @@ class StageRun:
     expected: int | None = None  # its number of trials, once known
     dirty: bool = True  # an upstream trial ended since the queue was filled
     race: StageRace | None = None  # a raced stage's race (`race:`)
+    unsaved_decision: bool = False  # a race decision taken on a result the record has not seen yet
 
     @property
     def name(self) -> str:
@@ -348,9 +349,12 @@ class StudySchedule:
                 if made:
                     self.race_decided(st.name, made)
 
-    def race_decided(self, stage: str, made: list[dict]) -> None:
+    def race_decided(self, stage: str, made: list[dict], save: bool = True) -> None:
         """Groups the race eliminated: said, their unreleased trials recorded as never started,
-        the record saved at once (a killed driver's resume keeps the decisions)."""
+        the record saved at once (a killed driver's resume keeps the decisions), or (`save`
+        False: decided on a trial's result, which the record gets after the scheduler) as soon
+        as the record has that result (`result_recorded`), so that the saved record has the
+        values the decision read."""
         st = self.stages[stage]
         metric = st.sp.stage.select.metric
         for d in made:
@@ -365,8 +369,17 @@ class StudySchedule:
             else:
                 kept.append(candidate)
         st.queue = kept
-        save_stage_record(self.run.store, st.name, st.recorder.record)
+        if save:
+            save_stage_record(self.run.store, st.name, st.recorder.record)
+        st.unsaved_decision = not save
         self.trial_ended(st.name)
+
+    def result_recorded(self, stage: str) -> None:
+        """The record has a trial's latest result: saved now if a race decision waited for it."""
+        st = self.stages[stage]
+        if st.unsaved_decision:
+            save_stage_record(self.run.store, st.name, st.recorder.record)
+            st.unsaved_decision = False
 
     def _race_saving(self, st: StageRun, record: dict) -> None:
         """What the race did not spend, into the record and on the terminal."""

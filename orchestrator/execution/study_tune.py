@@ -188,8 +188,8 @@ class _StageRaceScheduler(RaceScheduler):
     def race(self):
         return _LIVE[self.study].stages[self.stage].race
 
-    def decided(self, made: list[dict]) -> None:
-        _LIVE[self.study].race_decided(self.stage, made)
+    def decided(self, made: list[dict], at_result: bool) -> None:
+        _LIVE[self.study].race_decided(self.stage, made, save=not at_result)
 
 
 def _evict_idle_actors(wrapped) -> None:
@@ -263,6 +263,7 @@ class StudyCallback(Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self._recorder(trial).on_trial_result(iteration, trials, trial, result, **info)
+        self._schedule().result_recorded(trial.config["trial"]["stage"])
 
     def on_trial_recover(self, iteration, trials, trial, **info):
         self._recorder(trial).on_trial_recover(iteration, trials, trial, **info)

@@ -127,7 +127,7 @@ def test_the_spend_of_a_killed_driver_is_read_back_by_resume(tmp_path):
             stages:
               pretrain:
                 trainable: lstm_mae_pretrain
-                config: {data: "synthetic:ohlc?n=120&length=40&seed=0", window_length: 40, epochs: 150,
+                config: {data: "synthetic:ohlc?n=120&length=40&seed=0", window_length: 40, epochs: 250,
                          hidden_size: 8, batch_size: 32, aug_multiplier: 1, patch_len: 8,
                          early_stopping_patience: null}
             """
