@@ -11,7 +11,8 @@ Four heads:
   regression from a pooled vector: the per-bar states already know where the expansion is,
   and this keeps the pointer differentiable and sharp (Huber, delta = 0.08);
 - `span`: a per-bar logit z_t, p_t = sigmoid(z_t), trained with the *soft span loss*
-  BCE(p, m) + (1 - soft Dice(p, m)) against the soft target m (`trainables/losses/span.py`;
+  BCE(p, m) + (1 - soft Dice(p, m)) against the soft target m (`trainables/losses/span.py`, the
+  targets in `trainables/data/span_targets.py`;
   Dice counters the imbalance: a span covers ~20% of the bars). With `use_crf: true` a
   linear-chain CRF over in/out tags (emissions (-z/2, z/2), parameters in a `torchcrf.CRF`)
   adds its negative log-likelihood per bar to the span loss, and spans are Viterbi-decoded
@@ -36,6 +37,12 @@ success criteria in `diagnostics.json`, judged on the test block when there is o
 
 Files of a trial: see `trainables/metrics/span_diagnostics.py`, plus metadata.json, best_model.pt,
 checkpoint_epoch_N.pt, metrics.csv (every reported metric per epoch), threshold_sweep.csv.
+
+This file is the recipe: `train` (setup), `fit` and its epoch (the fit loop), `_finish` (the
+evaluation after the last epoch). Its parts: the windows split by time and standardised
+(`trainables/data/span_windows.py`), the model and heads (`trainables/models/span_model.py`),
+the per-epoch tables and diagnostics.json (`trainables/metrics/span_diagnostics.py`), the final
+scores and the ensemble (`trainables/evaluation/span.py`).
 """
 
 from __future__ import annotations

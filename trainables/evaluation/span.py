@@ -23,6 +23,8 @@ from trainables.runtime.session import write_metrics_csv
 
 @torch.no_grad()
 def evaluate(model: SpanModel, weighting: TaskWeighting, b: Batch, cfg: Config) -> dict:
+    """One forward pass over the windows of `b` in eval mode: task losses, weighted objective,
+    span probabilities, pointer MAE, accuracy and (with a CRF) the decoded spans."""
     model.eval()
     out = model(b.x)
     losses = task_losses(model, out, b, cfg)
