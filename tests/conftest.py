@@ -1,4 +1,5 @@
-"""Shared fixtures: a module-scoped local Ray, study files in tmp folders, the CLI."""
+"""Shared fixtures: the session's local Ray, study files in tmp folders, the CLI in this process
+or as a real process."""
 
 from __future__ import annotations
 
@@ -22,10 +23,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 def shared_ray():
     """The test session's one local Ray (2 CPUs), started on first use in this process; studies
-    run in this process (`cli("run", ...)`, `run_study_in_process`) use it instead of starting
-    their own (a CLI process pays ~8 s more per run: imports, Ray's start and shutdown). A test
-    that needs a Ray of its own (a multi-node `Cluster`, a killed node) calls
-    `stop_shared_ray()` first; the next user starts it again."""
+    run in this process (`run_here("run", ...)`, `run_study_in_process`) use it instead of
+    starting their own (a CLI process pays ~8 s more per run: imports, Ray's start and
+    shutdown). A test that needs a Ray of its own (a multi-node `Cluster`, a lost node) calls
+    `stop_shared_ray()` first; the next user starts it again. A Ray that an in-process command
+    started itself (`cli("run", ...)` with none running, as a user's run would) is used too."""
     import ray
 
     if not ray.is_initialized():
@@ -90,9 +92,10 @@ def invoke_cli(*args: str):
 
 
 def run_here(*args, cwd: Path, env: dict | None = None, **_) -> subprocess.CompletedProcess:
-    """`run_cli` in this process (same result object): the CLI invoked from `cwd`, with `env`
-    set on top of this process's environment for the call. What the driver reads from the
-    environment sees `env`; trials on the shared Ray do not (its workers were started before)."""
+    """`run_cli` in this process (same result object; `run_cli`'s timeout is not applied): the
+    CLI invoked from `cwd`, with `env` set on top of this process's environment for the call.
+    What the driver reads from the environment sees `env`; trials on the shared Ray do not (its
+    workers were started before)."""
     if args and args[0] in ("run", "resume"):
         shared_ray()
     before, here = {k: os.environ.get(k) for k in env or {}}, Path.cwd()
