@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import REPO, TINY_STAGE, run_cli, run_here
-from tests.execution.test_faults import _stopped_at
+from tests.execution.test_faults import _stopped_at, _went_on_from_checkpoint
 
 pytestmark = pytest.mark.e2e
 
@@ -77,7 +77,6 @@ def test_run_writes_tables_checkpoints_artifacts_and_rerun_skips(finished):
     assert "started a local Ray" not in again.stdout  # nothing to run: Ray not even started
 
     # the reading commands in this process (`run_here`: the CLI without a new interpreter)
-
     code = run_here("results", root, "--format", "csv", cwd=tmp_path)
     assert code.returncode == 0 and len(code.stdout.strip().splitlines()) == 5
     status = run_here("status", root, cwd=tmp_path)
@@ -193,5 +192,5 @@ def test_interrupted_run_continues_without_rerunning_finished_trials(tmp_path):
     progress = pd.read_csv(root / "pretrain" / interrupted["trial_id"] / "metrics.csv")
     assert list(progress["epoch"]) == list(range(1, 61))  # every epoch once
     # continued from its checkpoint: the epochs before the interrupt kept their measured times
-    before = stopped_at[f"pretrain/{interrupted['trial_id']}"][:-1]
-    assert before and progress["epoch_time_s"].tolist()[: len(before)] == before
+    trial_dir = root / "pretrain" / interrupted["trial_id"]
+    assert _went_on_from_checkpoint(stopped_at, f"pretrain/{interrupted['trial_id']}", trial_dir)

@@ -62,6 +62,16 @@ def _stopped_at(root: Path) -> dict[str, list[float]]:
     return out
 
 
+def _went_on_from_checkpoint(stopped_at: dict[str, list[float]], key: str, trial_dir: Path) -> list[float]:
+    """Assert that the epochs trial `key` ran before the stop (`_stopped_at`) kept their measured
+    times after the resume, the last one excepted (it may have been after the last checkpoint),
+    and return those times. "Every epoch once" in metrics.csv alone would pass a restart from
+    scratch: the file is rewritten from the trial's state."""
+    before = stopped_at.get(key, [])[:-1]
+    assert pd.read_csv(trial_dir / "metrics.csv")["epoch_time_s"].tolist()[: len(before)] == before, key
+    return before
+
+
 def test_driver_killed_then_resume_completes_every_trial_once(tmp_path):
     (tmp_path / "study.yaml").write_text(
         _study(
@@ -105,10 +115,7 @@ def test_driver_killed_then_resume_completes_every_trial_once(tmp_path):
     assert (df["final.epoch"] == 25).all()  # each trial's result is its last epoch
     for tid in df["trial_id"]:
         assert _epochs(root / tid) == list(range(1, 26))  # every epoch exactly once
-        # and those run before the kill were not run again (metrics.csv is rewritten from the
-        # trial's state: a restart from scratch would pass the line above, not this one)
-        before = stopped_at.get(f"pretrain/{tid}", [])[:-1]
-        assert pd.read_csv(root / tid / "metrics.csv")["epoch_time_s"].tolist()[: len(before)] == before, tid
+        _went_on_from_checkpoint(stopped_at, f"pretrain/{tid}", root / tid)  # not run again
     for tid, started in finished_before.items():  # finished trials were not re-run
         assert json.loads((root / tid / "metadata.json").read_text())["environment"]["started_at"] == started
 

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import TINY_STAGE, run_here
-from tests.execution.test_faults import _popen, _stopped_at
+from tests.execution.test_faults import _popen, _stopped_at, _went_on_from_checkpoint
 
 pytestmark = pytest.mark.e2e
 
@@ -130,11 +130,7 @@ def _resume_every_epoch_once(root: Path, cwd: Path, epochs: int) -> None:
     for _, row in table.iterrows():
         trial_dir = root / row["stage"] / row["trial_id"]
         assert _epochs(trial_dir) == list(range(1, epochs + 1))  # every epoch once
-        # a trial stopped after checkpointed epochs went on from its checkpoint: those epochs keep
-        # the times measured before the stop (the line above would pass a restart from scratch:
-        # metrics.csv is rewritten from the trial's state); the last one may have been rerun
-        before = stopped_at.get(f"{row['stage']}/{row['trial_id']}", [])[:-1]
-        assert pd.read_csv(trial_dir / "metrics.csv")["epoch_time_s"].tolist()[: len(before)] == before, row["trial"]
+        _went_on_from_checkpoint(stopped_at, f"{row['stage']}/{row['trial_id']}", trial_dir)
     assert any(len(times) >= 2 for times in stopped_at.values()), stopped_at
 
 

@@ -35,23 +35,20 @@ def load_data(cfg: Config, device: torch.device) -> SpanData:
     windows, classes, y, starts, ends = load_spans(cfg.data, cfg.window_length)
     line, (train_idx, val_idx, test_idx) = time_blocks(windows, cfg.split_fractions(len(windows)), cfg.window_length)
     raw = span_features.compute(torch.as_tensor(windows.ohlc, device=device))
-    mean, std = span_features.standardiser(raw[torch.as_tensor(train_idx, device=device)])
+    on_device = {"train": torch.as_tensor(train_idx, device=device), "val": torch.as_tensor(val_idx, device=device)}
+    mean, std = span_features.standardiser(raw[on_device["train"]])
     feats = (raw - mean) / std
 
     def subset(idx):
-        i = torch.as_tensor(idx, device=device)
         return Batch(
-            feats[i],
+            feats[torch.as_tensor(idx, device=device)],
             torch.as_tensor(y[idx], device=device),
             torch.as_tensor(starts[idx], device=device),
             torch.as_tensor(ends[idx], device=device),
             cfg,
         )
 
-    raw_by_phase = {
-        "train": raw[torch.as_tensor(train_idx, device=device)],
-        "val": raw[torch.as_tensor(val_idx, device=device)],
-    }
+    raw_by_phase = {phase: raw[i] for phase, i in on_device.items()}
     meta = {
         "source": cfg.data,
         "windows": len(windows),
